@@ -1,0 +1,231 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Version is the payload version this package writes. Readers accept any
+// version up to it; fields are only ever added.
+const Version = 1
+
+// Name is an event name, Backend.AI's where it has one. It is also the
+// event's token in its subject.
+type Name string
+
+// The events.
+const (
+	// Published by the gateway.
+	EventEnqueued         Name = "session_enqueued"          // → PENDING
+	EventTerminateRequest Name = "session_terminate_request" // a user's rm; no status change
+	EventExecuteRequest   Name = "session_execute_request"   // addressed to the agent: run code in the session
+
+	// Published by the scheduler.
+	EventScheduled   Name = "session_scheduled"   // addressed to the agent → SCHEDULED
+	EventCancelled   Name = "session_cancelled"   // → CANCELLED (addressed to the agent once placed)
+	EventTerminating Name = "session_terminating" // addressed to the agent → TERMINATING
+
+	// Published by the agent.
+	EventPreparing     Name = "session_preparing"    // → PREPARING
+	EventPulling       Name = "kernel_pulling"       // → PULLING
+	EventPullProgress  Name = "kernel_pull_progress" // progress only
+	EventPrepared      Name = "kernel_prepared"      // → PREPARED
+	EventCreating      Name = "kernel_creating"      // → CREATING
+	EventKernelStarted Name = "kernel_started"       // kernel RUNNING
+	EventStarted       Name = "session_started"      // → RUNNING
+	EventKernelExited  Name = "kernel_terminated"    // the kernel is gone
+	EventTerminated    Name = "session_terminated"   // → TERMINATED
+	EventSuccess       Name = "session_success"      // a batch task ended with exit code 0
+	EventFailure       Name = "session_failure"      // a batch task or start failed
+	EventError         Name = "session_error"        // → ERROR
+)
+
+type addressing uint8
+
+const (
+	toSession       addressing = iota // always on SessionEventSubject
+	toAgent                           // always on AgentWorkSubject
+	toAgentIfPlaced                   // on AgentWorkSubject when AgentID is set
+)
+
+type nameInfo struct {
+	status Status // the status the session moves to; "" for none
+	to     addressing
+}
+
+var names = map[Name]nameInfo{
+	EventEnqueued:         {status: StatusPending},
+	EventTerminateRequest: {},
+	EventExecuteRequest:   {to: toAgent},
+	EventScheduled:        {status: StatusScheduled, to: toAgent},
+	EventCancelled:        {status: StatusCancelled, to: toAgentIfPlaced},
+	EventTerminating:      {status: StatusTerminating, to: toAgent},
+	EventPreparing:        {status: StatusPreparing},
+	EventPulling:          {status: StatusPulling},
+	EventPullProgress:     {},
+	EventPrepared:         {status: StatusPrepared},
+	EventCreating:         {status: StatusCreating},
+	EventKernelStarted:    {},
+	EventStarted:          {status: StatusRunning},
+	EventKernelExited:     {},
+	EventTerminated:       {status: StatusTerminated},
+	EventSuccess:          {},
+	EventFailure:          {},
+	EventError:            {status: StatusError},
+}
+
+// Known reports whether n is one of the events.
+func (n Name) Known() bool { _, ok := names[n]; return ok }
+
+// Status is the status an event of this name moves its session to, or
+// StatusNone when it moves nothing.
+func (n Name) Status() Status { return names[n].status }
+
+// AddressedToAgent reports whether an event of this name with this agent id
+// carries the agent id as the last subject token. EventCancelled is
+// addressed to an agent only once the session was placed; before that its
+// AgentID is empty and it goes on the plain session subject.
+func AddressedToAgent(n Name, agentID string) bool {
+	switch names[n].to {
+	case toAgent:
+		return true
+	case toAgentIfPlaced:
+		return agentID != ""
+	}
+	return false
+}
+
+// Reason is a reason code carried by an event (status_info in `ps`).
+type Reason string
+
+// The reason codes, after Backend.AI's.
+const (
+	ReasonUserRequested  Reason = "user-requested"
+	ReasonIdleTimeout    Reason = "idle-timeout"
+	ReasonPendingTimeout Reason = "pending-timeout"
+	ReasonAgentLost      Reason = "agent-lost"
+	ReasonTaskFinished   Reason = "task-finished"
+	ReasonFailedToStart  Reason = "failed-to-start"
+	ReasonNoAgent        Reason = "no-available-agent"
+	ReasonKilled         Reason = "killed"
+	ReasonAgentRestarted Reason = "agent-restarted"
+)
+
+// Event is the envelope of everything on the session log. Which fields are
+// set depends on Name; the rest are empty.
+type Event struct {
+	V         int       `json:"v"`
+	ID        string    `json:"id"` // unique; also the Nats-Msg-Id
+	Name      Name      `json:"name"`
+	Time      time.Time `json:"time"`
+	AccessKey string    `json:"access_key"`
+	SessionID string    `json:"session_id"`
+	KernelID  string    `json:"kernel_id,omitempty"`
+	AgentID   string    `json:"agent_id,omitempty"`
+	// AgentEpoch is the agent's start count when it published, or, on
+	// EventScheduled, the epoch of the agent the session was placed on.
+	AgentEpoch uint64 `json:"agent_epoch,omitempty"`
+	Reason     Reason `json:"reason,omitempty"`
+	Message    string `json:"message,omitempty"`
+	ExitCode   *int   `json:"exit_code,omitempty"`
+	// Progress of a pull, 0 to 100, on EventPullProgress; -1 when unknown.
+	Progress *int `json:"progress,omitempty"`
+	// Session is the whole request, on EventEnqueued and EventScheduled.
+	Session *SessionSpec `json:"session,omitempty"`
+	// Run is the code to execute, on EventExecuteRequest.
+	Run *RunSpec `json:"run,omitempty"`
+}
+
+// Status is the status this event moves its session to, or StatusNone.
+func (e *Event) Status() Status { return e.Name.Status() }
+
+// Validate checks what every event must carry.
+func (e *Event) Validate() error {
+	switch {
+	case e.V < 1 || e.V > Version:
+		return fmt.Errorf("%w: unsupported version %d", ErrBadEvent, e.V)
+	case !e.Name.Known():
+		return fmt.Errorf("%w: unknown event name %q", ErrBadEvent, e.Name)
+	case e.ID == "":
+		return fmt.Errorf("%w: %s without an id", ErrBadEvent, e.Name)
+	case !ValidToken(e.AccessKey) || !ValidToken(e.SessionID):
+		return fmt.Errorf("%w: %s with a bad access key or session id", ErrBadEvent, e.Name)
+	case names[e.Name].to == toAgent && !ValidToken(e.AgentID):
+		return fmt.Errorf("%w: %s without an agent id", ErrBadEvent, e.Name)
+	case e.Name == EventEnqueued && e.Session == nil:
+		return fmt.Errorf("%w: %s without a session", ErrBadEvent, e.Name)
+	case e.Name == EventScheduled && e.Session == nil:
+		return fmt.Errorf("%w: %s without a session", ErrBadEvent, e.Name)
+	case e.Name == EventExecuteRequest && e.Run == nil:
+		return fmt.Errorf("%w: %s without a run", ErrBadEvent, e.Name)
+	}
+	return nil
+}
+
+// Decode parses and validates one event payload, and checks that it matches
+// the subject it arrived on, so a publisher cannot speak for another
+// session than the one its subject names.
+func Decode(subject string, data []byte) (*Event, error) {
+	if _, err := ParseSessionSubject(subject); err != nil {
+		return nil, err
+	}
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	if want, err := EventSubject(&e); err != nil || want != subject {
+		return nil, fmt.Errorf("%w: payload of %s does not match subject %q", ErrBadEvent, e.Name, subject)
+	}
+	return &e, nil
+}
+
+// SessionType is interactive or batch.
+type SessionType string
+
+// The session types.
+const (
+	TypeInteractive SessionType = "interactive"
+	TypeBatch       SessionType = "batch"
+)
+
+// Result of a session, as Backend.AI reports it.
+type Result string
+
+// The results.
+const (
+	ResultUndefined Result = "UNDEFINED"
+	ResultSuccess   Result = "SUCCESS"
+	ResultFailure   Result = "FAILURE"
+)
+
+// RunSpec is one execution of code in a session.
+type RunSpec struct {
+	ID   string `json:"id"`             // a subject token; the output subject's last token
+	Code string `json:"code,omitempty"` // run through the image's interpreter
+	Exec string `json:"exec,omitempty"` // a shell command line, run in the work directory
+}
+
+// SessionSpec is an admitted session request, as the gateway resolved it.
+type SessionSpec struct {
+	ID             string            `json:"id"`
+	Name           string            `json:"name"`
+	AccessKey      string            `json:"access_key"`
+	Image          string            `json:"image"`           // the full reference
+	RequestedImage string            `json:"requested_image"` // what the user typed
+	Type           SessionType       `json:"type"`
+	Slots          map[string]string `json:"slots"` // canonical slots.Set.Map()
+	Env            map[string]string `json:"env,omitempty"`
+	Tag            string            `json:"tag,omitempty"`
+	Domain         string            `json:"domain"`
+	Group          string            `json:"group"`
+	ScalingGroup   string            `json:"scaling_group"`
+	StartupCommand string            `json:"startup_command,omitempty"`
+	MainKernelID   string            `json:"main_kernel_id"`
+	CreatedAt      time.Time         `json:"created_at"`
+	// Run, when set, is executed as soon as the kernel is running.
+	Run *RunSpec `json:"run,omitempty"`
+}

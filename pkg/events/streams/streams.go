@@ -1,0 +1,121 @@
+// Package streams declares bai's JetStream streams and key-value buckets
+// and provisions them. Every service calls Provision at start: it is
+// idempotent, so whichever process comes first creates them.
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// Names of the streams and buckets.
+const (
+	// Sessions is the session log: every session's history.
+	Sessions = "BAI_SESSIONS"
+	// Output holds kernel stdout, stderr and exit codes.
+	Output = "BAI_OUTPUT"
+	// Agents is the KV bucket of agent heartbeats, keyed by agent id.
+	Agents = "bai_agents"
+)
+
+// Options tune the provisioned streams.
+type Options struct {
+	// Replicas of every stream and bucket. Default 1; 3 or 5 in a cluster.
+	Replicas int
+	// SessionMaxAge bounds the session log. Default 30 days.
+	SessionMaxAge time.Duration
+	// OutputMaxAge bounds kept output. Default 7 days.
+	OutputMaxAge time.Duration
+	// OutputMaxBytes bounds kept output. Default 1 GiB.
+	OutputMaxBytes int64
+}
+
+func (o *Options) fill() {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.SessionMaxAge <= 0 {
+		o.SessionMaxAge = 30 * 24 * time.Hour
+	}
+	if o.OutputMaxAge <= 0 {
+		o.OutputMaxAge = 7 * 24 * time.Hour
+	}
+	if o.OutputMaxBytes <= 0 {
+		o.OutputMaxBytes = 1 << 30
+	}
+}
+
+// SessionStreamConfig is the session log's configuration.
+func SessionStreamConfig(o Options) jetstream.StreamConfig {
+	o.fill()
+	return jetstream.StreamConfig{
+		Name:        Sessions,
+		Description: "bai session log: the source of truth",
+		Subjects:    []string{events.AllSessionsFilter},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.SessionMaxAge,
+		Duplicates:  2 * time.Minute,
+		Replicas:    o.Replicas,
+		AllowDirect: true,
+	}
+}
+
+// OutputStreamConfig is the output stream's configuration.
+func OutputStreamConfig(o Options) jetstream.StreamConfig {
+	o.fill()
+	return jetstream.StreamConfig{
+		Name:        Output,
+		Description: "bai kernel output",
+		Subjects:    []string{events.AllOutputFilter},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.OutputMaxAge,
+		MaxBytes:    o.OutputMaxBytes,
+		Discard:     jetstream.DiscardOld,
+		Replicas:    o.Replicas,
+		AllowDirect: true,
+	}
+}
+
+// AgentsBucketConfig is the agents bucket's configuration.
+func AgentsBucketConfig(o Options) jetstream.KeyValueConfig {
+	o.fill()
+	return jetstream.KeyValueConfig{
+		Bucket:      Agents,
+		Description: "bai agent heartbeats",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+// Provision creates or updates every stream and bucket.
+func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
+	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), OutputStreamConfig(o)} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, AgentsBucketConfig(o)); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", Agents, err)
+	}
+	return nil
+}
+
+// IsWrongLastSequence reports whether a publish was refused because its
+// expected last sequence no longer held: someone else wrote first.
+func IsWrongLastSequence(err error) bool {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}

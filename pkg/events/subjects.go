@@ -1,0 +1,209 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// MaxTokenLen bounds every id that becomes a subject token.
+const MaxTokenLen = 64
+
+// ValidToken reports whether s may stand as one subject token: 1 to
+// MaxTokenLen characters of ASCII letters, digits, '-' and '_'. Dots,
+// wildcards, whitespace and everything else are refused, so that an id can
+// never widen a subject or a permission.
+func ValidToken(s string) bool {
+	if len(s) == 0 || len(s) > MaxTokenLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func checkTokens(kind string, toks ...string) error {
+	for _, t := range toks {
+		if !ValidToken(t) {
+			return fmt.Errorf("%w: %s token %q", ErrBadSubject, kind, t)
+		}
+	}
+	return nil
+}
+
+// SessionEventSubject builds the subject of a session event.
+//
+//	bai.session.<ak>.<sid>.<event>
+func SessionEventSubject(ak, sid string, name Name) (string, error) {
+	if err := checkTokens("session", ak, sid, string(name)); err != nil {
+		return "", err
+	}
+	return "bai.session." + ak + "." + sid + "." + string(name), nil
+}
+
+// AgentWorkSubject builds the subject of a session event that one agent
+// must act on (a placement, a termination, an execution).
+//
+//	bai.session.<ak>.<sid>.<event>.<agent_id>
+func AgentWorkSubject(ak, sid string, name Name, agentID string) (string, error) {
+	if err := checkTokens("agent work", ak, sid, string(name), agentID); err != nil {
+		return "", err
+	}
+	return "bai.session." + ak + "." + sid + "." + string(name) + "." + agentID, nil
+}
+
+// EventSubject is the subject e is published on: AgentWorkSubject when the
+// event's name is addressed to an agent, SessionEventSubject otherwise.
+func EventSubject(e *Event) (string, error) {
+	if AddressedToAgent(e.Name, e.AgentID) {
+		return AgentWorkSubject(e.AccessKey, e.SessionID, e.Name, e.AgentID)
+	}
+	return SessionEventSubject(e.AccessKey, e.SessionID, e.Name)
+}
+
+// SessionFilter matches every event of one session.
+//
+//	bai.session.<ak>.<sid>.>
+func SessionFilter(ak, sid string) (string, error) {
+	if err := checkTokens("session", ak, sid); err != nil {
+		return "", err
+	}
+	return "bai.session." + ak + "." + sid + ".>", nil
+}
+
+// OwnerSessionsFilter matches every session event of one access key.
+//
+//	bai.session.<ak>.>
+func OwnerSessionsFilter(ak string) (string, error) {
+	if err := checkTokens("owner", ak); err != nil {
+		return "", err
+	}
+	return "bai.session." + ak + ".>", nil
+}
+
+// AllSessionsFilter matches the whole session log.
+//
+//	bai.session.>
+const AllSessionsFilter = "bai.session.>"
+
+// AgentWorkFilter matches the work addressed to one agent.
+//
+//	bai.session.*.*.*.<agent_id>
+func AgentWorkFilter(agentID string) (string, error) {
+	if err := checkTokens("agent", agentID); err != nil {
+		return "", err
+	}
+	return "bai.session.*.*.*." + agentID, nil
+}
+
+// SessionSubject is a parsed session subject.
+type SessionSubject struct {
+	AccessKey string
+	SessionID string
+	Name      Name
+	AgentID   string // set only on work addressed to an agent
+}
+
+// ParseSessionSubject parses bai.session.<ak>.<sid>.<event>[.<agent_id>].
+func ParseSessionSubject(subj string) (SessionSubject, error) {
+	parts := strings.Split(subj, ".")
+	if len(parts) < 5 || len(parts) > 6 || parts[0] != "bai" || parts[1] != "session" {
+		return SessionSubject{}, fmt.Errorf("%w: %q is not a session subject", ErrBadSubject, subj)
+	}
+	if err := checkTokens("session", parts[2:]...); err != nil {
+		return SessionSubject{}, err
+	}
+	s := SessionSubject{AccessKey: parts[2], SessionID: parts[3], Name: Name(parts[4])}
+	if !s.Name.Known() {
+		return SessionSubject{}, fmt.Errorf("%w: unknown event %q in %q", ErrBadSubject, s.Name, subj)
+	}
+	if len(parts) == 6 {
+		s.AgentID = parts[5]
+	}
+	if (s.AgentID != "") != AddressedToAgent(s.Name, s.AgentID) {
+		return SessionSubject{}, fmt.Errorf("%w: event %q with wrong addressing in %q", ErrBadSubject, s.Name, subj)
+	}
+	return s, nil
+}
+
+// OutputSubject is where a run's stdout, stderr and exit code go, in order.
+//
+//	bai.out.<ak>.<sid>.<run_id>
+func OutputSubject(ak, sid, runID string) (string, error) {
+	if err := checkTokens("output", ak, sid, runID); err != nil {
+		return "", err
+	}
+	return "bai.out." + ak + "." + sid + "." + runID, nil
+}
+
+// OutputFilter matches every run's output of one session.
+//
+//	bai.out.<ak>.<sid>.>
+func OutputFilter(ak, sid string) (string, error) {
+	if err := checkTokens("output", ak, sid); err != nil {
+		return "", err
+	}
+	return "bai.out." + ak + "." + sid + ".>", nil
+}
+
+// OwnerOutputFilter matches every output of one access key.
+//
+//	bai.out.<ak>.>
+func OwnerOutputFilter(ak string) (string, error) {
+	if err := checkTokens("owner", ak); err != nil {
+		return "", err
+	}
+	return "bai.out." + ak + ".>", nil
+}
+
+// AllOutputFilter matches all output.
+//
+//	bai.out.>
+const AllOutputFilter = "bai.out.>"
+
+// API operations: the last two tokens of an API subject.
+const (
+	OpSessionCreate    = "session.create"
+	OpSessionTerminate = "session.terminate"
+	OpSessionList      = "session.list"
+	OpSessionGet       = "session.get"
+	OpSessionHistory   = "session.history"
+)
+
+// APISubject is the request subject of one API operation for one access key.
+//
+//	bai.api.<ak>.<object>.<verb>
+func APISubject(ak, op string) (string, error) {
+	if err := checkTokens("api", ak); err != nil {
+		return "", err
+	}
+	return "bai.api." + ak + "." + op, nil
+}
+
+// APIPattern is what a service subscribes to for one operation, any key.
+//
+//	bai.api.*.<object>.<verb>
+func APIPattern(op string) string { return "bai.api.*." + op }
+
+// ParseAPISubject returns the access key and operation of an API subject.
+func ParseAPISubject(subj string) (ak, op string, err error) {
+	parts := strings.Split(subj, ".")
+	if len(parts) != 5 || parts[0] != "bai" || parts[1] != "api" {
+		return "", "", fmt.Errorf("%w: %q is not an API subject", ErrBadSubject, subj)
+	}
+	if err := checkTokens("api", parts[2:]...); err != nil {
+		return "", "", err
+	}
+	return parts[2], parts[3] + "." + parts[4], nil
+}
+
+// InboxPrefix is the reply-inbox prefix a client with access key ak uses,
+// so that replies to one tenant never cross another's subscriptions.
+//
+//	_INBOX_<ak>
+func InboxPrefix(ak string) string { return "_INBOX_" + ak }

@@ -1,0 +1,3 @@
+module github.com/bai-sh/bai/pkg/slots
+
+go 1.26

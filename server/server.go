@@ -1,0 +1,256 @@
+// Package server is bai's all-in-one process: an embedded nats-server with
+// JetStream on disk, and the gateway, scheduler, registry and one agent on
+// this host, each on its own in-process connection. It takes the same code
+// paths as a cluster of separate processes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/services/agent"
+	"github.com/bai-sh/bai/services/gateway"
+	"github.com/bai-sh/bai/services/registry"
+	"github.com/bai-sh/bai/services/scheduler"
+	"github.com/bai-sh/bai/tools/bai/client"
+)
+
+// ErrConfig wraps every configuration error.
+var ErrConfig = errors.New("server: invalid config")
+
+// serviceUser is the NATS user the embedded services connect as.
+const serviceUser = "bai-service"
+
+// Config configures the all-in-one server.
+type Config struct {
+	// DataDir holds JetStream, the registry, the agent's state and the
+	// credentials file. Default: DefaultDataDir().
+	DataDir string
+	// Listen is the NATS client address. Default: 127.0.0.1:4222. Port -1
+	// picks a free one.
+	Listen string
+	// Log is the logger. Default: zerolog.Nop().
+	Log zerolog.Logger
+	// SyncAlways makes JetStream fsync every write (sync_interval: always),
+	// so an acknowledged request is on disk. Default: false (NATS' default,
+	// a sync every 2 minutes).
+	SyncAlways bool
+	// AgentCapacity overrides the capacity the agent detects. Default: nil.
+	AgentCapacity map[string]string
+	// AgentHeartbeat is the agent's heartbeat interval. Default: the agent's.
+	AgentHeartbeat time.Duration
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/bai, else ~/.local/share/bai: where
+// bai looks for the credentials file.
+func DefaultDataDir() string {
+	if d := client.DataDir(os.Getenv); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), "bai")
+}
+
+// Server is a configured all-in-one server.
+type Server struct {
+	cfg   Config
+	log   zerolog.Logger
+	host  string
+	port  int
+	creds Credentials
+	ready chan struct{}
+	once  sync.Once
+
+	mu  sync.Mutex
+	ns  *natsserver.Server
+	url string
+}
+
+// New validates cfg and fills its defaults; it starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:4222"
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen address %q: %v", ErrConfig, cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < -1 || port > 65535 {
+		return nil, fmt.Errorf("%w: listen port %q", ErrConfig, portStr)
+	}
+	return &Server{
+		cfg:   cfg,
+		log:   cfg.Log.With().Str("component", "server").Logger(),
+		host:  host,
+		port:  port,
+		ready: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once every service serves.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// ClientURL is the NATS URL clients use; valid once Ready.
+func (s *Server) ClientURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.url
+}
+
+// Credentials are the admin keypair; valid once Ready.
+func (s *Server) Credentials() Credentials { return s.creds }
+
+// CredentialsPath is where the credentials file is written.
+func (s *Server) CredentialsPath() string { return client.CredentialsPath(s.cfg.DataDir) }
+
+// Run starts NATS and the services and serves until ctx ends; then it
+// stops the services, waits for them, and shuts NATS down last.
+func (s *Server) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("server: data dir: %w", err)
+	}
+	creds, err := loadOrCreateCredentials(s.CredentialsPath())
+	if err != nil {
+		return err
+	}
+	s.creds = creds
+	servicePass := randomString(secretAlphabet, 40)
+
+	opts := &natsserver.Options{
+		ServerName: "bai",
+		Host:       s.host,
+		Port:       s.port,
+		NoSigs:     true,
+		NoLog:      true,
+		JetStream:  true,
+		StoreDir:   filepath.Join(s.cfg.DataDir, "jetstream"),
+		SyncAlways: s.cfg.SyncAlways,
+		Users: []*natsserver.User{
+			{Username: serviceUser, Password: servicePass},
+			{Username: creds.AccessKey, Password: creds.SecretKey, Permissions: tenantPermissions(creds.AccessKey)},
+		},
+	}
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("server: nats: %w", err)
+	}
+	go ns.Start()
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		return errors.New("server: nats did not start (is the port free?)")
+	}
+	s.mu.Lock()
+	s.ns, s.url = ns, ns.ClientURL()
+	s.mu.Unlock()
+	if err := writeCredentials(s.CredentialsPath(), s.url, creds); err != nil {
+		return err
+	}
+
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo(serviceUser, servicePass),
+			nats.Name("bai-"+name), nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, fmt.Errorf("server: connect %s: %w", name, err)
+		}
+		conns = append(conns, nc)
+		return nc, nil
+	}
+	type runner interface {
+		Run(context.Context) error
+		Ready() <-chan struct{}
+	}
+	var services []runner
+	nc, err := connect("registry")
+	if err != nil {
+		return err
+	}
+	reg, err := registry.New(registry.Config{NC: nc, Log: s.cfg.Log, Path: filepath.Join(s.cfg.DataDir, "registry.db")})
+	if err != nil {
+		return err
+	}
+	services = append(services, reg)
+	if nc, err = connect("gateway"); err != nil {
+		return err
+	}
+	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log})
+	if err != nil {
+		return err
+	}
+	services = append(services, gw)
+	if nc, err = connect("scheduler"); err != nil {
+		return err
+	}
+	sch, err := scheduler.New(scheduler.Config{NC: nc, Log: s.cfg.Log})
+	if err != nil {
+		return err
+	}
+	services = append(services, sch)
+	if nc, err = connect("agent"); err != nil {
+		return err
+	}
+	ag, err := agent.New(agent.Config{
+		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"),
+		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat,
+	})
+	if err != nil {
+		return err
+	}
+	services = append(services, ag)
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, svc := range services {
+		g.Go(func() error { return svc.Run(gctx) })
+	}
+	g.Go(func() error {
+		for _, svc := range services {
+			select {
+			case <-svc.Ready():
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		s.once.Do(func() { close(s.ready) })
+		s.log.Info().Str("url", s.url).Str("credentials", s.CredentialsPath()).Msg("server_ready")
+		return nil
+	})
+	return g.Wait()
+}
+
+// tenantPermissions confine a key to its own API, session and output
+// subjects and its own reply inbox. It gets no JetStream API at all.
+func tenantPermissions(ak string) *natsserver.Permissions {
+	api, _ := events.APISubject(ak, ">")
+	sessions, _ := events.OwnerSessionsFilter(ak)
+	output, _ := events.OwnerOutputFilter(ak)
+	return &natsserver.Permissions{
+		Publish: &natsserver.SubjectPermission{Allow: []string{api}},
+		Subscribe: &natsserver.SubjectPermission{Allow: []string{
+			sessions, output, events.InboxPrefix(ak) + ".>",
+		}},
+	}
+}

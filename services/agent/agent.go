@@ -1,0 +1,380 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/pkg/slots"
+)
+
+// Errors of this package.
+var (
+	// ErrConfig: the Config is invalid.
+	ErrConfig = errors.New("invalid agent config")
+	// ErrImage: the runtime cannot run the image.
+	ErrImage = errors.New("unsupported image")
+)
+
+// Config configures an agent.
+type Config struct {
+	// NC is the NATS connection. Required.
+	NC *nats.Conn
+	// Log is the logger. Default zerolog.Nop().
+	Log zerolog.Logger
+	// DataDir holds the state db (DataDir/agent.db) and the kernels' work
+	// directories (DataDir/kernels/<kernel_id>, mode 0700). Required.
+	DataDir string
+	// ID is the agent id, a subject token. Default: the id stored in the
+	// state db, else "agent-" + the host name made a token.
+	ID string
+	// ScalingGroup is the agent's scaling group. Default "default".
+	ScalingGroup string
+	// Capacity is the slots the agent offers ("cpu": "4", "mem": "8g").
+	// Default: detected, cpu = runtime.NumCPU(), mem = MemTotal of
+	// /proc/meminfo.
+	Capacity map[string]string
+	// HeartbeatInterval is how often the heartbeat is stored. Default 2s.
+	HeartbeatInterval time.Duration
+	// Interpreters maps an image name prefix to the interpreter binary the
+	// process runtime runs its code with; the longest matching prefix
+	// wins. Default {"python:": "/usr/bin/python3" if it exists, else
+	// python3 on PATH}.
+	Interpreters map[string]string
+	// Runtime runs the kernels. Default: the process runtime over
+	// DataDir/kernels with Interpreters.
+	Runtime Runtime
+}
+
+// Service is one agent.
+type Service struct {
+	cfg      Config
+	log      zerolog.Logger
+	id       string
+	host     string
+	capacity map[string]string
+	rt       Runtime
+	dbPath   string
+	ready    chan struct{}
+	running  atomic.Bool
+
+	// Set by Run.
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	st       *state
+	epoch    uint64
+	stopping atomic.Bool
+	execs    sync.WaitGroup // execution goroutines
+
+	mu        sync.Mutex
+	kernels   map[string]*kernel // by kernel id
+	bySession map[string]*kernel // by access key + "/" + session id
+}
+
+// New validates cfg and fills its defaults. It starts nothing.
+func New(cfg Config) (*Service, error) {
+	if cfg.NC == nil {
+		return nil, fmt.Errorf("%w: NC is required", ErrConfig)
+	}
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: DataDir is required", ErrConfig)
+	}
+	if cfg.ScalingGroup == "" {
+		cfg.ScalingGroup = "default"
+	}
+	if !events.ValidToken(cfg.ScalingGroup) {
+		return nil, fmt.Errorf("%w: scaling group %q is not a token", ErrConfig, cfg.ScalingGroup)
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	host, _ := os.Hostname()
+	s := &Service{
+		log:       cfg.Log,
+		host:      host,
+		dbPath:    filepath.Join(cfg.DataDir, "agent.db"),
+		ready:     make(chan struct{}),
+		kernels:   make(map[string]*kernel),
+		bySession: make(map[string]*kernel),
+	}
+	if cfg.ID == "" {
+		id, err := storedID(s.dbPath)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		cfg.ID = id
+	}
+	if cfg.ID == "" {
+		cfg.ID = "agent-" + tokenize(host, events.MaxTokenLen-len("agent-"))
+	}
+	if !events.ValidToken(cfg.ID) {
+		return nil, fmt.Errorf("%w: agent id %q is not a token", ErrConfig, cfg.ID)
+	}
+	s.id = cfg.ID
+	if cfg.Capacity == nil {
+		c, err := detectCapacity()
+		if err != nil {
+			return nil, fmt.Errorf("%w: detect capacity: %v", ErrConfig, err)
+		}
+		cfg.Capacity = c
+	}
+	capSet, err := slots.ParseMap(cfg.Capacity)
+	if err != nil {
+		return nil, fmt.Errorf("%w: capacity: %v", ErrConfig, err)
+	}
+	s.capacity = capSet.Map()
+	if cfg.Runtime == nil {
+		if cfg.Interpreters == nil {
+			cfg.Interpreters = map[string]string{}
+			if py := defaultPython(); py != "" {
+				cfg.Interpreters["python:"] = py
+			}
+		}
+		cfg.Runtime = NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
+	}
+	s.rt = cfg.Runtime
+	s.cfg = cfg
+	s.log = cfg.Log.With().Str("component", "agent").Str("agent_id", s.id).Logger()
+	return s, nil
+}
+
+// ID is the agent's id.
+func (s *Service) ID() string { return s.id }
+
+// Ready is closed once the agent consumes its work and its first heartbeat
+// is stored.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Run serves until ctx ends, then shuts down: it stops consuming, kills
+// the running executions (publishing their exit), waits for them, deletes
+// its heartbeat and closes its state db. It returns nil on a clean ctx
+// cancel. Run may be called once.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("agent: Run called twice")
+	}
+	js, err := jetstream.New(s.cfg.NC,
+		jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	s.js = js
+	if err := streams.Provision(ctx, js, streams.Options{}); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := openState(s.dbPath)
+	if err != nil {
+		return err
+	}
+	s.st = st
+	defer func() {
+		if err := st.close(); err != nil {
+			s.log.Error().Err(err).Msg("close state db")
+		}
+	}()
+	if s.epoch, err = st.start(s.id); err != nil {
+		return err
+	}
+	s.log = s.log.With().Uint64("epoch", s.epoch).Logger()
+	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
+		s.log.Warn().Err(err).Msg("prune terminated kernels")
+	}
+	if s.kv, err = js.KeyValue(ctx, streams.Agents); err != nil {
+		return fmt.Errorf("agents bucket: %w", err)
+	}
+	cons, err := s.consumer(ctx)
+	if err != nil {
+		return err
+	}
+
+	// From here on work may have started: every exit goes through shutdown.
+	work := context.WithoutCancel(ctx)
+	var loops sync.WaitGroup
+	err = s.reconcile(work)
+	if err == nil {
+		err = s.heartbeat(ctx)
+	}
+	var it jetstream.MessagesContext
+	if err == nil {
+		it, err = cons.Messages(jetstream.PullMaxMessages(16))
+		if err != nil {
+			err = fmt.Errorf("consume agent work: %w", err)
+		}
+	}
+	if err == nil {
+		loops.Go(func() { s.dispatch(ctx, work, it) })
+		loops.Go(func() { s.heartbeats(ctx) })
+		s.log.Info().Str("runtime", s.rt.Name()).Msg("agent ready")
+		close(s.ready)
+		<-ctx.Done()
+	}
+	loops.Wait()
+	s.shutdown(work)
+	return err
+}
+
+// consumer creates or resumes the agent's durable work consumer.
+func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	name := "bai-agent-" + s.id
+	cons, err := s.js.Consumer(ctx, streams.Sessions, name)
+	if err == nil {
+		return cons, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
+	}
+	filter, err := events.AgentWorkFilter(s.id)
+	if err != nil {
+		return nil, err
+	}
+	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "work addressed to agent " + s.id,
+		FilterSubject: filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 1024,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create agent consumer %s: %w", name, err)
+	}
+	return cons, nil
+}
+
+// heartbeat stores the agent's heartbeat once.
+func (s *Service) heartbeat(ctx context.Context) error {
+	data, err := jsonMarshal(events.AgentInfo{
+		V:            events.Version,
+		ID:           s.id,
+		Epoch:        s.epoch,
+		Host:         s.host,
+		Runtime:      s.rt.Name(),
+		ScalingGroup: s.cfg.ScalingGroup,
+		Capacity:     s.capacity,
+		Heartbeat:    time.Now().UTC(),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if _, err := s.kv.Put(ctx, s.id, data); err != nil {
+		return fmt.Errorf("store heartbeat of agent %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// heartbeats stores the heartbeat every HeartbeatInterval until ctx ends.
+func (s *Service) heartbeats(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("heartbeat")
+			}
+		}
+	}
+}
+
+// shutdown kills the running executions, waits for them and deletes the
+// heartbeat. The consumer is stopped already.
+func (s *Service) shutdown(ctx context.Context) {
+	s.stopping.Store(true)
+	s.mu.Lock()
+	ks := make([]*kernel, 0, len(s.kernels))
+	for _, k := range s.kernels {
+		ks = append(ks, k)
+	}
+	s.mu.Unlock()
+	for _, k := range ks {
+		k.killAll(s.log)
+	}
+	s.execs.Wait()
+	if s.kv != nil {
+		dctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		defer cancel()
+		if err := s.kv.Delete(dctx, s.id); err != nil {
+			s.log.Warn().Err(err).Msg("delete heartbeat")
+		}
+	}
+	s.log.Info().Msg("agent stopped")
+}
+
+// tokenize turns s into a subject token of at most n characters.
+func tokenize(s string, n int) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			b[i] = '-'
+		}
+	}
+	if len(b) > n {
+		b = b[:n]
+	}
+	if len(b) == 0 {
+		return "host"
+	}
+	return string(b)
+}
+
+// detectCapacity is the host's CPU count and memory.
+func detectCapacity() (map[string]string, error) {
+	c := map[string]string{"cpu": strconv.Itoa(runtime.NumCPU())}
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("MemTotal %q: %w", fields[1], err)
+			}
+			c["mem"] = strconv.FormatUint(kb, 10) + "k"
+			return c, sc.Err()
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("no MemTotal in /proc/meminfo")
+}
+
+// defaultPython is /usr/bin/python3 if it exists, else python3 on PATH.
+func defaultPython() string {
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		return "/usr/bin/python3"
+	}
+	p, _ := exec.LookPath("python3")
+	return p
+}

@@ -1,0 +1,77 @@
+// Command bai-agent runs one bai agent: it offers this host's capacity and
+// runs the kernels placed on it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/services/agent"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bai-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	natsURL := flag.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS server URL (env BAI_NATS_URL); user:password may be in it")
+	dataDir := flag.String("data-dir", defaultDataDir(), "state db and kernel work directories")
+	id := flag.String("id", "", "agent id (default: the stored one, else agent-<hostname>)")
+	group := flag.String("scaling-group", "default", "scaling group")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
+	nc, err := nats.Connect(*natsURL, nats.Name("bai-agent"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer nc.Close()
+
+	svc, err := agent.New(agent.Config{
+		NC:           nc,
+		Log:          log,
+		DataDir:      *dataDir,
+		ID:           *id,
+		ScalingGroup: *group,
+	})
+	if err != nil {
+		return err
+	}
+	if err := svc.Run(ctx); err != nil {
+		return err
+	}
+	return nc.Drain()
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// defaultDataDir is $XDG_DATA_HOME/bai/agent, else ~/.local/share/bai/agent.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "bai", "agent")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".", "bai-agent")
+	}
+	return filepath.Join(home, ".local", "share", "bai", "agent")
+}

@@ -1,0 +1,576 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// Publishing: each try's timeout and how many tries.
+const (
+	publishTimeout = 5 * time.Second
+	publishTries   = 4
+	ackTimeout     = 5 * time.Second
+)
+
+// kernel is one kernel the agent has.
+type kernel struct {
+	spec *events.SessionSpec
+	log  zerolog.Logger
+
+	// life orders the lifecycle steps of the kernel: start, terminate and
+	// a batch task's end.
+	life sync.Mutex
+
+	mu      sync.Mutex
+	phase   string
+	closing bool // terminating: no new executions
+	procs   map[string]Process
+	runs    sync.WaitGroup // running executions; Add under mu, only while !closing
+}
+
+func newKernel(spec *events.SessionSpec, phase string, log zerolog.Logger) *kernel {
+	return &kernel{
+		spec:  spec,
+		phase: phase,
+		procs: make(map[string]Process),
+		log: log.With().Str("session_id", spec.ID).Str("kernel_id", spec.MainKernelID).
+			Str("access_key", spec.AccessKey).Logger(),
+	}
+}
+
+// killAll kills every running execution of the kernel.
+func (k *kernel) killAll(log zerolog.Logger) {
+	k.mu.Lock()
+	procs := make([]Process, 0, len(k.procs))
+	for _, p := range k.procs {
+		procs = append(procs, p)
+	}
+	k.mu.Unlock()
+	for _, p := range procs {
+		if err := p.Kill(); err != nil {
+			log.Warn().Err(err).Msg("kill execution")
+		}
+	}
+}
+
+func sessionKey(ak, sid string) string { return ak + "/" + sid }
+
+func (s *Service) addKernel(k *kernel) {
+	s.mu.Lock()
+	s.kernels[k.spec.MainKernelID] = k
+	s.bySession[sessionKey(k.spec.AccessKey, k.spec.ID)] = k
+	s.mu.Unlock()
+}
+
+func (s *Service) dropKernel(k *kernel) {
+	s.mu.Lock()
+	if s.kernels[k.spec.MainKernelID] == k {
+		delete(s.kernels, k.spec.MainKernelID)
+	}
+	key := sessionKey(k.spec.AccessKey, k.spec.ID)
+	if s.bySession[key] == k {
+		delete(s.bySession, key)
+	}
+	s.mu.Unlock()
+}
+
+// lookup finds the kernel an event is about: by kernel id, else by session.
+func (s *Service) lookup(e *events.Event) *kernel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.KernelID != "" {
+		if k := s.kernels[e.KernelID]; k != nil {
+			return k
+		}
+	}
+	return s.bySession[sessionKey(e.AccessKey, e.SessionID)]
+}
+
+// dispatch handles the agent's work in log order until ctx ends; work is
+// the context the handlers run under. When the iterator fails (the
+// consumer was deleted, say) it is made again.
+func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesContext) {
+	defer func() { s.release(it) }()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if ctx.Err() != nil {
+			if err == nil {
+				s.nak(msg)
+			}
+			return
+		}
+		if err == nil {
+			s.handle(work, msg)
+			continue
+		}
+		s.log.Error().Err(err).Msg("agent work consumer failed")
+		it.Stop()
+		for {
+			if pause(ctx, time.Second) != nil {
+				return
+			}
+			cons, err := s.consumer(ctx)
+			if err == nil {
+				it, err = cons.Messages(jetstream.PullMaxMessages(16))
+			}
+			if err == nil {
+				break
+			}
+			s.log.Error().Err(err).Msg("resume agent work consumer")
+		}
+	}
+}
+
+// release stops the iterator and hands back the work it had buffered, so
+// that the next start gets it at once rather than after the ack wait.
+func (s *Service) release(it jetstream.MessagesContext) {
+	it.Drain()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			return
+		}
+		s.nak(msg)
+	}
+}
+
+func (s *Service) nak(msg jetstream.Msg) {
+	if err := msg.Nak(); err != nil {
+		s.log.Warn().Err(err).Msg("nak work message")
+	}
+}
+
+// handle acts on one work message and acknowledges it; a transient failure
+// naks it for redelivery.
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+	e, err := events.Decode(msg.Subject(), msg.Data())
+	if err != nil {
+		s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("bad work message")
+		if err := msg.Term(); err != nil {
+			s.log.Warn().Err(err).Msg("terminate bad work message")
+		}
+		return
+	}
+	log := s.log.With().Str("event", string(e.Name)).Str("event_id", e.ID).
+		Str("session_id", e.SessionID).Logger()
+	switch e.Name {
+	case events.EventScheduled:
+		err = s.onScheduled(ctx, e)
+	case events.EventExecuteRequest:
+		err = s.onExecute(ctx, e)
+	case events.EventTerminating:
+		err = s.onTerminating(ctx, e)
+	case events.EventCancelled:
+		err = s.onCancelled(ctx, e)
+	default:
+		log.Debug().Msg("ignored work message")
+	}
+	if errors.Is(err, errPermanent) {
+		log.Warn().Err(err).Msg("refused work message")
+		if err := msg.Term(); err != nil {
+			log.Warn().Err(err).Msg("terminate work message")
+		}
+		return
+	}
+	if err != nil {
+		log.Error().Err(err).Msg("handle work message")
+		if err := msg.NakWithDelay(time.Second); err != nil {
+			log.Warn().Err(err).Msg("nak work message")
+		}
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		log.Warn().Err(err).Msg("ack work message")
+	}
+}
+
+// errPermanent marks a work message that no retry can make right.
+var errPermanent = errors.New("unusable work message")
+
+// onScheduled starts the placed session's kernel, once per kernel id.
+func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
+	spec := e.Session
+	if spec.ID != e.SessionID || spec.AccessKey != e.AccessKey || !events.ValidToken(spec.MainKernelID) {
+		return fmt.Errorf("%w: session_scheduled with a bad session spec", errPermanent)
+	}
+	s.mu.Lock()
+	k := s.kernels[spec.MainKernelID]
+	s.mu.Unlock()
+	if k != nil {
+		k.mu.Lock()
+		starting := k.phase == phaseStarting && !k.closing
+		k.mu.Unlock()
+		if !starting {
+			return nil // a duplicate
+		}
+		// An earlier try failed half way: finish it.
+		return s.start(ctx, k)
+	}
+	known, err := s.st.known(spec.MainKernelID)
+	if err != nil {
+		return err
+	}
+	if known {
+		s.log.Info().Str("kernel_id", spec.MainKernelID).Msg("duplicate placement ignored")
+		return nil
+	}
+	// The intent first: whatever happens next, this kernel id is taken.
+	if err := s.st.putKernel(kernelRecord{Spec: *spec, Phase: phaseStarting, CreatedAt: time.Now().UTC()}); err != nil {
+		return err
+	}
+	k = newKernel(spec, phaseStarting, s.log)
+	s.addKernel(k)
+	return s.start(ctx, k)
+}
+
+// start walks a kernel from its placement to RUNNING, then starts its
+// initial executions. A step already done is done again
+// harmlessly (the projections absorb duplicate events).
+func (s *Service) start(ctx context.Context, k *kernel) error {
+	k.life.Lock()
+	defer k.life.Unlock()
+	k.mu.Lock()
+	closing := k.closing
+	k.mu.Unlock()
+	if closing {
+		return nil
+	}
+	spec := k.spec
+	if err := s.publish(ctx, k, events.EventPreparing, nil); err != nil {
+		return err
+	}
+	if err := s.rt.Prepare(ctx, spec); err != nil {
+		return s.failStart(ctx, k, err)
+	}
+	for _, n := range []events.Name{events.EventPrepared, events.EventCreating} {
+		if err := s.publish(ctx, k, n, nil); err != nil {
+			return err
+		}
+	}
+	if err := s.rt.Create(ctx, spec); err != nil {
+		return s.failStart(ctx, k, err)
+	}
+	for _, n := range []events.Name{events.EventKernelStarted, events.EventStarted} {
+		if err := s.publish(ctx, k, n, nil); err != nil {
+			return err
+		}
+	}
+	if err := s.st.putKernel(kernelRecord{Spec: *spec, Phase: phaseRunning, CreatedAt: time.Now().UTC()}); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.phase = phaseRunning
+	k.mu.Unlock()
+	k.log.Info().Msg("kernel started")
+	if spec.Run != nil || (spec.Type == events.TypeBatch && spec.StartupCommand != "") {
+		s.execs.Go(func() { s.runInitial(ctx, k) })
+	}
+	return nil
+}
+
+// failStart reports a kernel that could not start and forgets it.
+func (s *Service) failStart(ctx context.Context, k *kernel, cause error) error {
+	k.log.Warn().Err(cause).Msg("kernel failed to start")
+	if err := s.rt.Destroy(ctx, k.spec); err != nil {
+		k.log.Warn().Err(err).Msg("destroy kernel")
+	}
+	msg := cause.Error()
+	for _, n := range []events.Name{events.EventFailure, events.EventError, events.EventTerminated} {
+		if err := s.publish(ctx, k, n, func(e *events.Event) {
+			e.Reason = events.ReasonFailedToStart
+			e.Message = msg
+		}); err != nil {
+			return err
+		}
+	}
+	return s.forget(k)
+}
+
+// forget removes the kernel from the state (remembering it is gone) and
+// from memory.
+func (s *Service) forget(k *kernel) error {
+	k.mu.Lock()
+	k.closing = true
+	k.mu.Unlock()
+	if err := s.st.removeKernel(k.spec.MainKernelID, time.Now()); err != nil {
+		return err
+	}
+	s.dropKernel(k)
+	return nil
+}
+
+// runInitial runs the session's own Run, then a batch session's startup
+// command, whose exit code ends the session.
+func (s *Service) runInitial(ctx context.Context, k *kernel) {
+	spec := k.spec
+	if spec.Run != nil {
+		s.executeOnce(ctx, k, *spec.Run)
+	}
+	if spec.Type != events.TypeBatch || spec.StartupCommand == "" {
+		return
+	}
+	code, ran := s.executeOnce(ctx, k, events.RunSpec{ID: events.StartupRunID, Exec: spec.StartupCommand})
+	if !ran {
+		return
+	}
+	k.life.Lock()
+	defer k.life.Unlock()
+	k.mu.Lock()
+	closing := k.closing
+	k.mu.Unlock()
+	if closing {
+		return // terminated meanwhile: that termination reports the end
+	}
+	result, reason := events.EventSuccess, events.ReasonTaskFinished
+	if code != 0 {
+		result = events.EventFailure
+	}
+	if s.stopping.Load() {
+		reason = events.ReasonKilled
+	}
+	err := s.publish(ctx, k, result, func(e *events.Event) { e.ExitCode = &code })
+	if err == nil {
+		err = s.terminate(ctx, k, reason, true)
+	}
+	if err != nil {
+		k.log.Error().Err(err).Msg("end batch session")
+	}
+}
+
+// executeOnce runs one execution unless the kernel ran this run id before;
+// ran is false when it did not run.
+func (s *Service) executeOnce(ctx context.Context, k *kernel, run events.RunSpec) (code int, ran bool) {
+	added, err := s.st.addRun(k.spec.MainKernelID, run.ID)
+	if err != nil {
+		k.log.Error().Err(err).Str("run_id", run.ID).Msg("record run")
+		return 0, false
+	}
+	if !added {
+		k.log.Info().Str("run_id", run.ID).Msg("duplicate run ignored")
+		return 0, false
+	}
+	return s.execute(ctx, k, run)
+}
+
+// onExecute runs code in a kernel of this agent, in its own goroutine.
+func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
+	if !events.ValidToken(e.Run.ID) {
+		return fmt.Errorf("%w: run id %q is not a token", errPermanent, e.Run.ID)
+	}
+	k := s.lookup(e)
+	if k == nil {
+		s.log.Warn().Str("session_id", e.SessionID).Str("run_id", e.Run.ID).Msg("execute request for no kernel of this agent")
+		return nil
+	}
+	k.mu.Lock()
+	ok := k.phase == phaseRunning && !k.closing
+	k.mu.Unlock()
+	if !ok {
+		k.log.Warn().Str("run_id", e.Run.ID).Msg("execute request for a kernel not running")
+		return nil
+	}
+	added, err := s.st.addRun(k.spec.MainKernelID, e.Run.ID)
+	if err != nil {
+		return err
+	}
+	if !added {
+		k.log.Info().Str("run_id", e.Run.ID).Msg("duplicate run ignored")
+		return nil
+	}
+	run := *e.Run
+	s.execs.Go(func() { s.execute(ctx, k, run) })
+	return nil
+}
+
+// onTerminating terminates a kernel and reports it.
+func (s *Service) onTerminating(ctx context.Context, e *events.Event) error {
+	reason := e.Reason
+	if reason == "" {
+		reason = events.ReasonUserRequested
+	}
+	k := s.lookup(e)
+	if k == nil {
+		known := false
+		if e.KernelID != "" {
+			var err error
+			if known, err = s.st.known(e.KernelID); err != nil {
+				return err
+			}
+		}
+		if known {
+			return nil // terminated before; that was reported
+		}
+		// Never heard of it: end the session so it does not hang in
+		// TERMINATING.
+		s.log.Warn().Str("session_id", e.SessionID).Msg("terminate for no kernel of this agent")
+		return s.publishSession(ctx, e.AccessKey, e.SessionID, e.KernelID, events.EventTerminated, reason)
+	}
+	k.life.Lock()
+	defer k.life.Unlock()
+	return s.terminate(ctx, k, reason, true)
+}
+
+// onCancelled cleans up after a cancelled session, publishing nothing.
+func (s *Service) onCancelled(ctx context.Context, e *events.Event) error {
+	k := s.lookup(e)
+	if k == nil {
+		return nil
+	}
+	k.life.Lock()
+	defer k.life.Unlock()
+	return s.terminate(ctx, k, e.Reason, false)
+}
+
+// terminate kills the kernel's executions, waits until their exits are
+// published, destroys the kernel, reports it (when report) and forgets
+// it. The caller holds k.life.
+func (s *Service) terminate(ctx context.Context, k *kernel, reason events.Reason, report bool) error {
+	k.mu.Lock()
+	k.closing = true
+	k.mu.Unlock()
+	k.killAll(k.log)
+	k.runs.Wait()
+	if err := s.rt.Destroy(ctx, k.spec); err != nil {
+		return err
+	}
+	if report {
+		for _, n := range []events.Name{events.EventKernelExited, events.EventTerminated} {
+			if err := s.publish(ctx, k, n, func(e *events.Event) { e.Reason = reason }); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.forget(k); err != nil {
+		return err
+	}
+	k.log.Info().Str("reason", string(reason)).Bool("reported", report).Msg("kernel terminated")
+	return nil
+}
+
+// reconcile adopts the kernels of the state that the runtime still has and
+// reports the others terminated; it finishes starts that were cut short.
+func (s *Service) reconcile(ctx context.Context) error {
+	recs, err := s.st.kernels()
+	if err != nil {
+		return err
+	}
+	for i := range recs {
+		spec := &recs[i].Spec
+		k := newKernel(spec, recs[i].Phase, s.log)
+		s.addKernel(k)
+		if recs[i].Phase == phaseStarting {
+			// The placement may be acked already: finish the start here.
+			if err := s.start(ctx, k); err != nil {
+				return fmt.Errorf("resume start of kernel %s: %w", spec.MainKernelID, err)
+			}
+			continue
+		}
+		exists, err := s.rt.Exists(ctx, spec)
+		if err != nil {
+			return err
+		}
+		// A batch task does not survive its agent: its session ends.
+		if exists && !(spec.Type == events.TypeBatch && spec.StartupCommand != "") {
+			k.log.Info().Msg("kernel adopted")
+			continue
+		}
+		k.life.Lock()
+		err = s.terminate(ctx, k, events.ReasonAgentRestarted, true)
+		k.life.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish publishes one event about kernel k.
+func (s *Service) publish(ctx context.Context, k *kernel, name events.Name, set func(*events.Event)) error {
+	e := s.event(k.spec.AccessKey, k.spec.ID, k.spec.MainKernelID, name)
+	if set != nil {
+		set(e)
+	}
+	return s.publishEvent(ctx, e)
+}
+
+// publishSession publishes one event about a session the agent has no
+// kernel of.
+func (s *Service) publishSession(ctx context.Context, ak, sid, kid string, name events.Name, reason events.Reason) error {
+	e := s.event(ak, sid, kid, name)
+	e.Reason = reason
+	return s.publishEvent(ctx, e)
+}
+
+func (s *Service) event(ak, sid, kid string, name events.Name) *events.Event {
+	return &events.Event{
+		V:          events.Version,
+		ID:         nuid.Next(),
+		Name:       name,
+		Time:       time.Now().UTC(),
+		AccessKey:  ak,
+		SessionID:  sid,
+		KernelID:   kid,
+		AgentID:    s.id,
+		AgentEpoch: s.epoch,
+	}
+}
+
+// publishEvent publishes e on its subject, synchronously, with its id as
+// the message id, retrying a few times.
+func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
+	subj, err := events.EventSubject(e)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", e.Name, err)
+	}
+	for try := 1; ; try++ {
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		_, err = s.js.Publish(pctx, subj, data, jetstream.WithMsgID(e.ID))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if try == publishTries || ctx.Err() != nil {
+			return fmt.Errorf("publish %s of session %s: %w", e.Name, e.SessionID, err)
+		}
+		s.log.Warn().Err(err).Str("event", string(e.Name)).Int("try", try).Msg("publish event")
+		if err := pause(ctx, time.Duration(try)*200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// pause waits d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func jsonMarshal(v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return data, nil
+}

@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// Output chunking: the largest chunk, and how many chunks of one stream
+// may wait for their acks.
+const (
+	chunkSize   = 32 << 10
+	ackWindow   = 64
+	exitOnStart = 127 // the exit code of a run that could not start
+	exitRefused = 137 // the exit code of a run refused by a terminating kernel: SIGKILL's
+)
+
+// execute runs one execution in kernel k and streams its output; it
+// returns when the exit message is published. ran is false only when
+// the run cannot have an output subject.
+func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (code int, ran bool) {
+	log := k.log.With().Str("run_id", run.ID).Logger()
+	subj, err := outputSubject(k, run.ID)
+	if err != nil {
+		log.Error().Err(err).Msg("output subject")
+		return 0, false
+	}
+	k.mu.Lock()
+	if k.closing || s.stopping.Load() {
+		k.mu.Unlock()
+		// Accepted but never started: it ends as if killed at once, so
+		// that whoever follows its output is not left waiting.
+		log.Info().Msg("execution refused: kernel terminating")
+		s.publishOutput(ctx, log, subj, events.StreamStderr, []byte("bai: run cancelled: the kernel is terminating\n"))
+		s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(exitRefused)))
+		return exitRefused, true
+	}
+	p, err := s.rt.Exec(ctx, k.spec, run)
+	if err != nil {
+		k.mu.Unlock()
+		log.Warn().Err(err).Msg("start execution")
+		s.publishOutput(ctx, log, subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err)))
+		s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart)))
+		return exitOnStart, true
+	}
+	k.procs[run.ID] = p
+	k.runs.Add(1)
+	k.mu.Unlock()
+	defer k.runs.Done()
+	log.Debug().Msg("execution started")
+
+	var pumps sync.WaitGroup
+	pumps.Go(func() { s.pump(ctx, log, subj, events.StreamStdout, p.Stdout()) })
+	pumps.Go(func() { s.pump(ctx, log, subj, events.StreamStderr, p.Stderr()) })
+	code, err = p.Wait()
+	if err != nil {
+		log.Warn().Err(err).Msg("wait execution")
+	}
+	pumps.Wait()
+	if err := p.Close(); err != nil {
+		log.Warn().Err(err).Msg("close execution output")
+	}
+	k.mu.Lock()
+	delete(k.procs, run.ID)
+	k.mu.Unlock()
+	s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(code)))
+	log.Debug().Int("exit_code", code).Msg("execution ended")
+	return code, true
+}
+
+// pump publishes r in chunks until EOF and waits for every ack.
+func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream string, r io.Reader) {
+	var pending []jetstream.PubAckFuture
+	wait := func(f jetstream.PubAckFuture) {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			// Published again synchronously: late rather than lost.
+			log.Warn().Err(err).Str("stream", stream).Msg("output chunk not acked")
+			s.publishOutput(ctx, log, subj, stream, f.Msg().Data)
+		}
+	}
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			msg := outputMsg(subj, stream, append([]byte(nil), buf[:n]...))
+			f, perr := s.js.PublishMsgAsync(msg)
+			if perr != nil {
+				for _, f := range pending {
+					wait(f)
+				}
+				pending = pending[:0]
+				s.publishOutput(ctx, log, subj, stream, msg.Data)
+			} else {
+				pending = append(pending, f)
+				if len(pending) >= ackWindow {
+					wait(pending[0])
+					pending = pending[1:]
+				}
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				log.Warn().Err(err).Str("stream", stream).Msg("read output")
+			}
+			break
+		}
+	}
+	for _, f := range pending {
+		wait(f)
+	}
+}
+
+// publishOutput publishes one output message synchronously, retrying a few
+// times; a failure is logged: the output is lost.
+func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, subj, stream string, data []byte) {
+	for try := 1; ; try++ {
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		_, err := s.js.PublishMsg(pctx, outputMsg(subj, stream, data))
+		cancel()
+		if err == nil {
+			return
+		}
+		if try == publishTries || ctx.Err() != nil {
+			log.Error().Err(err).Str("stream", stream).Msg("publish output")
+			return
+		}
+		if pause(ctx, time.Duration(try)*200*time.Millisecond) != nil {
+			return
+		}
+	}
+}
+
+func outputMsg(subj, stream string, data []byte) *nats.Msg {
+	return &nats.Msg{Subject: subj, Header: nats.Header{events.HeaderStream: []string{stream}}, Data: data}
+}
+
+func outputSubject(k *kernel, runID string) (string, error) {
+	return events.OutputSubject(k.spec.AccessKey, k.spec.ID, runID)
+}

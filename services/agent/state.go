@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// Buckets of the state db.
+var (
+	bucketMeta    = []byte("meta")    // "id", "epoch"
+	bucketKernels = []byte("kernels") // kernel id → kernelRecord JSON
+	bucketRuns    = []byte("runs")    // kernel id + "/" + run id → ""
+	bucketGone    = []byte("gone")    // kernel id → terminated at (unix seconds)
+
+	keyID    = []byte("id")
+	keyEpoch = []byte("epoch")
+)
+
+// goneKeep is how long a terminated kernel id is remembered, so that a late
+// duplicate placement never brings it back.
+const goneKeep = 7 * 24 * time.Hour
+
+// Phases of a kernel in the state.
+const (
+	phaseStarting = "starting" // the intent is written; the start may be incomplete
+	phaseRunning  = "running"  // session_started was published
+)
+
+// kernelRecord is a kernel as the state keeps it.
+type kernelRecord struct {
+	Spec      events.SessionSpec `json:"spec"`
+	Phase     string             `json:"phase"`
+	CreatedAt time.Time          `json:"created_at"`
+}
+
+// state is the agent's local bbolt store.
+type state struct {
+	db *bolt.DB
+}
+
+func openState(path string) (*state, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open state db %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketKernels, bucketRuns, bucketGone} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("init state db %s: %w", path, err)
+	}
+	return &state{db: db}, nil
+}
+
+// storedID reads the agent id kept in the state db at path without holding
+// it open; "" when there is no db or no id.
+func storedID(path string) (string, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return "", fmt.Errorf("open state db %s: %w", path, err)
+	}
+	defer db.Close()
+	var id string
+	err = db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta); b != nil {
+			id = string(b.Get(keyID))
+		}
+		return nil
+	})
+	return id, err
+}
+
+func (st *state) close() error { return st.db.Close() }
+
+// start stores the agent id and bumps the epoch, returning the new one.
+func (st *state) start(id string) (uint64, error) {
+	var epoch uint64
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if v := b.Get(keyEpoch); len(v) == 8 {
+			epoch = binary.BigEndian.Uint64(v)
+		}
+		epoch++
+		if err := b.Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch)); err != nil {
+			return err
+		}
+		return b.Put(keyID, []byte(id))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("bump agent epoch: %w", err)
+	}
+	return epoch, nil
+}
+
+// kernels lists every kernel in the state.
+func (st *state) kernels() ([]kernelRecord, error) {
+	var recs []kernelRecord
+	err := st.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKernels).ForEach(func(k, v []byte) error {
+			var r kernelRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("kernel %s: %w", k, err)
+			}
+			recs = append(recs, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read kernels: %w", err)
+	}
+	return recs, nil
+}
+
+// known reports whether the kernel is in the state or was terminated.
+func (st *state) known(kernelID string) (bool, error) {
+	var ok bool
+	err := st.db.View(func(tx *bolt.Tx) error {
+		k := []byte(kernelID)
+		ok = tx.Bucket(bucketKernels).Get(k) != nil || tx.Bucket(bucketGone).Get(k) != nil
+		return nil
+	})
+	return ok, err
+}
+
+func (st *state) putKernel(r kernelRecord) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	err = st.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKernels).Put([]byte(r.Spec.MainKernelID), data)
+	})
+	if err != nil {
+		return fmt.Errorf("store kernel %s: %w", r.Spec.MainKernelID, err)
+	}
+	return nil
+}
+
+// removeKernel forgets the kernel and its runs, and remembers that it is
+// gone.
+func (st *state) removeKernel(kernelID string, now time.Time) error {
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		k := []byte(kernelID)
+		if err := tx.Bucket(bucketKernels).Delete(k); err != nil {
+			return err
+		}
+		runs := tx.Bucket(bucketRuns)
+		prefix := []byte(kernelID + "/")
+		c := runs.Cursor()
+		for rk, _ := c.Seek(prefix); rk != nil && len(rk) >= len(prefix) && string(rk[:len(prefix)]) == string(prefix); rk, _ = c.Seek(prefix) {
+			if err := runs.Delete(rk); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketGone).Put(k, binary.BigEndian.AppendUint64(nil, uint64(now.Unix())))
+	})
+	if err != nil {
+		return fmt.Errorf("remove kernel %s: %w", kernelID, err)
+	}
+	return nil
+}
+
+// addRun records a run of a kernel; false when it was recorded before.
+func (st *state) addRun(kernelID, runID string) (bool, error) {
+	var added bool
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRuns)
+		k := []byte(kernelID + "/" + runID)
+		if b.Get(k) != nil {
+			return nil
+		}
+		added = true
+		return b.Put(k, []byte{1})
+	})
+	if err != nil {
+		return false, fmt.Errorf("record run %s of kernel %s: %w", runID, kernelID, err)
+	}
+	return added, nil
+}
+
+// pruneGone forgets terminated kernels older than before.
+func (st *state) pruneGone(before time.Time) error {
+	return st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketGone)
+		var old [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < before.Unix() {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,268 @@
+// Package gateway admits session requests: it validates them, resolves
+// image aliases, and publishes session_enqueued and terminate requests to
+// the session log. It answers bai.api.<ak>.session.create and
+// bai.api.<ak>.session.terminate.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/pkg/slots"
+)
+
+// ErrConfig wraps every configuration error.
+var ErrConfig = errors.New("gateway: invalid config")
+
+// DefaultImages is the alias table used when Config.Images is empty: each
+// alias maps to a full image reference; a full reference maps to itself.
+var DefaultImages = map[string]string{
+	"python":               "python:3.11-debian12",
+	"python3":              "python:3.11-debian12",
+	"python:3":             "python:3.11-debian12",
+	"python:3.11":          "python:3.11-debian12",
+	"python:3.11-debian12": "python:3.11-debian12",
+}
+
+// Config configures a gateway.
+type Config struct {
+	// NC is the connection to NATS. Required.
+	NC *nats.Conn
+	// Log is the logger. Default: zerolog.Nop().
+	Log zerolog.Logger
+	// Images maps aliases and full references to full references.
+	// Default: DefaultImages.
+	Images map[string]string
+	// DefaultSlots fill the slots a request leaves out.
+	// Default: cpu=1, mem=256m.
+	DefaultSlots map[string]string
+	// Domain, Group and ScalingGroup a session lands in. Default "default".
+	Domain, Group, ScalingGroup string
+	// Streams are the options of the streams it provisions. Default: zero.
+	Streams streams.Options
+}
+
+// Service is a running gateway.
+type Service struct {
+	cfg      Config
+	log      zerolog.Logger
+	defaults slots.Set
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	ready    chan struct{}
+	once     sync.Once
+}
+
+// New validates cfg and fills its defaults; it starts nothing.
+func New(cfg Config) (*Service, error) {
+	if cfg.NC == nil {
+		return nil, fmt.Errorf("%w: NC is required", ErrConfig)
+	}
+	if len(cfg.Images) == 0 {
+		cfg.Images = DefaultImages
+	}
+	if cfg.DefaultSlots == nil {
+		cfg.DefaultSlots = map[string]string{"cpu": "1", "mem": "256m"}
+	}
+	def, err := slots.ParseMap(cfg.DefaultSlots)
+	if err != nil {
+		return nil, fmt.Errorf("%w: default slots: %v", ErrConfig, err)
+	}
+	for _, p := range []*string{&cfg.Domain, &cfg.Group, &cfg.ScalingGroup} {
+		if *p == "" {
+			*p = "default"
+		}
+	}
+	js, err := jetstream.New(cfg.NC)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
+	}
+	return &Service{
+		cfg:      cfg,
+		log:      cfg.Log.With().Str("component", "gateway").Logger(),
+		defaults: def,
+		js:       js,
+		ready:    make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the gateway answers requests.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Run serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := streams.Provision(ctx, s.js, s.cfg.Streams); err != nil {
+		return err
+	}
+	st, err := s.js.Stream(ctx, streams.Sessions)
+	if err != nil {
+		return fmt.Errorf("gateway: session stream: %w", err)
+	}
+	s.stream = st
+	svc, err := micro.AddService(s.cfg.NC, micro.Config{
+		Name:        "bai-gateway",
+		Version:     "0.1.0",
+		Description: "bai admission",
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: micro service: %w", err)
+	}
+	defer svc.Stop()
+	for op, h := range map[string]micro.HandlerFunc{
+		events.OpSessionCreate:    s.handleCreate,
+		events.OpSessionTerminate: s.handleTerminate,
+	} {
+		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), h, micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
+			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
+		}
+	}
+	s.once.Do(func() { close(s.ready) })
+	s.log.Info().Msg("gateway_ready")
+	<-ctx.Done()
+	return nil
+}
+
+// respond answers req with v, or with err's code.
+func respond(req micro.Request, v any, err error) {
+	if err != nil {
+		_ = req.Error(events.CodeOf(err), err.Error(), nil)
+		return
+	}
+	_ = req.RespondJSON(v)
+}
+
+func callerKey(req micro.Request) (string, error) {
+	ak, _, err := events.ParseAPISubject(req.Subject())
+	if err != nil {
+		return "", events.Errorf(events.ErrInvalid, "%v", err)
+	}
+	return ak, nil
+}
+
+func (s *Service) handleCreate(req micro.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := s.create(ctx, req)
+	respond(req, resp, err)
+}
+
+func (s *Service) create(ctx context.Context, req micro.Request) (*events.CreateResponse, error) {
+	ak, err := callerKey(req)
+	if err != nil {
+		return nil, err
+	}
+	var cr events.CreateRequest
+	if err := json.Unmarshal(req.Data(), &cr); err != nil {
+		return nil, events.Errorf(events.ErrInvalid, "malformed create request: %v", err)
+	}
+	spec, err := s.admit(ak, &cr)
+	if err != nil {
+		return nil, err
+	}
+	ev := &events.Event{
+		V: events.Version, ID: nuid.Next(), Name: events.EventEnqueued, Time: spec.CreatedAt,
+		AccessKey: ak, SessionID: spec.ID, KernelID: spec.MainKernelID, Session: spec,
+	}
+	ack, err := s.publish(ctx, ev, "create."+ak+"."+spec.ID, true)
+	if streams.IsWrongLastSequence(err) {
+		return s.existing(ctx, &cr, spec)
+	}
+	if err != nil {
+		s.log.Error().Err(err).Str("session_id", spec.ID).Msg("enqueue_failed")
+		return nil, events.Errorf(events.ErrInternal, "could not enqueue session: %v", err)
+	}
+	s.log.Debug().Str("session_id", spec.ID).Str("access_key", ak).Bool("duplicate", ack.Duplicate).Msg("session_enqueued")
+	return &events.CreateResponse{SessionID: spec.ID, Name: spec.Name, Image: spec.Image, Duplicate: ack.Duplicate}, nil
+}
+
+// existing answers a create whose session id is taken: a repeat of the
+// request that made it is the same session; anything else is a conflict.
+func (s *Service) existing(ctx context.Context, cr *events.CreateRequest, spec *events.SessionSpec) (*events.CreateResponse, error) {
+	subj, _ := events.SessionEventSubject(spec.AccessKey, spec.ID, events.EventEnqueued)
+	raw, err := s.stream.GetLastMsgForSubject(ctx, subj)
+	if err != nil {
+		return nil, events.Errorf(events.ErrConflict, "session id %q already exists", spec.ID)
+	}
+	prev, err := events.Decode(raw.Subject, raw.Data)
+	if err != nil || prev.Session.Image != spec.Image || (cr.Name != "" && prev.Session.Name != cr.Name) {
+		return nil, events.Errorf(events.ErrConflict, "session id %q already exists", spec.ID)
+	}
+	return &events.CreateResponse{SessionID: spec.ID, Name: prev.Session.Name, Image: prev.Session.Image, Duplicate: true}, nil
+}
+
+// publish writes ev to the session log with msgID for deduplication; with
+// mustBeFirst the log refuses it when the session already has any event.
+func (s *Service) publish(ctx context.Context, ev *events.Event, msgID string, mustBeFirst bool) (*jetstream.PubAck, error) {
+	subj, err := events.EventSubject(ev)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(streams.Sessions)}
+	if mustBeFirst {
+		filter, _ := events.SessionFilter(ev.AccessKey, ev.SessionID)
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, filter))
+	}
+	return s.js.Publish(ctx, subj, data, opts...)
+}
+
+func (s *Service) handleTerminate(req micro.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := s.terminate(ctx, req)
+	respond(req, resp, err)
+}
+
+func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.TerminateResponse, error) {
+	ak, err := callerKey(req)
+	if err != nil {
+		return nil, err
+	}
+	var tr events.TerminateRequest
+	if err := json.Unmarshal(req.Data(), &tr); err != nil {
+		return nil, events.Errorf(events.ErrInvalid, "malformed terminate request: %v", err)
+	}
+	if !events.ValidToken(tr.SessionID) {
+		return nil, events.Errorf(events.ErrInvalid, "invalid session id %q", tr.SessionID)
+	}
+	filter, _ := events.SessionFilter(ak, tr.SessionID)
+	last, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, events.Errorf(events.ErrNotFound, "session %q not found", tr.SessionID)
+	}
+	if err != nil {
+		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", tr.SessionID, err)
+	}
+	lastEv, err := events.Decode(last.Subject, last.Data)
+	if err == nil && lastEv.Status().Final() {
+		return nil, events.Errorf(events.ErrConflict, "session %q is already %s", tr.SessionID, lastEv.Status())
+	}
+	ev := &events.Event{
+		V: events.Version, ID: nuid.Next(), Name: events.EventTerminateRequest, Time: time.Now().UTC(),
+		AccessKey: ak, SessionID: tr.SessionID, Reason: events.ReasonUserRequested,
+	}
+	if _, err := s.publish(ctx, ev, ev.ID, false); err != nil {
+		return nil, events.Errorf(events.ErrInternal, "could not request termination: %v", err)
+	}
+	status := events.StatusNone
+	if lastEv != nil {
+		status = lastEv.Status()
+	}
+	return &events.TerminateResponse{SessionID: tr.SessionID, Status: status}, nil
+}

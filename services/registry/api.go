@@ -1,0 +1,156 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// List limits.
+const (
+	DefaultListLimit = 10
+	MaxListLimit     = 1000
+	// catchUpWait bounds how long a query waits for the projection to
+	// reach the end of the log.
+	catchUpWait = 2 * time.Second
+)
+
+// handler adapts an API function to micro: it takes the caller's access
+// key from the subject, answers the result as JSON or the error with its
+// code.
+func (s *Service) handler(h func(ak string, data []byte) (any, error)) micro.HandlerFunc {
+	return func(req micro.Request) {
+		ak, _, err := events.ParseAPISubject(req.Subject())
+		var resp any
+		if err != nil {
+			err = invalid("bad request subject %q", req.Subject())
+		} else {
+			resp, err = h(ak, req.Data())
+		}
+		if err == nil {
+			err = req.RespondJSON(resp)
+			if err == nil {
+				return
+			}
+			s.log.Warn().Err(err).Str("subject", req.Subject()).Msg("respond")
+			err = fmt.Errorf("%w: respond: %v", events.ErrInternal, err)
+		}
+		if rerr := req.Error(events.CodeOf(err), err.Error(), nil); rerr != nil {
+			s.log.Warn().Err(rerr).Str("subject", req.Subject()).Msg("respond error")
+		}
+	}
+}
+
+// invalid is a 400 whose description is exactly the message.
+func invalid(format string, args ...any) error {
+	return &events.APIError{Code: events.CodeInvalid, Description: fmt.Sprintf(format, args...)}
+}
+
+func notFound(ref string) error {
+	return &events.APIError{Code: events.CodeNotFound, Description: fmt.Sprintf("session %q not found", ref)}
+}
+
+// withStore runs f on the open store, or answers busy once it is closed.
+func (s *Service) withStore(f func(st *store) (any, error)) (any, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.st == nil {
+		return nil, fmt.Errorf("%w: registry is shutting down", events.ErrBusy)
+	}
+	resp, err := f(s.st)
+	if err != nil && events.CodeOf(err) == events.CodeInternal {
+		s.log.Error().Err(err).Msg("query")
+	}
+	return resp, err
+}
+
+func decode(what string, data []byte, v any) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return invalid("malformed %s request: %v", what, err)
+	}
+	return nil
+}
+
+func (s *Service) handleList(ak string, data []byte) (any, error) {
+	var req events.ListRequest
+	if err := decode("list", data, &req); err != nil {
+		return nil, err
+	}
+	statuses := req.Statuses
+	if len(statuses) == 0 {
+		statuses = events.DefaultListStatuses
+	}
+	for _, st := range statuses {
+		if !st.Valid() {
+			return nil, invalid("unknown status %q", st)
+		}
+	}
+	statuses = slices.Compact(slices.Sorted(slices.Values(statuses)))
+	switch {
+	case req.Limit < 0:
+		return nil, invalid("negative limit %d", req.Limit)
+	case req.Limit == 0:
+		req.Limit = DefaultListLimit
+	case req.Limit > MaxListLimit:
+		req.Limit = MaxListLimit
+	}
+	if req.Offset < 0 {
+		return nil, invalid("negative offset %d", req.Offset)
+	}
+	s.catchUp(catchUpWait)
+	return s.withStore(func(st *store) (any, error) {
+		return st.list(ak, statuses, req.Limit, req.Offset)
+	})
+}
+
+func (s *Service) ref(what string, data []byte) (string, error) {
+	var req events.GetRequest
+	if err := decode(what, data, &req); err != nil {
+		return "", err
+	}
+	if req.Ref == "" {
+		return "", invalid("%s request without a session id or name", what)
+	}
+	if !events.ValidToken(req.Ref) {
+		return "", invalid("invalid session id or name %q", req.Ref)
+	}
+	return req.Ref, nil
+}
+
+func (s *Service) handleGet(ak string, data []byte) (any, error) {
+	ref, err := s.ref("get", data)
+	if err != nil {
+		return nil, err
+	}
+	s.catchUp(catchUpWait)
+	return s.withStore(func(st *store) (any, error) {
+		info, ok, err := st.get(ak, ref)
+		if err == nil && !ok {
+			err = notFound(ref)
+		}
+		return info, err
+	})
+}
+
+func (s *Service) handleHistory(ak string, data []byte) (any, error) {
+	ref, err := s.ref("history", data)
+	if err != nil {
+		return nil, err
+	}
+	s.catchUp(catchUpWait)
+	return s.withStore(func(st *store) (any, error) {
+		resp, ok, err := st.history(ak, ref)
+		if err == nil && !ok {
+			err = notFound(ref)
+		}
+		return resp, err
+	})
+}

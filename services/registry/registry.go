@@ -1,0 +1,384 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+)
+
+// Errors of this package.
+var (
+	// ErrConfig: the Config is invalid.
+	ErrConfig = errors.New("registry: invalid config")
+	// ErrStarted: Run was called a second time.
+	ErrStarted = errors.New("registry: already started")
+)
+
+// DefaultDurable is the name of the registry's consumer of the session log.
+const DefaultDurable = "bai-registry"
+
+const (
+	maxBatch       = 512              // messages applied in one transaction
+	pullBuffer     = 1024             // messages buffered by the client
+	maxAckPending  = 4 * pullBuffer   // the consumer's limit of unacknowledged messages
+	retryBackoff   = 1 * time.Second  // after a failed commit or a lost consumer
+	consumerAckTTL = 30 * time.Second // AckWait of the consumer
+)
+
+// Config configures a Service.
+type Config struct {
+	// NC is the connection to NATS. Required.
+	NC *nats.Conn
+	// Log receives the service's logs. Default: none (zerolog.Nop()).
+	Log zerolog.Logger
+	// Path is the bbolt file that holds the projection; its directory is
+	// created. Required.
+	Path string
+	// Durable names the JetStream consumer of the session log. Default
+	// "bai-registry". Each registry with its own file needs its own name.
+	Durable string
+
+	// noSync turns off fsync in bbolt, for benchmarks only.
+	noSync bool
+}
+
+// Service projects the session log into bbolt and answers queries on it.
+type Service struct {
+	cfg     Config
+	log     zerolog.Logger
+	ready   chan struct{}
+	started atomic.Bool
+	applied atomic.Uint64
+	stream  atomic.Pointer[jetstream.Stream]
+
+	// appliedMu guards appliedCh, closed and replaced at each applied batch
+	// so that readers can wait for the projection to catch up.
+	appliedMu sync.Mutex
+	appliedCh chan struct{}
+
+	// mu guards st for the API handlers: the store is closed under its
+	// write lock, so no handler reads a closed file.
+	mu sync.RWMutex
+	st *store
+}
+
+// New validates cfg and fills its defaults; it starts nothing.
+func New(cfg Config) (*Service, error) {
+	if cfg.NC == nil {
+		return nil, fmt.Errorf("%w: NC is required", ErrConfig)
+	}
+	if cfg.Path == "" {
+		return nil, fmt.Errorf("%w: Path is required", ErrConfig)
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = DefaultDurable
+	}
+	if !events.ValidToken(cfg.Durable) {
+		return nil, fmt.Errorf("%w: durable name %q", ErrConfig, cfg.Durable)
+	}
+	return &Service{
+		cfg:       cfg,
+		log:       cfg.Log.With().Str("component", "registry").Logger(),
+		ready:     make(chan struct{}),
+		appliedCh: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the service answers requests and consumes the log.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// AppliedSeq is the last session log sequence the projection has applied.
+func (s *Service) AppliedSeq() uint64 { return s.applied.Load() }
+
+func (s *Service) setApplied(seq uint64) {
+	s.applied.Store(seq)
+	s.appliedMu.Lock()
+	close(s.appliedCh)
+	s.appliedCh = make(chan struct{})
+	s.appliedMu.Unlock()
+}
+
+// catchUp waits, at most maxWait, until the projection has applied every
+// event the log held when it was called. A query that follows it sees
+// everything published before the query was sent: a client that subscribes
+// to live events and then asks for history misses nothing at the seam.
+func (s *Service) catchUp(maxWait time.Duration) {
+	st := s.stream.Load()
+	if st == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), maxWait)
+	defer cancel()
+	info, err := (*st).Info(ctx)
+	if err != nil {
+		return
+	}
+	for {
+		s.appliedMu.Lock()
+		ch := s.appliedCh
+		s.appliedMu.Unlock()
+		if s.applied.Load() >= info.State.LastSeq {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			s.log.Warn().Uint64("applied_seq", s.applied.Load()).Uint64("last_seq", info.State.LastSeq).Msg("query answered before the projection caught up")
+			return
+		}
+	}
+}
+
+// Run provisions the streams, opens the file, consumes the session log and
+// serves the API until ctx ends; then it stops and closes the file. It
+// returns nil on a clean cancel.
+func (s *Service) Run(ctx context.Context) (err error) {
+	if !s.started.CompareAndSwap(false, true) {
+		return ErrStarted
+	}
+	js, err := jetstream.New(s.cfg.NC)
+	if err != nil {
+		return fmt.Errorf("registry jetstream: %w", err)
+	}
+	if err := streams.Provision(ctx, js, streams.Options{}); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if st, err := js.Stream(ctx, streams.Sessions); err == nil {
+		s.stream.Store(&st)
+	}
+	st, err := openStore(s.cfg.Path, s.cfg.noSync, s.log)
+	if err != nil {
+		return err
+	}
+	s.st = st
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if cerr := st.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close registry database: %w", cerr)
+		}
+		s.st = nil
+	}()
+	applied, err := st.appliedSeq()
+	if err != nil {
+		return fmt.Errorf("registry applied sequence: %w", err)
+	}
+	s.applied.Store(applied)
+
+	cons, err := s.consumer(ctx, js)
+	if err != nil {
+		return err
+	}
+	svc, err := s.serve()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := svc.Stop(); serr != nil {
+			s.log.Warn().Err(serr).Msg("stop micro service")
+		}
+	}()
+	s.log.Info().Str("path", s.cfg.Path).Uint64("applied_seq", applied).Msg("registry ready")
+	close(s.ready)
+
+	for {
+		err := s.consume(ctx, cons)
+		for {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if s.cfg.NC.IsClosed() {
+				return fmt.Errorf("registry: nats connection closed: %w", err)
+			}
+			s.log.Warn().Err(err).Msg("session log consumer lost, recreating")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retryBackoff):
+			}
+			if cons, err = s.consumer(ctx, js); err == nil {
+				break
+			}
+		}
+	}
+}
+
+// consumer returns the durable consumer of the session log, positioned
+// right after what the file has applied. The existing one is reused when it
+// delivered exactly that much; otherwise (its buffered messages went
+// unapplied, the file was lost or replaced, another config) it is replaced:
+// waiting for redeliveries would be slow and would interleave them with
+// newer messages.
+func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	applied := s.applied.Load()
+	name := s.cfg.Durable
+	cons, err := js.Consumer(ctx, streams.Sessions, name)
+	switch {
+	case err == nil:
+		ci := cons.CachedInfo()
+		if ci.Delivered.Stream == applied && ci.Config.FilterSubject == events.AllSessionsFilter &&
+			ci.Config.AckPolicy == jetstream.AckExplicitPolicy {
+			return cons, nil
+		}
+		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing session log consumer")
+		if err := js.DeleteConsumer(ctx, streams.Sessions, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("registry delete consumer %s: %w", name, err)
+		}
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("registry consumer %s: %w", name, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "bai registry projection",
+		FilterSubject: events.AllSessionsFilter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       consumerAckTTL,
+		MaxAckPending: maxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if applied > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = applied + 1
+	}
+	cons, err = js.CreateConsumer(ctx, streams.Sessions, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("registry create consumer %s: %w", name, err)
+	}
+	return cons, nil
+}
+
+// consume applies the log in batches until ctx ends (nil) or the consumer
+// fails (its error).
+func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer))
+	if err != nil {
+		return fmt.Errorf("registry consume: %w", err)
+	}
+	msgs := make(chan jetstream.Msg, maxBatch)
+	done := make(chan struct{})
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				readErr = err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-done:
+				return
+			}
+		}
+	})
+	defer func() {
+		close(done)
+		it.Stop()
+		wg.Wait()
+	}()
+
+	batch := make([]jetstream.Msg, 0, maxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-msgs:
+			if !ok {
+				wg.Wait()
+				return fmt.Errorf("registry consume: %w", readErr)
+			}
+			batch = append(batch[:0], m)
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		if !s.applyMsgs(ctx, batch) {
+			return nil
+		}
+	}
+}
+
+// applyMsgs applies one batch, retrying a failed commit until ctx ends
+// (false), then acknowledges every message.
+func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
+	recs := make([]record, 0, len(batch))
+	msgs := make([]jetstream.Msg, 0, len(batch))
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata terminated")
+			_ = m.Term()
+			continue
+		}
+		recs = append(recs, record{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data()})
+		msgs = append(msgs, m)
+	}
+	for {
+		out, applied, err := s.st.applyBatch(recs)
+		if err == nil {
+			s.setApplied(applied)
+			for i, m := range msgs {
+				if out[i] == outBad {
+					_ = m.Term()
+				} else {
+					_ = m.Ack()
+				}
+			}
+			return true
+		}
+		s.log.Error().Err(err).Msg("apply batch")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(retryBackoff):
+		}
+	}
+}
+
+// serve starts the micro service.
+func (s *Service) serve() (micro.Service, error) {
+	svc, err := micro.AddService(s.cfg.NC, micro.Config{
+		Name:        "bai-registry",
+		Version:     "0.1.0",
+		Description: "bai session registry: list, get and history of sessions",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry micro service: %w", err)
+	}
+	for _, ep := range []struct {
+		name, op string
+		h        func(ak string, data []byte) (any, error)
+	}{
+		{"session_list", events.OpSessionList, s.handleList},
+		{"session_get", events.OpSessionGet, s.handleGet},
+		{"session_history", events.OpSessionHistory, s.handleHistory},
+	} {
+		if err := svc.AddEndpoint(ep.name, s.handler(ep.h), micro.WithEndpointSubject(events.APIPattern(ep.op))); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("registry endpoint %s: %w", ep.name, err)
+		}
+	}
+	return svc, nil
+}

@@ -1,0 +1,330 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+var (
+	bucketSessions  = []byte("sessions")
+	bucketNames     = []byte("names")
+	bucketHistory   = []byte("history")
+	bucketByChanged = []byte("by_changed")
+	bucketCounts    = []byte("counts")
+	bucketMeta      = []byte("meta")
+
+	keyAppliedSeq = []byte("applied_seq")
+)
+
+// store is the bbolt file that holds the projection.
+type store struct {
+	db  *bolt.DB
+	log zerolog.Logger
+}
+
+func openStore(path string, noSync bool, log zerolog.Logger) (*store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("registry database directory: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        5 * time.Second, // another process holds the file
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		NoSync:         noSync,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open registry database %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketSessions, bucketNames, bucketHistory, bucketByChanged, bucketCounts, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("init registry database %s: %w", path, err)
+	}
+	return &store{db: db, log: log}, nil
+}
+
+func (st *store) close() error { return st.db.Close() }
+
+// appliedSeq is the last stream sequence the file has applied.
+func (st *store) appliedSeq() (uint64, error) {
+	var seq uint64
+	err := st.db.View(func(tx *bolt.Tx) error {
+		seq = getUint(tx.Bucket(bucketMeta), keyAppliedSeq)
+		return nil
+	})
+	return seq, err
+}
+
+// record is one message of the session log.
+type record struct {
+	seq     uint64
+	subject string
+	data    []byte
+}
+
+// outcome is what applyBatch did with one record.
+type outcome uint8
+
+const (
+	outSkipped outcome = iota // at or below the applied sequence: a redelivery
+	outApplied                // an event of a known session: projected and in its history
+	outIgnored                // a valid event of an unknown session
+	outBad                    // undecodable: to be terminated
+)
+
+type entry struct {
+	info  events.SessionInfo
+	dirty bool
+}
+
+// applyBatch applies recs, in order, in one transaction that also records
+// the last applied sequence. It returns each record's outcome and the
+// applied sequence after the batch.
+func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
+	out := make([]outcome, len(recs))
+	var applied uint64
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		sessions, names := tx.Bucket(bucketSessions), tx.Bucket(bucketNames)
+		history, byChanged, counts := tx.Bucket(bucketHistory), tx.Bucket(bucketByChanged), tx.Bucket(bucketCounts)
+		meta := tx.Bucket(bucketMeta)
+		applied = getUint(meta, keyAppliedSeq)
+		cache := make(map[string]*entry)
+		load := func(key string) (*entry, error) {
+			if en, ok := cache[key]; ok {
+				return en, nil
+			}
+			en := &entry{}
+			if v := sessions.Get([]byte(key)); v != nil {
+				if err := json.Unmarshal(v, &en.info); err != nil {
+					return nil, fmt.Errorf("session %s in registry database: %w", key, err)
+				}
+			}
+			cache[key] = en
+			return en, nil
+		}
+
+		for i, r := range recs {
+			if r.seq <= applied {
+				out[i] = outSkipped
+				continue
+			}
+			applied = r.seq
+			e, err := events.Decode(r.subject, r.data)
+			if err != nil {
+				st.log.Warn().Err(err).Uint64("seq", r.seq).Str("subject", r.subject).Msg("bad event terminated")
+				out[i] = outBad
+				continue
+			}
+			key := e.AccessKey + "/" + e.SessionID
+			en, err := load(key)
+			if err != nil {
+				return err
+			}
+			prevStatus, prevChanged := en.info.Status, en.info.StatusChanged
+			if !apply(&en.info, e, r.seq) {
+				st.log.Info().Uint64("seq", r.seq).Str("subject", r.subject).Msg("event of unknown session ignored")
+				out[i] = outIgnored
+				continue
+			}
+			out[i] = outApplied
+			en.dirty = true
+			info := &en.info
+			if prevStatus == events.StatusNone && info.Name != "" {
+				if err := st.indexName(names, load, info); err != nil {
+					return err
+				}
+			}
+			if info.Status != prevStatus || !info.StatusChanged.Equal(prevChanged) {
+				if prevStatus != events.StatusNone {
+					if err := byChanged.Delete(changedKey(e.AccessKey, e.SessionID, prevChanged)); err != nil {
+						return err
+					}
+					if err := addCount(counts, e.AccessKey, prevStatus, -1); err != nil {
+						return err
+					}
+				}
+				if err := byChanged.Put(changedKey(e.AccessKey, e.SessionID, info.StatusChanged), []byte(info.Status)); err != nil {
+					return err
+				}
+				if err := addCount(counts, e.AccessKey, info.Status, 1); err != nil {
+					return err
+				}
+			}
+			hk := make([]byte, 0, len(key)+9)
+			hk = binary.BigEndian.AppendUint64(append(append(hk, key...), '/'), r.seq)
+			if err := history.Put(hk, r.data); err != nil {
+				return err
+			}
+		}
+
+		for key, en := range cache {
+			if !en.dirty {
+				continue
+			}
+			v, err := json.Marshal(&en.info)
+			if err != nil {
+				return err
+			}
+			if err := sessions.Put([]byte(key), v); err != nil {
+				return err
+			}
+		}
+		return putUint(meta, keyAppliedSeq, applied)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("apply events to registry database: %w", err)
+	}
+	return out, applied, nil
+}
+
+// indexName points the session's name at it, unless the name already
+// belongs to a session created later.
+func (st *store) indexName(names *bolt.Bucket, load func(string) (*entry, error), info *events.SessionInfo) error {
+	nk := []byte(info.AccessKey + "/" + info.Name)
+	if sid := names.Get(nk); sid != nil && string(sid) != info.ID {
+		other, err := load(info.AccessKey + "/" + string(sid))
+		if err != nil {
+			return err
+		}
+		if other.info.CreatedAt.After(info.CreatedAt) {
+			return nil
+		}
+	}
+	return names.Put(nk, []byte(info.ID))
+}
+
+// changedKey is a session's key in by_changed: most recent first, then by id.
+func changedKey(ak, sid string, t time.Time) []byte {
+	k := make([]byte, 0, len(ak)+len(sid)+10)
+	k = append(append(k, ak...), '/')
+	// Flipping the sign bit orders int64 as uint64; inverting puts the
+	// most recent first.
+	k = binary.BigEndian.AppendUint64(k, ^(uint64(t.UnixNano()) ^ 1<<63))
+	return append(append(k, '/'), sid...)
+}
+
+func addCount(b *bolt.Bucket, ak string, s events.Status, delta int64) error {
+	k := []byte(ak + "/" + string(s))
+	n := int64(getUint(b, k)) + delta
+	if n <= 0 {
+		return b.Delete(k)
+	}
+	return putUint(b, k, uint64(n))
+}
+
+func getUint(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putUint(b *bolt.Bucket, k []byte, n uint64) error {
+	return b.Put(k, binary.BigEndian.AppendUint64(nil, n))
+}
+
+// list returns the sessions of ak in one of statuses (distinct, valid),
+// most recently changed first, and how many there are in all.
+func (st *store) list(ak string, statuses []events.Status, limit, offset int) (events.ListResponse, error) {
+	resp := events.ListResponse{Sessions: []events.SessionInfo{}}
+	want := make(map[events.Status]bool, len(statuses))
+	for _, s := range statuses {
+		want[s] = true
+	}
+	err := st.db.View(func(tx *bolt.Tx) error {
+		counts, sessions := tx.Bucket(bucketCounts), tx.Bucket(bucketSessions)
+		for s := range want {
+			resp.Total += int(getUint(counts, []byte(ak+"/"+string(s))))
+		}
+		prefix := []byte(ak + "/")
+		skipped := 0
+		c := tx.Bucket(bucketByChanged).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(resp.Sessions) >= limit || skipped+len(resp.Sessions) >= resp.Total {
+				break
+			}
+			if !want[events.Status(v)] {
+				continue
+			}
+			if skipped < offset {
+				skipped++
+				continue
+			}
+			sk := append(append([]byte(nil), prefix...), k[len(prefix)+9:]...)
+			var info events.SessionInfo
+			if err := json.Unmarshal(sessions.Get(sk), &info); err != nil {
+				return fmt.Errorf("session %s in registry database: %w", sk, err)
+			}
+			resp.Sessions = append(resp.Sessions, info)
+		}
+		return nil
+	})
+	return resp, err
+}
+
+// lookup finds a session of ak by id, then by name; ok is false when there
+// is none.
+func lookup(tx *bolt.Tx, ak, ref string) (info events.SessionInfo, ok bool, err error) {
+	sessions := tx.Bucket(bucketSessions)
+	v := sessions.Get([]byte(ak + "/" + ref))
+	if v == nil {
+		if sid := tx.Bucket(bucketNames).Get([]byte(ak + "/" + ref)); sid != nil {
+			v = sessions.Get([]byte(ak + "/" + string(sid)))
+		}
+	}
+	if v == nil {
+		return info, false, nil
+	}
+	if err := json.Unmarshal(v, &info); err != nil {
+		return info, false, fmt.Errorf("session %s/%s in registry database: %w", ak, ref, err)
+	}
+	return info, true, nil
+}
+
+func (st *store) get(ak, ref string) (info events.SessionInfo, ok bool, err error) {
+	err = st.db.View(func(tx *bolt.Tx) error {
+		info, ok, err = lookup(tx, ak, ref)
+		return err
+	})
+	return info, ok, err
+}
+
+// history returns a session and its events in log order.
+func (st *store) history(ak, ref string) (resp events.HistoryResponse, ok bool, err error) {
+	err = st.db.View(func(tx *bolt.Tx) error {
+		resp.Session, ok, err = lookup(tx, ak, ref)
+		if err != nil || !ok {
+			return err
+		}
+		resp.Events = []events.Event{}
+		prefix := []byte(ak + "/" + resp.Session.ID + "/")
+		c := tx.Bucket(bucketHistory).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var e events.Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("history of session %s/%s in registry database: %w", ak, resp.Session.ID, err)
+			}
+			resp.Events = append(resp.Events, e)
+		}
+		return nil
+	})
+	return resp, ok, err
+}

@@ -1,0 +1,219 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// Chunk is one output message of a run.
+type Chunk struct {
+	RunID  string
+	Stream string // events.StreamStdout, events.StreamStderr or events.StreamExit
+	Data   []byte // the output; empty on events.StreamExit
+	// ExitCode is the run's exit code, on events.StreamExit.
+	ExitCode int
+}
+
+// Item is one thing a Watcher delivers: exactly one of its fields is set.
+type Item struct {
+	Event  *events.Event
+	Output *Chunk
+	// Err is a message that could not be decoded; the watch goes on.
+	Err error
+}
+
+// Watcher follows one session's events and output live, with core NATS
+// subscriptions whose pending limits are unlimited: nothing is dropped
+// while the caller is slow. It delivers messages in the order each
+// subscription received them; Sync restores the order between the two.
+type Watcher struct {
+	c    *Client
+	subs []*nats.Subscription
+	wake chan struct{}
+
+	mu    sync.Mutex
+	queue []Item
+	err   error // a subscription failed (permissions)
+}
+
+// Watch subscribes to the events (events.SessionFilter) and output
+// (events.OutputFilter) of session sid owned by access key ak (empty: the
+// client's own). The subscriptions are in place on the server when Watch
+// returns, so a create sent afterwards misses nothing. Close it when done.
+func (c *Client) Watch(ctx context.Context, ak, sid string) (*Watcher, error) {
+	if ak == "" {
+		ak = c.ak
+	}
+	evSubj, err := events.SessionFilter(ak, sid)
+	if err != nil {
+		return nil, err
+	}
+	outSubj, err := events.OutputFilter(ak, sid)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{c: c, wake: make(chan struct{}, 1)}
+	for _, s := range []struct {
+		subj string
+		cb   nats.MsgHandler
+	}{{evSubj, w.onEvent}, {outSubj, w.onOutput}} {
+		sub, err := c.nc.Subscribe(s.subj, s.cb)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("subscribe to %s: %w", s.subj, err)
+		}
+		w.subs = append(w.subs, sub)
+		c.watchers.Store(sub, w)
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("subscribe to %s: %w", s.subj, err)
+		}
+	}
+	fctx, cancel := c.bounded(ctx)
+	defer cancel()
+	if err := c.nc.FlushWithContext(fctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("subscribe to session %s: %w", sid, err)
+	}
+	return w, nil
+}
+
+func (w *Watcher) push(it Item) {
+	w.mu.Lock()
+	w.queue = append(w.queue, it)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Watcher) onEvent(m *nats.Msg) {
+	ev, err := events.Decode(m.Subject, m.Data)
+	if err != nil {
+		w.push(Item{Err: fmt.Errorf("event on %s: %w", m.Subject, err)})
+		return
+	}
+	w.push(Item{Event: ev})
+}
+
+func (w *Watcher) onOutput(m *nats.Msg) {
+	ch, err := decodeChunk(m)
+	if err != nil {
+		w.push(Item{Err: err})
+		return
+	}
+	w.push(Item{Output: ch})
+}
+
+func decodeChunk(m *nats.Msg) (*Chunk, error) {
+	toks := strings.Split(m.Subject, ".")
+	if len(toks) != 5 || toks[0] != "bai" || toks[1] != "out" {
+		return nil, fmt.Errorf("%w: output on %q", ErrBadReply, m.Subject)
+	}
+	ch := &Chunk{RunID: toks[4], Stream: m.Header.Get(events.HeaderStream)}
+	switch ch.Stream {
+	case events.StreamStdout, events.StreamStderr:
+		ch.Data = m.Data
+	case events.StreamExit:
+		code, err := strconv.Atoi(strings.TrimSpace(string(m.Data)))
+		if err != nil {
+			return nil, fmt.Errorf("%w: exit code %q on %s", ErrBadReply, m.Data, m.Subject)
+		}
+		ch.ExitCode = code
+	default:
+		return nil, fmt.Errorf("%w: output on %s with %s %q", ErrBadReply, m.Subject, events.HeaderStream, ch.Stream)
+	}
+	return ch, nil
+}
+
+// subErr records an asynchronous error of one of the watcher's
+// subscriptions (a permissions violation).
+func (w *Watcher) subErr(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// TryNext returns the next queued item without waiting.
+func (w *Watcher) TryNext() (Item, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return Item{}, false
+	}
+	it := w.queue[0]
+	w.queue[0] = Item{}
+	w.queue = w.queue[1:]
+	return it, true
+}
+
+// Next waits for the next item. It fails when ctx ends, when the
+// connection is closed (ErrClosed) or when the server refused a
+// subscription, once the items received before are delivered.
+func (w *Watcher) Next(ctx context.Context) (Item, error) {
+	for {
+		if it, ok := w.TryNext(); ok {
+			return it, nil
+		}
+		w.mu.Lock()
+		err := w.err
+		w.mu.Unlock()
+		if err != nil {
+			return Item{}, err
+		}
+		select {
+		case <-w.wake:
+		case <-ctx.Done():
+			return Item{}, ctx.Err()
+		case <-w.c.closed:
+			if it, ok := w.TryNext(); ok {
+				return it, nil
+			}
+			return Item{}, fmt.Errorf("%w (%s)", ErrClosed, w.c.url)
+		}
+	}
+}
+
+// Sync waits until every message the server sent before the call is in
+// the watcher's queue. Events and output arrive on two subscriptions and
+// may be queued out of their arrival order; after a final event, Sync
+// followed by TryNext until empty yields any output that arrived before it.
+func (w *Watcher) Sync(ctx context.Context) error {
+	fctx, cancel := w.c.bounded(ctx)
+	defer cancel()
+	if err := w.c.nc.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("sync with the bai server: %w", err)
+	}
+	done := make(chan struct{})
+	if err := w.c.nc.Barrier(func() { close(done) }); err != nil {
+		return fmt.Errorf("sync with the bai server: %w", err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close ends the subscriptions.
+func (w *Watcher) Close() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+		w.c.watchers.Delete(s)
+	}
+}

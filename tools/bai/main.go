@@ -1,0 +1,14 @@
+// Command bai is the user's command line for bai compute sessions: run,
+// start, ps (admin session list), events and rm, after Backend.AI's client.
+// See package cli.
+package main
+
+import (
+	"os"
+
+	"github.com/bai-sh/bai/tools/bai/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr))
+}
