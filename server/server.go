@@ -20,7 +20,6 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
 	"github.com/bai-sh/bai/services/registry"
@@ -30,9 +29,6 @@ import (
 
 // ErrConfig wraps every configuration error.
 var ErrConfig = errors.New("server: invalid config")
-
-// serviceUser is the NATS user the embedded services connect as.
-const serviceUser = "bai-service"
 
 // Config configures the all-in-one server.
 type Config struct {
@@ -130,7 +126,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.creds = creds
-	servicePass := randomString(secretAlphabet, 40)
+	auth, err := newServiceAuth()
+	if err != nil {
+		return err
+	}
 
 	opts := &natsserver.Options{
 		ServerName: "bai",
@@ -141,11 +140,8 @@ func (s *Server) Run(ctx context.Context) error {
 		JetStream:  true,
 		StoreDir:   filepath.Join(s.cfg.DataDir, "jetstream"),
 		SyncAlways: s.cfg.SyncAlways,
-		Users: []*natsserver.User{
-			{Username: serviceUser, Password: servicePass},
-			{Username: creds.AccessKey, Password: creds.SecretKey, Permissions: tenantPermissions(creds.AccessKey)},
-		},
 	}
+	auth.configure(opts)
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("server: nats: %w", err)
@@ -172,7 +168,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo(serviceUser, servicePass),
+		nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-"+name, auth.passwords["bai-"+name]),
 			nats.Name("bai-"+name), nats.MaxReconnects(-1))
 		if err != nil {
 			return nil, fmt.Errorf("server: connect %s: %w", name, err)
@@ -185,7 +181,19 @@ func (s *Server) Run(ctx context.Context) error {
 		Ready() <-chan struct{}
 	}
 	var services []runner
-	nc, err := connect("registry")
+	nc, err := connect("auth")
+	if err != nil {
+		return err
+	}
+	authSvc, err := gateway.NewAuth(gateway.AuthConfig{NC: nc, Log: s.cfg.Log, Issuer: auth.issuer,
+		OnChange: func(ak string) { closeKey(ns, s.log, ak) }})
+	if err != nil {
+		return err
+	}
+	services = append(services, authSvc)
+	if nc, err = connect("registry"); err != nil {
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -234,23 +242,12 @@ func (s *Server) Run(ctx context.Context) error {
 				return nil
 			}
 		}
+		if err := authSvc.Keys().EnsureAdmin(gctx, creds.AccessKey, creds.SecretKey); err != nil {
+			return fmt.Errorf("server: admin keypair: %w", err)
+		}
 		s.once.Do(func() { close(s.ready) })
 		s.log.Info().Str("url", s.url).Str("credentials", s.CredentialsPath()).Msg("server_ready")
 		return nil
 	})
 	return g.Wait()
-}
-
-// tenantPermissions confine a key to its own API, session and output
-// subjects and its own reply inbox. It gets no JetStream API at all.
-func tenantPermissions(ak string) *natsserver.Permissions {
-	api, _ := events.APISubject(ak, ">")
-	sessions, _ := events.OwnerSessionsFilter(ak)
-	output, _ := events.OwnerOutputFilter(ak)
-	return &natsserver.Permissions{
-		Publish: &natsserver.SubjectPermission{Allow: []string{api}},
-		Subscribe: &natsserver.SubjectPermission{Allow: []string{
-			sessions, output, events.InboxPrefix(ak) + ".>",
-		}},
-	}
 }
