@@ -337,7 +337,7 @@ func (r *runner) app() *cli.App {
 					Subcommands: []*cli.Command{
 						r.psCommand("list", "list sessions"),
 					},
-				}},
+				}, r.keypairCommand(), r.policyCommand()},
 			},
 			r.eventsCommand(),
 			r.rmCommand(),

@@ -168,6 +168,8 @@ func serviceOf(op string) string {
 	switch op {
 	case events.OpSessionCreate, events.OpSessionTerminate:
 		return "gateway"
+	case events.OpKeypairAdd, events.OpKeypairList, events.OpKeypairInfo, events.OpKeypairRemove, events.OpKeypairRotate, events.OpPolicyAdd, events.OpPolicyList, events.OpPolicySet:
+		return "gateway"
 	}
 	return "registry"
 }

@@ -1,0 +1,397 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bai-sh/bai/internal/natstest"
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/tools/bai/cli"
+	"github.com/bai-sh/bai/tools/bai/client"
+)
+
+// tenant is a keypair made by the admin for a test.
+type tenant struct{ ak, sk string }
+
+func (r *running) newTenant(t *testing.T, role, policy string) tenant {
+	t.Helper()
+	kp, err := r.client(t).AddKeypair(context.Background(), events.KeypairAddRequest{Role: role, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kp.AccessKey) != 20 || !strings.HasPrefix(kp.AccessKey, "AKIA") || len(kp.SecretKey) != 40 {
+		t.Fatalf("new keypair %+v", kp)
+	}
+	return tenant{kp.AccessKey, kp.SecretKey}
+}
+
+// baiAs runs the CLI as tn.
+func (r *running) baiAs(t *testing.T, tn tenant, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code = cli.Run(ctx, append([]string{"bai"}, args...), &out, &errb,
+		cli.Env{NATSURL: r.srv.ClientURL(), AccessKey: tn.ak, SecretKey: tn.sk})
+	return code, out.String(), errb.String()
+}
+
+func (r *running) clientAs(t *testing.T, tn tenant) *client.Client {
+	t.Helper()
+	cl, err := client.Connect(context.Background(), client.Options{URL: r.srv.ClientURL(), AccessKey: tn.ak, SecretKey: tn.sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// rawConn is a plain NATS connection as tn (what an attacker with A's
+// keys can do without bai), collecting the server's asynchronous errors.
+type rawConn struct {
+	nc   *nats.Conn
+	errs chan error
+}
+
+func (r *running) rawAs(t *testing.T, tn tenant, opts ...nats.Option) *rawConn {
+	t.Helper()
+	rc := &rawConn{errs: make(chan error, 64)}
+	opts = append([]nats.Option{
+		nats.UserInfo(tn.ak, tn.sk), nats.CustomInboxPrefix(events.InboxPrefix(tn.ak)), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case rc.errs <- err:
+			default:
+			}
+		}),
+	}, opts...)
+	nc, err := nats.Connect(r.srv.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	rc.nc = nc
+	return rc
+}
+
+// denied waits for the server's permissions violation naming subject (or
+// a subject that starts with it).
+func (rc *rawConn) denied(t *testing.T, what, subject string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case err := <-rc.errs:
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("%s %s: no permissions violation from the server", what, subject)
+		}
+	}
+}
+
+// startSleeper starts a session as tn that stays running.
+func (r *running) startSleeper(t *testing.T, tn tenant) string {
+	t.Helper()
+	code, out, errOut := r.baiAs(t, tn, "start", "python")
+	id := strings.TrimSpace(out)
+	if code != 0 || !events.ValidToken(id) {
+		t.Fatalf("start as %s: %d %q %q", tn.ak, code, out, errOut)
+	}
+	cl := r.clientAs(t, tn)
+	natstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := cl.Get(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		if info.Status != events.StatusRunning {
+			return fmt.Errorf("%s", info.Status)
+		}
+		return nil
+	})
+	return id
+}
+
+func TestTenantCannotSubscribeToOthers(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a, b := r.newTenant(t, "user", ""), r.newTenant(t, "user", "")
+	bSessions, _ := events.OwnerSessionsFilter(b.ak)
+	bOutput, _ := events.OwnerOutputFilter(b.ak)
+	rc := r.rawAs(t, a)
+	for _, subj := range []string{
+		bSessions, bOutput, events.AllSessionsFilter, events.AllOutputFilter, "bai.>", ">",
+		"_INBOX.>", events.InboxPrefix(b.ak) + ".>", "$JS.API.>", "$KV.>", "$SYS.>",
+	} {
+		if _, err := rc.nc.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		rc.denied(t, "subscribe", subj)
+	}
+	// A's own subjects are allowed, and B's session events never reach A.
+	own, _ := events.OwnerSessionsFilter(a.ak)
+	sub, err := rc.nc.SubscribeSync(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	id := r.startSleeper(t, b)
+	if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("A got %s", m.Subject)
+	}
+	select {
+	case err := <-rc.errs:
+		t.Fatalf("subscribing to its own subjects: %v", err)
+	default:
+	}
+	_ = id
+}
+
+func TestTenantHasNoJetStream(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a := r.newTenant(t, "user", "")
+	rc := r.rawAs(t, a)
+	js, err := jetstream.New(rc.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctx context.Context
+	attempts := []struct {
+		name, subject string
+		do            func() error
+	}{
+		{"consumer", "$JS.API.CONSUMER.CREATE.BAI_SESSIONS", func() error {
+			_, err := js.CreateOrUpdateConsumer(ctx, "BAI_SESSIONS", jetstream.ConsumerConfig{FilterSubject: events.AllSessionsFilter})
+			return err
+		}},
+		{"multi-filter consumer", "$JS.API.CONSUMER.CREATE.BAI_SESSIONS", func() error {
+			_, err := js.CreateOrUpdateConsumer(ctx, "BAI_SESSIONS", jetstream.ConsumerConfig{FilterSubjects: []string{"bai.session.*.x.>", "bai.session.>"}})
+			return err
+		}},
+		{"kv", "$JS.API.STREAM.INFO.KV_bai_keypairs", func() error {
+			_, err := js.KeyValue(ctx, "bai_keypairs")
+			return err
+		}},
+		{"object store", "$JS.API.STREAM.INFO.OBJ_files", func() error {
+			_, err := js.ObjectStore(ctx, "files")
+			return err
+		}},
+		{"direct get", "$JS.API.DIRECT.GET.KV_bai_keypairs", func() error {
+			_, err := rc.nc.Request("$JS.API.DIRECT.GET.KV_bai_keypairs", []byte(`{"last_by_subj":"$KV.bai_keypairs.>"}`), time.Second)
+			return err
+		}},
+		{"stream list", "$JS.API.STREAM.NAMES", func() error {
+			_, err := rc.nc.Request("$JS.API.STREAM.NAMES", nil, time.Second)
+			return err
+		}},
+	}
+	for _, at := range attempts {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx = c
+		err := at.do()
+		cancel()
+		if err == nil {
+			t.Fatalf("%s: allowed", at.name)
+		}
+		rc.denied(t, at.name, at.subject)
+	}
+}
+
+func TestTenantCannotTouchOthersSessions(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a, b := r.newTenant(t, "user", ""), r.newTenant(t, "user", "")
+	id := r.startSleeper(t, b)
+	info, err := r.clientAs(t, b).Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Straight to B's API subjects: the server drops it.
+	rc := r.rawAs(t, a)
+	for _, op := range []string{events.OpSessionTerminate, events.OpSessionGet, events.OpKeypairList} {
+		subj, _ := events.APISubject(b.ak, op)
+		if _, err := rc.nc.Request(subj, []byte(`{"session_id":"`+id+`","ref":"`+id+`"}`), 500*time.Millisecond); err == nil {
+			t.Fatalf("request on %s answered", subj)
+		}
+		rc.denied(t, "publish", subj)
+	}
+
+	// Through the CLI, by id and by name: not found for A.
+	for _, args := range [][]string{
+		{"rm", id}, {"rm", info.Name}, {"events", id}, {"events", info.Name},
+	} {
+		code, out, errOut := r.baiAs(t, a, args...)
+		if code == 0 || !strings.Contains(errOut, "not found") {
+			t.Fatalf("A: bai %v: code %d out %q err %q", args, code, out, errOut)
+		}
+	}
+	code, out, errOut := r.baiAs(t, a, "--output", "json", "ps", "--all")
+	if code != 0 || strings.Contains(out, id) {
+		t.Fatalf("A: ps: %d %q %q", code, out, errOut)
+	}
+	// Admin commands are refused to a user.
+	code, _, errOut = r.baiAs(t, a, "admin", "keypair", "list")
+	if code == 0 || !strings.Contains(errOut, "not an admin") {
+		t.Fatalf("A: admin keypair list: %d %q", code, errOut)
+	}
+	after, err := r.clientAs(t, b).Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Status != events.StatusRunning || after.LastSeq != info.LastSeq {
+		t.Fatalf("B's session changed: %+v -> %+v", info, after)
+	}
+}
+
+func TestBadCredentialsAreRefused(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a := r.newTenant(t, "user", "")
+	revoked := r.newTenant(t, "user", "")
+	if _, err := r.client(t).RemoveKeypair(context.Background(), revoked.ak); err != nil {
+		t.Fatal(err)
+	}
+	for name, tn := range map[string]tenant{
+		"wrong secret":  {a.ak, strings.Repeat("x", 40)},
+		"short secret":  {a.ak, "x"},
+		"unknown key":   {"AKIA0000000000000000", a.sk},
+		"revoked key":   revoked,
+		"malformed key": {"AKIA.>", a.sk},
+	} {
+		_, err := client.Connect(context.Background(), client.Options{URL: r.srv.ClientURL(), AccessKey: tn.ak, SecretKey: tn.sk})
+		if !errors.Is(err, client.ErrAuth) {
+			t.Errorf("%s: %v, want an auth error", name, err)
+		}
+		code, _, errOut := r.baiAs(t, tn, "ps")
+		if code != cli.ExitFailure || !strings.Contains(errOut, "refused the credentials") {
+			t.Errorf("%s: bai ps: %d %q", name, code, errOut)
+		}
+	}
+	// No credentials at all, straight at the server.
+	if _, err := nats.Connect(r.srv.ClientURL(), nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("no credentials: %v", err)
+	}
+	if _, err := nats.Connect(r.srv.ClientURL(), nats.UserInfo("bai-gateway", ""), nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("service user without password: %v", err)
+	}
+}
+
+func TestRevokeAndRotateCloseConnections(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	admin := r.client(t)
+	for _, op := range []string{"rm", "rotate"} {
+		t.Run(op, func(t *testing.T) {
+			tn := r.newTenant(t, "user", "")
+			rc := r.rawAs(t, tn)
+			var rotated *events.KeypairInfo
+			var err error
+			if op == "rm" {
+				_, err = admin.RemoveKeypair(context.Background(), tn.ak)
+			} else {
+				rotated, err = admin.RotateKeypair(context.Background(), tn.ak)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if !rc.nc.IsClosed() {
+					return errors.New("connection still open")
+				}
+				return nil
+			})
+			if _, err := client.Connect(context.Background(), client.Options{URL: r.srv.ClientURL(), AccessKey: tn.ak, SecretKey: tn.sk}); !errors.Is(err, client.ErrAuth) {
+				t.Fatalf("old secret: %v", err)
+			}
+			if rotated != nil {
+				if len(rotated.SecretKey) != 40 || rotated.SecretKey == tn.sk {
+					t.Fatalf("rotated: %+v", rotated)
+				}
+				r.clientAs(t, tenant{tn.ak, rotated.SecretKey}) // the new one works
+			}
+		})
+	}
+}
+
+func TestAdminKeypairCLI(t *testing.T) {
+	dir := t.TempDir()
+	r := startServer(t, dir)
+	code, out, errOut := r.bai(t, "--output", "json", "admin", "keypair", "add", "--email", "a@example.com", "--group", "ml", "--policy", "nope")
+	if code == 0 || !strings.Contains(errOut, `no such resource policy "nope"`) {
+		t.Fatalf("add with unknown policy: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "admin", "policy", "add", "--max-concurrent-sessions", "2", "--total-slots", "cpu=2", "small"); code != 0 {
+		t.Fatalf("policy add: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut = r.bai(t, "admin", "policy", "add", "--max-concurrent-sessions", "-1", "bad name"); code != cli.ExitInvalid {
+		t.Fatalf("bad policy: %d %q", code, errOut)
+	}
+	code, out, errOut = r.bai(t, "--output", "json", "admin", "keypair", "add", "--email", "a@example.com", "--group", "ml", "--policy", "small")
+	var kp events.KeypairInfo
+	if code != 0 || json.Unmarshal([]byte(out), &kp) != nil || kp.Role != "user" || kp.Policy != "small" || len(kp.SecretKey) != 40 {
+		t.Fatalf("keypair add: %d %q %q", code, out, errOut)
+	}
+	code, out, _ = r.bai(t, "admin", "keypair", "list")
+	if code != 0 || !strings.Contains(out, kp.AccessKey) || !strings.Contains(out, r.srv.Credentials().AccessKey) || strings.Contains(out, kp.SecretKey) {
+		t.Fatalf("keypair list: %d %q", code, out)
+	}
+	code, out, _ = r.bai(t, "--output", "json", "admin", "keypair", "info", kp.AccessKey)
+	if code != 0 || strings.Contains(out, "secret") || !strings.Contains(out, "a@example.com") {
+		t.Fatalf("keypair info: %d %q", code, out)
+	}
+	if code, _, errOut = r.bai(t, "admin", "keypair", "info", "AKIA0000000000000000"); code == 0 || !strings.Contains(errOut, "no such keypair") {
+		t.Fatalf("info of unknown: %d %q", code, errOut)
+	}
+	if code, _, errOut = r.bai(t, "admin", "keypair", "rm", kp.AccessKey); code != 0 {
+		t.Fatalf("rm: %d %q", code, errOut)
+	}
+
+	// A second start keeps the admin keypair, in the file and in the KV.
+	creds := r.srv.Credentials()
+	r.stop()
+	r = startServer(t, dir)
+	if r.srv.Credentials() != creds {
+		t.Fatal("credentials changed on restart")
+	}
+	resp, err := r.client(t).ListKeypairs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Keypairs) != 1 || resp.Keypairs[0].AccessKey != creds.AccessKey || resp.Keypairs[0].Role != "admin" {
+		t.Fatalf("keypairs after restart: %+v", resp.Keypairs)
+	}
+}
+
+// TestConcurrentAdminOps checks the admin API under concurrent use.
+func TestConcurrentKeypairAdds(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	cl := r.client(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			if _, err := cl.AddKeypair(context.Background(), events.KeypairAddRequest{}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	resp, err := cl.ListKeypairs(context.Background())
+	if err != nil || len(resp.Keypairs) != 21 {
+		t.Fatalf("%v %d", err, len(resp.Keypairs))
+	}
+}
