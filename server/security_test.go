@@ -395,3 +395,80 @@ func TestConcurrentKeypairAdds(t *testing.T) {
 		t.Fatalf("%v %d", err, len(resp.Keypairs))
 	}
 }
+
+func TestQuotasHoldUnderConcurrentCreates(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	admin := r.client(t)
+	ctx := context.Background()
+	if _, err := admin.AddPolicy(ctx, events.PolicyInfo{Name: "five", MaxConcurrentSessions: 5}); err != nil {
+		t.Fatal(err)
+	}
+	tn := r.newTenant(t, "user", "five")
+	cl := r.clientAs(t, tn)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		ok       int
+		refusals []error
+	)
+	for range 50 {
+		wg.Go(func() {
+			_, err := cl.Create(ctx, events.CreateRequest{Image: "python", Slots: []string{"cpu=0.1", "mem=64m"}})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				ok++
+			} else {
+				refusals = append(refusals, err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 5 || len(refusals) != 45 {
+		t.Fatalf("%d admitted, %d refused (want 5 and 45): %v", ok, len(refusals), refusals)
+	}
+	for _, err := range refusals {
+		if !errors.Is(err, events.ErrQuota) || err.Error() != "You cannot run more than 5 concurrent sessions" {
+			t.Fatalf("refusal: %v", err)
+		}
+	}
+	list, err := cl.List(ctx, events.ListRequest{Statuses: events.AllStatuses, Limit: 100})
+	if err != nil || list.Total != 5 {
+		t.Fatalf("sessions: %v %+v", err, list)
+	}
+	// The CLI shows the message as it is.
+	code, _, errOut := r.baiAs(t, tn, "start", "python")
+	if code == 0 || errOut != "bai: You cannot run more than 5 concurrent sessions\n" {
+		t.Fatalf("start over the limit: %d %q", code, errOut)
+	}
+	// Ending one frees a place.
+	if _, err := cl.Terminate(ctx, list.Sessions[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		_, err := cl.Create(ctx, events.CreateRequest{Image: "python", Slots: []string{"cpu=0.1", "mem=64m"}})
+		return err
+	})
+}
+
+func TestSlotQuota(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	admin := r.client(t)
+	ctx := context.Background()
+	if _, err := admin.AddPolicy(ctx, events.PolicyInfo{Name: "two-cpu", TotalSlots: map[string]string{"cpu": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl := r.clientAs(t, r.newTenant(t, "user", "two-cpu"))
+	for i := range 2 {
+		if _, err := cl.Create(ctx, events.CreateRequest{Image: "python", Slots: []string{"cpu=1", "mem=64m"}}); err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	_, err := cl.Create(ctx, events.CreateRequest{Image: "python", Slots: []string{"cpu=0.5"}})
+	if !errors.Is(err, events.ErrQuota) || !strings.Contains(err.Error(), `exceeds the total resource slots of your policy "two-cpu": cpu 2 in use + 0.5 requested > 2`) {
+		t.Fatalf("over the slot limit: %v", err)
+	}
+	if list, err := cl.List(ctx, events.ListRequest{Statuses: events.AllStatuses}); err != nil || list.Total != 2 {
+		t.Fatalf("sessions: %v %+v", err, list)
+	}
+}

@@ -64,6 +64,7 @@ type Service struct {
 	stream   jetstream.Stream
 	ready    chan struct{}
 	once     sync.Once
+	quota    *quotas // resource policies (quota.go)
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -112,6 +113,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: session stream: %w", err)
 	}
 	s.stream = st
+	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js); err != nil {
+		return err
+	}
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        "bai-gateway",
 		Version:     "0.1.0",
@@ -172,6 +176,11 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	if err != nil {
 		return nil, err
 	}
+	release, err := s.quota.admit(ctx, ak, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	ev := &events.Event{
 		V: events.Version, ID: nuid.Next(), Name: events.EventEnqueued, Time: spec.CreatedAt,
 		AccessKey: ak, SessionID: spec.ID, KernelID: spec.MainKernelID, Session: spec,

@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/slots"
+)
+
+// quotas enforces the resource policy of a key at admission. Admissions
+// of one key are serialized (a mutex per key, held from the count to the
+// acknowledged enqueue), so 50 concurrent creates against a limit of 5
+// admit exactly as many as fit. The count comes from the registry, whose
+// queries wait for its projection to reach the end of the log: an
+// enqueue acknowledged before the count is in it.
+//
+// The lock is per gateway process: several gateways admitting for the
+// same key at once could each admit one session past a limit. The
+// all-in-one server runs one.
+type quotas struct {
+	nc   *nats.Conn
+	keys *Keys
+	mu   sync.Mutex
+	byAK map[string]*sync.Mutex
+}
+
+func newQuotas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*quotas, error) {
+	keys, err := OpenKeys(ctx, js, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &quotas{nc: nc, keys: keys, byAK: map[string]*sync.Mutex{}}, nil
+}
+
+func (q *quotas) lock(ak string) func() {
+	q.mu.Lock()
+	m, ok := q.byAK[ak]
+	if !ok {
+		m = &sync.Mutex{}
+		q.byAK[ak] = m
+	}
+	q.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// policyOf is the policy of ak; nil when ak has no keypair (a gateway
+// run without the auth service) or its policy sets no limit.
+func (q *quotas) policyOf(ctx context.Context, ak string) (*Policy, error) {
+	kp, _, err := q.keys.Get(ctx, ak)
+	if errors.Is(err, ErrNoKeypair) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	p, err := q.keys.GetPolicy(ctx, kp.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if p.MaxConcurrentSessions == 0 && p.MaxPendingSessions == 0 && len(p.TotalSlots) == 0 {
+		return nil, nil
+	}
+	return p, nil
+}
+
+// unfinished are the statuses that count against a policy: every status
+// but the final ones and ERROR.
+func unfinished() []events.Status {
+	var out []events.Status
+	for _, s := range events.AllStatuses {
+		if !s.Final() && s != events.StatusError && s != events.StatusNone {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// admit checks spec against ak's policy. On success the caller must call
+// release once the session is enqueued (or refused).
+func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec) (release func(), err error) {
+	if q == nil {
+		return func() {}, nil
+	}
+	p, err := q.policyOf(ctx, ak)
+	if err != nil {
+		return nil, events.Errorf(events.ErrInternal, "could not read the resource policy of %s: %v", ak, err)
+	}
+	if p == nil {
+		return func() {}, nil
+	}
+	release = q.lock(ak)
+	if err := q.check(ctx, ak, p, spec); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.SessionSpec) error {
+	subj, err := events.APISubject(ak, events.OpSessionList)
+	if err != nil {
+		return events.Errorf(events.ErrInvalid, "%v", err)
+	}
+	data, _ := json.Marshal(events.ListRequest{Statuses: unfinished(), Limit: 1000})
+	msg, err := q.nc.RequestWithContext(ctx, subj, data)
+	if err != nil {
+		return events.Errorf(events.ErrBusy, "cannot check the resource policy now (registry: %v); retry", err)
+	}
+	if apiErr := events.ErrorFromHeader(map[string][]string(msg.Header)); apiErr != nil {
+		return events.Errorf(events.ErrBusy, "cannot check the resource policy now (registry: %v); retry", apiErr)
+	}
+	var list events.ListResponse
+	if err := json.Unmarshal(msg.Data, &list); err != nil {
+		return events.Errorf(events.ErrInternal, "registry answer: %v", err)
+	}
+	pending := 0
+	used := slots.Set{}
+	for _, s := range list.Sessions {
+		if s.ID == spec.ID {
+			return nil // a retried create: the log answers it as a duplicate
+		}
+		if s.Status == events.StatusPending {
+			pending++
+		}
+		if occ, err := slots.ParseMap(s.Slots); err == nil {
+			if sum, err := used.Add(occ); err == nil {
+				used = sum
+			}
+		}
+	}
+	if p.MaxConcurrentSessions > 0 && list.Total >= p.MaxConcurrentSessions {
+		return events.Errorf(events.ErrQuota, "You cannot run more than %d concurrent sessions", p.MaxConcurrentSessions)
+	}
+	if p.MaxPendingSessions > 0 && pending >= p.MaxPendingSessions {
+		return events.Errorf(events.ErrQuota, "You cannot have more than %d pending sessions", p.MaxPendingSessions)
+	}
+	if len(p.TotalSlots) > 0 {
+		limit, err := slots.ParseMap(p.TotalSlots)
+		if err != nil {
+			return events.Errorf(events.ErrInternal, "policy %s: %v", p.Name, err)
+		}
+		req, err := slots.ParseMap(spec.Slots)
+		if err != nil {
+			return events.Errorf(events.ErrInvalid, "resource slots: %v", err)
+		}
+		keys := make([]string, 0, len(limit))
+		for k := range limit {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if used[k]+req[k] > limit[k] || used[k]+req[k] < used[k] {
+				return events.Errorf(events.ErrQuota, "Your resource request exceeds the total resource slots of your policy %q: %s %s in use + %s requested > %s",
+					p.Name, k, slots.FormatValue(k, used[k]), slots.FormatValue(k, req[k]), slots.FormatValue(k, limit[k]))
+			}
+		}
+	}
+	return nil
+}
