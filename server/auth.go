@@ -3,6 +3,9 @@ package server
 import (
 	"fmt"
 
+	"github.com/bai-sh/bai/services/agent"
+	"github.com/nats-io/nats.go"
+
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
@@ -19,14 +22,17 @@ var serviceUsers = []string{"bai-auth", "bai-gateway", "bai-registry", "bai-sche
 type serviceAuth struct {
 	passwords map[string]string
 	issuer    nkeys.KeyPair
+	agentID   string // the bai-agent user's permissions are scoped to it
 }
 
-func newServiceAuth() (*serviceAuth, error) {
+// newServiceAuth makes the service passwords and the issuer; the agent
+// user may act only as agent agentID.
+func newServiceAuth(agentID string) (*serviceAuth, error) {
 	issuer, err := nkeys.CreateAccount()
 	if err != nil {
 		return nil, fmt.Errorf("server: issuer nkey: %w", err)
 	}
-	a := &serviceAuth{passwords: map[string]string{}, issuer: issuer}
+	a := &serviceAuth{passwords: map[string]string{}, issuer: issuer, agentID: agentID}
 	for _, u := range serviceUsers {
 		a.passwords[u] = randomString(secretAlphabet, 40)
 	}
@@ -37,7 +43,11 @@ func newServiceAuth() (*serviceAuth, error) {
 func (a *serviceAuth) configure(opts *natsserver.Options) {
 	pub, _ := a.issuer.PublicKey()
 	for _, u := range serviceUsers {
-		opts.Users = append(opts.Users, &natsserver.User{Username: u, Password: a.passwords[u]})
+		user := &natsserver.User{Username: u, Password: a.passwords[u]}
+		if u == "bai-agent" {
+			user.Permissions = agentPermissions(a.agentID)
+		}
+		opts.Users = append(opts.Users, user)
 	}
 	opts.AuthCallout = &natsserver.AuthCallout{Issuer: pub, AuthUsers: serviceUsers}
 	opts.AuthTimeout = 5
@@ -55,5 +65,69 @@ func closeKey(ns *natsserver.Server, log zerolog.Logger, ak string) {
 		if err := ns.DisconnectClientByID(c.Cid); err == nil {
 			log.Info().Str("access_key", ak).Uint64("cid", c.Cid).Msg("connection_closed_key_changed")
 		}
+	}
+}
+
+// agentInboxPrefix is the reply-inbox prefix of agent id's connection, so
+// that it reads no other connection's replies.
+func agentInboxPrefix(id string) string { return "_INBOX_AGENT_" + id }
+
+// agentPermissions confine an agent to its own role: publish session
+// events (the plain five-token subjects, or work addressed to itself:
+// never work for another agent), run output, its own heartbeat key, and
+// the JetStream API calls of its own durable work consumer; subscribe
+// only to its own inbox. It cannot read other agents' work, the keypairs
+// bucket, or delete anything. That an event concerns a kernel placed on
+// it is checked by the scheduler and registry against the placement.
+func agentPermissions(id string) *natsserver.Permissions {
+	const stream = "BAI_SESSIONS"
+	durable := "bai-agent-" + id
+	return &natsserver.Permissions{
+		Publish: &natsserver.SubjectPermission{Allow: []string{
+			"bai.session.*.*.*",
+			"bai.session.*.*.*." + id,
+			"bai.out.>",
+			"$KV.bai_agents." + id,
+			"$JS.API.INFO",
+			// The agent provisions the streams it uses, like every
+			// service (an update with the same configuration changes
+			// nothing); it may not delete or purge them.
+			"$JS.API.STREAM.CREATE." + stream, "$JS.API.STREAM.UPDATE." + stream,
+			"$JS.API.STREAM.CREATE.BAI_OUTPUT", "$JS.API.STREAM.UPDATE.BAI_OUTPUT", "$JS.API.STREAM.INFO.BAI_OUTPUT",
+			"$JS.API.STREAM.CREATE.KV_bai_agents", "$JS.API.STREAM.UPDATE.KV_bai_agents",
+			"$JS.API.STREAM.INFO." + stream,
+			"$JS.API.STREAM.INFO.KV_bai_agents",
+			"$JS.API.CONSUMER.INFO." + stream + "." + durable,
+			"$JS.API.CONSUMER.CREATE." + stream + "." + durable,
+			"$JS.API.CONSUMER.CREATE." + stream + "." + durable + ".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE." + stream + "." + durable,
+			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable,
+			"$JS.ACK." + stream + "." + durable + ".>",
+		}},
+		Subscribe: &natsserver.SubjectPermission{Allow: []string{agentInboxPrefix(id) + ".>"}},
+	}
+}
+
+// localAgentID is the id the embedded agent will take (stored in its
+// state db, else made from the host name), learnt before NATS starts so
+// that its NATS user can be scoped to it. agent.New reads only its
+// config and state db here; the connection is never used.
+func localAgentID(dataDir string) (string, error) {
+	probe, err := agent.New(agent.Config{NC: &nats.Conn{}, DataDir: dataDir, Capacity: map[string]string{"cpu": "1"}})
+	if err != nil {
+		return "", err
+	}
+	return probe.ID(), nil
+}
+
+// logNATSError logs a service connection's asynchronous errors (a
+// permissions violation among them).
+func logNATSError(log zerolog.Logger, name string) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		ev := log.Warn().Err(err).Str("service", name)
+		if sub != nil {
+			ev = ev.Str("subject", sub.Subject)
+		}
+		ev.Msg("nats_error")
 	}
 }

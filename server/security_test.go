@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
@@ -471,4 +472,127 @@ func TestSlotQuota(t *testing.T) {
 	if list, err := cl.List(ctx, events.ListRequest{Statuses: events.AllStatuses}); err != nil || list.Total != 2 {
 		t.Fatalf("sessions: %v %+v", err, list)
 	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestAgentIdentity(t *testing.T) {
+	var logs syncBuffer
+	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:-1", AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"},
+		Log: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	r := &running{srv: srv, stop: cancel}
+	b := r.newTenant(t, "user", "")
+	id := r.startSleeper(t, b)
+	info, err := r.clientAs(t, b).Get(context.Background(), id)
+	if err != nil || info.AgentID == "" {
+		t.Fatalf("%v %+v", err, info)
+	}
+	// Everything so far ran within the agent's permissions.
+	if strings.Contains(logs.String(), "nats_error") {
+		t.Fatalf("a service hit a NATS error:\n%s", logs.String())
+	}
+
+	srv.mu.Lock()
+	pass, agentID := srv.auth.passwords["bai-agent"], srv.auth.agentID
+	srv.mu.Unlock()
+	if agentID != info.AgentID {
+		t.Fatalf("agent user scoped to %q, session placed on %q", agentID, info.AgentID)
+	}
+	rc := &rawConn{errs: make(chan error, 64)}
+	rc.nc, err = nats.Connect(srv.ClientURL(), nats.UserInfo("bai-agent", pass), nats.NoReconnect(),
+		nats.CustomInboxPrefix(agentInboxPrefix(agentID)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rc.errs <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.nc.Close()
+	// It reads no other agent's work, no session log, no replies of others.
+	for _, subj := range []string{events.AllSessionsFilter, "bai.session.*.*.*.agent-other", "_INBOX.>", "$KV.>"} {
+		if _, err := rc.nc.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		rc.denied(t, "agent subscribe", subj)
+	}
+	// It addresses no work to another agent, writes no other heartbeat or
+	// keypair, and deletes nothing.
+	work, _ := events.AgentWorkSubject(b.ak, id, events.EventScheduled, "agent-other")
+	for _, subj := range []string{
+		work, "$KV.bai_agents.agent-other", "$KV.bai_keypairs.ak." + b.ak,
+		"$JS.API.STREAM.DELETE.BAI_SESSIONS", "$JS.API.STREAM.PURGE.BAI_SESSIONS",
+		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-agent-other", "bai.api." + b.ak + ".session.terminate",
+	} {
+		if err := rc.nc.Publish(subj, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		rc.denied(t, "agent publish", subj)
+	}
+
+	// An event for this kernel claiming another agent: refused and logged
+	// by the scheduler and the registry; the session stays running.
+	js, err := jetstream.New(rc.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &events.Event{V: events.Version, ID: "forged-1", Name: events.EventTerminated, Time: time.Now().UTC(),
+		AccessKey: b.ak, SessionID: id, KernelID: info.MainKernelID, AgentID: "agent-other"}
+	subj, _ := events.EventSubject(forged)
+	data, _ := json.Marshal(forged)
+	if _, err := js.Publish(context.Background(), subj, data); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := strings.Count(logs.String(), "event_from_wrong_agent_refused"); n < 2 {
+			return fmt.Errorf("%d refusals logged", n)
+		}
+		return nil
+	})
+	after, err := r.clientAs(t, b).Get(context.Background(), id)
+	if err != nil || after.Status != events.StatusRunning {
+		t.Fatalf("after the forged event: %v %+v", err, after)
+	}
+	// The real agent still ends it.
+	if _, err := r.clientAs(t, b).Terminate(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	cl := r.clientAs(t, b)
+	natstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := cl.Get(context.Background(), id)
+		if err != nil || info.Status != events.StatusTerminated {
+			return fmt.Errorf("%v %+v", err, info)
+		}
+		return nil
+	})
 }

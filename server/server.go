@@ -69,9 +69,10 @@ type Server struct {
 	ready chan struct{}
 	once  sync.Once
 
-	mu  sync.Mutex
-	ns  *natsserver.Server
-	url string
+	mu   sync.Mutex
+	ns   *natsserver.Server
+	url  string
+	auth *serviceAuth
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -126,7 +127,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.creds = creds
-	auth, err := newServiceAuth()
+	agentID, err := localAgentID(filepath.Join(s.cfg.DataDir, "agent"))
+	if err != nil {
+		return err
+	}
+	auth, err := newServiceAuth(agentID)
 	if err != nil {
 		return err
 	}
@@ -155,7 +160,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("server: nats did not start (is the port free?)")
 	}
 	s.mu.Lock()
-	s.ns, s.url = ns, ns.ClientURL()
+	s.ns, s.url, s.auth = ns, ns.ClientURL(), auth
 	s.mu.Unlock()
 	if err := writeCredentials(s.CredentialsPath(), s.url, creds); err != nil {
 		return err
@@ -167,9 +172,9 @@ func (s *Server) Run(ctx context.Context) error {
 			nc.Close()
 		}
 	}()
-	connect := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-"+name, auth.passwords["bai-"+name]),
-			nats.Name("bai-"+name), nats.MaxReconnects(-1))
+	connect := func(name string, extra ...nats.Option) (*nats.Conn, error) {
+		nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(ns), nats.UserInfo("bai-"+name, auth.passwords["bai-"+name]),
+			nats.Name("bai-" + name), nats.MaxReconnects(-1), nats.ErrorHandler(logNATSError(s.log, name))}, extra...)...)
 		if err != nil {
 			return nil, fmt.Errorf("server: connect %s: %w", name, err)
 		}
@@ -218,11 +223,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	services = append(services, sch)
-	if nc, err = connect("agent"); err != nil {
+	if nc, err = connect("agent", nats.CustomInboxPrefix(agentInboxPrefix(agentID))); err != nil {
 		return err
 	}
 	ag, err := agent.New(agent.Config{
-		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"),
+		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID,
 		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat,
 	})
 	if err != nil {

@@ -259,7 +259,7 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", tr.SessionID, err)
 	}
 	lastEv, err := events.Decode(last.Subject, last.Data)
-	if err == nil && lastEv.Status().Final() {
+	if err == nil && lastEv.Status().Final() && !s.fromOtherAgent(ctx, lastEv) {
 		return nil, events.Errorf(events.ErrConflict, "session %q is already %s", tr.SessionID, lastEv.Status())
 	}
 	ev := &events.Event{

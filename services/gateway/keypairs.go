@@ -440,16 +440,18 @@ func (k *Keys) ListPolicies(ctx context.Context) ([]Policy, error) {
 	return out, err
 }
 
-// Watch calls f with the access key of every keypair that is deleted or
-// changed after the call, until ctx ends: how revocation reaches live
-// connections.
+// Watch calls f with the access key of every keypair that is deleted, or
+// whose secret or role changes, after the call, until ctx ends: how
+// revocation and rotation reach live connections. Keypairs being added
+// are not changes.
 func (k *Keys) Watch(ctx context.Context, f func(ak string)) error {
-	w, err := k.kv.Watch(ctx, "ak.>", jetstream.UpdatesOnly())
+	w, err := k.kv.Watch(ctx, "ak.>")
 	if err != nil {
 		return err
 	}
 	go func() {
 		defer func() { _ = w.Stop() }()
+		seen := map[string]string{} // access key -> secret hash + role
 		for {
 			select {
 			case <-ctx.Done():
@@ -458,8 +460,23 @@ func (k *Keys) Watch(ctx context.Context, f func(ak string)) error {
 				if !ok {
 					return
 				}
-				if e != nil {
-					f(strings.TrimPrefix(e.Key(), "ak."))
+				if e == nil {
+					continue // the end of the initial values
+				}
+				ak := strings.TrimPrefix(e.Key(), "ak.")
+				prev, known := seen[ak]
+				if e.Operation() != jetstream.KeyValuePut {
+					delete(seen, ak)
+					f(ak)
+					continue
+				}
+				var kp Keypair
+				if json.Unmarshal(e.Value(), &kp) != nil {
+					continue
+				}
+				seen[ak] = kp.SecretHash + "/" + kp.Role
+				if known && prev != seen[ak] {
+					f(ak)
 				}
 			}
 		}

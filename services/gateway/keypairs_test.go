@@ -185,3 +185,33 @@ func TestPermissions(t *testing.T) {
 		t.Fatalf("admin subscribe %q", got)
 	}
 }
+
+func TestWatchReportsRevocationsNotAdds(t *testing.T) {
+	keys, _ := openKeys(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old, _, err := keys.Add(ctx, NewKeypair{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 16)
+	if err := keys.Watch(ctx, func(ak string) { got <- ak }); err != nil {
+		t.Fatal(err)
+	}
+	added, _, err := keys.Add(ctx, NewKeypair{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Rotate(ctx, old.AccessKey); err != nil {
+		t.Fatal(err)
+	}
+	if ak := <-got; ak != old.AccessKey {
+		t.Fatalf("first change %s, want the rotated %s", ak, old.AccessKey)
+	}
+	if err := keys.Delete(ctx, added.AccessKey); err != nil {
+		t.Fatal(err)
+	}
+	if ak := <-got; ak != added.AccessKey {
+		t.Fatalf("second change %s, want the deleted %s", ak, added.AccessKey)
+	}
+}

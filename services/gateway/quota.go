@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -164,4 +165,23 @@ func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.S
 		}
 	}
 	return nil
+}
+
+// fromOtherAgent reports whether e, the last event of its session, claims
+// an agent other than the one the session was scheduled on: a forged
+// event, which the scheduler and registry ignore, so terminate must too.
+func (s *Service) fromOtherAgent(ctx context.Context, e *events.Event) bool {
+	if e.AgentID == "" || e.Name == events.EventScheduled {
+		return false
+	}
+	filter, err := events.AgentWorkSubject(e.AccessKey, e.SessionID, events.EventScheduled, "x")
+	if err != nil {
+		return false
+	}
+	raw, err := s.stream.GetLastMsgForSubject(ctx, strings.TrimSuffix(filter, "x")+"*")
+	if err != nil {
+		return false
+	}
+	placed, err := events.Decode(raw.Subject, raw.Data)
+	return err == nil && events.FromOtherAgent(placed.AgentID, e)
 }

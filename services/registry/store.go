@@ -137,6 +137,11 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			if err != nil {
 				return err
 			}
+			if events.FromOtherAgent(en.info.AgentID, e) { // issue 4: agent identity
+				st.log.Warn().Uint64("seq", r.seq).Str("agent_id", e.AgentID).Str("placed_on", en.info.AgentID).Msg("event_from_wrong_agent_refused")
+				out[i] = outIgnored
+				continue
+			}
 			prevStatus, prevChanged := en.info.Status, en.info.StatusChanged
 			if !apply(&en.info, e, r.seq) {
 				st.log.Info().Uint64("seq", r.seq).Str("subject", r.subject).Msg("event of unknown session ignored")

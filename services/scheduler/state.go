@@ -81,6 +81,9 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	if seq > sess.lastSeq {
 		sess.lastSeq = seq
 	}
+	if events.FromOtherAgent(sess.agentID, ev) {
+		return // an agent speaking for a kernel not on it (issue 4)
+	}
 	if ev.Name == events.EventTerminateRequest {
 		if !sess.status.Final() && sess.status != events.StatusTerminating {
 			sess.terminateReason = ev.Reason
