@@ -596,3 +596,27 @@ func TestAgentIdentity(t *testing.T) {
 		return nil
 	})
 }
+
+func TestAdminListsAnotherKey(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a, b := r.newTenant(t, "user", ""), r.newTenant(t, "user", "")
+	id := r.startSleeper(t, b)
+	code, out, errOut := r.bai(t, "ps", "--access-key", b.ak, "--name-only")
+	info, err := r.clientAs(t, b).Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 || strings.TrimSpace(out) != info.Name {
+		t.Fatalf("admin ps --access-key B: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = r.baiAs(t, a, "ps", "--access-key", b.ak)
+	if code == 0 || strings.Contains(out, id) || !strings.Contains(errOut, "only an admin may see another key's sessions") {
+		t.Fatalf("A ps --access-key B: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut = r.baiAs(t, a, "ps", "--access-key", "AKIA.>"); code != cli.ExitInvalid {
+		t.Fatalf("A ps --access-key with a wildcard: %d %q", code, errOut)
+	}
+	if code, out, _ = r.baiAs(t, a, "ps", "--access-key", a.ak); code != 0 || !strings.Contains(out, "no matching sessions") {
+		t.Fatalf("A ps --access-key A: %d %q", code, out)
+	}
+}

@@ -169,6 +169,9 @@ type ListRequest struct {
 	Statuses []Status `json:"statuses,omitempty"` // empty: DefaultListStatuses
 	Limit    int      `json:"limit,omitempty"`    // 0: 10
 	Offset   int      `json:"offset,omitempty"`
+	// AccessKey lists another key's sessions: admins only. Empty: the
+	// caller's own.
+	AccessKey string `json:"access_key,omitempty"`
 }
 
 // ListResponse answers a ListRequest, most recently changed first.

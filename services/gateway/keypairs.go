@@ -18,12 +18,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/pkg/slots"
 )
 
 // KeypairsBucket is the JetStream KV bucket of keypairs and resource
 // policies: "ak.<access key>" holds a Keypair, "policy.<name>" a Policy.
-const KeypairsBucket = "bai_keypairs"
+const KeypairsBucket = streams.Keypairs
 
 // DefaultPolicy is the policy a keypair gets when none is named; it is
 // created with the bucket and has no limits.

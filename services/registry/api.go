@@ -105,9 +105,13 @@ func (s *Service) handleList(ak string, data []byte) (any, error) {
 	if req.Offset < 0 {
 		return nil, invalid("negative offset %d", req.Offset)
 	}
+	owner, err := s.owner(ak, req.AccessKey)
+	if err != nil {
+		return nil, err
+	}
 	s.catchUp(catchUpWait)
 	return s.withStore(func(st *store) (any, error) {
-		return st.list(ak, statuses, req.Limit, req.Offset)
+		return st.list(owner, statuses, req.Limit, req.Offset)
 	})
 }
 

@@ -22,6 +22,9 @@ const (
 	Output = "BAI_OUTPUT"
 	// Agents is the KV bucket of agent heartbeats, keyed by agent id.
 	Agents = "bai_agents"
+	// Keypairs is the KV bucket of keypairs ("ak.<access key>", with a
+	// "role" field) and resource policies, owned by the gateway.
+	Keypairs = "bai_keypairs"
 )
 
 // Options tune the provisioned streams.

@@ -29,6 +29,7 @@ func (r *runner) psCommand(name, usage string) *cli.Command {
 			&cli.IntFlag{Name: "offset", Usage: "skip the first `N` sessions"},
 			&cli.BoolFlag{Name: "all", Usage: "list every matching session (no limit)"},
 			&cli.BoolFlag{Name: "name-only", Usage: "print only the names"},
+			&cli.StringFlag{Name: "access-key", Usage: "list the sessions of access key `AK` (admins only)"},
 		}, globalFlags()...),
 		Action: r.ps,
 	}
@@ -102,7 +103,7 @@ func (r *runner) ps(c *cli.Context) error {
 	}
 	defer cl.Close()
 
-	req := events.ListRequest{Statuses: statuses, Limit: limit, Offset: offset}
+	req := events.ListRequest{Statuses: statuses, Limit: limit, Offset: offset, AccessKey: c.String("access-key")}
 	if all {
 		req.Limit = pageSize
 	}
