@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/services/gateway"
@@ -24,6 +26,8 @@ func main() {
 
 func run() error {
 	url := flag.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL (user:password may be in it)")
+	seedFile := flag.String("auth-issuer-seed-file", os.Getenv("BAI_AUTH_ISSUER_SEED_FILE"),
+		"file holding the account nkey seed of the NATS auth callout; set: this gateway also answers the callout and the keypair admin API (connect as one of the callout's auth_users)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -37,7 +41,35 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	return svc.Run(ctx)
+	if *seedFile == "" {
+		return svc.Run(ctx)
+	}
+	seed, err := os.ReadFile(*seedFile)
+	if err != nil {
+		return fmt.Errorf("auth issuer seed: %w", err)
+	}
+	issuer, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		return fmt.Errorf("auth issuer seed %s: %w", *seedFile, err)
+	}
+	auth, err := gateway.NewAuth(gateway.AuthConfig{NC: nc, Issuer: issuer, Log: log})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	authDone := make(chan error, 1)
+	go func() {
+		err := auth.Run(ctx)
+		cancel() // the gateway stops with its callout
+		authDone <- err
+	}()
+	err = svc.Run(ctx)
+	cancel()
+	if aerr := <-authDone; err == nil {
+		err = aerr
+	}
+	return err
 }
 
 func envOr(k, def string) string {
