@@ -13,7 +13,7 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 )
 
-func openKeys(t *testing.T) (*Keys, jetstream.KeyValue) {
+func openKeys(t testing.TB) (*Keys, jetstream.KeyValue) {
 	t.Helper()
 	nc := natstest.Connect(t, natstest.RunServer(t))
 	js, err := jetstream.New(nc)
