@@ -98,9 +98,10 @@ func agentPermissions(id string) *natsserver.Permissions {
 			"$JS.API.STREAM.INFO." + stream,
 			"$JS.API.STREAM.INFO.KV_bai_agents",
 			"$JS.API.CONSUMER.INFO." + stream + "." + durable,
-			"$JS.API.CONSUMER.CREATE." + stream + "." + durable,
-			"$JS.API.CONSUMER.CREATE." + stream + "." + durable + ".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE." + stream + "." + durable,
+			// Only the create form that names the filter in the subject
+			// (the server checks the body against it), with its own
+			// filter: it cannot widen its consumer to others' work.
+			"$JS.API.CONSUMER.CREATE." + stream + "." + durable + ".bai.session.*.*.*." + id,
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable,
 			"$JS.ACK." + stream + "." + durable + ".>",
 		}},

@@ -553,6 +553,9 @@ func TestAgentIdentity(t *testing.T) {
 		work, "$KV.bai_agents.agent-other", "$KV.bai_keypairs.ak." + b.ak,
 		"$JS.API.STREAM.DELETE.BAI_SESSIONS", "$JS.API.STREAM.PURGE.BAI_SESSIONS",
 		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-agent-other", "bai.api." + b.ak + ".session.terminate",
+		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-" + agentID, // body could name any filter
+		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-" + agentID + ".bai.session.>",
+		"$JS.API.CONSUMER.DURABLE.CREATE.BAI_SESSIONS.bai-agent-" + agentID,
 	} {
 		if err := rc.nc.Publish(subj, []byte("{}")); err != nil {
 			t.Fatal(err)
