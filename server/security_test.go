@@ -563,6 +563,18 @@ func TestAgentIdentity(t *testing.T) {
 		rc.denied(t, "agent publish", subj)
 	}
 
+	// Its own heartbeat key claiming another agent's id: ignored.
+	fake, _ := json.Marshal(events.AgentInfo{V: events.Version, ID: "agent-other", Capacity: map[string]string{"cpu": "1000"}})
+	if err := rc.nc.Publish("$KV.bai_agents."+agentID, fake); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "bad_agent_heartbeat") {
+			return errors.New("not refused yet")
+		}
+		return nil
+	})
+
 	// An event for this kernel claiming another agent: refused and logged
 	// by the scheduler and the registry; the session stays running.
 	js, err := jetstream.New(rc.nc)

@@ -160,7 +160,7 @@ func (s *Service) Run(ctx context.Context) error {
 					it.gone = e.Key()
 				} else {
 					var a events.AgentInfo
-					if err := json.Unmarshal(e.Value(), &a); err != nil || !events.ValidToken(a.ID) {
+					if err := json.Unmarshal(e.Value(), &a); err != nil || !events.ValidToken(a.ID) || a.ID != e.Key() {
 						s.log.Warn().Str("key", e.Key()).Msg("bad_agent_heartbeat")
 						continue
 					}
