@@ -190,16 +190,16 @@ func TestTenantHasNoJetStream(t *testing.T) {
 			return err
 		}},
 		{"direct get", "$JS.API.DIRECT.GET.KV_bai_keypairs", func() error {
-			_, err := rc.nc.Request("$JS.API.DIRECT.GET.KV_bai_keypairs", []byte(`{"last_by_subj":"$KV.bai_keypairs.>"}`), time.Second)
+			_, err := rc.nc.Request("$JS.API.DIRECT.GET.KV_bai_keypairs", []byte(`{"last_by_subj":"$KV.bai_keypairs.>"}`), 300*time.Millisecond)
 			return err
 		}},
 		{"stream list", "$JS.API.STREAM.NAMES", func() error {
-			_, err := rc.nc.Request("$JS.API.STREAM.NAMES", nil, time.Second)
+			_, err := rc.nc.Request("$JS.API.STREAM.NAMES", nil, 300*time.Millisecond)
 			return err
 		}},
 	}
 	for _, at := range attempts {
-		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		ctx = c
 		err := at.do()
 		cancel()
