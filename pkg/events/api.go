@@ -169,12 +169,17 @@ type ListRequest struct {
 	Statuses []Status `json:"statuses,omitempty"` // empty: DefaultListStatuses
 	Limit    int      `json:"limit,omitempty"`    // 0: 10
 	Offset   int      `json:"offset,omitempty"`
+	// AccessKey lists another key's sessions; only an admin may set it.
+	AccessKey string `json:"access_key,omitempty"`
 }
 
 // ListResponse answers a ListRequest, most recently changed first.
 type ListResponse struct {
 	Sessions []SessionInfo `json:"sessions"`
 	Total    int           `json:"total"`
+	// Admin is true when the caller has the admin role (ps then shows
+	// the owner's access key).
+	Admin bool `json:"admin,omitempty"`
 }
 
 // GetRequest asks for one session by id or name (session.get), or for its
@@ -214,6 +219,24 @@ type SessionInfo struct {
 	ExitCode       *int              `json:"exit_code,omitempty"`
 	// LastSeq is the log sequence of the last event applied.
 	LastSeq uint64 `json:"last_seq"`
+
+	// The rest are filled by the registry when it answers (see
+	// SessionFields for the names ps -f knows them by).
+	Registry       string         `json:"registry,omitempty"`
+	ClusterMode    string         `json:"cluster_mode,omitempty"`
+	ClusterSize    int            `json:"cluster_size,omitempty"`
+	GroupID        string         `json:"group_id,omitempty"`
+	UserID         string         `json:"user_id,omitempty"`
+	UserEmail      string         `json:"user_email,omitempty"`
+	AgentIDs       []string       `json:"agent_ids,omitempty"`
+	StartsAt       *time.Time     `json:"starts_at,omitempty"`
+	LastActivity   *time.Time     `json:"last_activity,omitempty"`
+	ResourceOpts   map[string]any `json:"resource_opts,omitempty"`
+	ServicePorts   []any          `json:"service_ports,omitempty"`
+	Mounts         []string       `json:"mounts,omitempty"`
+	Dependencies   []string       `json:"dependencies,omitempty"`
+	AbusingReports []any          `json:"abusing_reports,omitempty"`
+	IdleChecks     map[string]any `json:"idle_checks,omitempty"`
 }
 
 // AgentInfo is an agent's heartbeat, the value of its key in the agents

@@ -173,6 +173,8 @@ const (
 	OpSessionList      = "session.list"
 	OpSessionGet       = "session.get"
 	OpSessionHistory   = "session.history"
+	OpSessionExecute   = "session.execute" // gateway: run code in a live session
+	OpSessionLogs      = "session.logs"    // registry: a session's output so far
 )
 
 // APISubject is the request subject of one API operation for one access key.

@@ -53,6 +53,10 @@ type Config struct {
 	Domain, Group, ScalingGroup string
 	// Streams are the options of the streams it provisions. Default: zero.
 	Streams streams.Options
+	// IdleTimeout terminates a running session (reason idle-timeout) that
+	// has run no code and written no output for this long. Default 30
+	// minutes; negative: never.
+	IdleTimeout time.Duration
 }
 
 // Service is a running gateway.
@@ -76,6 +80,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.DefaultSlots == nil {
 		cfg.DefaultSlots = map[string]string{"cpu": "1", "mem": "256m"}
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	def, err := slots.ParseMap(cfg.DefaultSlots)
 	if err != nil {
@@ -124,14 +131,24 @@ func (s *Service) Run(ctx context.Context) error {
 	for op, h := range map[string]micro.HandlerFunc{
 		events.OpSessionCreate:    s.handleCreate,
 		events.OpSessionTerminate: s.handleTerminate,
+		events.OpSessionExecute:   s.handleExecute,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), h, micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
 		}
 	}
+	var reaper sync.WaitGroup
+	if s.cfg.IdleTimeout > 0 {
+		r, err := s.startReaper(ctx)
+		if err != nil {
+			return err
+		}
+		reaper.Go(func() { r.run(ctx) })
+	}
 	s.once.Do(func() { close(s.ready) })
 	s.log.Info().Msg("gateway_ready")
 	<-ctx.Done()
+	reaper.Wait()
 	return nil
 }
 

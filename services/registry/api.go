@@ -105,10 +105,29 @@ func (s *Service) handleList(ak string, data []byte) (any, error) {
 	if req.Offset < 0 {
 		return nil, invalid("negative offset %d", req.Offset)
 	}
+	admin := s.isAdmin(ak)
+	owner := ak
+	if req.AccessKey != "" && req.AccessKey != ak {
+		if !admin {
+			return nil, &events.APIError{Code: events.CodeForbidden, Description: "only an admin may list another access key's sessions"}
+		}
+		if !events.ValidToken(req.AccessKey) {
+			return nil, invalid("invalid access key %q", req.AccessKey)
+		}
+		owner = req.AccessKey
+	}
 	s.catchUp(catchUpWait)
 	return s.withStore(func(st *store) (any, error) {
-		return st.list(ak, statuses, req.Limit, req.Offset)
+		resp, err := st.list(owner, statuses, req.Limit, req.Offset)
+		resp.Admin = admin
+		return resp, err
 	})
+}
+
+// isAdmin is the one place that decides whether ak has the admin role:
+// for now, the configured admin key (the server's first keypair).
+func (s *Service) isAdmin(ak string) bool {
+	return s.cfg.AdminAccessKey != "" && ak == s.cfg.AdminAccessKey
 }
 
 func (s *Service) ref(what string, data []byte) (string, error) {

@@ -49,7 +49,7 @@ func benchRecord(tb testing.TB, ak string, i int, names []events.Name) record {
 }
 
 func benchStore(tb testing.TB, noSync bool) *store {
-	st, err := openStore(filepath.Join(tb.TempDir(), "registry.db"), noSync, zerolog.Nop())
+	st, err := openStore(filepath.Join(tb.TempDir(), "registry.db"), noSync, zerolog.Nop(), "")
 	if err != nil {
 		tb.Fatal(err)
 	}

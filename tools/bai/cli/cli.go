@@ -72,7 +72,7 @@ func OSEnv() Env {
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(ctx, args, stdout, stderr, OSEnv())
+	return runWith(ctx, args, stdout, stderr, os.Stdin, OSEnv())
 }
 
 // Run runs the CLI in-process: args as os.Args (program name first, e.g.
@@ -80,7 +80,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // only (never from the process environment). Cancelling ctx interrupts the
 // command as Ctrl-C does. It returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) int {
-	r := &runner{env: env, stdout: stdout, stderr: stderr}
+	return runWith(ctx, args, stdout, stderr, nil, env)
+}
+
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, stdin io.Reader, env Env) int {
+	r := &runner{env: env, stdout: stdout, stderr: stderr, stdin: stdin}
 	err := r.app().RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -167,6 +171,8 @@ type runner struct {
 	env    Env
 	stdout io.Writer
 	stderr io.Writer
+	// stdin answers prompts (ps --all on a terminal); nil: no prompts.
+	stdin io.Reader
 }
 
 // errorf prints one error line.
@@ -341,6 +347,8 @@ func (r *runner) app() *cli.App {
 			},
 			r.eventsCommand(),
 			r.rmCommand(),
+			r.infoCommand(),
+			r.logsCommand(),
 		},
 	}
 	setUsageError(app.Commands)

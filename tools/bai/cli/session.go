@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +91,9 @@ func (r *runner) runCommand() *cli.Command {
 			&cli.StringFlag{Name: "code", Aliases: []string{"c"}, Usage: "the `CODE` to run, through the image's interpreter"},
 			&cli.StringFlag{Name: "exec", Usage: "a shell `COMMAND` line to run instead of code"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the code's output (bai run always does)"},
+			&cli.BoolFlag{Name: "no-reuse", Usage: "fail if a live session has the --name, instead of running the code in it"},
+			&cli.BoolFlag{Name: "enqueue-only", Usage: "only enqueue the session and print its id (the code is not run), as start"},
+			&cli.StringFlag{Name: "max-wait", Usage: "give up after `S` seconds (or a duration: 1m30s) if the session has not started; it stays queued, the code is not run (exit 3)"},
 		}, sessionFlags()...), globalFlags()...),
 		Action: r.run,
 	}
@@ -100,7 +105,7 @@ func (r *runner) startCommand() *cli.Command {
 		Usage:     "start a session and print its id once it runs",
 		ArgsUsage: "IMAGE",
 		Flags: append(append([]cli.Flag{
-			&cli.DurationFlag{Name: "max-wait", Usage: "give up waiting after `DURATION` (the session stays queued; exit 3); 0 waits forever"},
+			&cli.StringFlag{Name: "max-wait", Usage: "give up waiting after `S` seconds (or a duration: 1m30s); the session stays queued (exit 3); 0 waits forever"},
 		}, sessionFlags()...), globalFlags()...),
 		Action: r.start,
 	}
@@ -205,19 +210,47 @@ func (r *runner) follow(ctx context.Context, w *client.Watcher, st *runState) er
 	return nil
 }
 
+// maxWait parses --max-wait: seconds, or a Go duration.
+func maxWait(c *cli.Context) (time.Duration, error) {
+	v := strings.TrimSpace(c.String("max-wait"))
+	if v == "" {
+		return 0, nil
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(v, 64); err == nil && !math.IsNaN(secs) && !math.IsInf(secs, 0) {
+		d = time.Duration(secs * float64(time.Second))
+	} else if d, err = time.ParseDuration(v); err != nil {
+		return 0, invalidf("--max-wait %q: want seconds or a duration such as 1m30s", v)
+	}
+	if d < 0 {
+		return 0, invalidf("--max-wait must not be negative")
+	}
+	return d, nil
+}
+
+// liveStatus reports whether a session in s can still run code.
+func liveStatus(s events.Status) bool {
+	return !s.Final() && s != events.StatusTerminating && s != events.StatusError
+}
+
 func (r *runner) run(c *cli.Context) error {
 	req, err := createRequest(c)
 	if err != nil {
 		return err
 	}
 	code, exec := c.String("code"), c.String("exec")
+	enqueueOnly := c.Bool("enqueue-only")
 	switch {
-	case code == "" && exec == "":
+	case code == "" && exec == "" && !enqueueOnly:
 		return invalidf("no code to run: give -c CODE")
 	case code != "" && exec != "":
 		return invalidf("give -c or --exec, not both")
 	case len(code) > events.MaxCodeLen:
 		return invalidf("the code is longer than %d bytes", events.MaxCodeLen)
+	}
+	wait, err := maxWait(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Context
 	cl, err := r.connect(c)
@@ -226,16 +259,65 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	defer cl.Close()
 
+	// Backend.AI's reuse rule: a live session with the same name runs
+	// the code itself.
 	st := &runState{sid: client.NewID(), runID: client.NewID()}
-	req.SessionID = st.sid
-	req.Run = &events.RunSpec{ID: st.runID, Code: code, Exec: exec}
+	reuse := false
+	if req.Name != "" {
+		info, err := cl.Get(ctx, req.Name)
+		switch {
+		case err == nil && liveStatus(info.Status):
+			if c.Bool("no-reuse") {
+				return fmt.Errorf("session %s (%s) exists and is %s; --no-reuse refuses to run in it", req.Name, info.ID, info.Status)
+			}
+			reuse, st.sid = true, info.ID
+		case err != nil && !errors.Is(err, events.ErrNotFound):
+			return err
+		}
+	}
+	if enqueueOnly {
+		if reuse {
+			fmt.Fprintln(r.stdout, st.sid)
+			return nil
+		}
+		req.SessionID = st.sid
+		resp, err := cl.Create(ctx, req)
+		if err != nil {
+			return err
+		}
+		if out, _ := outputFormat(c); out == "json" {
+			return r.printJSON(resp)
+		}
+		fmt.Fprintln(r.stdout, resp.SessionID)
+		return nil
+	}
+	run := events.RunSpec{ID: st.runID, Code: code, Exec: exec}
 	w, err := cl.Watch(ctx, "", st.sid)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	if _, err := cl.Create(ctx, req); err != nil {
-		return err
+	if reuse || wait > 0 {
+		// Start (or find) the session without the code, wait until it
+		// runs, then execute the code in it.
+		if !reuse {
+			req.SessionID = st.sid
+			if _, err := cl.Create(ctx, req); err != nil {
+				return err
+			}
+		}
+		if err := r.waitRunning(ctx, cl, w, st.sid, wait); err != nil {
+			return err
+		}
+		if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
+			return err
+		}
+	} else {
+		req.SessionID = st.sid
+		req.Run = &run
+		if _, err := cl.Create(ctx, req); err != nil {
+			return err
+		}
 	}
 	if err := r.follow(ctx, w, st); err != nil {
 		if ctx.Err() != nil {
@@ -250,6 +332,42 @@ func (r *runner) run(c *cli.Context) error {
 		return exitWith(ExitFailure)
 	}
 	return exitWith(st.exitCode)
+}
+
+// waitRunning waits, through w (subscribed before), until session sid is
+// RUNNING; maxWait > 0 bounds the wait (exit 3, the session stays).
+func (r *runner) waitRunning(ctx context.Context, cl *client.Client, w *client.Watcher, sid string, maxWait time.Duration) error {
+	if info, err := cl.Get(ctx, sid); err == nil && info.Status == events.StatusRunning {
+		return nil
+	}
+	wctx := ctx
+	if maxWait > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, maxWait)
+		defer cancel()
+	}
+	for {
+		it, err := w.Next(wctx)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return fmt.Errorf("%w: session %s did not start within %s; it stays queued (bai rm %s cancels it)",
+					client.ErrTimeout, sid, maxWait, sid)
+			}
+			if ctx.Err() != nil {
+				r.errorf("interrupted; session %s stays (bai rm %s)", sid, sid)
+			}
+			return err
+		}
+		if it.Event == nil {
+			continue
+		}
+		if it.Event.Status() == events.StatusRunning {
+			return nil
+		}
+		if endsRun(it.Event) || it.Event.Status() == events.StatusTerminating {
+			return errors.New(describe(sid, it.Event))
+		}
+	}
 }
 
 // interrupted cleans up after Ctrl-C: with --rm the session is terminated,
@@ -296,9 +414,9 @@ func (r *runner) start(c *cli.Context) error {
 		return err
 	}
 	out, _ := outputFormat(c)
-	maxWait := c.Duration("max-wait")
-	if maxWait < 0 {
-		return invalidf("--max-wait must not be negative")
+	wait, err := maxWait(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Context
 	cl, err := r.connect(c)
@@ -317,33 +435,8 @@ func (r *runner) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	wctx := ctx
-	if maxWait > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, maxWait)
-		defer cancel()
-	}
-	for {
-		it, err := w.Next(wctx)
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-				return fmt.Errorf("%w: session %s did not start within %s; it stays queued (bai rm %s cancels it)",
-					client.ErrTimeout, resp.SessionID, maxWait, resp.SessionID)
-			}
-			if ctx.Err() != nil {
-				r.errorf("interrupted; session %s stays (bai rm %s)", resp.SessionID, resp.SessionID)
-			}
-			return err
-		}
-		if it.Event == nil {
-			continue
-		}
-		if it.Event.Status() == events.StatusRunning {
-			break
-		}
-		if endsRun(it.Event) || it.Event.Status() == events.StatusTerminating {
-			return errors.New(describe(resp.SessionID, it.Event))
-		}
+	if err := r.waitRunning(ctx, cl, w, resp.SessionID, wait); err != nil {
+		return err
 	}
 	if out == "json" {
 		return r.printJSON(resp)

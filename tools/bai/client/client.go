@@ -166,7 +166,7 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // serviceOf names the service that answers an operation, for messages.
 func serviceOf(op string) string {
 	switch op {
-	case events.OpSessionCreate, events.OpSessionTerminate:
+	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute:
 		return "gateway"
 	}
 	return "registry"
@@ -253,6 +253,25 @@ func (c *Client) Get(ctx context.Context, ref string) (*events.SessionInfo, erro
 func (c *Client) History(ctx context.Context, ref string) (*events.HistoryResponse, error) {
 	var resp events.HistoryResponse
 	if err := c.request(ctx, events.OpSessionHistory, events.GetRequest{Ref: ref}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Execute runs code in a live session (Backend.AI's execute); its output
+// comes on the run's output subject, which a Watcher follows.
+func (c *Client) Execute(ctx context.Context, req events.ExecuteRequest) (*events.ExecuteResponse, error) {
+	var resp events.ExecuteResponse
+	if err := c.request(ctx, events.OpSessionExecute, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Logs returns a session's output so far.
+func (c *Client) Logs(ctx context.Context, ref string) (*events.LogsResponse, error) {
+	var resp events.LogsResponse
+	if err := c.request(ctx, events.OpSessionLogs, events.GetRequest{Ref: ref}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

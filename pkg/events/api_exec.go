@@ -1,0 +1,48 @@
+package events
+
+import "time"
+
+// ExecuteRequest asks to run code in a live session
+// (bai.api.<ak>.session.execute). Image, when set, must resolve to the
+// session's image (Backend.AI's reuse rule: same name, same image).
+type ExecuteRequest struct {
+	SessionID string  `json:"session_id"`
+	Image     string  `json:"image,omitempty"`
+	Run       RunSpec `json:"run"`
+}
+
+// ExecuteResponse answers an ExecuteRequest.
+type ExecuteResponse struct {
+	SessionID string `json:"session_id"`
+	RunID     string `json:"run_id"`
+	AgentID   string `json:"agent_id"`
+}
+
+// OutputChunk is one output message of a run, as session.logs returns it.
+type OutputChunk struct {
+	RunID    string    `json:"run_id"`
+	Stream   string    `json:"stream"` // StreamStdout, StreamStderr or StreamExit
+	Data     string    `json:"data,omitempty"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Time     time.Time `json:"time"`
+}
+
+// LogsResponse is a session's output so far (session.logs), oldest first.
+// Truncated is true when older output was left out to fit one reply.
+type LogsResponse struct {
+	SessionID string        `json:"session_id"`
+	Chunks    []OutputChunk `json:"chunks"`
+	Truncated bool          `json:"truncated,omitempty"`
+}
+
+// SessionFields are the names `ps -f` and `info` know, in the manual
+// page's order.
+var SessionFields = []string{
+	"id", "main_kernel_id", "tag", "name", "type", "image", "registry",
+	"cluster_template", "cluster_mode", "cluster_size", "domain_name",
+	"group_name", "group_id", "agent_ids", "user_email", "user_id",
+	"access_key", "status", "status_info", "status_changed", "created_at",
+	"terminated_at", "starts_at", "scheduled_at", "startup_command", "result",
+	"resource_opts", "scaling_group", "service_ports", "mounts",
+	"occupying_slots", "dependencies", "abusing_reports", "idle_checks",
+}

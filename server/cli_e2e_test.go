@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/internal/natstest"
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// startServerWith runs the all-in-one server with cfg (DataDir and Listen
+// filled) until the test ends.
+func startServerWith(t *testing.T, cfg Config) *running {
+	t.Helper()
+	cfg.DataDir, cfg.Listen = t.TempDir(), "127.0.0.1:-1"
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("server: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("server not ready")
+	}
+	var stopped bool
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return &running{srv: srv, stop: stop}
+}
+
+var (
+	reUUID   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	reTime   = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	reSpaces = regexp.MustCompile(`  +`)
+	reSecs   = regexp.MustCompile(`"(remaining|threshold)":[0-9.e+]+`)
+)
+
+// normalize replaces what changes from run to run (ids, times, the keys,
+// the agent's id) and the column padding that follows from them.
+func (r *running) normalize(t *testing.T, out string) string {
+	t.Helper()
+	out = strings.ReplaceAll(out, r.srv.Credentials().AccessKey, "<AK>")
+	out = strings.ReplaceAll(out, strings.ToLower(r.srv.Credentials().AccessKey), "<ak>")
+	for _, s := range r.list(t) {
+		if s.AgentID != "" {
+			out = strings.ReplaceAll(out, s.AgentID, "<AGENT>")
+		}
+	}
+	out = reUUID.ReplaceAllString(out, "<ID>")
+	out = reTime.ReplaceAllString(out, "<TIME>")
+	out = reSecs.ReplaceAllString(out, `"$1":<S>`)
+	return reSpaces.ReplaceAllString(out, "  ")
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *updateGolden {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", name, got, want)
+	}
+}
+
+// ok runs bai and fails the test unless it exits 0.
+func (r *running) ok(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := r.bai(t, args...)
+	if code != 0 {
+		t.Fatalf("bai %s: exit %d\nstdout %q\nstderr %q", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// TestCLIListings checks every listing mode of ps against golden files:
+// a dead, a running and a pending session, then past ten.
+func TestCLIListings(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
+	r.ok(t, "run", "--rm", "--name", "done-1", "-c", `print("out"); import sys; print("err", file=sys.stderr)`, "python")
+	r.waitStatus(t, "done-1", events.StatusTerminated)
+	r.ok(t, "start", "--name", "live-1", "--tag", "t1", "python")
+	r.ok(t, "run", "--enqueue-only", "--name", "queued-1", "-r", "cpu=100", "python")
+	r.waitStatus(t, "queued-1", events.StatusPending)
+
+	all := strings.Join(events.SessionFields, ",")
+	for _, c := range []struct {
+		file string
+		args []string
+	}{
+		{"ps_default.golden", []string{"ps"}},
+		{"ps_admin_session_list.golden", []string{"admin", "session", "list"}},
+		{"ps_name_only.golden", []string{"ps", "--name-only"}},
+		{"ps_detail.golden", []string{"ps", "--detail"}},
+		{"ps_format_all.golden", []string{"ps", "-f", all, "-s", "PENDING,RUNNING,TERMINATED"}},
+		{"ps_running.golden", []string{"ps", "--running"}},
+		{"ps_dead.golden", []string{"ps", "--dead"}},
+		{"ps_status_pending.golden", []string{"ps", "-s", "pending"}},
+		{"ps_json_format.golden", []string{"ps", "--output", "json", "-f", "name,status,group_name,user_email"}},
+		{"info.golden", []string{"info", "live-1"}},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			golden(t, c.file, r.normalize(t, r.ok(t, c.args...)))
+		})
+	}
+
+	t.Run("json", func(t *testing.T) {
+		var list events.ListResponse
+		if err := json.Unmarshal([]byte(r.ok(t, "ps", "--output", "json")), &list); err != nil {
+			t.Fatal(err)
+		}
+		if list.Total != 2 || !list.Admin || len(list.Sessions) != 2 || list.Sessions[0].Name != "queued-1" ||
+			list.Sessions[1].UserEmail != "admin@bai.local" || list.Sessions[1].GroupID == "" {
+			t.Fatalf("ps --output json: %+v", list)
+		}
+		var info events.SessionInfo
+		if err := json.Unmarshal([]byte(r.ok(t, "info", "--output", "json", "done-1")), &info); err != nil {
+			t.Fatal(err)
+		}
+		if info.Status != events.StatusTerminated || info.TerminatedAt == nil || len(info.AgentIDs) != 1 {
+			t.Fatalf("info --output json: %+v", info)
+		}
+	})
+
+	t.Run("logs", func(t *testing.T) {
+		code, out, errOut := r.bai(t, "logs", "done-1")
+		if code != 0 || out != "out\n" || errOut != "err\n" {
+			t.Fatalf("logs: %d %q %q", code, out, errOut)
+		}
+		var logs events.LogsResponse
+		if err := json.Unmarshal([]byte(r.ok(t, "logs", "--output", "json", "done-1")), &logs); err != nil {
+			t.Fatal(err)
+		}
+		var stdout string
+		for _, ch := range logs.Chunks {
+			if ch.Stream == events.StreamStdout {
+				stdout += ch.Data
+			}
+		}
+		last := logs.Chunks[len(logs.Chunks)-1]
+		if stdout != "out\n" || last.Stream != events.StreamExit || last.ExitCode == nil || *last.ExitCode != 0 {
+			t.Fatalf("logs --output json: %+v", logs)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		for _, c := range []struct {
+			args []string
+			code int
+			want string
+		}{
+			{[]string{"ps", "-f", "id,bogus"}, 4, `unknown field "bogus" (valid fields: id, main_kernel_id,`},
+			{[]string{"ps", "--detail", "--name-only"}, 2, "at most one of"},
+			{[]string{"ps", "-s", "SLEEPING"}, 4, `unknown status "SLEEPING"`},
+			{[]string{"ps", "--access-key", "a.b"}, 4, "invalid access key"},
+			{[]string{"info", "nope"}, 1, "not found"},
+			{[]string{"logs", "nope"}, 1, "not found"},
+			{[]string{"run", "--max-wait", "soon", "-c", "1", "python"}, 4, "--max-wait"},
+		} {
+			code, _, errOut := r.bai(t, c.args...)
+			if code != c.code || !strings.Contains(errOut, c.want) {
+				t.Errorf("bai %v: exit %d (want %d) stderr %q", c.args, code, c.code, errOut)
+			}
+		}
+	})
+
+	// Past ten: the default shows ten and says so; --all shows every one.
+	for i := range 11 {
+		r.ok(t, "run", "--enqueue-only", "--name", fmt.Sprintf("q-%02d", i), "-r", "cpu=100", "python")
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := len(r.list(t)); n != 14 {
+			return fmt.Errorf("%d sessions", n)
+		}
+		return nil
+	})
+	golden(t, "ps_past_ten.golden", r.normalize(t, r.ok(t, "ps", "-f", "name,status")))
+	golden(t, "ps_all.golden", r.normalize(t, r.ok(t, "ps", "--all", "-f", "name,status")))
+	golden(t, "ps_limit_offset.golden", r.normalize(t, r.ok(t, "ps", "--limit", "3", "--offset", "11", "--name-only")))
+	golden(t, "ps_own_access_key.golden", r.normalize(t, r.ok(t, "ps", "--access-key", r.srv.Credentials().AccessKey, "--name-only", "--limit", "2")))
+}
