@@ -215,3 +215,95 @@ func TestCLIListings(t *testing.T) {
 	golden(t, "ps_limit_offset.golden", r.normalize(t, r.ok(t, "ps", "--limit", "3", "--offset", "11", "--name-only")))
 	golden(t, "ps_own_access_key.golden", r.normalize(t, r.ok(t, "ps", "--access-key", r.srv.Credentials().AccessKey, "--name-only", "--limit", "2")))
 }
+
+// TestCLIReuseAndIdleTimeout: run with a live session's name runs the code
+// in it (its files are there), --no-reuse refuses, and an idle session is
+// terminated with reason idle-timeout.
+func TestCLIReuseAndIdleTimeout(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: 3 * time.Second})
+	r.ok(t, "run", "--name", "keep", "-c", `open("state.txt", "w").write("41")`, "python")
+	first := r.waitStatus(t, "keep", events.StatusRunning)
+	if out := r.ok(t, "run", "--name", "keep", "-c", `print(int(open("state.txt").read()) + 1)`, "python"); out != "42\n" {
+		t.Fatalf("reused run printed %q", out)
+	}
+	second := r.waitStatus(t, "keep", events.StatusRunning)
+	if second.ID != first.ID || first.LastActivity == nil || second.LastActivity == nil || !second.LastActivity.After(*first.LastActivity) {
+		t.Fatalf("reuse: first %+v second %+v", first, second)
+	}
+	if ic, ok := second.IdleChecks["idle_timeout"].(map[string]any); !ok || ic["threshold"] != 3.0 {
+		t.Fatalf("idle_checks: %+v", second.IdleChecks)
+	}
+	if n := len(r.list(t)); n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+	code, _, errOut := r.bai(t, "run", "--no-reuse", "--name", "keep", "-c", "print(1)", "python")
+	if code != 1 || !strings.Contains(errOut, "--no-reuse") {
+		t.Fatalf("--no-reuse: %d %q", code, errOut)
+	}
+	code, _, errOut = r.bai(t, "run", "--name", "keep", "-c", "print(1)", "python:3.11")
+	if code != 0 {
+		t.Fatalf("reuse through an alias of the same image: %d %q", code, errOut)
+	}
+
+	// Left alone, it ends by the idle timeout.
+	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		info, err := r.client(t).Get(context.Background(), "keep")
+		if err != nil {
+			return err
+		}
+		if info.Status != events.StatusTerminated || info.StatusInfo != string(events.ReasonIdleTimeout) {
+			return fmt.Errorf("session is %s (%s)", info.Status, info.StatusInfo)
+		}
+		return nil
+	})
+	// The name is free again: a new run makes a new session.
+	if out := r.ok(t, "run", "--rm", "--name", "keep", "-c", "print(7)", "python"); out != "7\n" {
+		t.Fatalf("run after idle timeout: %q", out)
+	}
+	if n := len(r.list(t)); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+}
+
+// TestCLIQueueing: with no free capacity, --enqueue-only returns at once,
+// --max-wait gives up with exit 3 leaving the session queued, and rm
+// cancels pending sessions and terminates running ones, per id.
+func TestCLIQueueing(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "1g"}, IdleTimeout: -1})
+	busy := strings.TrimSpace(r.ok(t, "start", "--name", "busy", "python"))
+
+	code, _, errOut := r.bai(t, "run", "--max-wait", "0.5", "--name", "waits", "-c", `print("never")`, "python")
+	if code != 3 || !strings.Contains(errOut, "stays queued") {
+		t.Fatalf("--max-wait: %d %q", code, errOut)
+	}
+	r.waitStatus(t, "waits", events.StatusPending)
+	code, _, errOut = r.bai(t, "start", "--max-wait", "100ms", "python")
+	if code != 3 || !strings.Contains(errOut, "did not start within 100ms") {
+		t.Fatalf("start --max-wait: %d %q", code, errOut)
+	}
+
+	queued := strings.TrimSpace(r.ok(t, "run", "--enqueue-only", "-c", `print("ignored")`, "python"))
+	if !events.ValidToken(queued) {
+		t.Fatalf("--enqueue-only printed %q", queued)
+	}
+	r.waitStatus(t, queued, events.StatusPending)
+
+	// One rm: a pending id, a running name, a bad one and an unknown one.
+	code, out, errOut := r.bai(t, "rm", queued, "busy", "no-such", "a.b")
+	if code != 1 || strings.Count(errOut, "\n") != 2 || !strings.Contains(errOut, "no-such not found") ||
+		!strings.Contains(out, queued+"): cancelled") || !strings.Contains(out, "busy ("+busy+"): terminating") {
+		t.Fatalf("rm: %d %q %q", code, out, errOut)
+	}
+	r.waitStatus(t, queued, events.StatusCancelled)
+	r.waitStatus(t, busy, events.StatusTerminated)
+	// Capacity is free: the session --max-wait left queued now runs, and
+	// without its code (it was never sent).
+	r.waitStatus(t, "waits", events.StatusRunning)
+	code, out, _ = r.bai(t, "logs", "waits")
+	if code != 0 || out != "" {
+		t.Fatalf("logs of the session --max-wait left: %d %q", code, out)
+	}
+	if out := r.ok(t, "run", "--rm", "--name", "waits", "-c", `print("now")`, "python"); out != "now\n" {
+		t.Fatalf("run in it: %q", out)
+	}
+}
