@@ -307,3 +307,59 @@ func TestCLIQueueing(t *testing.T) {
 		t.Fatalf("run in it: %q", out)
 	}
 }
+
+// TestCLIUploadExec: run --exec uploads FILEs into the work directory,
+// keeping their relative paths, and runs the command there; files that
+// would leave the tree are refused and change nothing.
+func TestCLIUploadExec(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
+	dir := t.TempDir()
+	outside := t.TempDir()
+	for path, body := range map[string]string{
+		"myscript.py":      "import sys\nprint(sys.argv[1:], open('sub/data.txt').read().strip())\n",
+		"sub/data.txt":     "payload\n",
+		"../secret.txt":    "no",
+		"../../secret.txt": "no",
+	} {
+		p := filepath.Join(dir, path)
+		if strings.HasPrefix(path, "..") {
+			p = filepath.Join(outside, "secret.txt")
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(dir, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+
+	out := r.ok(t, "run", "--rm", "--exec", "python3 myscript.py arg1 arg2", "python", "./myscript.py", "sub/data.txt")
+	if out != "['arg1', 'arg2'] payload\n" {
+		t.Fatalf("run --exec: %q", out)
+	}
+	// Without --exec or -c, the first file runs.
+	if out := r.ok(t, "run", "--rm", "python", "myscript.py", "sub/data.txt"); out != "[] payload\n" {
+		t.Fatalf("run FILE: %q", out)
+	}
+	before := len(r.list(t))
+	for _, c := range []struct {
+		file, want string
+	}{
+		{"link.txt", "symlink out of the current directory"},
+		{filepath.Join(outside, "secret.txt"), "absolute path"},
+		{"../x.txt", "leaves the current directory"},
+		{"sub", "not a regular file"},
+	} {
+		code, _, errOut := r.bai(t, "run", "--rm", "--exec", "cat "+c.file, "python", c.file)
+		if code != 4 || !strings.Contains(errOut, c.want) {
+			t.Errorf("run with %s: %d %q", c.file, code, errOut)
+		}
+	}
+	if n := len(r.list(t)); n != before {
+		t.Fatalf("refused uploads created %d sessions", n-before)
+	}
+}

@@ -1,6 +1,10 @@
 package events
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // ExecuteRequest asks to run code in a live session
 // (bai.api.<ak>.session.execute). Image, when set, must resolve to the
@@ -45,4 +49,54 @@ var SessionFields = []string{
 	"terminated_at", "starts_at", "scheduled_at", "startup_command", "result",
 	"resource_opts", "scaling_group", "service_ports", "mounts",
 	"occupying_slots", "dependencies", "abusing_reports", "idle_checks",
+}
+
+// Upload limits.
+const (
+	MaxUploadFile  = 512 << 10 // one file, sent in one request (base64 in JSON: under 1 MiB)
+	MaxUploadFiles = 100       // files of one run
+	MaxUploadPath  = 255
+)
+
+// UploadBucket is the object store that holds uploaded files, each under
+// UploadObject's name until the agent fetches it.
+const UploadBucket = "bai_uploads"
+
+// UploadObject names an uploaded file in UploadBucket.
+func UploadObject(ak, sid, runID, path string) string {
+	return ak + "/" + sid + "/" + runID + "/" + path
+}
+
+// UploadRequest sends one file for run RunID of session SessionID
+// (bai.api.<ak>.session.upload); the session need not exist yet.
+type UploadRequest struct {
+	SessionID string `json:"session_id"`
+	RunID     string `json:"run_id"`
+	Path      string `json:"path"` // relative, slash-separated, no ".."
+	Data      []byte `json:"data"`
+}
+
+// UploadResponse answers an UploadRequest.
+type UploadResponse struct {
+	Path string `json:"path"`
+	Size int    `json:"size"`
+}
+
+// CheckUploadPath validates an upload path: relative, slash-separated,
+// clean, without "..", NUL or empty components.
+func CheckUploadPath(p string) error {
+	switch {
+	case p == "" || len(p) > MaxUploadPath:
+		return fmt.Errorf("%w: upload path %q: 1 to %d bytes", ErrInvalid, p, MaxUploadPath)
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%w: upload path %q is absolute", ErrInvalid, p)
+	case strings.ContainsAny(p, "\x00\\"):
+		return fmt.Errorf("%w: upload path %q has a NUL or a backslash", ErrInvalid, p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%w: upload path %q must be clean and stay in the work directory", ErrInvalid, p)
+		}
+	}
+	return nil
 }

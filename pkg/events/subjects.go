@@ -175,6 +175,7 @@ const (
 	OpSessionHistory   = "session.history"
 	OpSessionExecute   = "session.execute" // gateway: run code in a live session
 	OpSessionLogs      = "session.logs"    // registry: a session's output so far
+	OpSessionUpload    = "session.upload"  // gateway: one file for a run
 )
 
 // APISubject is the request subject of one API operation for one access key.

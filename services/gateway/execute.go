@@ -48,6 +48,9 @@ func (s *Service) execute(ctx context.Context, req micro.Request) (*events.Execu
 	if err := checkRun(&er.Run); err != nil {
 		return nil, err
 	}
+	if err := s.checkFiles(ctx, ak, er.SessionID, &er.Run); err != nil {
+		return nil, err
+	}
 	base := "bai.session." + ak + "." + er.SessionID + "."
 	enq, err := s.lastOf(ctx, base+string(events.EventEnqueued))
 	if err != nil {

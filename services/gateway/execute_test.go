@@ -63,18 +63,37 @@ func TestExecute(t *testing.T) {
 		req  events.ExecuteRequest
 		want error
 	}{
-		"unknown session": {events.ExecuteRequest{SessionID: "nope", Run: run}, events.ErrNotFound},
-		"bad session id":  {events.ExecuteRequest{SessionID: "a.b", Run: run}, events.ErrInvalid},
-		"bad run id":      {events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "a b", Code: "x"}}, events.ErrInvalid},
-		"empty code":      {events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "r"}}, events.ErrInvalid},
-		"unknown image":   {events.ExecuteRequest{SessionID: "s1", Image: "cobol", Run: run}, events.ErrInvalid},
+		"unknown session":   {events.ExecuteRequest{SessionID: "nope", Run: run}, events.ErrNotFound},
+		"bad session id":    {events.ExecuteRequest{SessionID: "a.b", Run: run}, events.ErrInvalid},
+		"bad run id":        {events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "a b", Code: "x"}}, events.ErrInvalid},
+		"empty code":        {events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "r"}}, events.ErrInvalid},
+		"unknown image":     {events.ExecuteRequest{SessionID: "s1", Image: "cobol", Run: run}, events.ErrInvalid},
+		"file not uploaded": {events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "r", Exec: "cat x", Files: []string{"x"}}}, events.ErrInvalid},
+		"file out of tree":  {events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "r", Exec: "cat x", Files: []string{"../x"}}}, events.ErrInvalid},
 	} {
 		if err := f.call(t, events.OpSessionExecute, c.req, nil); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", name, err, c.want)
 		}
 	}
+	for _, bad := range []events.UploadRequest{
+		{SessionID: "s1", RunID: "r", Path: "/etc/passwd"},
+		{SessionID: "s1", RunID: "r", Path: "a/../../b"},
+		{SessionID: "a.b", RunID: "r", Path: "a"},
+		{SessionID: "s1", RunID: "r", Path: "big", Data: make([]byte, events.MaxUploadFile+1)},
+	} {
+		if err := f.call(t, events.OpSessionUpload, bad, nil); !errors.Is(err, events.ErrInvalid) {
+			t.Errorf("upload %s/%s: %v", bad.SessionID, bad.Path, err)
+		}
+	}
 	if n := f.count(t); n != before {
 		t.Fatalf("bad requests published %d messages", n-before)
+	}
+	// An uploaded file makes the same run valid.
+	if err := f.call(t, events.OpSessionUpload, events.UploadRequest{SessionID: "s1", RunID: "up", Path: "d/x.py", Data: []byte("print(1)")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.call(t, events.OpSessionExecute, events.ExecuteRequest{SessionID: "s1", Run: events.RunSpec{ID: "up", Exec: "python3 d/x.py", Files: []string{"d/x.py"}}}, nil); err != nil {
+		t.Fatal(err)
 	}
 
 	var resp events.ExecuteResponse

@@ -68,6 +68,9 @@ type Service struct {
 	stream   jetstream.Stream
 	ready    chan struct{}
 	once     sync.Once
+
+	upMu    sync.Mutex
+	upStore jetstream.ObjectStore
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -132,6 +135,7 @@ func (s *Service) Run(ctx context.Context) error {
 		events.OpSessionCreate:    s.handleCreate,
 		events.OpSessionTerminate: s.handleTerminate,
 		events.OpSessionExecute:   s.handleExecute,
+		events.OpSessionUpload:    s.handleUpload,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), h, micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
@@ -187,6 +191,9 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	}
 	spec, err := s.admit(ak, &cr)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkFiles(ctx, ak, spec.ID, spec.Run); err != nil {
 		return nil, err
 	}
 	ev := &events.Event{

@@ -32,7 +32,16 @@ func sessionFlags() []cli.Flag {
 
 // createRequest builds and validates the request of run and start.
 func createRequest(c *cli.Context) (events.CreateRequest, error) {
-	args, err := argsBetween(c, 1, 1, "IMAGE")
+	var args []string
+	var err error
+	if c.Command.Name == "run" {
+		// IMAGE FILE...
+		if args, err = argsBetween(c, 0, -1, "IMAGE"); err == nil && len(args) == 0 {
+			err = usageErrorf("run takes IMAGE [FILE...] (see '%s --help')", c.Command.HelpName)
+		}
+	} else {
+		args, err = argsBetween(c, 1, 1, "IMAGE")
+	}
 	if err != nil {
 		return events.CreateRequest{}, err
 	}
@@ -82,8 +91,9 @@ func (r *runner) runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "start a session, run code in it and print its output",
-		ArgsUsage: "IMAGE",
-		Description: "Creates a session of IMAGE, runs CODE in it and streams its stdout and stderr.\n" +
+		ArgsUsage: "IMAGE [FILE...]",
+		Description: "Creates a session of IMAGE, uploads FILEs (relative paths, kept) to its work\n" +
+			"directory, runs CODE (or --exec COMMAND, or the first FILE) in it and streams its stdout and stderr.\n" +
 			"Exits with the code's exit code. With --rm the session is terminated afterwards;\n" +
 			"without it the session stays (see bai ps, bai rm).",
 		Flags: append(append([]cli.Flag{
@@ -240,6 +250,13 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	code, exec := c.String("code"), c.String("exec")
 	enqueueOnly := c.Bool("enqueue-only")
+	files, err := readFiles(c.Args().Slice()[1:])
+	if err != nil {
+		return err
+	}
+	if code == "" && exec == "" && len(files) > 0 {
+		code = runFileCode(files[0].remote)
+	}
 	switch {
 	case code == "" && exec == "" && !enqueueOnly:
 		return invalidf("no code to run: give -c CODE")
@@ -292,6 +309,9 @@ func (r *runner) run(c *cli.Context) error {
 		return nil
 	}
 	run := events.RunSpec{ID: st.runID, Code: code, Exec: exec}
+	if run.Files, err = uploadFiles(ctx, cl, st.sid, st.runID, files); err != nil {
+		return err
+	}
 	w, err := cl.Watch(ctx, "", st.sid)
 	if err != nil {
 		return err

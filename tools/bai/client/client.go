@@ -166,7 +166,7 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // serviceOf names the service that answers an operation, for messages.
 func serviceOf(op string) string {
 	switch op {
-	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute:
+	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload:
 		return "gateway"
 	}
 	return "registry"
@@ -272,6 +272,15 @@ func (c *Client) Execute(ctx context.Context, req events.ExecuteRequest) (*event
 func (c *Client) Logs(ctx context.Context, ref string) (*events.LogsResponse, error) {
 	var resp events.LogsResponse
 	if err := c.request(ctx, events.OpSessionLogs, events.GetRequest{Ref: ref}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Upload sends one file for a run of a session (which need not exist yet).
+func (c *Client) Upload(ctx context.Context, req events.UploadRequest) (*events.UploadResponse, error) {
+	var resp events.UploadResponse
+	if err := c.request(ctx, events.OpSessionUpload, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
