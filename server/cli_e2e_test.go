@@ -277,6 +277,17 @@ func TestCLIQueueing(t *testing.T) {
 		t.Fatalf("--max-wait: %d %q", code, errOut)
 	}
 	r.waitStatus(t, "waits", events.StatusPending)
+	// Follow its events from while it waits until it ends: the same
+	// sequence as its history afterwards.
+	type result struct {
+		code     int
+		out, err string
+	}
+	live := make(chan result, 1)
+	go func() {
+		code, out, errOut := r.bai(t, "events", "waits")
+		live <- result{code, out, errOut}
+	}()
 	code, _, errOut = r.bai(t, "start", "--max-wait", "100ms", "python")
 	if code != 3 || !strings.Contains(errOut, "did not start within 100ms") {
 		t.Fatalf("start --max-wait: %d %q", code, errOut)
@@ -303,9 +314,33 @@ func TestCLIQueueing(t *testing.T) {
 	if code != 0 || out != "" {
 		t.Fatalf("logs of the session --max-wait left: %d %q", code, out)
 	}
-	if out := r.ok(t, "run", "--rm", "--name", "waits", "-c", `print("now")`, "python"); out != "now\n" {
-		t.Fatalf("run in it: %q", out)
+	var res runResult
+	if err := json.Unmarshal([]byte(r.ok(t, "run", "--output", "json", "--rm", "--name", "waits", "-c", `print("now")`, "python")), &res); err != nil {
+		t.Fatal(err)
 	}
+	if res.Stdout != "now\n" || res.ExitCode != 0 || res.SessionID == "" {
+		t.Fatalf("run --output json in it: %+v", res)
+	}
+	got := <-live
+	if got.code != 0 {
+		t.Fatalf("events: %d %q", got.code, got.err)
+	}
+	after := r.ok(t, "events", "waits")
+	want := []events.Name{events.EventEnqueued, events.EventScheduled, events.EventPreparing, events.EventPrepared,
+		events.EventCreating, events.EventKernelStarted, events.EventStarted, events.EventExecuteRequest,
+		events.EventTerminateRequest, events.EventTerminating, events.EventKernelExited, events.EventTerminated}
+	for name, out := range map[string]string{"live": got.out, "after": after} {
+		if names := eventNames(t, out); fmt.Sprint(names) != fmt.Sprint(want) {
+			t.Errorf("%s events:\n got %v\nwant %v", name, names, want)
+		}
+	}
+}
+
+// runResult is run's --output json.
+type runResult struct {
+	SessionID string `json:"session_id"`
+	ExitCode  int    `json:"exit_code"`
+	Stdout    string `json:"stdout"`
 }
 
 // TestCLIUploadExec: run --exec uploads FILEs into the work directory,

@@ -161,11 +161,31 @@ type runState struct {
 	exited     bool
 	exitCode   int
 	final      bool // the session reached TERMINATED or CANCELLED
+	// json collects the output for one JSON object (--output json).
+	json           bool
+	stdout, stderr strings.Builder
+}
+
+// runResult is what run prints with --output json.
+type runResult struct {
+	SessionID string `json:"session_id"`
+	RunID     string `json:"run_id"`
+	ExitCode  int    `json:"exit_code"`
+	Stdout    string `json:"stdout"`
+	Stderr    string `json:"stderr"`
 }
 
 // chunk handles one output message of the session.
 func (r *runner) chunk(st *runState, ch *client.Chunk) {
 	if ch.RunID != st.runID || st.exited {
+		return
+	}
+	switch {
+	case st.json && ch.Stream == events.StreamStdout:
+		st.stdout.Write(ch.Data)
+		return
+	case st.json && ch.Stream == events.StreamStderr:
+		st.stderr.Write(ch.Data)
 		return
 	}
 	switch ch.Stream {
@@ -278,7 +298,8 @@ func (r *runner) run(c *cli.Context) error {
 
 	// Backend.AI's reuse rule: a live session with the same name runs
 	// the code itself.
-	st := &runState{sid: client.NewID(), runID: client.NewID()}
+	out, _ := outputFormat(c)
+	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json"}
 	reuse := false
 	if req.Name != "" {
 		info, err := cl.Get(ctx, req.Name)
@@ -294,6 +315,9 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	if enqueueOnly {
 		if reuse {
+			if out == "json" {
+				return r.printJSON(events.CreateResponse{SessionID: st.sid, Name: req.Name, Duplicate: true})
+			}
 			fmt.Fprintln(r.stdout, st.sid)
 			return nil
 		}
@@ -302,7 +326,7 @@ func (r *runner) run(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if out, _ := outputFormat(c); out == "json" {
+		if out == "json" {
 			return r.printJSON(resp)
 		}
 		fmt.Fprintln(r.stdout, resp.SessionID)
@@ -347,6 +371,12 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	if c.Bool("rm") && !st.final {
 		r.remove(ctx, cl, w, st)
+	}
+	if st.json {
+		if err := r.printJSON(runResult{SessionID: st.sid, RunID: st.runID, ExitCode: st.exitCode,
+			Stdout: st.stdout.String(), Stderr: st.stderr.String()}); err != nil {
+			return err
+		}
 	}
 	if st.exitCode < 0 || st.exitCode > 255 {
 		return exitWith(ExitFailure)
