@@ -398,3 +398,31 @@ func TestCLIUploadExec(t *testing.T) {
 		t.Fatalf("refused uploads created %d sessions", n-before)
 	}
 }
+
+// TestCLIImageAliases: admin image list shows the seeded table; an alias
+// set by the admin is usable at once and survives a restart.
+func TestCLIImageAliases(t *testing.T) {
+	dir := t.TempDir()
+	r := startServer(t, dir)
+	golden(t, "image_list.golden", r.ok(t, "admin", "image", "list"))
+	code, _, errOut := r.bai(t, "admin", "image", "alias", "py", "cobol:85")
+	if code != 4 || !strings.Contains(errOut, `unknown image "cobol:85"`) {
+		t.Fatalf("alias to an unknown image: %d %q", code, errOut)
+	}
+	if code, _, errOut := r.bai(t, "admin", "image", "alias", "py"); code != 2 || !strings.Contains(errOut, "ALIAS TARGET") {
+		t.Fatalf("alias without a target: %d %q", code, errOut)
+	}
+	r.ok(t, "admin", "image", "alias", "py", "python:3.11-debian12")
+	if out := r.ok(t, "run", "--rm", "-c", "print(3)", "py"); out != "3\n" {
+		t.Fatalf("run with the alias: %q", out)
+	}
+	r.stop()
+	r2 := startServer(t, dir)
+	var list events.ImageListResponse
+	if err := json.Unmarshal([]byte(r2.ok(t, "admin", "image", "list", "--output", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Images) != 1 || !strings.Contains(strings.Join(list.Images[0].Aliases, ","), "py") {
+		t.Fatalf("after restart: %+v", list)
+	}
+}

@@ -201,7 +201,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("gateway"); err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout})
+	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AdminAccessKey: creds.AccessKey})
 	if err != nil {
 		return err
 	}

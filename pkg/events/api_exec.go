@@ -100,3 +100,20 @@ func CheckUploadPath(p string) error {
 	}
 	return nil
 }
+
+// ImageInfo is one image the gateway admits and the aliases that name it.
+type ImageInfo struct {
+	Name    string   `json:"name"`
+	Aliases []string `json:"aliases"`
+}
+
+// ImageListResponse answers image.list, images sorted by name.
+type ImageListResponse struct {
+	Images []ImageInfo `json:"images"`
+}
+
+// ImageAliasRequest points Alias at the full image Target (image.alias).
+type ImageAliasRequest struct {
+	Alias  string `json:"alias"`
+	Target string `json:"target"`
+}

@@ -43,9 +43,12 @@ type Config struct {
 	NC *nats.Conn
 	// Log is the logger. Default: zerolog.Nop().
 	Log zerolog.Logger
-	// Images maps aliases and full references to full references.
-	// Default: DefaultImages.
+	// Images maps aliases and full references to full references: the
+	// seed of the alias table (KV bucket ImagesBucket) when it is first
+	// created. Default: DefaultImages.
 	Images map[string]string
+	// AdminAccessKey is the key with the admin role (image aliases).
+	AdminAccessKey string
 	// DefaultSlots fill the slots a request leaves out.
 	// Default: cpu=1, mem=256m.
 	DefaultSlots map[string]string
@@ -71,6 +74,10 @@ type Service struct {
 
 	upMu    sync.Mutex
 	upStore jetstream.ObjectStore
+
+	imgMu    sync.RWMutex
+	images   map[string]string // alias or full reference → full reference
+	kvImages jetstream.KeyValue
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -106,6 +113,7 @@ func New(cfg Config) (*Service, error) {
 		defaults: def,
 		js:       js,
 		ready:    make(chan struct{}),
+		images:   map[string]string{},
 	}, nil
 }
 
@@ -122,6 +130,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: session stream: %w", err)
 	}
 	s.stream = st
+	if err := s.startImages(ctx); err != nil {
+		return err
+	}
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        "bai-gateway",
 		Version:     "0.1.0",
@@ -136,6 +147,8 @@ func (s *Service) Run(ctx context.Context) error {
 		events.OpSessionTerminate: s.handleTerminate,
 		events.OpSessionExecute:   s.handleExecute,
 		events.OpSessionUpload:    s.handleUpload,
+		events.OpImageList:        s.handleImageList,
+		events.OpImageAlias:       s.handleImageAlias,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), h, micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)

@@ -343,7 +343,7 @@ func (r *runner) app() *cli.App {
 					Subcommands: []*cli.Command{
 						r.psCommand("list", "list sessions"),
 					},
-				}},
+				}, r.imageCommand()},
 			},
 			r.eventsCommand(),
 			r.rmCommand(),

@@ -166,7 +166,8 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // serviceOf names the service that answers an operation, for messages.
 func serviceOf(op string) string {
 	switch op {
-	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload:
+	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload,
+		events.OpImageList, events.OpImageAlias:
 		return "gateway"
 	}
 	return "registry"
@@ -281,6 +282,24 @@ func (c *Client) Logs(ctx context.Context, ref string) (*events.LogsResponse, er
 func (c *Client) Upload(ctx context.Context, req events.UploadRequest) (*events.UploadResponse, error) {
 	var resp events.UploadResponse
 	if err := c.request(ctx, events.OpSessionUpload, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Images lists the images the gateway admits and their aliases.
+func (c *Client) Images(ctx context.Context) (*events.ImageListResponse, error) {
+	var resp events.ImageListResponse
+	if err := c.request(ctx, events.OpImageList, struct{}{}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// SetImageAlias points alias at the full image target (admins only).
+func (c *Client) SetImageAlias(ctx context.Context, alias, target string) (*events.ImageListResponse, error) {
+	var resp events.ImageListResponse
+	if err := c.request(ctx, events.OpImageAlias, events.ImageAliasRequest{Alias: alias, Target: target}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

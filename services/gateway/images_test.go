@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+func (f *fixture) callAs(t *testing.T, key, op string, req, resp any) error {
+	t.Helper()
+	subj, _ := events.APISubject(key, op)
+	data, _ := json.Marshal(req)
+	msg, err := f.nc.Request(subj, data, 5*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", op, err)
+	}
+	if err := events.ErrorFromHeader(map[string][]string(msg.Header)); err != nil {
+		return err
+	}
+	if resp != nil {
+		return json.Unmarshal(msg.Data, resp)
+	}
+	return nil
+}
+
+func TestImageAliases(t *testing.T) {
+	f := start(t, func(c *Config) { c.AdminAccessKey = ak; c.IdleTimeout = -1 })
+	var list events.ImageListResponse
+	if err := f.callAs(t, "OTHER", events.OpImageList, struct{}{}, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Images) != 1 || list.Images[0].Name != "python:3.11-debian12" || len(list.Images[0].Aliases) != 4 {
+		t.Fatalf("seeded list: %+v", list)
+	}
+	for name, c := range map[string]struct {
+		key  string
+		req  events.ImageAliasRequest
+		want error
+	}{
+		"not an admin":     {"OTHER", events.ImageAliasRequest{Alias: "py", Target: "python:3.11-debian12"}, events.ErrForbidden},
+		"unknown target":   {ak, events.ImageAliasRequest{Alias: "py", Target: "cobol:85"}, events.ErrInvalid},
+		"alias as target":  {ak, events.ImageAliasRequest{Alias: "py", Target: "python"}, events.ErrInvalid},
+		"empty alias":      {ak, events.ImageAliasRequest{Alias: "", Target: "python:3.11-debian12"}, events.ErrInvalid},
+		"alias with space": {ak, events.ImageAliasRequest{Alias: "p y", Target: "python:3.11-debian12"}, events.ErrInvalid},
+	} {
+		if err := f.callAs(t, c.key, events.OpImageAlias, c.req, nil); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{Image: "py"}, nil); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("create with an unset alias: %v", err)
+	}
+	if err := f.callAs(t, ak, events.OpImageAlias, events.ImageAliasRequest{Alias: "py", Target: "python:3.11-debian12"}, &list); err != nil {
+		t.Fatal(err)
+	}
+	var resp events.CreateResponse
+	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{Image: "py"}, &resp); err != nil || resp.Image != "python:3.11-debian12" {
+		t.Fatalf("create with the new alias: %+v %v", resp, err)
+	}
+}
