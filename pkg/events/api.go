@@ -237,6 +237,8 @@ type SessionInfo struct {
 	Dependencies   []string       `json:"dependencies,omitempty"`
 	AbusingReports []any          `json:"abusing_reports,omitempty"`
 	IdleChecks     map[string]any `json:"idle_checks,omitempty"`
+	// QueuePosition is a PENDING session's place in the queue, from 1.
+	QueuePosition int `json:"queue_position,omitempty"`
 }
 
 // AgentInfo is an agent's heartbeat, the value of its key in the agents

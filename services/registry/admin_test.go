@@ -42,6 +42,19 @@ func TestAdminListsOtherKeys(t *testing.T) {
 	if _, err := request[events.ListResponse](t, h.nc, "ADMIN", events.OpSessionList, events.ListRequest{AccessKey: "a.b"}); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("bad access key: %v", err)
 	}
+
+	// Queue positions count pending sessions of every key, oldest first.
+	h.enqueue("USER", "s3", "later")
+	for sid, want := range map[string]int{"s2": 1, "s3": 2} {
+		ak := map[string]string{"s2": "ADMIN", "s3": "USER"}[sid]
+		info, err := request[events.SessionInfo](t, h.nc, ak, events.OpSessionGet, events.GetRequest{Ref: sid})
+		if err != nil || info.QueuePosition != want {
+			t.Errorf("%s: position %d (want %d) %v", sid, info.QueuePosition, want, err)
+		}
+	}
+	if info, err := request[events.SessionInfo](t, h.nc, "USER", events.OpSessionGet, events.GetRequest{Ref: "s1"}); err != nil || info.QueuePosition != 0 {
+		t.Errorf("running session: position %d %v", info.QueuePosition, err)
+	}
 }
 
 func TestImageRegistry(t *testing.T) {

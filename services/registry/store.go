@@ -304,6 +304,9 @@ func lookup(tx *bolt.Tx, ak, ref string, idleTimeout time.Duration) (info events
 		return info, false, fmt.Errorf("session %s/%s in registry database: %w", ak, ref, err)
 	}
 	decorate(tx, &info, idleTimeout, time.Now())
+	if info.Status == events.StatusPending {
+		info.QueuePosition = queuePosition(tx, &info)
+	}
 	return info, true, nil
 }
 
@@ -335,4 +338,25 @@ func (st *store) history(ak, ref string) (resp events.HistoryResponse, ok bool, 
 		return nil
 	})
 	return resp, ok, err
+}
+
+// queuePosition counts the PENDING sessions, of every key, enqueued before
+// info (a pending session's status changed when it was enqueued), plus one.
+func queuePosition(tx *bolt.Tx, info *events.SessionInfo) int {
+	pos := 1
+	c := tx.Bucket(bucketByChanged).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if events.Status(v) != events.StatusPending {
+			continue
+		}
+		i := bytes.IndexByte(k, '/')
+		if i < 0 || len(k) < i+10 {
+			continue
+		}
+		t := int64(^binary.BigEndian.Uint64(k[i+1:i+9]) ^ 1<<63)
+		if t < info.StatusChanged.UnixNano() {
+			pos++
+		}
+	}
+	return pos
 }

@@ -161,6 +161,7 @@ type runState struct {
 	exited     bool
 	exitCode   int
 	final      bool // the session reached TERMINATED or CANCELLED
+	prog *progress
 	// json collects the output for one JSON object (--output json).
 	json           bool
 	stdout, stderr strings.Builder
@@ -217,6 +218,7 @@ func (r *runner) follow(ctx context.Context, w *client.Watcher, st *runState) er
 			r.chunk(st, it.Output)
 		case it.Event != nil:
 			st.event(it.Event)
+			st.prog.event(it.Event)
 			if !endsRun(it.Event) {
 				continue
 			}
@@ -299,7 +301,8 @@ func (r *runner) run(c *cli.Context) error {
 	// Backend.AI's reuse rule: a live session with the same name runs
 	// the code itself.
 	out, _ := outputFormat(c)
-	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json"}
+	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json",
+		prog: newProgress(r.stderr, out == "text" && !c.Bool("quiet"))}
 	reuse := false
 	if req.Name != "" {
 		info, err := cl.Get(ctx, req.Name)
@@ -350,7 +353,7 @@ func (r *runner) run(c *cli.Context) error {
 				return err
 			}
 		}
-		if err := r.waitRunning(ctx, cl, w, st.sid, wait); err != nil {
+		if err := r.waitRunning(ctx, cl, w, st.sid, wait, st.prog); err != nil {
 			return err
 		}
 		if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
@@ -361,6 +364,11 @@ func (r *runner) run(c *cli.Context) error {
 		req.Run = &run
 		if _, err := cl.Create(ctx, req); err != nil {
 			return err
+		}
+		if st.prog != nil {
+			if info, err := cl.Get(ctx, st.sid); err == nil && info.Status == events.StatusPending {
+				st.prog.queued(info.QueuePosition)
+			}
 		}
 	}
 	if err := r.follow(ctx, w, st); err != nil {
@@ -386,9 +394,15 @@ func (r *runner) run(c *cli.Context) error {
 
 // waitRunning waits, through w (subscribed before), until session sid is
 // RUNNING; maxWait > 0 bounds the wait (exit 3, the session stays).
-func (r *runner) waitRunning(ctx context.Context, cl *client.Client, w *client.Watcher, sid string, maxWait time.Duration) error {
-	if info, err := cl.Get(ctx, sid); err == nil && info.Status == events.StatusRunning {
-		return nil
+func (r *runner) waitRunning(ctx context.Context, cl *client.Client, w *client.Watcher, sid string, maxWait time.Duration, prog *progress) error {
+	defer prog.done()
+	if info, err := cl.Get(ctx, sid); err == nil {
+		switch info.Status {
+		case events.StatusRunning:
+			return nil
+		case events.StatusPending:
+			prog.queued(info.QueuePosition)
+		}
 	}
 	wctx := ctx
 	if maxWait > 0 {
@@ -411,6 +425,7 @@ func (r *runner) waitRunning(ctx context.Context, cl *client.Client, w *client.W
 		if it.Event == nil {
 			continue
 		}
+		prog.event(it.Event)
 		if it.Event.Status() == events.StatusRunning {
 			return nil
 		}
@@ -485,7 +500,8 @@ func (r *runner) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.waitRunning(ctx, cl, w, resp.SessionID, wait); err != nil {
+	prog := newProgress(r.stderr, out == "text")
+	if err := r.waitRunning(ctx, cl, w, resp.SessionID, wait, prog); err != nil {
 		return err
 	}
 	if out == "json" {
