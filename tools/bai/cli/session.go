@@ -161,7 +161,7 @@ type runState struct {
 	exited     bool
 	exitCode   int
 	final      bool // the session reached TERMINATED or CANCELLED
-	prog *progress
+	prog       *progress
 	// json collects the output for one JSON object (--output json).
 	json           bool
 	stdout, stderr strings.Builder
