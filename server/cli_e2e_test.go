@@ -220,7 +220,7 @@ func TestCLIListings(t *testing.T) {
 // in it (its files are there), --no-reuse refuses, and an idle session is
 // terminated with reason idle-timeout.
 func TestCLIReuseAndIdleTimeout(t *testing.T) {
-	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: 3 * time.Second})
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: 5 * time.Second})
 	r.ok(t, "run", "--name", "keep", "-c", `open("state.txt", "w").write("41")`, "python")
 	first := r.waitStatus(t, "keep", events.StatusRunning)
 	if out := r.ok(t, "run", "--name", "keep", "-c", `print(int(open("state.txt").read()) + 1)`, "python"); out != "42\n" {
@@ -230,7 +230,7 @@ func TestCLIReuseAndIdleTimeout(t *testing.T) {
 	if second.ID != first.ID || first.LastActivity == nil || second.LastActivity == nil || !second.LastActivity.After(*first.LastActivity) {
 		t.Fatalf("reuse: first %+v second %+v", first, second)
 	}
-	if ic, ok := second.IdleChecks["idle_timeout"].(map[string]any); !ok || ic["threshold"] != 3.0 {
+	if ic, ok := second.IdleChecks["idle_timeout"].(map[string]any); !ok || ic["threshold"] != 5.0 {
 		t.Fatalf("idle_checks: %+v", second.IdleChecks)
 	}
 	if n := len(r.list(t)); n != 1 {
