@@ -426,3 +426,28 @@ func TestCLIImageAliases(t *testing.T) {
 		t.Fatalf("after restart: %+v", list)
 	}
 }
+
+// TestCLIOwnerAndAccessKey: the admin creates a session for another key
+// (--owner) and lists it with --access-key; its own list does not show it.
+func TestCLIOwnerAndAccessKey(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "1g"}, IdleTimeout: -1})
+	const other = "AKIAOTHER00000000000"
+	id := strings.TrimSpace(r.ok(t, "run", "--owner", other, "--name", "theirs", "-r", "cpu=100", "-c", "print(1)", "python"))
+	if !events.ValidToken(id) {
+		t.Fatalf("run --owner printed %q", id)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		out := r.ok(t, "ps", "--access-key", other, "-f", "id,name,access_key,user_email,status")
+		if !strings.Contains(out, id+"  theirs  "+other+"  "+strings.ToLower(other)+"@bai.local  PENDING") {
+			return fmt.Errorf("ps --access-key: %q", out)
+		}
+		return nil
+	})
+	if out := r.ok(t, "ps", "--name-only"); out != "" {
+		t.Fatalf("the admin's own list shows %q", out)
+	}
+	// --owner naming oneself is an ordinary run.
+	if out := r.ok(t, "run", "--rm", "--owner", r.srv.Credentials().AccessKey, "-c", "print(5)", "python"); out != "5\n" {
+		t.Fatalf("run --owner self: %q", out)
+	}
+}

@@ -141,6 +141,8 @@ type CreateRequest struct {
 	Type           SessionType       `json:"type,omitempty"`
 	StartupCommand string            `json:"startup_command,omitempty"`
 	Run            *RunSpec          `json:"run,omitempty"`
+	// Owner creates the session for another access key; admins only.
+	Owner string `json:"owner,omitempty"`
 }
 
 // CreateResponse answers a CreateRequest.

@@ -202,6 +202,15 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	if err := json.Unmarshal(req.Data(), &cr); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed create request: %v", err)
 	}
+	if cr.Owner != "" && cr.Owner != ak {
+		if !s.isAdmin(ak) {
+			return nil, events.Errorf(events.ErrForbidden, "only an admin may create a session for another access key")
+		}
+		if !events.ValidToken(cr.Owner) {
+			return nil, events.Errorf(events.ErrInvalid, "invalid owner access key %q", clip(cr.Owner))
+		}
+		ak = cr.Owner
+	}
 	spec, err := s.admit(ak, &cr)
 	if err != nil {
 		return nil, err

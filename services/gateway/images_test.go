@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -59,5 +60,23 @@ func TestImageAliases(t *testing.T) {
 	var resp events.CreateResponse
 	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{Image: "py"}, &resp); err != nil || resp.Image != "python:3.11-debian12" {
 		t.Fatalf("create with the new alias: %+v %v", resp, err)
+	}
+}
+
+func TestCreateForAnotherOwner(t *testing.T) {
+	f := start(t, func(c *Config) { c.AdminAccessKey = ak; c.IdleTimeout = -1 })
+	if err := f.callAs(t, "OTHER", events.OpSessionCreate, events.CreateRequest{Image: "python", Owner: ak}, nil); !errors.Is(err, events.ErrForbidden) {
+		t.Fatalf("a user creating for another key: %v", err)
+	}
+	if err := f.callAs(t, ak, events.OpSessionCreate, events.CreateRequest{Image: "python", Owner: "a.b"}, nil); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("bad owner: %v", err)
+	}
+	var resp events.CreateResponse
+	if err := f.callAs(t, ak, events.OpSessionCreate, events.CreateRequest{SessionID: "s9", Image: "python", Owner: "OTHER"}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := events.SessionEventSubject("OTHER", "s9", events.EventEnqueued)
+	if _, err := f.stream.GetLastMsgForSubject(context.Background(), subj); err != nil {
+		t.Fatalf("the session is not the owner's: %v", err)
 	}
 }

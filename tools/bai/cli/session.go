@@ -27,6 +27,7 @@ func sessionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "name", Aliases: []string{"t"}, Usage: "session `NAME` (default: chosen by the server)"},
 		&cli.StringFlag{Name: "tag", Usage: "a free-form `TAG`"},
 		&cli.StringFlag{Name: "type", Usage: "session `TYPE`: interactive or batch (default: the server's)"},
+		&cli.StringFlag{Name: "owner", Usage: "create the session for `ACCESS_KEY` (admins only; it is enqueued, not followed)"},
 	}
 }
 
@@ -51,6 +52,7 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		Tag:   c.String("tag"),
 		Type:  events.SessionType(c.String("type")),
 		Slots: c.StringSlice("resources"),
+		Owner: c.String("owner"),
 	}
 	switch {
 	case req.Image == "":
@@ -61,6 +63,8 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		return req, invalidf("--name is longer than %d characters", events.MaxNameLen)
 	case len(req.Tag) > events.MaxTagLen:
 		return req, invalidf("--tag is longer than %d characters", events.MaxTagLen)
+	case req.Owner != "" && !events.ValidToken(req.Owner):
+		return req, invalidf("invalid --owner access key %q", req.Owner)
 	case req.Type != "" && req.Type != events.TypeInteractive && req.Type != events.TypeBatch:
 		return req, invalidf("--type must be interactive or batch, not %q", req.Type)
 	}
@@ -298,9 +302,17 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	defer cl.Close()
 
+	out, _ := outputFormat(c)
+	// A session for another key is enqueued, not followed: following it
+	// needs subscribe rights on the owner's subjects.
+	if req.Owner == cl.AccessKey() {
+		req.Owner = ""
+	}
+	if req.Owner != "" {
+		return r.enqueueFor(c, cl, req, out)
+	}
 	// Backend.AI's reuse rule: a live session with the same name runs
 	// the code itself.
-	out, _ := outputFormat(c)
 	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json",
 		prog: newProgress(r.stderr, out == "text" && !c.Bool("quiet"))}
 	reuse := false
@@ -490,6 +502,12 @@ func (r *runner) start(c *cli.Context) error {
 	}
 	defer cl.Close()
 
+	if req.Owner == cl.AccessKey() {
+		req.Owner = ""
+	}
+	if req.Owner != "" {
+		return r.enqueueFor(c, cl, req, out)
+	}
 	req.SessionID = client.NewID()
 	w, err := cl.Watch(ctx, "", req.SessionID)
 	if err != nil {
@@ -502,6 +520,21 @@ func (r *runner) start(c *cli.Context) error {
 	}
 	prog := newProgress(r.stderr, out == "text")
 	if err := r.waitRunning(ctx, cl, w, resp.SessionID, wait, prog); err != nil {
+		return err
+	}
+	if out == "json" {
+		return r.printJSON(resp)
+	}
+	fmt.Fprintln(r.stdout, resp.SessionID)
+	return nil
+}
+
+// enqueueFor creates a session for another key (--owner) and prints its id.
+func (r *runner) enqueueFor(c *cli.Context, cl *client.Client, req events.CreateRequest, out string) error {
+	req.SessionID = client.NewID()
+	req.Run = nil
+	resp, err := cl.Create(c.Context, req)
+	if err != nil {
 		return err
 	}
 	if out == "json" {
