@@ -47,7 +47,11 @@ func (f *fixture) running(t *testing.T, sid string) {
 }
 
 func TestExecute(t *testing.T) {
-	f := start(t, func(c *Config) { c.IdleTimeout = -1 })
+	f := start(t, func(c *Config) {
+		c.IdleTimeout = -1
+		c.Images = map[string]string{"python": "python:3.11-debian12", "python:3.11": "python:3.11-debian12",
+			"python:3.11-debian12": "python:3.11-debian12", "r": "r:4.4", "r:4.4": "r:4.4"}
+	})
 	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{SessionID: "s1", Image: "python"}, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -106,3 +106,26 @@ func BenchmarkList(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetPending measures get of the newest of 10,000 pending
+// sessions: the directory fields and the queue position (a scan of the
+// by_changed index).
+func BenchmarkGetPending(b *testing.B) {
+	st := benchStore(b, true)
+	const n = 10000
+	recs := make([]record, 0, n)
+	for i := range n {
+		recs = append(recs, benchRecord(b, "AK", i, []events.Name{events.EventEnqueued}))
+	}
+	if _, _, err := st.applyBatch(recs); err != nil {
+		b.Fatal(err)
+	}
+	ref := fmt.Sprintf("s%08d", n-1)
+	b.ResetTimer()
+	for b.Loop() {
+		info, ok, err := st.get("AK", ref)
+		if err != nil || !ok || info.QueuePosition != n {
+			b.Fatalf("%v %v %d", err, ok, info.QueuePosition)
+		}
+	}
+}
