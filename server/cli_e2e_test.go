@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/tools/bai/cli"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -97,6 +99,19 @@ func golden(t *testing.T, name, got string) {
 	if got != string(want) {
 		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", name, got, want)
 	}
+}
+
+// baiEnv runs the CLI in process against r with env (credentials and URL
+// filled in).
+func (r *running) baiEnv(t *testing.T, env cli.Env, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	c := r.srv.Credentials()
+	env.NATSURL, env.AccessKey, env.SecretKey = r.srv.ClientURL(), c.AccessKey, c.SecretKey
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code = cli.Run(ctx, append([]string{"bai"}, args...), &out, &errb, env)
+	return code, out.String(), errb.String()
 }
 
 // ok runs bai and fails the test unless it exits 0.
@@ -212,6 +227,16 @@ func TestCLIListings(t *testing.T) {
 	})
 	golden(t, "ps_past_ten.golden", r.normalize(t, r.ok(t, "ps", "-f", "name,status")))
 	golden(t, "ps_all.golden", r.normalize(t, r.ok(t, "ps", "--all", "-f", "name,status")))
+	// On a terminal, --all shows a page at a time and asks for more.
+	for _, c := range []struct {
+		answers, file string
+	}{{"\n", "ps_all_pages.golden"}, {"q\n", "ps_all_first_page.golden"}} {
+		code, out, errOut := r.baiEnv(t, cli.Env{Terminal: true, Stdin: strings.NewReader(c.answers)}, "ps", "--all", "-f", "name,status")
+		if code != 0 || errOut != "-- 10 of 13; Enter for more, q to stop -- " {
+			t.Fatalf("ps --all on a terminal: %d %q", code, errOut)
+		}
+		golden(t, c.file, r.normalize(t, out))
+	}
 	golden(t, "ps_limit_offset.golden", r.normalize(t, r.ok(t, "ps", "--limit", "3", "--offset", "11", "--name-only")))
 	golden(t, "ps_own_access_key.golden", r.normalize(t, r.ok(t, "ps", "--access-key", r.srv.Credentials().AccessKey, "--name-only", "--limit", "2")))
 }
@@ -272,8 +297,9 @@ func TestCLIQueueing(t *testing.T) {
 	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "1g"}, IdleTimeout: -1})
 	busy := strings.TrimSpace(r.ok(t, "start", "--name", "busy", "python"))
 
-	code, _, errOut := r.bai(t, "run", "--max-wait", "0.5", "--name", "waits", "-c", `print("never")`, "python")
-	if code != 3 || !strings.Contains(errOut, "stays queued") {
+	// On a terminal it shows where it waits.
+	code, _, errOut := r.baiEnv(t, cli.Env{Terminal: true}, "run", "--max-wait", "0.5", "--name", "waits", "-c", `print("never")`, "python")
+	if code != 3 || !strings.Contains(errOut, "stays queued") || !strings.Contains(errOut, "\r\033[Kqueued (position 1)\n") {
 		t.Fatalf("--max-wait: %d %q", code, errOut)
 	}
 	r.waitStatus(t, "waits", events.StatusPending)
@@ -446,8 +472,14 @@ func TestCLIOwnerAndAccessKey(t *testing.T) {
 	if out := r.ok(t, "ps", "--name-only"); out != "" {
 		t.Fatalf("the admin's own list shows %q", out)
 	}
-	// --owner naming oneself is an ordinary run.
-	if out := r.ok(t, "run", "--rm", "--owner", r.srv.Credentials().AccessKey, "-c", "print(5)", "python"); out != "5\n" {
-		t.Fatalf("run --owner self: %q", out)
+	// --owner naming oneself is an ordinary run; on a terminal it shows
+	// its progress up to running, and -q shows none.
+	code, out, errOut := r.baiEnv(t, cli.Env{Terminal: true}, "run", "--rm", "--owner", r.srv.Credentials().AccessKey, "-c", "print(5)", "python")
+	if code != 0 || out != "5\n" || !strings.HasSuffix(errOut, "\r\033[Kcreating\r\033[Krunning\n") {
+		t.Fatalf("run --owner self: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = r.baiEnv(t, cli.Env{Terminal: true}, "run", "-q", "--rm", "-c", "print(6)", "python")
+	if code != 0 || out != "6\n" || errOut != "" {
+		t.Fatalf("run -q: %d %q %q", code, out, errOut)
 	}
 }

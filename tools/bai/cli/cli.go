@@ -14,6 +14,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,11 @@ type Env struct {
 	// DataDir is bai's data directory, where the credentials file
 	// (credentials.env) is read; "" reads no file.
 	DataDir string
+	// Stdin answers prompts (ps --all a page at a time); nil: none.
+	Stdin io.Reader
+	// Terminal makes stdout and stderr count as a terminal (for tests);
+	// otherwise they do when they are one.
+	Terminal bool
 }
 
 // OSEnv reads Env from the process environment; DataDir is
@@ -63,6 +69,7 @@ func OSEnv() Env {
 		AccessKey: os.Getenv(client.EnvAccessKey),
 		SecretKey: os.Getenv(client.EnvSecretKey),
 		DataDir:   client.DataDir(os.Getenv),
+		Stdin:     os.Stdin,
 	}
 }
 
@@ -72,7 +79,7 @@ func OSEnv() Env {
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runWith(ctx, args, stdout, stderr, os.Stdin, OSEnv())
+	return Run(ctx, args, stdout, stderr, OSEnv())
 }
 
 // Run runs the CLI in-process: args as os.Args (program name first, e.g.
@@ -80,11 +87,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // only (never from the process environment). Cancelling ctx interrupts the
 // command as Ctrl-C does. It returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) int {
-	return runWith(ctx, args, stdout, stderr, nil, env)
-}
-
-func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, stdin io.Reader, env Env) int {
-	r := &runner{env: env, stdout: stdout, stderr: stderr, stdin: stdin}
+	r := &runner{env: env, stdout: stdout, stderr: stderr, stdin: env.Stdin}
 	err := r.app().RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -173,7 +176,11 @@ type runner struct {
 	stderr io.Writer
 	// stdin answers prompts (ps --all on a terminal); nil: no prompts.
 	stdin io.Reader
+	in    *bufio.Reader
 }
+
+// terminal reports whether w shows on a terminal.
+func (r *runner) terminal(w io.Writer) bool { return r.env.Terminal || isTerminal(w) }
 
 // errorf prints one error line.
 func (r *runner) errorf(format string, args ...any) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -16,17 +17,17 @@ type progress struct {
 	last string
 }
 
-// newProgress returns a progress on w when it is a terminal and show.
+// newProgress returns a progress on w when show.
 func newProgress(w io.Writer, show bool) *progress {
-	if !show || !isTerminal(w) {
+	if !show {
 		return nil
 	}
 	return &progress{w: w}
 }
 
 func (p *progress) set(line string) {
-	if p == nil || line == "" || line == p.last {
-		return
+	if p == nil || line == "" || line == p.last || (line == "queued" && strings.HasPrefix(p.last, "queued")) {
+		return // the enqueued event can come after the position was shown
 	}
 	p.last = line
 	fmt.Fprintf(p.w, "\r\033[K%s", line)

@@ -14,9 +14,9 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 )
 
-// pageSize is how many sessions ps --all asks for at a time, and shows
-// per screen on a terminal.
-const pageSize = 20
+// pageSize is how many sessions ps --all asks for at a time when it
+// prints them all.
+const pageSize = 100
 
 func (r *runner) psCommand(name, usage string) *cli.Command {
 	return &cli.Command{
@@ -31,7 +31,7 @@ func (r *runner) psCommand(name, usage string) *cli.Command {
 			&cli.StringFlag{Name: "status", Aliases: []string{"s"}, Usage: "only sessions in `STATUS[,STATUS...]`"},
 			&cli.IntFlag{Name: "limit", Value: 10, Usage: "list at most `N` sessions"},
 			&cli.IntFlag{Name: "offset", Usage: "skip the first `N` sessions"},
-			&cli.BoolFlag{Name: "all", Usage: "list every matching session"},
+			&cli.BoolFlag{Name: "all", Usage: "list every matching session (on a terminal, --limit at a time)"},
 			&cli.BoolFlag{Name: "name-only", Usage: "print only the names"},
 			&cli.BoolFlag{Name: "detail", Usage: "print more columns: tag, creation time, occupied slots"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "print the fields `FIELD[,FIELD...]`"},
@@ -150,8 +150,6 @@ func (r *runner) ps(c *cli.Context) error {
 		return invalidf("--limit must be at least 1")
 	case offset < 0:
 		return invalidf("--offset must not be negative")
-	case all && c.IsSet("limit"):
-		return usageErrorf("give --all or --limit, not both")
 	}
 	ak := c.String("access-key")
 	if ak != "" && !events.ValidToken(ak) {
@@ -164,10 +162,12 @@ func (r *runner) ps(c *cli.Context) error {
 	defer cl.Close()
 
 	req := events.ListRequest{Statuses: statuses, Limit: limit, Offset: offset, AccessKey: ak}
-	if all {
+	// --all: on a terminal, a page of --limit sessions at a time;
+	// otherwise every one, fetched pageSize at a time.
+	pager := all && out == "text" && r.terminal(r.stdout) && r.stdin != nil
+	if all && !pager {
 		req.Limit = pageSize
 	}
-	pager := all && out == "text" && isTerminal(r.stdout) && r.stdin != nil
 	var list events.ListResponse
 	for page := 0; ; page++ {
 		resp, err := cl.List(c.Context, req)
@@ -237,7 +237,10 @@ func (r *runner) ps(c *cli.Context) error {
 // askMore prompts on the terminal for the next page.
 func (r *runner) askMore(shown, total int) bool {
 	fmt.Fprintf(r.stderr, "-- %d of %d; Enter for more, q to stop -- ", shown, total)
-	line, err := bufio.NewReader(r.stdin).ReadString('\n')
+	if r.in == nil {
+		r.in = bufio.NewReader(r.stdin)
+	}
+	line, err := r.in.ReadString('\n')
 	return err == nil && !strings.HasPrefix(strings.TrimSpace(strings.ToLower(line)), "q")
 }
 

@@ -314,7 +314,7 @@ func (r *runner) run(c *cli.Context) error {
 	// Backend.AI's reuse rule: a live session with the same name runs
 	// the code itself.
 	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json",
-		prog: newProgress(r.stderr, out == "text" && !c.Bool("quiet"))}
+		prog: newProgress(r.stderr, out == "text" && !c.Bool("quiet") && r.terminal(r.stderr))}
 	reuse := false
 	if req.Name != "" {
 		info, err := cl.Get(ctx, req.Name)
@@ -518,7 +518,7 @@ func (r *runner) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	prog := newProgress(r.stderr, out == "text")
+	prog := newProgress(r.stderr, out == "text" && r.terminal(r.stderr))
 	if err := r.waitRunning(ctx, cl, w, resp.SessionID, wait, prog); err != nil {
 		return err
 	}
