@@ -171,3 +171,47 @@ func TestIdleReaper(t *testing.T) {
 		return nil
 	})
 }
+
+// A restarted gateway replays the log before it reaps: a session busy
+// before the restart is judged on its whole history.
+func TestIdleReaperAfterRestart(t *testing.T) {
+	ns := natstest.RunServer(t)
+	run := func(timeout time.Duration) func() {
+		nc := natstest.Connect(t, ns)
+		svc, err := New(Config{NC: nc, IdleTimeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx) }()
+		<-svc.Ready()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	stop := run(-1)
+	nc := natstest.Connect(t, ns)
+	js, _ := jetstream.New(nc)
+	st, _ := js.Stream(context.Background(), streams.Sessions)
+	f := &fixture{nc: nc, js: js, stream: st}
+	f.running(t, "old")
+	f.put(t, events.Event{Name: events.EventExecuteRequest, SessionID: "old", AgentID: "ag1", Run: &events.RunSpec{ID: "long", Code: "x"}})
+	stop()
+
+	stop = run(100 * time.Millisecond)
+	defer stop()
+	f.running(t, "fresh")
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := f.terminateReason("fresh"); r != events.ReasonIdleTimeout {
+			return fmt.Errorf("fresh session: reason %q", r)
+		}
+		return nil
+	})
+	if r := f.terminateReason("old"); r != "" {
+		t.Fatalf("a session with a run going before the restart was reaped: %q", r)
+	}
+}

@@ -35,11 +35,17 @@ type reaper struct {
 	sessions map[string]*idleSession // ak/sid
 	exited   map[string]bool         // ak/sid/run: exits seen before their request
 	ctxs     []jetstream.ConsumeContext
+	// behind counts the streams not yet replayed up to where they were
+	// at start; nothing is reaped before both are, so a session is never
+	// judged on half its history.
+	behind int
+	replay [2]uint64 // the last sequence of each stream at start
+	seen   [2]uint64
 }
 
 func (s *Service) startReaper(ctx context.Context) (*reaper, error) {
 	r := &reaper{s: s, timeout: s.cfg.IdleTimeout, sessions: map[string]*idleSession{}, exited: map[string]bool{}}
-	for _, x := range []struct {
+	for i, x := range []struct {
 		stream, filter string
 		headersOnly    bool
 		h              func(jetstream.Msg)
@@ -47,6 +53,15 @@ func (s *Service) startReaper(ctx context.Context) (*reaper, error) {
 		{streams.Sessions, events.AllSessionsFilter, false, r.onEvent},
 		{streams.Output, events.AllOutputFilter, true, r.onOutput},
 	} {
+		st, err := s.js.Stream(ctx, x.stream)
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		if last := st.CachedInfo().State.LastSeq; last > 0 {
+			r.replay[i] = last
+			r.behind++
+		}
 		cons, err := s.js.OrderedConsumer(ctx, x.stream, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{x.filter}, HeadersOnly: x.headersOnly,
 		})
@@ -89,13 +104,27 @@ func (r *reaper) openRun(is *idleSession, runID string) {
 	is.open[runID] = true
 }
 
+// progress counts message m of stream i toward the replay.
+func (r *reaper) progress(i int, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil || r.replay[i] == 0 || r.seen[i] >= r.replay[i] {
+		return
+	}
+	r.seen[i] = md.Sequence.Stream
+	if r.seen[i] >= r.replay[i] || md.NumPending == 0 {
+		r.seen[i] = r.replay[i]
+		r.behind--
+	}
+}
+
 func (r *reaper) onEvent(m jetstream.Msg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.progress(0, m)
 	e, err := events.Decode(m.Subject(), m.Data())
 	if err != nil {
 		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	key := e.AccessKey + "/" + e.SessionID
 	switch e.Name {
 	case events.EventEnqueued:
@@ -129,6 +158,9 @@ func (r *reaper) onEvent(m jetstream.Msg) {
 func (r *reaper) onOutput(m jetstream.Msg) {
 	parts := strings.Split(m.Subject(), ".")
 	if len(parts) != 5 {
+		r.mu.Lock()
+		r.progress(1, m)
+		r.mu.Unlock()
 		return
 	}
 	ak, sid, runID := parts[2], parts[3], parts[4]
@@ -138,6 +170,7 @@ func (r *reaper) onOutput(m jetstream.Msg) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.progress(1, m)
 	is := r.sessions[ak+"/"+sid]
 	if is == nil {
 		return
@@ -163,6 +196,9 @@ func later(a, b time.Time) time.Time {
 func (r *reaper) idle(now time.Time) []*idleSession {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.behind > 0 {
+		return nil
+	}
 	var out []*idleSession
 	for _, is := range r.sessions {
 		if is.running && !is.requested && len(is.open) == 0 && now.Sub(is.last) >= r.timeout {

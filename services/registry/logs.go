@@ -57,7 +57,9 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.Outp
 	if err != nil {
 		return nil, false, err
 	}
-	cons, err := s.js.OrderedConsumer(ctx, streams.Output, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	cons, err := s.js.OrderedConsumer(ctx, streams.Output, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, InactiveThreshold: 10 * time.Second,
+	})
 	if err != nil {
 		return nil, false, err
 	}
