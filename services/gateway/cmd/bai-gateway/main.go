@@ -24,6 +24,8 @@ func main() {
 
 func run() error {
 	url := flag.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL (user:password may be in it)")
+	admin := flag.String("admin-access-key", os.Getenv("BAI_ADMIN_ACCESS_KEY"), "the access key with the admin role (env BAI_ADMIN_ACCESS_KEY)")
+	idle := flag.Duration("idle-timeout", gateway.DefaultIdleTimeout, "terminate a running session idle this long (reason idle-timeout); negative: never")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -33,7 +35,7 @@ func run() error {
 	}
 	defer nc.Close()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	svc, err := gateway.New(gateway.Config{NC: nc, Log: log})
+	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle})
 	if err != nil {
 		return err
 	}
