@@ -176,8 +176,10 @@ func TestIdleReaper(t *testing.T) {
 // before the restart is judged on its whole history.
 func TestIdleReaperAfterRestart(t *testing.T) {
 	ns := natstest.RunServer(t)
+	// One connection for the gateways and the test: a request sent after
+	// Ready then always finds the gateway's subscriptions.
+	nc := natstest.Connect(t, ns)
 	run := func(timeout time.Duration) func() {
-		nc := natstest.Connect(t, ns)
 		svc, err := New(Config{NC: nc, IdleTimeout: timeout})
 		if err != nil {
 			t.Fatal(err)
@@ -194,7 +196,6 @@ func TestIdleReaperAfterRestart(t *testing.T) {
 		}
 	}
 	stop := run(-1)
-	nc := natstest.Connect(t, ns)
 	js, _ := jetstream.New(nc)
 	st, _ := js.Stream(context.Background(), streams.Sessions)
 	f := &fixture{nc: nc, js: js, stream: st}
