@@ -45,23 +45,26 @@ type reaper struct {
 
 func (s *Service) startReaper(ctx context.Context) (*reaper, error) {
 	r := &reaper{s: s, timeout: s.cfg.IdleTimeout, sessions: map[string]*idleSession{}, exited: map[string]bool{}}
-	for i, x := range []struct {
+	srcs := []struct {
 		stream, filter string
 		headersOnly    bool
 		h              func(jetstream.Msg)
 	}{
 		{streams.Sessions, events.AllSessionsFilter, false, r.onEvent},
 		{streams.Output, events.AllOutputFilter, true, r.onOutput},
-	} {
+	}
+	// Where each stream ends now, before any message is consumed.
+	for i, x := range srcs {
 		st, err := s.js.Stream(ctx, x.stream)
 		if err != nil {
-			r.stop()
 			return nil, err
 		}
 		if last := st.CachedInfo().State.LastSeq; last > 0 {
 			r.replay[i] = last
 			r.behind++
 		}
+	}
+	for _, x := range srcs {
 		cons, err := s.js.OrderedConsumer(ctx, x.stream, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{x.filter}, HeadersOnly: x.headersOnly,
 		})
