@@ -276,9 +276,11 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	code, exec := c.String("code"), c.String("exec")
 	enqueueOnly := c.Bool("enqueue-only")
-	files, err := readFiles(c.Args().Slice()[1:])
-	if err != nil {
-		return err
+	var files []localFile // --enqueue-only runs nothing: its files are ignored
+	if !enqueueOnly {
+		if files, err = readFiles(c.Args().Slice()[1:]); err != nil {
+			return err
+		}
 	}
 	if code == "" && exec == "" && len(files) > 0 {
 		code = runFileCode(files[0].remote)
