@@ -48,6 +48,9 @@ type Config struct {
 	AgentCapacity map[string]string
 	// AgentHeartbeat is the agent's heartbeat interval. Default: the agent's.
 	AgentHeartbeat time.Duration
+	// IdleTimeout ends a running session idle this long (reason
+	// idle-timeout). Default: the gateway's (30 minutes); negative: never.
+	IdleTimeout time.Duration
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/bai, else ~/.local/share/bai: where
@@ -202,7 +205,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	reg, err := registry.New(registry.Config{NC: nc, Log: s.cfg.Log, Path: filepath.Join(s.cfg.DataDir, "registry.db")})
+	reg, err := registry.New(registry.Config{NC: nc, Log: s.cfg.Log, Path: filepath.Join(s.cfg.DataDir, "registry.db"),
+		AdminAccessKey: creds.AccessKey, IdleTimeout: s.cfg.IdleTimeout})
 	if err != nil {
 		return err
 	}
@@ -210,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("gateway"); err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log})
+	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AdminAccessKey: creds.AccessKey})
 	if err != nil {
 		return err
 	}

@@ -141,6 +141,8 @@ type CreateRequest struct {
 	Type           SessionType       `json:"type,omitempty"`
 	StartupCommand string            `json:"startup_command,omitempty"`
 	Run            *RunSpec          `json:"run,omitempty"`
+	// Owner creates the session for another access key; admins only.
+	Owner string `json:"owner,omitempty"`
 }
 
 // CreateResponse answers a CreateRequest.
@@ -178,6 +180,9 @@ type ListRequest struct {
 type ListResponse struct {
 	Sessions []SessionInfo `json:"sessions"`
 	Total    int           `json:"total"`
+	// Admin is true when the caller has the admin role (ps then shows
+	// the owner's access key).
+	Admin bool `json:"admin,omitempty"`
 }
 
 // GetRequest asks for one session by id or name (session.get), or for its
@@ -217,6 +222,26 @@ type SessionInfo struct {
 	ExitCode       *int              `json:"exit_code,omitempty"`
 	// LastSeq is the log sequence of the last event applied.
 	LastSeq uint64 `json:"last_seq"`
+
+	// The rest are filled by the registry when it answers (see
+	// SessionFields for the names ps -f knows them by).
+	Registry       string         `json:"registry,omitempty"`
+	ClusterMode    string         `json:"cluster_mode,omitempty"`
+	ClusterSize    int            `json:"cluster_size,omitempty"`
+	GroupID        string         `json:"group_id,omitempty"`
+	UserID         string         `json:"user_id,omitempty"`
+	UserEmail      string         `json:"user_email,omitempty"`
+	AgentIDs       []string       `json:"agent_ids,omitempty"`
+	StartsAt       *time.Time     `json:"starts_at,omitempty"`
+	LastActivity   *time.Time     `json:"last_activity,omitempty"`
+	ResourceOpts   map[string]any `json:"resource_opts,omitempty"`
+	ServicePorts   []any          `json:"service_ports,omitempty"`
+	Mounts         []string       `json:"mounts,omitempty"`
+	Dependencies   []string       `json:"dependencies,omitempty"`
+	AbusingReports []any          `json:"abusing_reports,omitempty"`
+	IdleChecks     map[string]any `json:"idle_checks,omitempty"`
+	// QueuePosition is a PENDING session's place in the queue, from 1.
+	QueuePosition int `json:"queue_position,omitempty"`
 }
 
 // AgentInfo is an agent's heartbeat, the value of its key in the agents

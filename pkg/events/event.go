@@ -207,6 +207,9 @@ type RunSpec struct {
 	ID   string `json:"id"`             // a subject token; the output subject's last token
 	Code string `json:"code,omitempty"` // run through the image's interpreter
 	Exec string `json:"exec,omitempty"` // a shell command line, run in the work directory
+	// Files were uploaded (session.upload) for this run; the agent puts
+	// them in the work directory, at these relative paths, before it runs.
+	Files []string `json:"files,omitempty"`
 }
 
 // SessionSpec is an admitted session request, as the gateway resolved it.

@@ -173,6 +173,11 @@ const (
 	OpSessionList      = "session.list"
 	OpSessionGet       = "session.get"
 	OpSessionHistory   = "session.history"
+	OpSessionExecute   = "session.execute" // gateway: run code in a live session
+	OpSessionLogs      = "session.logs"    // registry: a session's output so far
+	OpSessionUpload    = "session.upload"  // gateway: one file for a run
+	OpImageList        = "image.list"      // gateway: images and their aliases
+	OpImageAlias       = "image.alias"     // gateway: set an alias (admins)
 )
 
 // APISubject is the request subject of one API operation for one access key.

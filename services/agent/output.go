@@ -35,6 +35,12 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		log.Error().Err(err).Msg("output subject")
 		return 0, false
 	}
+	if err := s.fetchUploads(ctx, k, run); err != nil {
+		log.Warn().Err(err).Msg("fetch uploaded files")
+		s.publishOutput(ctx, log, subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err)))
+		s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart)))
+		return exitOnStart, true
+	}
 	k.mu.Lock()
 	if k.closing || s.stopping.Load() {
 		k.mu.Unlock()

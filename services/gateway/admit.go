@@ -3,7 +3,6 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -98,21 +97,6 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		CreatedAt:      time.Now().UTC(),
 		Run:            cr.Run,
 	}, nil
-}
-
-func (s *Service) resolveImage(ref string) (string, error) {
-	if ref == "" {
-		return "", events.Errorf(events.ErrInvalid, "no image given")
-	}
-	if full, ok := s.cfg.Images[ref]; ok {
-		return full, nil
-	}
-	known := make([]string, 0, len(s.cfg.Images))
-	for k := range s.cfg.Images {
-		known = append(known, k)
-	}
-	sort.Strings(known)
-	return "", events.Errorf(events.ErrInvalid, "unknown image %q (known: %s)", clip(ref), strings.Join(known, ", "))
 }
 
 // checkName applies the session name rules: 1-64 characters, letters,

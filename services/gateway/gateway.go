@@ -43,9 +43,12 @@ type Config struct {
 	NC *nats.Conn
 	// Log is the logger. Default: zerolog.Nop().
 	Log zerolog.Logger
-	// Images maps aliases and full references to full references.
-	// Default: DefaultImages.
+	// Images maps aliases and full references to full references: the
+	// seed of the alias table (KV bucket ImagesBucket) when it is first
+	// created. Default: DefaultImages.
 	Images map[string]string
+	// AdminAccessKey is the key with the admin role (image aliases).
+	AdminAccessKey string
 	// DefaultSlots fill the slots a request leaves out.
 	// Default: cpu=1, mem=256m.
 	DefaultSlots map[string]string
@@ -53,6 +56,10 @@ type Config struct {
 	Domain, Group, ScalingGroup string
 	// Streams are the options of the streams it provisions. Default: zero.
 	Streams streams.Options
+	// IdleTimeout terminates a running session (reason idle-timeout) that
+	// has run no code and written no output for this long. Default 30
+	// minutes; negative: never.
+	IdleTimeout time.Duration
 }
 
 // Service is a running gateway.
@@ -65,6 +72,13 @@ type Service struct {
 	ready    chan struct{}
 	once     sync.Once
 	quota    *quotas // resource policies (quota.go)
+
+	upMu    sync.Mutex
+	upStore jetstream.ObjectStore
+
+	imgMu    sync.RWMutex
+	images   map[string]string // alias or full reference → full reference
+	kvImages jetstream.KeyValue
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -77,6 +91,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.DefaultSlots == nil {
 		cfg.DefaultSlots = map[string]string{"cpu": "1", "mem": "256m"}
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	def, err := slots.ParseMap(cfg.DefaultSlots)
 	if err != nil {
@@ -97,6 +114,7 @@ func New(cfg Config) (*Service, error) {
 		defaults: def,
 		js:       js,
 		ready:    make(chan struct{}),
+		images:   map[string]string{},
 	}, nil
 }
 
@@ -116,6 +134,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js); err != nil {
 		return err
 	}
+
+	if err := s.startImages(ctx); err != nil {
+		return err
+	}
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        "bai-gateway",
 		Version:     "0.1.0",
@@ -128,14 +150,27 @@ func (s *Service) Run(ctx context.Context) error {
 	for op, h := range map[string]micro.HandlerFunc{
 		events.OpSessionCreate:    s.handleCreate,
 		events.OpSessionTerminate: s.handleTerminate,
+		events.OpSessionExecute:   s.handleExecute,
+		events.OpSessionUpload:    s.handleUpload,
+		events.OpImageList:        s.handleImageList,
+		events.OpImageAlias:       s.handleImageAlias,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), h, micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
 		}
 	}
+	var reaper sync.WaitGroup
+	if s.cfg.IdleTimeout > 0 {
+		r, err := s.startReaper(ctx)
+		if err != nil {
+			return err
+		}
+		reaper.Go(func() { r.run(ctx) })
+	}
 	s.once.Do(func() { close(s.ready) })
 	s.log.Info().Msg("gateway_ready")
 	<-ctx.Done()
+	reaper.Wait()
 	return nil
 }
 
@@ -172,8 +207,20 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	if err := json.Unmarshal(req.Data(), &cr); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed create request: %v", err)
 	}
+	if cr.Owner != "" && cr.Owner != ak {
+		if !s.isAdmin(ak) {
+			return nil, events.Errorf(events.ErrForbidden, "only an admin may create a session for another access key")
+		}
+		if !events.ValidToken(cr.Owner) {
+			return nil, events.Errorf(events.ErrInvalid, "invalid owner access key %q", clip(cr.Owner))
+		}
+		ak = cr.Owner
+	}
 	spec, err := s.admit(ak, &cr)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkFiles(ctx, ak, spec.ID, spec.Run); err != nil {
 		return nil, err
 	}
 	release, err := s.quota.admit(ctx, ak, spec)

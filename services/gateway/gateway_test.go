@@ -24,11 +24,15 @@ type fixture struct {
 	stream jetstream.Stream
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, mods ...func(*Config)) *fixture {
 	t.Helper()
 	ns := natstest.RunServer(t)
 	nc := natstest.Connect(t, ns)
-	svc, err := New(Config{NC: nc})
+	cfg := Config{NC: nc}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	svc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,10 +109,24 @@ func (s *Service) handleList(ak string, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	admin := s.isAdminKey(ak)
 	s.catchUp(catchUpWait)
 	return s.withStore(func(st *store) (any, error) {
-		return st.list(owner, statuses, req.Limit, req.Offset)
+		resp, err := st.list(owner, statuses, req.Limit, req.Offset)
+		resp.Admin = admin
+		return resp, err
 	})
+}
+
+// isAdminKey reports whether ak has the admin role: the configured admin
+// key (the server's first keypair), or a keypair whose role in the
+// keypairs bucket is admin. A failed lookup is not an admin.
+func (s *Service) isAdminKey(ak string) bool {
+	if s.cfg.AdminAccessKey != "" && ak == s.cfg.AdminAccessKey {
+		return true
+	}
+	admin, err := s.isAdmin(ak)
+	return err == nil && admin
 }
 
 func (s *Service) ref(what string, data []byte) (string, error) {

@@ -54,6 +54,9 @@ func apply(info *events.SessionInfo, e *events.Event, seq uint64) bool {
 			info.StatusInfo = string(e.Reason)
 		}
 		switch e.Name {
+		case events.EventStarted:
+			t := e.Time
+			info.LastActivity = &t
 		case events.EventScheduled:
 			t := e.Time
 			info.AgentID = e.AgentID
@@ -64,6 +67,10 @@ func apply(info *events.SessionInfo, e *events.Event, seq uint64) bool {
 		}
 	}
 	switch e.Name {
+	case events.EventExecuteRequest:
+		// Running code resets the idle timer.
+		t := e.Time
+		info.LastActivity = &t
 	case events.EventSuccess:
 		info.Result = events.ResultSuccess
 	case events.EventFailure:

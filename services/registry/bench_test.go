@@ -49,7 +49,7 @@ func benchRecord(tb testing.TB, ak string, i int, names []events.Name) record {
 }
 
 func benchStore(tb testing.TB, noSync bool) *store {
-	st, err := openStore(filepath.Join(tb.TempDir(), "registry.db"), noSync, zerolog.Nop())
+	st, err := openStore(filepath.Join(tb.TempDir(), "registry.db"), noSync, zerolog.Nop(), "")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -103,6 +103,29 @@ func BenchmarkList(b *testing.B) {
 		}
 		if resp.Total != sessions || len(resp.Sessions) != DefaultListLimit {
 			b.Fatalf("total %d, %d sessions", resp.Total, len(resp.Sessions))
+		}
+	}
+}
+
+// BenchmarkGetPending measures get of the newest of 10,000 pending
+// sessions: the directory fields and the queue position (a scan of the
+// by_changed index).
+func BenchmarkGetPending(b *testing.B) {
+	st := benchStore(b, true)
+	const n = 10000
+	recs := make([]record, 0, n)
+	for i := range n {
+		recs = append(recs, benchRecord(b, "AK", i, []events.Name{events.EventEnqueued}))
+	}
+	if _, _, err := st.applyBatch(recs); err != nil {
+		b.Fatal(err)
+	}
+	ref := fmt.Sprintf("s%08d", n-1)
+	b.ResetTimer()
+	for b.Loop() {
+		info, ok, err := st.get("AK", ref)
+		if err != nil || !ok || info.QueuePosition != n {
+			b.Fatalf("%v %v %d", err, ok, info.QueuePosition)
 		}
 	}
 }

@@ -48,6 +48,13 @@ type Config struct {
 	// Durable names the JetStream consumer of the session log. Default
 	// "bai-registry". Each registry with its own file needs its own name.
 	Durable string
+	// AdminAccessKey is the key with the admin role: it may list other
+	// keys' sessions. Default: none. (isAdmin is the one place that
+	// decides; a keypairs bucket can replace it.)
+	AdminAccessKey string
+	// IdleTimeout is the gateway's idle timeout, shown in idle_checks.
+	// Default 30 minutes; negative: none.
+	IdleTimeout time.Duration
 
 	// noSync turns off fsync in bbolt, for benchmarks only.
 	noSync bool
@@ -61,6 +68,7 @@ type Service struct {
 	started atomic.Bool
 	applied atomic.Uint64
 	stream  atomic.Pointer[jetstream.Stream]
+	js      jetstream.JetStream
 
 	// appliedMu guards appliedCh, closed and replaced at each applied batch
 	// so that readers can wait for the projection to catch up.
@@ -83,6 +91,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Durable == "" {
 		cfg.Durable = DefaultDurable
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Minute
 	}
 	if !events.ValidToken(cfg.Durable) {
 		return nil, fmt.Errorf("%w: durable name %q", ErrConfig, cfg.Durable)
@@ -151,16 +162,18 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("registry jetstream: %w", err)
 	}
+	s.js = js
 	if err := streams.Provision(ctx, js, streams.Options{}); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	if st, err := js.Stream(ctx, streams.Sessions); err == nil {
 		s.stream.Store(&st)
 	}
-	st, err := openStore(s.cfg.Path, s.cfg.noSync, s.log)
+	st, err := openStore(s.cfg.Path, s.cfg.noSync, s.log, s.cfg.AdminAccessKey)
 	if err != nil {
 		return err
 	}
+	st.idleTimeout = s.cfg.IdleTimeout
 	s.st = st
 	defer func() {
 		s.mu.Lock()
@@ -374,6 +387,7 @@ func (s *Service) serve() (micro.Service, error) {
 		{"session_list", events.OpSessionList, s.handleList},
 		{"session_get", events.OpSessionGet, s.handleGet},
 		{"session_history", events.OpSessionHistory, s.handleHistory},
+		{"session_logs", events.OpSessionLogs, s.handleLogs},
 	} {
 		if err := svc.AddEndpoint(ep.name, s.handler(ep.h), micro.WithEndpointSubject(events.APIPattern(ep.op))); err != nil {
 			_ = svc.Stop()

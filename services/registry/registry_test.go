@@ -35,6 +35,8 @@ type harness struct {
 	n    int
 	ids  map[string][]string // ak/sid → event ids in log order
 	last uint64
+	// admin is the registry's AdminAccessKey.
+	admin string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -56,7 +58,7 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) start() (*Service, func()) {
 	t := h.t
 	t.Helper()
-	svc, err := New(Config{NC: h.nc, Path: h.path, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	svc, err := New(Config{NC: h.nc, Path: h.path, Log: zerolog.New(zerolog.NewTestWriter(t)), AdminAccessKey: h.admin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,11 +28,12 @@ var (
 
 // store is the bbolt file that holds the projection.
 type store struct {
-	db  *bolt.DB
-	log zerolog.Logger
+	db          *bolt.DB
+	log         zerolog.Logger
+	idleTimeout time.Duration
 }
 
-func openStore(path string, noSync bool, log zerolog.Logger) (*store, error) {
+func openStore(path string, noSync bool, log zerolog.Logger, adminAK string) (*store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("registry database directory: %w", err)
 	}
@@ -46,12 +47,12 @@ func openStore(path string, noSync bool, log zerolog.Logger) (*store, error) {
 		return nil, fmt.Errorf("open registry database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSessions, bucketNames, bucketHistory, bucketByChanged, bucketCounts, bucketMeta} {
+		for _, b := range [][]byte{bucketSessions, bucketNames, bucketHistory, bucketByChanged, bucketCounts, bucketMeta, bucketDirectory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return initDirectory(tx, adminAK)
 	})
 	if err != nil {
 		_ = db.Close()
@@ -151,6 +152,11 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			out[i] = outApplied
 			en.dirty = true
 			info := &en.info
+			if prevStatus == events.StatusNone {
+				if err := ensureUser(tx, e.AccessKey, ""); err != nil {
+					return err
+				}
+			}
 			if prevStatus == events.StatusNone && info.Name != "" {
 				if err := st.indexName(names, load, info); err != nil {
 					return err
@@ -278,6 +284,7 @@ func (st *store) list(ak string, statuses []events.Status, limit, offset int) (e
 			if err := json.Unmarshal(sessions.Get(sk), &info); err != nil {
 				return fmt.Errorf("session %s in registry database: %w", sk, err)
 			}
+			decorate(tx, &info, st.idleTimeout, time.Now())
 			resp.Sessions = append(resp.Sessions, info)
 		}
 		return nil
@@ -287,7 +294,7 @@ func (st *store) list(ak string, statuses []events.Status, limit, offset int) (e
 
 // lookup finds a session of ak by id, then by name; ok is false when there
 // is none.
-func lookup(tx *bolt.Tx, ak, ref string) (info events.SessionInfo, ok bool, err error) {
+func lookup(tx *bolt.Tx, ak, ref string, idleTimeout time.Duration) (info events.SessionInfo, ok bool, err error) {
 	sessions := tx.Bucket(bucketSessions)
 	v := sessions.Get([]byte(ak + "/" + ref))
 	if v == nil {
@@ -301,12 +308,16 @@ func lookup(tx *bolt.Tx, ak, ref string) (info events.SessionInfo, ok bool, err 
 	if err := json.Unmarshal(v, &info); err != nil {
 		return info, false, fmt.Errorf("session %s/%s in registry database: %w", ak, ref, err)
 	}
+	decorate(tx, &info, idleTimeout, time.Now())
+	if info.Status == events.StatusPending {
+		info.QueuePosition = queuePosition(tx, &info)
+	}
 	return info, true, nil
 }
 
 func (st *store) get(ak, ref string) (info events.SessionInfo, ok bool, err error) {
 	err = st.db.View(func(tx *bolt.Tx) error {
-		info, ok, err = lookup(tx, ak, ref)
+		info, ok, err = lookup(tx, ak, ref, st.idleTimeout)
 		return err
 	})
 	return info, ok, err
@@ -315,7 +326,7 @@ func (st *store) get(ak, ref string) (info events.SessionInfo, ok bool, err erro
 // history returns a session and its events in log order.
 func (st *store) history(ak, ref string) (resp events.HistoryResponse, ok bool, err error) {
 	err = st.db.View(func(tx *bolt.Tx) error {
-		resp.Session, ok, err = lookup(tx, ak, ref)
+		resp.Session, ok, err = lookup(tx, ak, ref, st.idleTimeout)
 		if err != nil || !ok {
 			return err
 		}
@@ -332,4 +343,25 @@ func (st *store) history(ak, ref string) (resp events.HistoryResponse, ok bool, 
 		return nil
 	})
 	return resp, ok, err
+}
+
+// queuePosition counts the PENDING sessions, of every key, enqueued before
+// info (a pending session's status changed when it was enqueued), plus one.
+func queuePosition(tx *bolt.Tx, info *events.SessionInfo) int {
+	pos := 1
+	c := tx.Bucket(bucketByChanged).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if events.Status(v) != events.StatusPending {
+			continue
+		}
+		i := bytes.IndexByte(k, '/')
+		if i < 0 || len(k) < i+10 {
+			continue
+		}
+		t := int64(^binary.BigEndian.Uint64(k[i+1:i+9]) ^ 1<<63)
+		if t < info.StatusChanged.UnixNano() {
+			pos++
+		}
+	}
+	return pos
 }

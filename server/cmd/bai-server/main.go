@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -28,6 +29,7 @@ func run() error {
 	flag.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir(), "directory for JetStream, the registry, agent state and credentials")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "NATS client address")
 	flag.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every JetStream write (sync_interval: always)")
+	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Minute, "terminate a running session idle this long (reason idle-timeout); negative: never")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 	lvl, err := zerolog.ParseLevel(*level)

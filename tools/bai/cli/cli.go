@@ -14,6 +14,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,11 @@ type Env struct {
 	// DataDir is bai's data directory, where the credentials file
 	// (credentials.env) is read; "" reads no file.
 	DataDir string
+	// Stdin answers prompts (ps --all a page at a time); nil: none.
+	Stdin io.Reader
+	// Terminal makes stdout and stderr count as a terminal (for tests);
+	// otherwise they do when they are one.
+	Terminal bool
 }
 
 // OSEnv reads Env from the process environment; DataDir is
@@ -63,6 +69,7 @@ func OSEnv() Env {
 		AccessKey: os.Getenv(client.EnvAccessKey),
 		SecretKey: os.Getenv(client.EnvSecretKey),
 		DataDir:   client.DataDir(os.Getenv),
+		Stdin:     os.Stdin,
 	}
 }
 
@@ -80,7 +87,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // only (never from the process environment). Cancelling ctx interrupts the
 // command as Ctrl-C does. It returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) int {
-	r := &runner{env: env, stdout: stdout, stderr: stderr}
+	r := &runner{env: env, stdout: stdout, stderr: stderr, stdin: env.Stdin}
 	err := r.app().RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -167,7 +174,13 @@ type runner struct {
 	env    Env
 	stdout io.Writer
 	stderr io.Writer
+	// stdin answers prompts (ps --all on a terminal); nil: no prompts.
+	stdin io.Reader
+	in    *bufio.Reader
 }
+
+// terminal reports whether w shows on a terminal.
+func (r *runner) terminal(w io.Writer) bool { return r.env.Terminal || isTerminal(w) }
 
 // errorf prints one error line.
 func (r *runner) errorf(format string, args ...any) {
@@ -337,10 +350,12 @@ func (r *runner) app() *cli.App {
 					Subcommands: []*cli.Command{
 						r.psCommand("list", "list sessions"),
 					},
-				}, r.keypairCommand(), r.policyCommand()},
+				}, r.imageCommand(), r.keypairCommand(), r.policyCommand()},
 			},
 			r.eventsCommand(),
 			r.rmCommand(),
+			r.infoCommand(),
+			r.logsCommand(),
 		},
 	}
 	setUsageError(app.Commands)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,12 +27,22 @@ func sessionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "name", Aliases: []string{"t"}, Usage: "session `NAME` (default: chosen by the server)"},
 		&cli.StringFlag{Name: "tag", Usage: "a free-form `TAG`"},
 		&cli.StringFlag{Name: "type", Usage: "session `TYPE`: interactive or batch (default: the server's)"},
+		&cli.StringFlag{Name: "owner", Usage: "create the session for `ACCESS_KEY` (admins only; it is enqueued, not followed)"},
 	}
 }
 
 // createRequest builds and validates the request of run and start.
 func createRequest(c *cli.Context) (events.CreateRequest, error) {
-	args, err := argsBetween(c, 1, 1, "IMAGE")
+	var args []string
+	var err error
+	if c.Command.Name == "run" {
+		// IMAGE FILE...
+		if args, err = argsBetween(c, 0, -1, "IMAGE"); err == nil && len(args) == 0 {
+			err = usageErrorf("run takes IMAGE [FILE...] (see '%s --help')", c.Command.HelpName)
+		}
+	} else {
+		args, err = argsBetween(c, 1, 1, "IMAGE")
+	}
 	if err != nil {
 		return events.CreateRequest{}, err
 	}
@@ -40,6 +52,7 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		Tag:   c.String("tag"),
 		Type:  events.SessionType(c.String("type")),
 		Slots: c.StringSlice("resources"),
+		Owner: c.String("owner"),
 	}
 	switch {
 	case req.Image == "":
@@ -50,6 +63,8 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		return req, invalidf("--name is longer than %d characters", events.MaxNameLen)
 	case len(req.Tag) > events.MaxTagLen:
 		return req, invalidf("--tag is longer than %d characters", events.MaxTagLen)
+	case req.Owner != "" && !events.ValidToken(req.Owner):
+		return req, invalidf("invalid --owner access key %q", req.Owner)
 	case req.Type != "" && req.Type != events.TypeInteractive && req.Type != events.TypeBatch:
 		return req, invalidf("--type must be interactive or batch, not %q", req.Type)
 	}
@@ -80,8 +95,9 @@ func (r *runner) runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "start a session, run code in it and print its output",
-		ArgsUsage: "IMAGE",
-		Description: "Creates a session of IMAGE, runs CODE in it and streams its stdout and stderr.\n" +
+		ArgsUsage: "IMAGE [FILE...]",
+		Description: "Creates a session of IMAGE, uploads FILEs (relative paths, kept) to its work\n" +
+			"directory, runs CODE (or --exec COMMAND, or the first FILE) in it and streams its stdout and stderr.\n" +
 			"Exits with the code's exit code. With --rm the session is terminated afterwards;\n" +
 			"without it the session stays (see bai ps, bai rm).",
 		Flags: append(append([]cli.Flag{
@@ -89,6 +105,9 @@ func (r *runner) runCommand() *cli.Command {
 			&cli.StringFlag{Name: "code", Aliases: []string{"c"}, Usage: "the `CODE` to run, through the image's interpreter"},
 			&cli.StringFlag{Name: "exec", Usage: "a shell `COMMAND` line to run instead of code"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the code's output (bai run always does)"},
+			&cli.BoolFlag{Name: "no-reuse", Usage: "fail if a live session has the --name, instead of running the code in it"},
+			&cli.BoolFlag{Name: "enqueue-only", Usage: "only enqueue the session and print its id (the code is not run), as start"},
+			&cli.StringFlag{Name: "max-wait", Usage: "give up after `S` seconds (or a duration: 1m30s) if the session has not started; it stays queued, the code is not run (exit 3)"},
 		}, sessionFlags()...), globalFlags()...),
 		Action: r.run,
 	}
@@ -100,7 +119,7 @@ func (r *runner) startCommand() *cli.Command {
 		Usage:     "start a session and print its id once it runs",
 		ArgsUsage: "IMAGE",
 		Flags: append(append([]cli.Flag{
-			&cli.DurationFlag{Name: "max-wait", Usage: "give up waiting after `DURATION` (the session stays queued; exit 3); 0 waits forever"},
+			&cli.StringFlag{Name: "max-wait", Usage: "give up waiting after `S` seconds (or a duration: 1m30s); the session stays queued (exit 3); 0 waits forever"},
 		}, sessionFlags()...), globalFlags()...),
 		Action: r.start,
 	}
@@ -146,11 +165,32 @@ type runState struct {
 	exited     bool
 	exitCode   int
 	final      bool // the session reached TERMINATED or CANCELLED
+	prog       *progress
+	// json collects the output for one JSON object (--output json).
+	json           bool
+	stdout, stderr strings.Builder
+}
+
+// runResult is what run prints with --output json.
+type runResult struct {
+	SessionID string `json:"session_id"`
+	RunID     string `json:"run_id"`
+	ExitCode  int    `json:"exit_code"`
+	Stdout    string `json:"stdout"`
+	Stderr    string `json:"stderr"`
 }
 
 // chunk handles one output message of the session.
 func (r *runner) chunk(st *runState, ch *client.Chunk) {
 	if ch.RunID != st.runID || st.exited {
+		return
+	}
+	switch {
+	case st.json && ch.Stream == events.StreamStdout:
+		st.stdout.Write(ch.Data)
+		return
+	case st.json && ch.Stream == events.StreamStderr:
+		st.stderr.Write(ch.Data)
 		return
 	}
 	switch ch.Stream {
@@ -182,6 +222,7 @@ func (r *runner) follow(ctx context.Context, w *client.Watcher, st *runState) er
 			r.chunk(st, it.Output)
 		case it.Event != nil:
 			st.event(it.Event)
+			st.prog.event(it.Event)
 			if !endsRun(it.Event) {
 				continue
 			}
@@ -205,19 +246,56 @@ func (r *runner) follow(ctx context.Context, w *client.Watcher, st *runState) er
 	return nil
 }
 
+// maxWait parses --max-wait: seconds, or a Go duration.
+func maxWait(c *cli.Context) (time.Duration, error) {
+	v := strings.TrimSpace(c.String("max-wait"))
+	if v == "" {
+		return 0, nil
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(v, 64); err == nil && !math.IsNaN(secs) && !math.IsInf(secs, 0) {
+		d = time.Duration(secs * float64(time.Second))
+	} else if d, err = time.ParseDuration(v); err != nil {
+		return 0, invalidf("--max-wait %q: want seconds or a duration such as 1m30s", v)
+	}
+	if d < 0 {
+		return 0, invalidf("--max-wait must not be negative")
+	}
+	return d, nil
+}
+
+// liveStatus reports whether a session in s can still run code.
+func liveStatus(s events.Status) bool {
+	return !s.Final() && s != events.StatusTerminating && s != events.StatusError
+}
+
 func (r *runner) run(c *cli.Context) error {
 	req, err := createRequest(c)
 	if err != nil {
 		return err
 	}
 	code, exec := c.String("code"), c.String("exec")
+	enqueueOnly := c.Bool("enqueue-only")
+	var files []localFile // --enqueue-only runs nothing: its files are ignored
+	if !enqueueOnly {
+		if files, err = readFiles(c.Args().Slice()[1:]); err != nil {
+			return err
+		}
+	}
+	if code == "" && exec == "" && len(files) > 0 {
+		code = runFileCode(files[0].remote)
+	}
 	switch {
-	case code == "" && exec == "":
+	case code == "" && exec == "" && !enqueueOnly:
 		return invalidf("no code to run: give -c CODE")
 	case code != "" && exec != "":
 		return invalidf("give -c or --exec, not both")
 	case len(code) > events.MaxCodeLen:
 		return invalidf("the code is longer than %d bytes", events.MaxCodeLen)
+	}
+	wait, err := maxWait(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Context
 	cl, err := r.connect(c)
@@ -226,16 +304,86 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	defer cl.Close()
 
-	st := &runState{sid: client.NewID(), runID: client.NewID()}
-	req.SessionID = st.sid
-	req.Run = &events.RunSpec{ID: st.runID, Code: code, Exec: exec}
+	out, _ := outputFormat(c)
+	// A session for another key is enqueued, not followed: following it
+	// needs subscribe rights on the owner's subjects.
+	if req.Owner == cl.AccessKey() {
+		req.Owner = ""
+	}
+	if req.Owner != "" {
+		return r.enqueueFor(c, cl, req, out)
+	}
+	// Backend.AI's reuse rule: a live session with the same name runs
+	// the code itself.
+	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json",
+		prog: newProgress(r.stderr, out == "text" && !c.Bool("quiet") && r.terminal(r.stderr))}
+	reuse := false
+	if req.Name != "" {
+		info, err := cl.Get(ctx, req.Name)
+		switch {
+		case err == nil && liveStatus(info.Status):
+			if c.Bool("no-reuse") {
+				return fmt.Errorf("session %s (%s) exists and is %s; --no-reuse refuses to run in it", req.Name, info.ID, info.Status)
+			}
+			reuse, st.sid = true, info.ID
+		case err != nil && !errors.Is(err, events.ErrNotFound):
+			return err
+		}
+	}
+	if enqueueOnly {
+		if reuse {
+			if out == "json" {
+				return r.printJSON(events.CreateResponse{SessionID: st.sid, Name: req.Name, Duplicate: true})
+			}
+			fmt.Fprintln(r.stdout, st.sid)
+			return nil
+		}
+		req.SessionID = st.sid
+		resp, err := cl.Create(ctx, req)
+		if err != nil {
+			return err
+		}
+		if out == "json" {
+			return r.printJSON(resp)
+		}
+		fmt.Fprintln(r.stdout, resp.SessionID)
+		return nil
+	}
+	run := events.RunSpec{ID: st.runID, Code: code, Exec: exec}
+	if run.Files, err = uploadFiles(ctx, cl, st.sid, st.runID, files); err != nil {
+		return err
+	}
 	w, err := cl.Watch(ctx, "", st.sid)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	if _, err := cl.Create(ctx, req); err != nil {
-		return err
+	if reuse || wait > 0 {
+		// Start (or find) the session without the code, wait until it
+		// runs, then execute the code in it.
+		if !reuse {
+			req.SessionID = st.sid
+			if _, err := cl.Create(ctx, req); err != nil {
+				return err
+			}
+		}
+		if err := r.waitRunning(ctx, cl, w, st.sid, wait, st.prog); err != nil {
+			return err
+		}
+		if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
+			return err
+		}
+	} else {
+		req.SessionID = st.sid
+		req.Run = &run
+		if _, err := cl.Create(ctx, req); err != nil {
+			return err
+		}
+		if st.prog != nil {
+			if info, err := cl.Get(ctx, st.sid); err == nil && info.Status == events.StatusPending {
+				st.prog.queued(info.QueuePosition)
+			}
+		}
 	}
 	if err := r.follow(ctx, w, st); err != nil {
 		if ctx.Err() != nil {
@@ -246,10 +394,59 @@ func (r *runner) run(c *cli.Context) error {
 	if c.Bool("rm") && !st.final {
 		r.remove(ctx, cl, w, st)
 	}
+	if st.json {
+		if err := r.printJSON(runResult{SessionID: st.sid, RunID: st.runID, ExitCode: st.exitCode,
+			Stdout: st.stdout.String(), Stderr: st.stderr.String()}); err != nil {
+			return err
+		}
+	}
 	if st.exitCode < 0 || st.exitCode > 255 {
 		return exitWith(ExitFailure)
 	}
 	return exitWith(st.exitCode)
+}
+
+// waitRunning waits, through w (subscribed before), until session sid is
+// RUNNING; maxWait > 0 bounds the wait (exit 3, the session stays).
+func (r *runner) waitRunning(ctx context.Context, cl *client.Client, w *client.Watcher, sid string, maxWait time.Duration, prog *progress) error {
+	defer prog.done()
+	if info, err := cl.Get(ctx, sid); err == nil {
+		switch info.Status {
+		case events.StatusRunning:
+			return nil
+		case events.StatusPending:
+			prog.queued(info.QueuePosition)
+		}
+	}
+	wctx := ctx
+	if maxWait > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, maxWait)
+		defer cancel()
+	}
+	for {
+		it, err := w.Next(wctx)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return fmt.Errorf("%w: session %s did not start within %s; it stays queued (bai rm %s cancels it)",
+					client.ErrTimeout, sid, maxWait, sid)
+			}
+			if ctx.Err() != nil {
+				r.errorf("interrupted; session %s stays (bai rm %s)", sid, sid)
+			}
+			return err
+		}
+		if it.Event == nil {
+			continue
+		}
+		prog.event(it.Event)
+		if it.Event.Status() == events.StatusRunning {
+			return nil
+		}
+		if endsRun(it.Event) || it.Event.Status() == events.StatusTerminating {
+			return errors.New(describe(sid, it.Event))
+		}
+	}
 }
 
 // interrupted cleans up after Ctrl-C: with --rm the session is terminated,
@@ -296,9 +493,9 @@ func (r *runner) start(c *cli.Context) error {
 		return err
 	}
 	out, _ := outputFormat(c)
-	maxWait := c.Duration("max-wait")
-	if maxWait < 0 {
-		return invalidf("--max-wait must not be negative")
+	wait, err := maxWait(c)
+	if err != nil {
+		return err
 	}
 	ctx := c.Context
 	cl, err := r.connect(c)
@@ -307,6 +504,12 @@ func (r *runner) start(c *cli.Context) error {
 	}
 	defer cl.Close()
 
+	if req.Owner == cl.AccessKey() {
+		req.Owner = ""
+	}
+	if req.Owner != "" {
+		return r.enqueueFor(c, cl, req, out)
+	}
 	req.SessionID = client.NewID()
 	w, err := cl.Watch(ctx, "", req.SessionID)
 	if err != nil {
@@ -317,33 +520,24 @@ func (r *runner) start(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	wctx := ctx
-	if maxWait > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, maxWait)
-		defer cancel()
+	prog := newProgress(r.stderr, out == "text" && r.terminal(r.stderr))
+	if err := r.waitRunning(ctx, cl, w, resp.SessionID, wait, prog); err != nil {
+		return err
 	}
-	for {
-		it, err := w.Next(wctx)
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-				return fmt.Errorf("%w: session %s did not start within %s; it stays queued (bai rm %s cancels it)",
-					client.ErrTimeout, resp.SessionID, maxWait, resp.SessionID)
-			}
-			if ctx.Err() != nil {
-				r.errorf("interrupted; session %s stays (bai rm %s)", resp.SessionID, resp.SessionID)
-			}
-			return err
-		}
-		if it.Event == nil {
-			continue
-		}
-		if it.Event.Status() == events.StatusRunning {
-			break
-		}
-		if endsRun(it.Event) || it.Event.Status() == events.StatusTerminating {
-			return errors.New(describe(resp.SessionID, it.Event))
-		}
+	if out == "json" {
+		return r.printJSON(resp)
+	}
+	fmt.Fprintln(r.stdout, resp.SessionID)
+	return nil
+}
+
+// enqueueFor creates a session for another key (--owner) and prints its id.
+func (r *runner) enqueueFor(c *cli.Context, cl *client.Client, req events.CreateRequest, out string) error {
+	req.SessionID = client.NewID()
+	req.Run = nil
+	resp, err := cl.Create(c.Context, req)
+	if err != nil {
+		return err
 	}
 	if out == "json" {
 		return r.printJSON(resp)

@@ -166,7 +166,8 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // serviceOf names the service that answers an operation, for messages.
 func serviceOf(op string) string {
 	switch op {
-	case events.OpSessionCreate, events.OpSessionTerminate:
+	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload,
+		events.OpImageList, events.OpImageAlias:
 		return "gateway"
 	case events.OpKeypairAdd, events.OpKeypairList, events.OpKeypairInfo, events.OpKeypairRemove, events.OpKeypairRotate, events.OpPolicyAdd, events.OpPolicyList, events.OpPolicySet:
 		return "gateway"
@@ -255,6 +256,52 @@ func (c *Client) Get(ctx context.Context, ref string) (*events.SessionInfo, erro
 func (c *Client) History(ctx context.Context, ref string) (*events.HistoryResponse, error) {
 	var resp events.HistoryResponse
 	if err := c.request(ctx, events.OpSessionHistory, events.GetRequest{Ref: ref}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Execute runs code in a live session (Backend.AI's execute); its output
+// comes on the run's output subject, which a Watcher follows.
+func (c *Client) Execute(ctx context.Context, req events.ExecuteRequest) (*events.ExecuteResponse, error) {
+	var resp events.ExecuteResponse
+	if err := c.request(ctx, events.OpSessionExecute, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Logs returns a session's output so far.
+func (c *Client) Logs(ctx context.Context, ref string) (*events.LogsResponse, error) {
+	var resp events.LogsResponse
+	if err := c.request(ctx, events.OpSessionLogs, events.GetRequest{Ref: ref}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Upload sends one file for a run of a session (which need not exist yet).
+func (c *Client) Upload(ctx context.Context, req events.UploadRequest) (*events.UploadResponse, error) {
+	var resp events.UploadResponse
+	if err := c.request(ctx, events.OpSessionUpload, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Images lists the images the gateway admits and their aliases.
+func (c *Client) Images(ctx context.Context) (*events.ImageListResponse, error) {
+	var resp events.ImageListResponse
+	if err := c.request(ctx, events.OpImageList, struct{}{}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// SetImageAlias points alias at the full image target (admins only).
+func (c *Client) SetImageAlias(ctx context.Context, alias, target string) (*events.ImageListResponse, error) {
+	var resp events.ImageListResponse
+	if err := c.request(ctx, events.OpImageAlias, events.ImageAliasRequest{Alias: alias, Target: target}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

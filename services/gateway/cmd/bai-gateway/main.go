@@ -28,6 +28,8 @@ func run() error {
 	url := flag.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL (user:password may be in it)")
 	seedFile := flag.String("auth-issuer-seed-file", os.Getenv("BAI_AUTH_ISSUER_SEED_FILE"),
 		"file holding the account nkey seed of the NATS auth callout; set: this gateway also answers the callout and the keypair admin API (connect as one of the callout's auth_users)")
+	admin := flag.String("admin-access-key", os.Getenv("BAI_ADMIN_ACCESS_KEY"), "the access key with the admin role (env BAI_ADMIN_ACCESS_KEY)")
+	idle := flag.Duration("idle-timeout", gateway.DefaultIdleTimeout, "terminate a running session idle this long (reason idle-timeout); negative: never")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -37,7 +39,7 @@ func run() error {
 	}
 	defer nc.Close()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	svc, err := gateway.New(gateway.Config{NC: nc, Log: log})
+	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -31,6 +32,8 @@ func run() error {
 	natsURL := fs.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS server URL, user:password@ allowed (env BAI_NATS_URL)")
 	db := fs.String("db", envOr("BAI_REGISTRY_DB", defaultDB()), "bbolt file of the registry (env BAI_REGISTRY_DB)")
 	durable := fs.String("durable", registry.DefaultDurable, "name of the session log consumer; one per registry file")
+	admin := fs.String("admin-access-key", os.Getenv("BAI_ADMIN_ACCESS_KEY"), "the access key with the admin role (env BAI_ADMIN_ACCESS_KEY)")
+	idle := fs.Duration("idle-timeout", 30*time.Minute, "the gateways' idle timeout, shown in idle_checks")
 	debug := fs.Bool("debug", false, "log at debug level")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -56,7 +59,7 @@ func run() error {
 	}
 	defer func() { _ = nc.Drain() }()
 
-	svc, err := registry.New(registry.Config{NC: nc, Log: log, Path: *db, Durable: *durable})
+	svc, err := registry.New(registry.Config{NC: nc, Log: log, Path: *db, Durable: *durable, AdminAccessKey: *admin, IdleTimeout: *idle})
 	if err != nil {
 		return err
 	}

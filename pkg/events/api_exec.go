@@ -1,0 +1,119 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ExecuteRequest asks to run code in a live session
+// (bai.api.<ak>.session.execute). Image, when set, must resolve to the
+// session's image (Backend.AI's reuse rule: same name, same image).
+type ExecuteRequest struct {
+	SessionID string  `json:"session_id"`
+	Image     string  `json:"image,omitempty"`
+	Run       RunSpec `json:"run"`
+}
+
+// ExecuteResponse answers an ExecuteRequest.
+type ExecuteResponse struct {
+	SessionID string `json:"session_id"`
+	RunID     string `json:"run_id"`
+	AgentID   string `json:"agent_id"`
+}
+
+// OutputChunk is one output message of a run, as session.logs returns it.
+type OutputChunk struct {
+	RunID    string    `json:"run_id"`
+	Stream   string    `json:"stream"` // StreamStdout, StreamStderr or StreamExit
+	Data     string    `json:"data,omitempty"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Time     time.Time `json:"time"`
+}
+
+// LogsResponse is a session's output so far (session.logs), oldest first.
+// Truncated is true when older output was left out to fit one reply.
+type LogsResponse struct {
+	SessionID string        `json:"session_id"`
+	Chunks    []OutputChunk `json:"chunks"`
+	Truncated bool          `json:"truncated,omitempty"`
+}
+
+// SessionFields are the names `ps -f` and `info` know, in the manual
+// page's order.
+var SessionFields = []string{
+	"id", "main_kernel_id", "tag", "name", "type", "image", "registry",
+	"cluster_template", "cluster_mode", "cluster_size", "domain_name",
+	"group_name", "group_id", "agent_ids", "user_email", "user_id",
+	"access_key", "status", "status_info", "status_changed", "created_at",
+	"terminated_at", "starts_at", "scheduled_at", "startup_command", "result",
+	"resource_opts", "scaling_group", "service_ports", "mounts",
+	"occupying_slots", "dependencies", "abusing_reports", "idle_checks",
+}
+
+// Upload limits.
+const (
+	MaxUploadFile  = 512 << 10 // one file, sent in one request (base64 in JSON: under 1 MiB)
+	MaxUploadFiles = 100       // files of one run
+	MaxUploadPath  = 255
+)
+
+// UploadBucket is the object store that holds uploaded files, each under
+// UploadObject's name until the agent fetches it.
+const UploadBucket = "bai_uploads"
+
+// UploadObject names an uploaded file in UploadBucket.
+func UploadObject(ak, sid, runID, path string) string {
+	return ak + "/" + sid + "/" + runID + "/" + path
+}
+
+// UploadRequest sends one file for run RunID of session SessionID
+// (bai.api.<ak>.session.upload); the session need not exist yet.
+type UploadRequest struct {
+	SessionID string `json:"session_id"`
+	RunID     string `json:"run_id"`
+	Path      string `json:"path"` // relative, slash-separated, no ".."
+	Data      []byte `json:"data"`
+}
+
+// UploadResponse answers an UploadRequest.
+type UploadResponse struct {
+	Path string `json:"path"`
+	Size int    `json:"size"`
+}
+
+// CheckUploadPath validates an upload path: relative, slash-separated,
+// clean, without "..", NUL or empty components.
+func CheckUploadPath(p string) error {
+	switch {
+	case p == "" || len(p) > MaxUploadPath:
+		return fmt.Errorf("%w: upload path %q: 1 to %d bytes", ErrInvalid, p, MaxUploadPath)
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%w: upload path %q is absolute", ErrInvalid, p)
+	case strings.ContainsAny(p, "\x00\\"):
+		return fmt.Errorf("%w: upload path %q has a NUL or a backslash", ErrInvalid, p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%w: upload path %q must be clean and stay in the work directory", ErrInvalid, p)
+		}
+	}
+	return nil
+}
+
+// ImageInfo is one image the gateway admits and the aliases that name it.
+type ImageInfo struct {
+	Name    string   `json:"name"`
+	Aliases []string `json:"aliases"`
+}
+
+// ImageListResponse answers image.list, images sorted by name.
+type ImageListResponse struct {
+	Images []ImageInfo `json:"images"`
+}
+
+// ImageAliasRequest points Alias at the full image Target (image.alias).
+type ImageAliasRequest struct {
+	Alias  string `json:"alias"`
+	Target string `json:"target"`
+}

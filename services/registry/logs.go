@@ -1,0 +1,105 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+)
+
+// maxLogsBytes bounds the output one session.logs reply carries (a NATS
+// message is at most 1 MiB by default): the newest output is kept.
+const maxLogsBytes = 768 << 10
+
+// handleLogs answers session.logs: the session's output so far, from the
+// output stream (tenants have no JetStream API of their own).
+func (s *Service) handleLogs(ak string, data []byte) (any, error) {
+	ref, err := s.ref("logs", data)
+	if err != nil {
+		return nil, err
+	}
+	s.catchUp(catchUpWait)
+	infoAny, err := s.withStore(func(st *store) (any, error) {
+		info, ok, err := st.get(ak, ref)
+		if err == nil && !ok {
+			err = notFound(ref)
+		}
+		return info, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	info := infoAny.(events.SessionInfo)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	chunks, truncated, err := s.readOutput(ctx, info.AccessKey, info.ID)
+	if err != nil {
+		s.log.Error().Err(err).Str("session_id", info.ID).Msg("read output")
+		return nil, events.Errorf(events.ErrInternal, "could not read the output of session %s: %v", info.ID, err)
+	}
+	return events.LogsResponse{SessionID: info.ID, Chunks: chunks, Truncated: truncated}, nil
+}
+
+// readOutput reads every output message of one session, oldest first,
+// keeping at most maxLogsBytes of the newest.
+func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.OutputChunk, bool, error) {
+	chunks := []events.OutputChunk{}
+	if s.js == nil {
+		return chunks, false, nil
+	}
+	filter, err := events.OutputFilter(ak, sid)
+	if err != nil {
+		return nil, false, err
+	}
+	cons, err := s.js.OrderedConsumer(ctx, streams.Output, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	size, truncated := 0, false
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, false, err
+		}
+		n := 0
+		var pending uint64
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			pending = md.NumPending
+			runID := m.Subject()[strings.LastIndexByte(m.Subject(), '.')+1:]
+			ch := events.OutputChunk{RunID: runID, Stream: m.Headers().Get(events.HeaderStream), Time: md.Timestamp.UTC()}
+			if ch.Stream == events.StreamExit {
+				if code, err := strconv.Atoi(strings.TrimSpace(string(m.Data()))); err == nil {
+					ch.ExitCode = &code
+				}
+			} else {
+				ch.Data = string(m.Data())
+				size += len(ch.Data)
+			}
+			chunks = append(chunks, ch)
+			for size > maxLogsBytes && len(chunks) > 1 {
+				size -= len(chunks[0].Data)
+				chunks = chunks[1:]
+				truncated = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, false, err
+		}
+		if n == 0 || pending == 0 {
+			return chunks, truncated, nil
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+func (r *runner) infoCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "info",
+		Usage:     "print every field of a session",
+		ArgsUsage: "ID|NAME",
+		Flags:     globalFlags(),
+		Action:    r.info,
+	}
+}
+
+func (r *runner) info(c *cli.Context) error {
+	args, err := argsBetween(c, 1, 1, "ID|NAME")
+	if err != nil {
+		return err
+	}
+	if !validRef(args[0]) {
+		return invalidf("invalid session id or name %q", args[0])
+	}
+	out, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	cl, err := r.connect(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	info, err := resolve(c, cl, args[0])
+	if err != nil {
+		return err
+	}
+	if out == "json" {
+		return r.printJSON(info)
+	}
+	tw := tabwriter.NewWriter(r.stdout, 0, 0, 2, ' ', 0)
+	for _, f := range fields {
+		fmt.Fprintf(tw, "%s\t%s\n", f.name, cell(text(f.value(info))))
+	}
+	return tw.Flush()
+}
+
+func (r *runner) logsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "logs",
+		Usage:     "print a session's output so far",
+		ArgsUsage: "ID|NAME",
+		Description: "Prints what the session's code wrote so far, stdout to stdout and stderr to\n" +
+			"stderr, in order. --output json prints every chunk with its run and stream.",
+		Flags:  globalFlags(),
+		Action: r.logs,
+	}
+}
+
+func (r *runner) logs(c *cli.Context) error {
+	args, err := argsBetween(c, 1, 1, "ID|NAME")
+	if err != nil {
+		return err
+	}
+	if !validRef(args[0]) {
+		return invalidf("invalid session id or name %q", args[0])
+	}
+	out, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	cl, err := r.connect(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	info, err := resolve(c, cl, args[0])
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Logs(c.Context, info.ID)
+	if err != nil {
+		return err
+	}
+	if out == "json" {
+		return r.printJSON(resp)
+	}
+	if resp.Truncated {
+		r.errorf("older output left out")
+	}
+	for _, ch := range resp.Chunks {
+		switch ch.Stream {
+		case events.StreamStdout:
+			fmt.Fprint(r.stdout, ch.Data)
+		case events.StreamStderr:
+			fmt.Fprint(r.stderr, ch.Data)
+		}
+	}
+	return nil
+}
