@@ -118,13 +118,8 @@ func (s *Service) handleList(ak string, data []byte) (any, error) {
 	})
 }
 
-// isAdminKey reports whether ak has the admin role: the configured admin
-// key (the server's first keypair), or a keypair whose role in the
-// keypairs bucket is admin. A failed lookup is not an admin.
+// isAdminKey is isAdmin where a failed lookup means no.
 func (s *Service) isAdminKey(ak string) bool {
-	if s.cfg.AdminAccessKey != "" && ak == s.cfg.AdminAccessKey {
-		return true
-	}
 	admin, err := s.isAdmin(ak)
 	return err == nil && admin
 }
