@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/bai-sh/bai/pkg/events"
 
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/nats-io/nats.go"
@@ -82,6 +83,7 @@ func agentInboxPrefix(id string) string { return "_INBOX_AGENT_" + id }
 func agentPermissions(id string) *natsserver.Permissions {
 	const stream = "BAI_SESSIONS"
 	durable := "bai-agent-" + id
+	uploads := "OBJ_" + events.UploadBucket
 	return &natsserver.Permissions{
 		Publish: &natsserver.SubjectPermission{Allow: []string{
 			"bai.session.*.*.*",
@@ -104,6 +106,10 @@ func agentPermissions(id string) *natsserver.Permissions {
 			"$JS.API.CONSUMER.CREATE." + stream + "." + durable + ".bai.session.*.*.*." + id,
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable,
 			"$JS.ACK." + stream + "." + durable + ".>",
+			// Files uploaded for runs placed on it: read, then delete.
+			"$JS.API.STREAM.INFO." + uploads, "$JS.API.STREAM.MSG.GET." + uploads, "$JS.API.STREAM.PURGE." + uploads,
+			"$JS.API.DIRECT.GET." + uploads + ".>", "$JS.API.CONSUMER.CREATE." + uploads, "$JS.API.CONSUMER.CREATE." + uploads + ".>",
+			"$JS.API.CONSUMER.DELETE." + uploads + ".>", "$O." + events.UploadBucket + ".M.>", "$JS.FC.>",
 		}},
 		Subscribe: &natsserver.SubjectPermission{Allow: []string{agentInboxPrefix(id) + ".>"}},
 	}
