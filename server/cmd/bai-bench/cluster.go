@@ -104,7 +104,7 @@ func startCluster(cfg clusterConfig) (*cluster, error) {
 		Run(context.Context) error
 		Ready() <-chan struct{}
 	}
-	var svcs []runner
+	var svcs []interface{ Ready() <-chan struct{} }
 	run := func(r runner) {
 		svcs = append(svcs, r)
 		c.wg.Go(func() {
@@ -159,19 +159,45 @@ func startCluster(cfg clusterConfig) (*cluster, error) {
 				return fail(err)
 			}
 			run(ag)
+			// Agents start in waves: a thousand at once time out on the
+			// JetStream API while they provision and make consumers.
+			if len(svcs)%50 == 0 {
+				if err := c.waitReady(svcs); err != nil {
+					return fail(err)
+				}
+			}
 		}
 		c.agentsN = cfg.agents
 	}
-	deadline := time.After(5 * time.Minute)
-	for _, r := range svcs {
-		select {
-		case <-r.Ready():
-		case <-deadline:
-			return fail(errors.New("services not ready in 5 minutes"))
-		}
+	if err := c.waitReady(svcs); err != nil {
+		return fail(err)
 	}
 	c.startTime = time.Since(t0)
 	return c, nil
+}
+
+// waitReady waits for every service to be ready, failing on the first
+// service error.
+func (c *cluster) waitReady(svcs []interface{ Ready() <-chan struct{} }) error {
+	deadline := time.After(2 * time.Minute)
+	for _, r := range svcs {
+		for ready := false; !ready; {
+			select {
+			case <-r.Ready():
+				ready = true
+			case <-deadline:
+				return errors.New("services not ready in 2 minutes")
+			case <-time.After(50 * time.Millisecond):
+				c.errMu.Lock()
+				err := errors.Join(c.errs...)
+				c.errMu.Unlock()
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (c *cluster) serviceConn(name string) (*nats.Conn, error) {
