@@ -244,21 +244,13 @@ func (s *Service) decide(ctx context.Context) {
 	for _, sess := range s.st.toTerminate() {
 		s.terminate(ctx, sess)
 	}
-	var window []placement
 	for _, sess := range s.st.pendingInOrder() {
 		a := s.st.pick(sess, now, s.cfg.AgentTimeout)
 		if a == nil {
 			continue
 		}
-		if p, ok := s.placeAsync(sess, a); ok {
-			window = append(window, p)
-		}
-		if len(window) == placeWindow {
-			s.settle(ctx, window)
-			window = window[:0]
-		}
+		s.place(ctx, sess, a)
 	}
-	s.settle(ctx, window)
 }
 
 func (s *Service) terminate(ctx context.Context, sess *session) {
@@ -281,82 +273,14 @@ func (s *Service) terminate(ctx context.Context, sess *session) {
 	}
 }
 
-// placeWindow bounds the placements published before their acks are
-// awaited: one JetStream round trip per window rather than per placement.
-const placeWindow = 256
-
-// placement is a session_scheduled published and not yet acknowledged.
-type placement struct {
-	sess *session
-	a    *agent
-	ev   *events.Event
-	ack  jetstream.PubAckFuture
-}
-
-// placeAsync publishes a placement without waiting for its ack, with the
-// session's last known sequence as a precondition, and reserves its slots
-// on the agent so that the next picks of this window see them taken.
-func (s *Service) placeAsync(sess *session, a *agent) (placement, bool) {
+func (s *Service) place(ctx context.Context, sess *session, a *agent) {
 	ev := s.event(sess, events.EventScheduled)
 	ev.AgentID = a.info.ID
 	ev.AgentEpoch = a.info.Epoch
 	ev.Session = sess.spec
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		s.log.Error().Err(err).Msg("bad_decision_subject")
-		return placement{}, false
-	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return placement{}, false
-	}
-	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
-	ack, err := s.js.PublishAsync(subj, data,
-		jetstream.WithMsgID(ev.ID),
-		jetstream.WithExpectLastSequenceForSubject(sess.lastSeq, filter))
-	if err != nil {
-		s.log.Warn().Err(err).Str("session_id", sess.spec.ID).Msg("decision_publish_failed")
-		return placement{}, false
-	}
-	used, err := a.used.Add(sess.slots)
-	if err != nil {
-		used = a.used // pick checked this sum; keep the ledger as apply would
-	}
-	a.used = used
-	return placement{sess: sess, a: a, ev: ev, ack: ack}, true
-}
-
-// settle waits for the window's acks in order, releases each reservation
-// and applies the placements the log accepted. A refusal means the view
-// was stale (the newer event is on its way through the consumer); an ack
-// that does not come in time leaves the session to the consumer's echo.
-func (s *Service) settle(ctx context.Context, window []placement) {
-	if len(window) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for _, p := range window {
-		if used, err := p.a.used.Sub(p.sess.slots); err == nil {
-			p.a.used = used
-		}
-		var seq uint64
-		var err error
-		select {
-		case a := <-p.ack.Ok():
-			seq = a.Sequence
-		case err = <-p.ack.Err():
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		if err != nil {
-			if !streams.IsWrongLastSequence(err) {
-				s.log.Warn().Err(err).Str("session_id", p.sess.spec.ID).Msg("decision_publish_failed")
-			}
-			continue
-		}
-		s.st.apply(p.ev, seq)
-		s.log.Debug().Str("session_id", p.sess.spec.ID).Str("agent_id", p.a.info.ID).Msg("session_scheduled")
+	if seq, ok := s.publish(ctx, sess, ev); ok {
+		s.st.apply(ev, seq)
+		s.log.Debug().Str("session_id", sess.spec.ID).Str("agent_id", a.info.ID).Msg("session_scheduled")
 	}
 }
 
