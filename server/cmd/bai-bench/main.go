@@ -95,6 +95,9 @@ func run(o options) error {
 	fmt.Printf("bai-bench scenario=%s sync=%q cpus=%d GOMAXPROCS=%d go=%s\n", o.scenario, sync,
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("command: %s\n", strings.Join(os.Args, " "))
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average at start: %s", la)
+	}
 	cfg := clusterConfig{
 		dir: o.dir, syncAlways: o.syncAlways, agents: o.agents, agentsConn: o.agentsConn, log: log,
 		sim: agent.SimConfig{PrepareDelay: o.simDelay, CreateDelay: o.simDelay},
