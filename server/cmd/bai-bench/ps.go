@@ -160,10 +160,15 @@ func cliScenario(ctx context.Context, o options) error {
 	if _, err := os.Stat(bai); err != nil {
 		return fmt.Errorf("bai binary: %w (make build, or -bai)", err)
 	}
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		return err
+	// The interpreter the process runtime runs: /usr/bin/python3 first
+	// (python3 on PATH may be a slow shim, pyenv's say).
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		if python, err = exec.LookPath("python3"); err != nil {
+			return err
+		}
 	}
+	fmt.Printf("bare interpreter: %s\n", python)
 	srv, err := server.New(server.Config{DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways})
 	if err != nil {
 		return err
