@@ -60,6 +60,8 @@ type Config struct {
 	// Runtime runs the kernels. Default: the process runtime over
 	// DataDir/kernels with Interpreters.
 	Runtime Runtime
+	// Sim, when Runtime is nil, chooses the sim runtime with these delays.
+	Sim *SimConfig
 }
 
 // Service is one agent.
@@ -139,6 +141,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%w: capacity: %v", ErrConfig, err)
 	}
 	s.capacity = capSet.Map()
+	if cfg.Runtime == nil && cfg.Sim != nil {
+		cfg.Runtime = NewSimRuntime(*cfg.Sim)
+	}
 	if cfg.Runtime == nil {
 		if cfg.Interpreters == nil {
 			cfg.Interpreters = map[string]string{}

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,6 +61,9 @@ type Config struct {
 	// has run no code and written no output for this long. Default 30
 	// minutes; negative: never.
 	IdleTimeout time.Duration
+	// MaxCreating bounds the creates handled at once; beyond it a create
+	// is answered events.ErrBusy at once. Default: 256.
+	MaxCreating int
 }
 
 // Service is a running gateway.
@@ -79,6 +83,7 @@ type Service struct {
 	imgMu    sync.RWMutex
 	images   map[string]string // alias or full reference → full reference
 	kvImages jetstream.KeyValue
+	creating chan struct{} // one token per create in progress
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -115,6 +120,7 @@ func New(cfg Config) (*Service, error) {
 		js:       js,
 		ready:    make(chan struct{}),
 		images:   map[string]string{},
+		creating: make(chan struct{}, cmp.Or(max(cfg.MaxCreating, 0), 256)),
 	}, nil
 }
 
@@ -146,6 +152,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: micro service: %w", err)
 	}
+	defer func() {
+		// Every create in progress ends before Run returns.
+		for range cap(s.creating) {
+			s.creating <- struct{}{}
+		}
+	}()
 	defer svc.Stop()
 	for op, h := range map[string]micro.HandlerFunc{
 		events.OpSessionCreate:    s.handleCreate,
@@ -191,11 +203,24 @@ func callerKey(req micro.Request) (string, error) {
 	return ak, nil
 }
 
+// handleCreate handles up to MaxCreating creates at once, each in its own
+// goroutine (the endpoint's callback is serial: one synchronous publish at
+// a time would bound admission at one JetStream round trip per session);
+// beyond that it answers busy, retry.
 func (s *Service) handleCreate(req micro.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := s.create(ctx, req)
-	respond(req, resp, err)
+	select {
+	case s.creating <- struct{}{}:
+	default:
+		respond(req, nil, events.Errorf(events.ErrBusy, "too many sessions being created; retry"))
+		return
+	}
+	go func() {
+		defer func() { <-s.creating }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := s.create(ctx, req)
+		respond(req, resp, err)
+	}()
 }
 
 func (s *Service) create(ctx context.Context, req micro.Request) (*events.CreateResponse, error) {

@@ -178,11 +178,10 @@ func (st *state) pick(sess *session, now time.Time, timeout time.Duration) *agen
 		if a.seen.IsZero() || now.Sub(a.seen) > timeout || a.info.ScalingGroup != sess.spec.ScalingGroup {
 			continue
 		}
-		after, err := a.used.Add(sess.slots)
-		if err != nil || !after.Fits(a.capacity) {
+		if !a.used.AddFits(sess.slots, a.capacity) {
 			continue
 		}
-		score := freeScore(a.capacity, after)
+		score := freeScoreWith(a.capacity, a.used, sess.slots)
 		if best == nil || score > bestScore || score == bestScore && a.info.ID < best.info.ID {
 			best, bestScore = a, score
 		}

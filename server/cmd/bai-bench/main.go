@@ -1,0 +1,164 @@
+// Command bai-bench measures bai end to end in one process: an embedded
+// NATS server with JetStream on disk, the real gateway, scheduler and
+// registry, and N agents on the sim runtime (kernels that pass through the
+// real lifecycle and do no work). Sessions go through the real API
+// subjects with the real client package.
+//
+// Scenarios (-scenario):
+//
+//	closed  C clients each create a session and wait for it to be RUNNING, M in all
+//	open    sessions created at a target rate (-rate) for M sessions; latency from the intended send time
+//	flood   open loop far beyond capacity: counts busy answers and errors, then waits for the backlog
+//	ps      the registry holds -ps-sessions sessions; times the first page of ps (List, limit 10)
+//	cli     bai run --rm -c 'print(1)' python against a real all-in-one server.Server, vs bare python3
+//
+// Every service shares this one process: the peak RSS it prints is theirs
+// together, NATS included.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/services/agent"
+)
+
+type options struct {
+	scenario    string
+	agents      int
+	agentsConn  int
+	sessions    int
+	concurrency int
+	rate        float64
+	syncAlways  bool
+	dir         string
+	psSessions  int
+	psQueries   int
+	cliRuns     int
+	baiBin      string
+	cpuProfile  string
+	simDelay    time.Duration
+	timeout     time.Duration
+	verbose     bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.scenario, "scenario", "closed", "closed, open, flood, ps or cli")
+	flag.IntVar(&o.agents, "agents", 1000, "sim agents")
+	flag.IntVar(&o.agentsConn, "agents-per-conn", 1, "sim agents sharing one NATS connection")
+	flag.IntVar(&o.sessions, "sessions", 20000, "sessions to create")
+	flag.IntVar(&o.concurrency, "concurrency", 256, "closed loop: sessions in flight")
+	flag.Float64Var(&o.rate, "rate", 1000, "open loop: sessions per second (flood: the flood's rate)")
+	flag.BoolVar(&o.syncAlways, "sync-always", false, "JetStream sync_interval: always (fsync every write)")
+	flag.StringVar(&o.dir, "dir", "", "data directory (default: a new temporary one, removed at the end)")
+	flag.IntVar(&o.psSessions, "ps-sessions", 1000000, "ps: sessions in the registry")
+	flag.IntVar(&o.psQueries, "ps-queries", 1000, "ps: first-page queries timed")
+	flag.IntVar(&o.cliRuns, "cli-runs", 30, "cli: runs of each command")
+	flag.StringVar(&o.baiBin, "bai", "", "cli: the bai binary (default: bai next to this one)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part to this file")
+	flag.DurationVar(&o.simDelay, "sim-delay", 0, "sim runtime: delay of Prepare and of Create each")
+	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
+	flag.BoolVar(&o.verbose, "v", false, "log the services' warnings to stderr")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bai-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.dir == "" {
+		d, err := os.MkdirTemp("", "bai-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	log := zerolog.Nop()
+	if o.verbose {
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.WarnLevel)
+	}
+	sync := "NATS default (sync_interval 2m)"
+	if o.syncAlways {
+		sync = "sync_interval: always"
+	}
+	fmt.Printf("bai-bench scenario=%s sync=%q cpus=%d GOMAXPROCS=%d go=%s\n", o.scenario, sync,
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Printf("command: %s\n", strings.Join(os.Args, " "))
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average at start: %s", la)
+	}
+	cfg := clusterConfig{
+		dir: o.dir, syncAlways: o.syncAlways, agents: o.agents, agentsConn: o.agentsConn, log: log,
+		sim: agent.SimConfig{PrepareDelay: o.simDelay, CreateDelay: o.simDelay},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	var err error
+	switch o.scenario {
+	case "closed", "open", "flood":
+		err = sessionsScenario(ctx, o, cfg)
+	case "ps":
+		cfg.agents = 0
+		err = psScenario(ctx, o, cfg)
+	case "cli":
+		err = cliScenario(ctx, o)
+	default:
+		err = fmt.Errorf("unknown scenario %q", o.scenario)
+	}
+	rss, hwm := memStatus()
+	fmt.Printf("process RSS now %s, peak (VmHWM) %s: every service, NATS and the bench share this one process\n",
+		mib(rss), mib(hwm))
+	return err
+}
+
+// profile starts a CPU profile if asked; the returned func stops it.
+func profile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// memStatus is VmRSS and VmHWM of this process, in bytes.
+func memStatus() (rss, hwm uint64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb uint64
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			fmt.Sscanf(strings.TrimPrefix(line, "VmRSS:"), "%d", &kb)
+			rss = kb << 10
+		case strings.HasPrefix(line, "VmHWM:"):
+			fmt.Sscanf(strings.TrimPrefix(line, "VmHWM:"), "%d", &kb)
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }

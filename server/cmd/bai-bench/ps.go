@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/server"
+)
+
+// psScenario fills the session log with -ps-sessions session_enqueued
+// events, as the gateway writes them (same subjects, message ids and
+// specs), lets the real registry project them, then times the first page
+// of ps through the client. No scheduler runs: the sessions stay PENDING,
+// so that every one of them is in ps's default listing.
+func psScenario(ctx context.Context, o options, cfg clusterConfig) error {
+	fmt.Printf("starting NATS, gateway and registry...\n")
+	c, err := startCluster(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := c.stop(); err != nil {
+			fmt.Println("service errors:", err)
+		}
+	}()
+	nc, err := c.serviceConn("filler")
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	var last uint64
+	acks := make([]jetstream.PubAckFuture, 0, 4096)
+	flush := func() error {
+		for _, f := range acks {
+			select {
+			case a := <-f.Ok():
+				last = max(last, a.Sequence)
+			case err := <-f.Err():
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		acks = acks[:0]
+		return nil
+	}
+	for i := range o.psSessions {
+		id := sid(i)
+		now := time.Now().UTC()
+		ev := &events.Event{
+			V: events.Version, ID: randHex(11), Name: events.EventEnqueued, Time: now,
+			AccessKey: benchAK, SessionID: id, KernelID: "k" + id,
+			Session: &events.SessionSpec{
+				ID: id, Name: "bai-" + id, AccessKey: benchAK, Image: "cr.backend.ai/python:3.11",
+				RequestedImage: "python", Type: events.TypeInteractive,
+				Slots:  map[string]string{"cpu": "1", "mem": "268435456"},
+				Domain: "default", Group: "default", ScalingGroup: "default",
+				MainKernelID: "k" + id, CreatedAt: now,
+			},
+		}
+		subj, _ := events.EventSubject(ev)
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		f, err := js.PublishAsync(subj, data, jetstream.WithMsgID("create."+benchAK+"."+id),
+			jetstream.WithExpectStream(streams.Sessions))
+		if err != nil {
+			return err
+		}
+		acks = append(acks, f)
+		if len(acks) == cap(acks) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	published := time.Since(t0)
+	for c.reg.AppliedSeq() < last && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("registry applied %d of %d: %w", c.reg.AppliedSeq(), last, ctx.Err())
+	}
+	filled := time.Since(t0)
+	fmt.Printf("log filled with %d sessions in %v; registry projected them after %v (%.0f events/s)\n",
+		o.psSessions, published.Round(time.Millisecond), filled.Round(time.Millisecond),
+		float64(o.psSessions)/filled.Seconds())
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, _ := memStatus()
+	fmt.Printf("after the fill: RSS %s, Go heap in use %s (NATS, registry and the rest together)\n",
+		mib(rss), mib(ms.HeapInuse))
+	if fi, err := os.Stat(filepath.Join(o.dir, "registry.db")); err == nil {
+		fmt.Printf("registry.db %s\n", mib(uint64(fi.Size())))
+	}
+
+	cl, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	stopProf, err := profile(o.cpuProfile)
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, 0, o.psQueries)
+	var total int
+	for range o.psQueries {
+		q0 := time.Now()
+		resp, err := cl.List(ctx, events.ListRequest{})
+		if err != nil {
+			stopProf()
+			return fmt.Errorf("ps: %w", err)
+		}
+		lat = append(lat, time.Since(q0))
+		total = resp.Total
+		if len(resp.Sessions) != 10 {
+			stopProf()
+			return fmt.Errorf("ps: first page has %d sessions", len(resp.Sessions))
+		}
+	}
+	stopProf()
+	fmt.Printf("ps first page (limit 10 of %d sessions, %d queries in a row):\n", total, o.psQueries)
+	printLat("ps first page", lat)
+	return nil
+}
+
+// cliScenario times `bai run --rm -c 'print(1)' python` against a real
+// all-in-one server (process runtime) in this process, against bare
+// `python3 -c 'print(1)'`, run alternately.
+func cliScenario(ctx context.Context, o options) error {
+	bai := o.baiBin
+	if bai == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		bai = filepath.Join(filepath.Dir(self), "bai")
+	}
+	if _, err := os.Stat(bai); err != nil {
+		return fmt.Errorf("bai binary: %w (make build, or -bai)", err)
+	}
+	// The interpreter the process runtime runs: /usr/bin/python3 first
+	// (python3 on PATH may be a slow shim, pyenv's say).
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		if python, err = exec.LookPath("python3"); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("bare interpreter: %s\n", python)
+	srv, err := server.New(server.Config{DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways})
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(sctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	env := append(os.Environ(), "XDG_DATA_HOME="+o.dir)
+	timeOne := func(argv ...string) (time.Duration, error) {
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.Env = env
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(t0)
+		if err != nil || strings.TrimSpace(string(out)) != "1" {
+			return 0, fmt.Errorf("%s: %v: %q", strings.Join(argv, " "), err, out)
+		}
+		return d, nil
+	}
+	var py, bi []time.Duration
+	for i := range o.cliRuns + 2 {
+		dp, err := timeOne(python, "-c", "print(1)")
+		if err != nil {
+			return err
+		}
+		db, err := timeOne(bai, "run", "--rm", "-c", "print(1)", "python")
+		if err != nil {
+			return err
+		}
+		if i >= 2 { // two warm-up runs each
+			py, bi = append(py, dp), append(bi, db)
+		}
+	}
+	fmt.Printf("%d runs each, alternating, after 2 warm-up runs each:\n", o.cliRuns)
+	printLat("python3 -c 'print(1)'", py)
+	printLat("bai run --rm (process)", bi)
+	fmt.Printf("median overhead of bai run over bare python3: %v\n", rnd(median(bi)-median(py)))
+	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	for i := range s { // insertion sort: tiny slices
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s[len(s)/2]
+}

@@ -1,0 +1,153 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/services/agent"
+)
+
+// TestSimLifecycle: a sim kernel goes through the real lifecycle, its runs
+// exit with the configured code and no output, and it terminates.
+func TestSimLifecycle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", Sim: &agent.SimConfig{ExitCode: 3}})
+	sp := spec("s1")
+	sp.Image = "anything:1" // the sim runtime runs every image
+	sp.Run = &events.RunSpec{ID: "r1", Code: `print("not run")`}
+	e.schedule(a, sp)
+
+	o := e.waitExit(sp.ID, "r1")
+	if o.exit != "3" || len(o.stdout) != 0 || len(o.stderr) != 0 {
+		t.Fatalf("stdout %q stderr %q exit %q", o.stdout, o.stderr, o.exit)
+	}
+	evs := e.waitEvent(sp.ID, events.EventStarted)
+	want := []events.Name{events.EventScheduled, events.EventPreparing, events.EventPrepared,
+		events.EventCreating, events.EventKernelStarted, events.EventStarted}
+	if got := names(evs); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	e.execute(a, sp, events.RunSpec{ID: "r2", Exec: "true"})
+	if o := e.waitExit(sp.ID, "r2"); o.exit != "3" {
+		t.Fatalf("r2 exit %q", o.exit)
+	}
+	e.terminate(a, sp, events.ReasonUserRequested)
+	evs = e.waitEvent(sp.ID, events.EventTerminated)
+	if r := find(evs, events.EventTerminated).Reason; r != events.ReasonUserRequested {
+		t.Errorf("terminated reason %q", r)
+	}
+}
+
+// TestSimTerminateKillsRun: terminating a kernel kills its long run (137).
+func TestSimTerminateKillsRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", Sim: &agent.SimConfig{ExecDelay: time.Hour}})
+	sp := spec("s1")
+	sp.Run = &events.RunSpec{ID: "r1", Code: "x"}
+	e.schedule(a, sp)
+	e.waitEvent(sp.ID, events.EventStarted)
+	e.terminate(a, sp, events.ReasonUserRequested)
+	if o := e.waitExit(sp.ID, "r1"); o.exit != "137" {
+		t.Fatalf("exit %q, want 137", o.exit)
+	}
+	e.waitEvent(sp.ID, events.EventTerminated)
+}
+
+// TestSimFailImage: an image the sim refuses fails to start.
+func TestSimFailImage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", Sim: &agent.SimConfig{FailImagePrefix: "bad:"}})
+	sp := spec("s1")
+	sp.Image = "bad:1"
+	e.schedule(a, sp)
+	evs := e.waitEvent(sp.ID, events.EventTerminated)
+	want := []events.Name{events.EventScheduled, events.EventPreparing, events.EventFailure,
+		events.EventError, events.EventTerminated}
+	if got := names(evs); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+func TestSimRuntime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := agent.NewSimRuntime(agent.SimConfig{ExitCode: 1})
+	if r.Name() != "sim" {
+		t.Errorf("name %q", r.Name())
+	}
+	k := spec("s1")
+	if ok, err := r.Exists(ctx, k); ok || err != nil {
+		t.Fatalf("exists before create: %v %v", ok, err)
+	}
+	if _, err := r.Exec(ctx, k, events.RunSpec{ID: "r1"}); err == nil {
+		t.Fatal("exec in a missing kernel: no error")
+	}
+	bad := spec("s2")
+	bad.MainKernelID = "a.b"
+	if err := r.Create(ctx, bad); err == nil {
+		t.Fatal("create with a bad kernel id: no error")
+	}
+	if r.Len() != 0 {
+		t.Fatalf("len %d after a refused create", r.Len())
+	}
+	for range 2 { // idempotent
+		if err := r.Create(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, _ := r.Exists(ctx, k); !ok || r.Len() != 1 {
+		t.Fatalf("exists %v len %d", ok, r.Len())
+	}
+	p, err := r.Exec(ctx, k, events.RunSpec{ID: "r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(p.Stdout()); len(b) != 0 {
+		t.Errorf("stdout %q", b)
+	}
+	if code, err := p.Wait(); code != 1 || err != nil {
+		t.Errorf("wait: %d %v", code, err)
+	}
+	if err := p.Kill(); err != nil { // an ended run: nothing
+		t.Error(err)
+	}
+	// A slow run killed exits 137.
+	slow := agent.NewSimRuntime(agent.SimConfig{ExecDelay: time.Hour})
+	if err := slow.Create(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	p, err = slow.Exec(ctx, k, events.RunSpec{ID: "r2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Kill()
+	_ = p.Kill()
+	if code, _ := p.Wait(); code != 137 {
+		t.Errorf("killed run exit %d", code)
+	}
+	// A delay honours the context.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := agent.NewSimRuntime(agent.SimConfig{PrepareDelay: time.Hour}).Prepare(cctx, k); !errors.Is(err, context.Canceled) {
+		t.Errorf("prepare with a cancelled context: %v", err)
+	}
+	for range 2 {
+		if err := r.Destroy(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, _ := r.Exists(ctx, k); ok {
+		t.Fatal("exists after destroy")
+	}
+	if err := agent.NewSimRuntime(agent.SimConfig{FailImagePrefix: "x"}).Prepare(ctx, &events.SessionSpec{Image: "xy"}); !errors.Is(err, agent.ErrImage) {
+		t.Errorf("refused image: %v", err)
+	}
+}
