@@ -58,8 +58,10 @@ type Config struct {
 	// python3 on PATH}.
 	Interpreters map[string]string
 	// Runtime runs the kernels. Default: the process runtime over
-	// DataDir/kernels with Interpreters.
+	// DataDir/kernels with Interpreters, sandboxed with Sandbox.
 	Runtime Runtime
+	// Sandbox tunes the default process runtime's sandbox.
+	Sandbox SandboxOptions
 }
 
 // Service is one agent.
@@ -73,6 +75,7 @@ type Service struct {
 	dbPath   string
 	ready    chan struct{}
 	running  atomic.Bool
+	notes    []string // what the runtime could not set up
 
 	// Set by Run.
 	js       jetstream.JetStream
@@ -146,7 +149,9 @@ func New(cfg Config) (*Service, error) {
 				cfg.Interpreters["python:"] = py
 			}
 		}
-		cfg.Runtime = NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
+		pr := NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
+		s.notes = pr.Sandbox(cfg.Sandbox)
+		cfg.Runtime = pr
 	}
 	s.rt = cfg.Runtime
 	s.cfg = cfg
@@ -196,6 +201,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.log = s.log.With().Uint64("epoch", s.epoch).Logger()
+	for _, n := range s.notes {
+		s.log.Warn().Msg(n)
+	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
 		s.log.Warn().Err(err).Msg("prune terminated kernels")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +36,9 @@ type kernel struct {
 	phase   string
 	closing bool // terminating: no new executions
 	procs   map[string]Process
-	runs    sync.WaitGroup // running executions; Add under mu, only while !closing
+	// limitHit is the last limit an execution hit ("oom-killed", ...).
+	limitHit string
+	runs     sync.WaitGroup // running executions; Add under mu, only while !closing
 }
 
 func newKernel(spec *events.SessionSpec, phase string, log zerolog.Logger) *kernel {
@@ -340,7 +343,16 @@ func (s *Service) runInitial(ctx context.Context, k *kernel) {
 	if s.stopping.Load() {
 		reason = events.ReasonKilled
 	}
-	err := s.publish(ctx, k, result, func(e *events.Event) { e.ExitCode = &code })
+	k.mu.Lock()
+	hit := k.limitHit
+	k.mu.Unlock()
+	err := s.publish(ctx, k, result, func(e *events.Event) {
+		e.ExitCode = &code
+		if code != 0 && hit != "" {
+			reason, msg, _ := strings.Cut(hit, " ")
+			e.Reason, e.Message = events.Reason(reason), strings.Trim(msg, "()")
+		}
+	})
 	if err == nil {
 		err = s.terminate(ctx, k, reason, true)
 	}
@@ -483,6 +495,13 @@ func (s *Service) reconcile(ctx context.Context) error {
 		}
 		// A batch task does not survive its agent: its session ends.
 		if exists && !(spec.Type == events.TypeBatch && spec.StartupCommand != "") {
+			if a, ok := s.rt.(adopter); ok {
+				// The executions of the agent before lost their output
+				// pipes: they end; the kernel and its files stay.
+				if err := a.Adopt(ctx, spec); err != nil {
+					return fmt.Errorf("adopt kernel %s: %w", spec.MainKernelID, err)
+				}
+			}
 			k.log.Info().Msg("kernel adopted")
 			continue
 		}
@@ -493,7 +512,33 @@ func (s *Service) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	if r, ok := s.rt.(reaper); ok {
+		keep := make(map[string]bool, len(recs))
+		for i := range recs {
+			keep[recs[i].Spec.MainKernelID] = true
+		}
+		ids, err := r.Reap(ctx, keep)
+		for _, id := range ids {
+			s.log.Warn().Str("kernel_id", id).Msg("orphan kernel killed: not in the agent's state")
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// adopter is a runtime that must be told of a kernel adopted after a
+// restart.
+type adopter interface {
+	Adopt(ctx context.Context, k *events.SessionSpec) error
+}
+
+// reaper is a runtime that can find and destroy kernels the agent's state
+// does not have (orphans of a crash between the runtime's create and the
+// state's write, or of a lost state); it returns their ids.
+type reaper interface {
+	Reap(ctx context.Context, keep map[string]bool) ([]string, error)
 }
 
 // publish publishes one event about kernel k.
