@@ -114,6 +114,8 @@ const (
 	// process at its kernel's pids limit (process runtime's sandbox).
 	ReasonOOMKilled Reason = "oom-killed"
 	ReasonPidsLimit Reason = "pids-limit"
+	// An execution that filled its kernel's work directory.
+	ReasonDiskFull Reason = "disk-full"
 )
 
 // Event is the envelope of everything on the session log. Which fields are

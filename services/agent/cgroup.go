@@ -21,6 +21,7 @@ type cgroups struct {
 	// parents: controller → the parent directory of the kernels' cgroups
 	// (v2: the single key "").
 	parents map[string]string
+	enable  string // v2: the parent's cgroup.subtree_control
 }
 
 // limits are a kernel's cgroup limits; zero is no limit.
@@ -52,17 +53,11 @@ func detectCgroups(name string) (*cgroups, error) {
 		// The agent's own cgroup has a process (the agent): kernels go in
 		// a sibling, where controllers may be enabled.
 		parent := filepath.Join(root, filepath.Dir(self[""]), name)
-		if err := os.MkdirAll(parent, 0o755); err != nil {
-			return nil, fmt.Errorf("cgroup v2 parent: %w", err)
-		}
 		enable := "+memory +pids"
 		if contains(ctl, "cpu") {
 			enable += " +cpu"
 		}
-		if err := os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte(enable), 0); err != nil {
-			return nil, fmt.Errorf("cgroup v2 enable controllers: %w", err)
-		}
-		return &cgroups{v2: true, parents: map[string]string{"": parent}}, nil
+		return &cgroups{v2: true, parents: map[string]string{"": parent}, enable: enable}, nil
 	}
 	c := &cgroups{parents: map[string]string{}}
 	for _, ctl := range []string{"memory", "pids", "cpu"} {
@@ -74,11 +69,7 @@ func detectCgroups(name string) (*cgroups, error) {
 		if _, err := os.Stat(filepath.Join(mnt, "cgroup.procs")); err != nil {
 			continue
 		}
-		parent := filepath.Join(mnt, p, name)
-		if err := os.MkdirAll(parent, 0o755); err != nil {
-			return nil, fmt.Errorf("cgroup v1 %s parent: %w", ctl, err)
-		}
-		c.parents[ctl] = parent
+		c.parents[ctl] = filepath.Join(mnt, p, name)
 	}
 	if c.parents["memory"] == "" || c.parents["pids"] == "" {
 		return nil, errors.New("neither cgroup v2 with memory and pids nor cgroup v1 memory and pids hierarchies")
@@ -144,6 +135,17 @@ func (c *cgroups) dir(ctl, id string) string {
 // create makes the kernel's cgroups with their limits; it returns the
 // cgroup.procs files a process joins. Doing it again is harmless.
 func (c *cgroups) create(id string, l limits) ([]string, error) {
+	// The parents are made with the first kernel.
+	for _, p := range c.parents {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return nil, fmt.Errorf("create cgroup parent: %w", err)
+		}
+		if c.v2 {
+			if err := os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte(c.enable), 0); err != nil {
+				return nil, fmt.Errorf("cgroup v2 enable controllers: %w", err)
+			}
+		}
+	}
 	var procs []string
 	for _, d := range c.dirs(id) {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -270,6 +272,9 @@ func (c *cgroups) list() ([]string, error) {
 	var ids []string
 	for _, p := range c.parents {
 		ents, err := os.ReadDir(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

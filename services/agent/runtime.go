@@ -391,15 +391,21 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		return nil, fmt.Errorf("start run %s: %w", run.ID, err)
 	}
 	p := &process{cmd: cmd, pgid: cmd.Process.Pid, stdout: outR, stderr: errR}
-	if r.sandboxed() && r.sb.cg != nil {
+	if r.sandboxed() {
 		cg, id, l := r.sb.cg, k.MainKernelID, r.sb.opts
 		p.reason = func() string {
-			oom, pids := cg.counters(id)
-			switch {
-			case oom > before[0]:
-				return string(events.ReasonOOMKilled)
-			case pids > before[1]:
-				return string(events.ReasonPidsLimit) + fmt.Sprintf(" (at most %d processes)", l.Pids)
+			if cg != nil {
+				oom, pids := cg.counters(id)
+				switch {
+				case oom > before[0]:
+					return string(events.ReasonOOMKilled)
+				case pids > before[1]:
+					return string(events.ReasonPidsLimit) + fmt.Sprintf(" (at most %d processes)", l.Pids)
+				}
+			}
+			var fs syscall.Statfs_t
+			if syscall.Statfs(dir, &fs) == nil && fs.Bavail == 0 && fs.Blocks > 0 {
+				return string(events.ReasonDiskFull) + fmt.Sprintf(" (work dir limit %d bytes)", l.WorkDirSize)
 			}
 			return ""
 		}

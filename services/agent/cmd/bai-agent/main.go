@@ -29,6 +29,10 @@ func run() error {
 	dataDir := flag.String("data-dir", defaultDataDir(), "state db and kernel work directories")
 	id := flag.String("id", "", "agent id (default: the stored one, else agent-<hostname>)")
 	group := flag.String("scaling-group", "default", "scaling group")
+	noSandbox := flag.Bool("no-sandbox", false, "run kernels as plain processes even as root (no namespaces, cgroups or uid change)")
+	network := flag.Bool("kernel-network", false, "give kernels the host's network (default: none)")
+	pids := flag.Int64("kernel-pids", 0, "most processes of one kernel (default 512)")
+	workSize := flag.Int64("kernel-work-size", 0, "size limit of a kernel's work dir in bytes (default 1 GiB)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,6 +51,9 @@ func run() error {
 		DataDir:      *dataDir,
 		ID:           *id,
 		ScalingGroup: *group,
+		Sandbox: agent.SandboxOptions{
+			Disable: *noSandbox, Network: *network, Pids: *pids, WorkDirSize: *workSize,
+		},
 	})
 	if err != nil {
 		return err
