@@ -241,21 +241,18 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// consumer creates or resumes the agent's durable work consumer.
+// consumer creates or resumes the agent's durable work consumer. Work an
+// agent before this one was handed but never acknowledged (it was killed)
+// is handed again at once rather than after the ack wait: the consumer is
+// made again from the first unacknowledged message (the handlers ignore
+// the duplicates this may give).
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := "bai-agent-" + s.id
-	cons, err := s.js.Consumer(ctx, streams.Sessions, name)
-	if err == nil {
-		return cons, nil
-	}
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
-	}
 	filter, err := events.AgentWorkFilter(s.id)
 	if err != nil {
 		return nil, err
 	}
-	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "work addressed to agent " + s.id,
 		FilterSubject: filter,
@@ -263,7 +260,24 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckWait:       time.Minute,
 		MaxAckPending: 1024,
-	})
+	}
+	cons, err := s.js.Consumer(ctx, streams.Sessions, name)
+	switch {
+	case err == nil:
+		info := cons.CachedInfo()
+		if info.NumAckPending == 0 {
+			return cons, nil
+		}
+		if err := s.js.DeleteConsumer(ctx, streams.Sessions, name); err != nil {
+			return nil, fmt.Errorf("reset agent consumer %s: %w", name, err)
+		}
+		s.log.Info().Int("unacked", info.NumAckPending).Msg("work of the agent before handed again")
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = info.AckFloor.Stream + 1
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
+	}
+	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create agent consumer %s: %w", name, err)
 	}

@@ -274,9 +274,9 @@ func (r *ProcessRuntime) Purge(ctx context.Context) error {
 	return nil
 }
 
-// Reap destroys the kernels with a work directory or a cgroup that keep
-// does not have.
-func (r *ProcessRuntime) Reap(_ context.Context, keep map[string]bool) ([]string, error) {
+// Kernels lists the kernels the runtime has: a work directory or a
+// cgroup, sorted.
+func (r *ProcessRuntime) Kernels() ([]string, error) {
 	found := map[string]bool{}
 	ents, err := os.ReadDir(r.root)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -294,9 +294,24 @@ func (r *ProcessRuntime) Reap(_ context.Context, keep map[string]bool) ([]string
 			found[id] = true
 		}
 	}
+	ids := make([]string, 0, len(found))
+	for id := range found {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Reap destroys the kernels with a work directory or a cgroup that keep
+// does not have.
+func (r *ProcessRuntime) Reap(_ context.Context, keep map[string]bool) ([]string, error) {
+	found, err := r.Kernels()
+	if err != nil {
+		return nil, err
+	}
 	var reaped []string
 	var errs []error
-	for id := range found {
+	for _, id := range found {
 		if keep[id] || !events.ValidToken(id) {
 			continue
 		}
