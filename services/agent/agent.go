@@ -62,6 +62,13 @@ type Config struct {
 	Runtime Runtime
 	// Sandbox tunes the default process runtime's sandbox.
 	Sandbox SandboxOptions
+	// GPUs are the NVIDIA devices offered. Default: detected with
+	// nvidia-smi (none without it). With devices, a detected Capacity gets
+	// cuda.device and cuda.shares, and the default runtime gives kernels
+	// their devices.
+	GPUs []GPU
+	// CUDASharesPerDevice is how many cuda.shares one device is. Default 1.
+	CUDASharesPerDevice float64
 }
 
 // Service is one agent.
@@ -130,10 +137,26 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%w: agent id %q is not a token", ErrConfig, cfg.ID)
 	}
 	s.id = cfg.ID
+	if cfg.GPUs == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		gpus, err := DetectGPUs(ctx)
+		cancel()
+		if err != nil {
+			s.notes = append(s.notes, fmt.Sprintf("no GPUs: %v", err))
+		}
+		cfg.GPUs = gpus
+	}
+	var gpus *GPUAllocator
+	if len(cfg.GPUs) > 0 {
+		gpus = NewGPUAllocator(cfg.GPUs, cfg.CUDASharesPerDevice)
+	}
 	if cfg.Capacity == nil {
 		c, err := detectCapacity()
 		if err != nil {
 			return nil, fmt.Errorf("%w: detect capacity: %v", ErrConfig, err)
+		}
+		for k, v := range gpus.Capacity() {
+			c[k] = v
 		}
 		cfg.Capacity = c
 	}
@@ -150,7 +173,10 @@ func New(cfg Config) (*Service, error) {
 			}
 		}
 		pr := NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
-		s.notes = pr.Sandbox(cfg.Sandbox)
+		s.notes = append(s.notes, pr.Sandbox(cfg.Sandbox)...)
+		if gpus != nil {
+			pr.SetGPUs(gpus)
+		}
 		cfg.Runtime = pr
 	}
 	s.rt = cfg.Runtime
@@ -217,6 +243,9 @@ func (s *Service) Run(ctx context.Context) error {
 
 	// From here on work may have started: every exit goes through shutdown.
 	work := context.WithoutCancel(ctx)
+	if pr, ok := s.rt.(pullReporter); ok {
+		pr.ReportPulls(s.reportPull(work))
+	}
 	var loops sync.WaitGroup
 	err = s.reconcile(work)
 	if err == nil {

@@ -283,6 +283,35 @@ func (s *Service) start(ctx context.Context, k *kernel) error {
 	return nil
 }
 
+// pullReporter is a runtime that reports its image pulls: Prepare calls
+// report with -1 when a pull starts, then with the percent done, from
+// Prepare's own goroutine.
+type pullReporter interface {
+	ReportPulls(report func(k *events.SessionSpec, progress int))
+}
+
+// reportPull publishes PULLING, then kernel_pull_progress events. A
+// failed publish is logged: progress is advisory.
+func (s *Service) reportPull(ctx context.Context) func(*events.SessionSpec, int) {
+	return func(spec *events.SessionSpec, progress int) {
+		s.mu.Lock()
+		k := s.kernels[spec.MainKernelID]
+		s.mu.Unlock()
+		if k == nil {
+			return
+		}
+		var err error
+		if progress < 0 {
+			err = s.publish(ctx, k, events.EventPulling, nil)
+		} else {
+			err = s.publish(ctx, k, events.EventPullProgress, func(e *events.Event) { e.Progress = &progress })
+		}
+		if err != nil {
+			k.log.Warn().Err(err).Msg("publish pull progress")
+		}
+	}
+}
+
 // failStart reports a kernel that could not start and forgets it.
 func (s *Service) failStart(ctx context.Context, k *kernel, cause error) error {
 	k.log.Warn().Err(cause).Msg("kernel failed to start")

@@ -73,7 +73,12 @@ type ProcessRuntime struct {
 	interpreters map[string]string
 	prefixes     []string // longest first
 	sb           *sandbox // nil: plain processes
+	gpus         *GPUAllocator
 }
+
+// SetGPUs gives kernels devices from a: CUDA_VISIBLE_DEVICES names a
+// kernel's devices, and is empty for a kernel without GPU slots.
+func (r *ProcessRuntime) SetGPUs(a *GPUAllocator) { r.gpus = a }
 
 // NewProcessRuntime returns the process runtime keeping work directories
 // under root (mode 0700) and running code through interpreters (image
@@ -173,6 +178,15 @@ func (r *ProcessRuntime) Create(_ context.Context, k *events.SessionSpec) error 
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create work dir of kernel %s: %w", k.MainKernelID, err)
 	}
+	if r.gpus != nil {
+		set, err := slots.ParseMap(k.Slots)
+		if err != nil {
+			return fmt.Errorf("slots of kernel %s: %w", k.MainKernelID, err)
+		}
+		if _, err := r.gpus.Allocate(k.MainKernelID, set); err != nil {
+			return err
+		}
+	}
 	if !r.sandboxed() {
 		return nil
 	}
@@ -231,6 +245,7 @@ func (r *ProcessRuntime) destroy(id string) error {
 	if err != nil {
 		return err
 	}
+	r.gpus.Release(id)
 	if r.sandboxed() {
 		if r.sb.cg != nil {
 			if err := r.sb.cg.remove(id); err != nil {
@@ -252,6 +267,15 @@ func (r *ProcessRuntime) destroy(id string) error {
 // Adopt kills what a kernel still runs after the agent restarted: its
 // executions' output went with the agent before.
 func (r *ProcessRuntime) Adopt(_ context.Context, k *events.SessionSpec) error {
+	if r.gpus != nil {
+		set, err := slots.ParseMap(k.Slots)
+		if err == nil {
+			_, err = r.gpus.Allocate(k.MainKernelID, set)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	if !r.sandboxed() || r.sb.cg == nil {
 		return nil
 	}
@@ -367,6 +391,9 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 			continue
 		}
 		env = append(env, key+"="+k.Env[key])
+	}
+	if v, ok := r.gpus.Visible(k.MainKernelID); ok {
+		env = append(env, "CUDA_VISIBLE_DEVICES="+v)
 	}
 
 	cmd := &exec.Cmd{
