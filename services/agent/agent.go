@@ -261,7 +261,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err == nil {
 		loops.Go(func() { s.dispatch(ctx, work, it) })
 		loops.Go(func() { s.heartbeats(ctx) })
-		s.log.Info().Str("runtime", s.rt.Name()).Msg("agent ready")
+		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent ready")
 		close(s.ready)
 		<-ctx.Done()
 	}
