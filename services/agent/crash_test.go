@@ -15,6 +15,7 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/services/agent"
 )
 
@@ -68,6 +69,10 @@ func TestCrashRecovery(t *testing.T) {
 	t.Parallel()
 	bin := buildAgent(t)
 	e := newEnv(t)
+	// The streams the agent would provision, before anything is published.
+	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	url := e.s.ClientURL()
 	dir := t.TempDir()
 	purgeKernels(t, dir)
@@ -80,6 +85,14 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	for round := 0; round < 10; round++ {
 		p := startAgentProc(t, bin, url, dir)
+		if round == 0 {
+			// Work goes to an agent once its consumer exists (as the
+			// scheduler places only on agents with a heartbeat).
+			natstest.CheckFor(t, wait, step, func() error {
+				_, err := e.js.Consumer(t.Context(), streams.Sessions, "bai-agent-agent-crash")
+				return err
+			})
+		}
 		for i := 0; i < 2; i++ {
 			sp := spec(fmt.Sprintf("c%d-%d", round, i))
 			// The initial run counts itself in the work dir, then stays.

@@ -231,6 +231,19 @@ func (r *DockerRuntime) remove(ctx context.Context, id string) error {
 	return nil
 }
 
+// Adopt takes back, after a restart, the devices of a kernel whose
+// container still runs.
+func (r *DockerRuntime) Adopt(_ context.Context, k *events.SessionSpec) error {
+	if r.opts.GPUs == nil {
+		return nil
+	}
+	set, err := slots.ParseMap(k.Slots)
+	if err == nil {
+		_, err = r.opts.GPUs.Allocate(k.MainKernelID, set)
+	}
+	return err
+}
+
 // Kernels lists the kernel ids of this owner's containers, sorted.
 func (r *DockerRuntime) Kernels(ctx context.Context) ([]string, error) {
 	res, err := r.c.ContainerList(ctx, client.ContainerListOptions{
