@@ -195,3 +195,29 @@ func TestProcessKernelGPUEnv(t *testing.T) {
 		t.Errorf("without a GPU: %q %q", o.stdout, o.stderr)
 	}
 }
+
+// TestGPURefused: a kernel asking more GPU than is free fails to start
+// with a reason, and takes nothing.
+func TestGPURefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g, err := readGPUs(t, "a100x8.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-gpu", GPUs: g[:1]})
+	big := spec("too-big")
+	big.Slots = map[string]string{"cpu": "1", "mem": "1g", "cuda.device": "2"}
+	e.schedule(a, big)
+	evs := e.waitEvent(big.ID, events.EventTerminated)
+	if f := find(evs, events.EventError); f == nil || f.Reason != events.ReasonFailedToStart || !strings.Contains(f.Message, "GPU") {
+		t.Errorf("refused kernel: %v %+v", names(evs), f)
+	}
+	ok := spec("fits")
+	ok.Slots = map[string]string{"cpu": "1", "mem": "1g", "cuda.device": "1"}
+	ok.Run = &events.RunSpec{ID: "r", Exec: `echo "$CUDA_VISIBLE_DEVICES"`}
+	e.schedule(a, ok)
+	if o := e.waitExit(ok.ID, "r"); string(o.stdout) != g[0].UUID+"\n" {
+		t.Errorf("the device after a refusal: %q", o.stdout)
+	}
+}

@@ -1,11 +1,16 @@
 package agent_test
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
@@ -190,5 +195,51 @@ except OSError:
 	e.execute(a, other, events.RunSpec{ID: "check", Exec: `cat secret.txt`})
 	if o := e.waitExit(other.ID, "check"); string(o.stdout) != "VICTIM-DATA\n" {
 		t.Errorf("victim reads %q", o.stdout)
+	}
+}
+
+// TestSandboxUnavailableSaysSo: an agent that cannot (here: may not)
+// sandbox says so once at start, and runs its kernels as plain processes.
+func TestSandboxUnavailableSaysSo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var log syncBuffer
+	dir := t.TempDir()
+	a := e.start(agent.Config{DataDir: dir, ID: "agent-plain", Log: zerolog.New(&log), Sandbox: agent.SandboxOptions{Disable: true}})
+	sp := spec("plain")
+	sp.Run = &events.RunSpec{ID: "r", Exec: `pwd`}
+	e.schedule(a, sp)
+	if o := e.waitExit(sp.ID, "r"); string(o.stdout) != workDir(dir, sp.MainKernelID)+"\n" {
+		t.Errorf("plain kernel runs in %q", o.stdout)
+	}
+	if n := strings.Count(log.String(), "sandbox disabled by configuration"); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, log.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDockerRuntimeBadOwner: a docker runtime needs a token owner.
+func TestDockerRuntimeBadOwner(t *testing.T) {
+	for _, owner := range []string{"", "a b", "a.b"} {
+		if _, err := agent.NewDockerRuntime(t.Context(), agent.DockerOptions{Owner: owner}); !errors.Is(err, agent.ErrConfig) {
+			t.Errorf("owner %q: %v, want ErrConfig", owner, err)
+		}
 	}
 }
