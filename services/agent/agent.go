@@ -295,22 +295,38 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	case err == nil:
 		info := cons.CachedInfo()
 		if info.NumAckPending == 0 {
-			return cons, nil
+			return cons, s.st.setResumeSeq(0)
+		}
+		// The resume point first: a crash between the delete and the
+		// creation must not lose the work in between.
+		seq := info.AckFloor.Stream + 1
+		if err := s.st.setResumeSeq(seq); err != nil {
+			return nil, err
 		}
 		if err := s.js.DeleteConsumer(ctx, streams.Sessions, name); err != nil {
 			return nil, fmt.Errorf("reset agent consumer %s: %w", name, err)
 		}
 		s.log.Info().Int("unacked", info.NumAckPending).Msg("work of the agent before handed again")
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = info.AckFloor.Stream + 1
-	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		cfg.OptStartSeq = seq
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		seq, err := s.st.resumeSeq()
+		if err != nil {
+			return nil, err
+		}
+		if seq > 0 {
+			// A reset cut short by a crash.
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = seq
+		}
+	default:
 		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
 	}
 	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create agent consumer %s: %w", name, err)
 	}
-	return cons, nil
+	return cons, s.st.setResumeSeq(0)
 }
 
 // heartbeat stores the agent's heartbeat once.
