@@ -189,7 +189,8 @@ func TestDockerRuntime(t *testing.T) {
 		}
 		rt.Close()
 	})
-	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-d", Runtime: rt})
+	dataDir := t.TempDir()
+	a := e.start(agent.Config{DataDir: dataDir, ID: "agent-d", Runtime: rt})
 	sp := spec("d1")
 	sp.Image = ref
 	sp.Slots = map[string]string{"cpu": "0.5", "mem": "128m"}
@@ -240,6 +241,19 @@ func TestDockerRuntime(t *testing.T) {
 	}
 	if ks, err := rt.Kernels(t.Context()); err != nil || len(ks) != 0 {
 		t.Errorf("containers after terminate: %v %v", ks, err)
+	}
+
+	// A container of this owner that the agent's state lacks (an orphan)
+	// is removed when the agent starts again.
+	orphan := spec("orphan")
+	orphan.Image = ref
+	if err := rt.Create(t.Context(), orphan); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	a = e.start(agent.Config{DataDir: dataDir, ID: "agent-d", Runtime: rt})
+	if ks, err := rt.Kernels(t.Context()); err != nil || len(ks) != 0 {
+		t.Errorf("containers after a restart with an orphan: %v %v", ks, err)
 	}
 
 	// An image no registry has fails the start with a reason.
