@@ -237,6 +237,12 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 		}
 	}
 	if len(sb.notes) == 0 {
+		// The kernels' /home/work is mounted over /home, which must exist.
+		if err := os.MkdirAll("/home", 0o755); err != nil {
+			sb.notes = append(sb.notes, fmt.Sprintf("no /home (%v): kernels run as plain processes", err))
+		}
+	}
+	if len(sb.notes) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
 			sb.notes = append(sb.notes, fmt.Sprintf("no helper binary (%v): kernels run as plain processes", err))
