@@ -48,12 +48,11 @@ func TestSandboxLimits(t *testing.T) {
 		e.waitEvent(s.ID, events.EventStarted)
 	}
 	tests := []struct {
-		name       string
-		run        events.RunSpec
-		exit       string // "" any non-zero, "*" any
-		stdoutHas  string
-		stderrHas  string
-		stdoutNot0 bool
+		name      string
+		run       events.RunSpec
+		exit      string // "" any non-zero, "*" any
+		stdoutHas string
+		stderrHas string
 	}{
 		// 10 GB, touched: the memory limit (64m) kills it.
 		{name: "alloc-10g", run: events.RunSpec{Code: `b = b"x" * (10 << 30)`}, exit: "137", stderrHas: "bai: oom-killed"},
@@ -83,6 +82,20 @@ except OSError as e:
     print("fds", len(fs), e.errno)
 `}, exit: "0", stdoutHas: "fds 25"},
 		{name: "core-dump-off", run: events.RunSpec{Exec: `ulimit -c`}, exit: "0", stdoutHas: "0"},
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/cgroup.procs"); err == nil {
+		// cgroup v1: the limits from the slots (mem=64m, cpu=1) and options.
+		tests = append(tests, struct {
+			name      string
+			run       events.RunSpec
+			exit      string
+			stdoutHas string
+			stderrHas string
+		}{name: "cgroup-v1-limits", run: events.RunSpec{Exec: `for c in memory/memory.limit_in_bytes pids/pids.max cpu/cpu.cfs_quota_us; do ` +
+			`cat /sys/fs/cgroup/${c%%/*}$(grep ":${c%%/*}:" /proc/self/cgroup | cut -d: -f3)/${c#*/}; done | tr '\n' ' '`},
+			exit: "0", stdoutHas: "67108864 64 100000 "})
+	} else {
+		t.Log("no cgroup v1 memory hierarchy: limits not read back")
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
