@@ -31,6 +31,7 @@ func startServer(t *testing.T, dataDir string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	purgeAgentKernels(t, dataDir)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()

@@ -233,6 +233,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ag, err := agent.New(agent.Config{
 		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID,
 		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat,
+		// Kernels see none of the server's files (JetStream, credentials).
+		Sandbox: agent.SandboxOptions{Hide: []string{s.cfg.DataDir}},
 	})
 	if err != nil {
 		return err

@@ -110,6 +110,12 @@ const (
 	ReasonNoAgent        Reason = "no-available-agent"
 	ReasonKilled         Reason = "killed"
 	ReasonAgentRestarted Reason = "agent-restarted"
+	// An execution killed at its kernel's memory limit, or refused a
+	// process at its kernel's pids limit (process runtime's sandbox).
+	ReasonOOMKilled Reason = "oom-killed"
+	ReasonPidsLimit Reason = "pids-limit"
+	// An execution that filled its kernel's work directory.
+	ReasonDiskFull Reason = "disk-full"
 )
 
 // Event is the envelope of everything on the session log. Which fields are

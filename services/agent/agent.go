@@ -58,10 +58,19 @@ type Config struct {
 	// python3 on PATH}.
 	Interpreters map[string]string
 	// Runtime runs the kernels. Default: the process runtime over
-	// DataDir/kernels with Interpreters.
+	// DataDir/kernels with Interpreters, sandboxed with Sandbox.
 	Runtime Runtime
 	// Sim, when Runtime is nil, chooses the sim runtime with these delays.
 	Sim *SimConfig
+	// Sandbox tunes the default process runtime's sandbox.
+	Sandbox SandboxOptions
+	// GPUs are the NVIDIA devices offered. Default: detected with
+	// nvidia-smi (none without it). With devices, a detected Capacity gets
+	// cuda.device and cuda.shares, and the default runtime gives kernels
+	// their devices.
+	GPUs []GPU
+	// CUDASharesPerDevice is how many cuda.shares one device is. Default 1.
+	CUDASharesPerDevice float64
 }
 
 // Service is one agent.
@@ -75,6 +84,7 @@ type Service struct {
 	dbPath   string
 	ready    chan struct{}
 	running  atomic.Bool
+	notes    []string // what the runtime could not set up
 
 	// Set by Run.
 	js       jetstream.JetStream
@@ -129,10 +139,26 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%w: agent id %q is not a token", ErrConfig, cfg.ID)
 	}
 	s.id = cfg.ID
+	if cfg.GPUs == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		gpus, err := DetectGPUs(ctx)
+		cancel()
+		if err != nil {
+			s.notes = append(s.notes, fmt.Sprintf("no GPUs: %v", err))
+		}
+		cfg.GPUs = gpus
+	}
+	var gpus *GPUAllocator
+	if len(cfg.GPUs) > 0 {
+		gpus = NewGPUAllocator(cfg.GPUs, cfg.CUDASharesPerDevice)
+	}
 	if cfg.Capacity == nil {
 		c, err := detectCapacity()
 		if err != nil {
 			return nil, fmt.Errorf("%w: detect capacity: %v", ErrConfig, err)
+		}
+		for k, v := range gpus.Capacity() {
+			c[k] = v
 		}
 		cfg.Capacity = c
 	}
@@ -151,7 +177,12 @@ func New(cfg Config) (*Service, error) {
 				cfg.Interpreters["python:"] = py
 			}
 		}
-		cfg.Runtime = NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
+		pr := NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
+		s.notes = append(s.notes, pr.Sandbox(cfg.Sandbox)...)
+		if gpus != nil {
+			pr.SetGPUs(gpus)
+		}
+		cfg.Runtime = pr
 	}
 	s.rt = cfg.Runtime
 	s.cfg = cfg
@@ -201,6 +232,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.log = s.log.With().Uint64("epoch", s.epoch).Logger()
+	for _, n := range s.notes {
+		s.log.Warn().Msg(n)
+	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
 		s.log.Warn().Err(err).Msg("prune terminated kernels")
 	}
@@ -214,6 +248,9 @@ func (s *Service) Run(ctx context.Context) error {
 
 	// From here on work may have started: every exit goes through shutdown.
 	work := context.WithoutCancel(ctx)
+	if pr, ok := s.rt.(pullReporter); ok {
+		pr.ReportPulls(s.reportPull(work))
+	}
 	var loops sync.WaitGroup
 	err = s.reconcile(work)
 	if err == nil {
@@ -229,7 +266,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err == nil {
 		loops.Go(func() { s.dispatch(ctx, work, it) })
 		loops.Go(func() { s.heartbeats(ctx) })
-		s.log.Info().Str("runtime", s.rt.Name()).Msg("agent ready")
+		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent ready")
 		close(s.ready)
 		<-ctx.Done()
 	}
@@ -238,21 +275,18 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// consumer creates or resumes the agent's durable work consumer.
+// consumer creates or resumes the agent's durable work consumer. Work an
+// agent before this one was handed but never acknowledged (it was killed)
+// is handed again at once rather than after the ack wait: the consumer is
+// made again from the first unacknowledged message (the handlers ignore
+// the duplicates this may give).
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := "bai-agent-" + s.id
-	cons, err := s.js.Consumer(ctx, streams.Sessions, name)
-	if err == nil {
-		return cons, nil
-	}
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
-	}
 	filter, err := events.AgentWorkFilter(s.id)
 	if err != nil {
 		return nil, err
 	}
-	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "work addressed to agent " + s.id,
 		FilterSubject: filter,
@@ -260,11 +294,44 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckWait:       time.Minute,
 		MaxAckPending: 1024,
-	})
+	}
+	cons, err := s.js.Consumer(ctx, streams.Sessions, name)
+	switch {
+	case err == nil:
+		info := cons.CachedInfo()
+		if info.NumAckPending == 0 {
+			return cons, s.st.setResumeSeq(0)
+		}
+		// The resume point first: a crash between the delete and the
+		// creation must not lose the work in between.
+		seq := info.AckFloor.Stream + 1
+		if err := s.st.setResumeSeq(seq); err != nil {
+			return nil, err
+		}
+		if err := s.js.DeleteConsumer(ctx, streams.Sessions, name); err != nil {
+			return nil, fmt.Errorf("reset agent consumer %s: %w", name, err)
+		}
+		s.log.Info().Int("unacked", info.NumAckPending).Msg("work of the agent before handed again")
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = seq
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		seq, err := s.st.resumeSeq()
+		if err != nil {
+			return nil, err
+		}
+		if seq > 0 {
+			// A reset cut short by a crash.
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = seq
+		}
+	default:
+		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
+	}
+	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create agent consumer %s: %w", name, err)
 	}
-	return cons, nil
+	return cons, s.st.setResumeSeq(0)
 }
 
 // heartbeat stores the agent's heartbeat once.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,7 +96,38 @@ func (e *env) start(cfg agent.Config) *runningAgent {
 		})
 	}
 	e.t.Cleanup(stop)
+	if cfg.Runtime == nil {
+		purgeKernels(e.t, cfg.DataDir)
+	}
 	return &runningAgent{Service: svc, stop: stop}
+}
+
+// purgeKernels destroys, at the test's end, the kernels an agent over
+// dataDir left (their cgroups and work dir mounts), after the agent stops.
+func purgeKernels(t *testing.T, dataDir string) {
+	t.Helper()
+	t.Cleanup(func() {
+		r := agent.NewProcessRuntime(filepath.Join(dataDir, "kernels"), nil)
+		r.Sandbox(agent.SandboxOptions{})
+		if err := r.Purge(context.Background()); err != nil {
+			t.Errorf("purge kernels: %v", err)
+		}
+	})
+}
+
+// sandboxed reports whether the default process runtime contains its
+// kernels on this host (root, namespaces); it says so when not.
+func sandboxed(t *testing.T) bool {
+	t.Helper()
+	r := agent.NewProcessRuntime(t.TempDir(), nil)
+	notes := r.Sandbox(agent.SandboxOptions{})
+	if err := r.Purge(context.Background()); err != nil {
+		t.Errorf("purge: %v", err)
+	}
+	if !r.Sandboxed() {
+		t.Logf("process runtime not sandboxed here: %v", notes)
+	}
+	return r.Sandboxed()
 }
 
 func spec(sid string) *events.SessionSpec {
@@ -346,6 +378,10 @@ func TestExecuteOutput(t *testing.T) {
 	dir := t.TempDir()
 	a := e.start(agent.Config{DataDir: dir, ID: "agent-1"})
 	sp := spec("s1")
+	home, tmp := workDir(dir, sp.MainKernelID), workDir(dir, sp.MainKernelID)
+	if sandboxed(t) {
+		home, tmp = agent.KernelWorkDir, "/tmp"
+	}
 	sp.Env = map[string]string{"GREETING": "hi"}
 	e.schedule(a, sp)
 	e.waitEvent(sp.ID, events.EventStarted)
@@ -367,11 +403,11 @@ func TestExecuteOutput(t *testing.T) {
 	}{
 		{name: "traceback", run: events.RunSpec{Code: `print(1/0)`}, stderrHas: "ZeroDivisionError", exit: "1"},
 		{name: "exec", run: events.RunSpec{Exec: `echo "$GREETING $HOME"; pwd; echo err >&2; exit 3`},
-			stdout: []byte("hi " + workDir(dir, sp.MainKernelID) + "\n" + workDir(dir, sp.MainKernelID) + "\n"), stderrHas: "err", exit: "3"},
+			stdout: []byte("hi " + home + "\n" + home + "\n"), stderrHas: "err", exit: "3"},
 		{name: "binary", run: events.RunSpec{Code: `import sys; sys.stdout.buffer.write(bytes(range(256))*1000)`},
 			stdout: big, exit: "0", minChunked: len(big) / (32 << 10)},
 		{name: "env-allowlist", run: events.RunSpec{Exec: `env | grep -Ev '^(PWD|SHLVL|_|OLDPWD)=' | sort`},
-			stdout: []byte("GREETING=hi\nHOME=" + workDir(dir, sp.MainKernelID) + "\nLANG=C.UTF-8\nPATH=/usr/local/bin:/usr/bin:/bin\nPYTHONUNBUFFERED=1\nTMPDIR=" + workDir(dir, sp.MainKernelID) + "\n"), exit: "0"},
+			stdout: []byte("GREETING=hi\nHOME=" + home + "\nLANG=C.UTF-8\nPATH=/usr/local/bin:/usr/bin:/bin\nPYTHONUNBUFFERED=1\nTMPDIR=" + tmp + "\n"), exit: "0"},
 		{name: "signal", run: events.RunSpec{Exec: `kill -9 $$`}, exit: "137"},
 		{name: "long-code", run: events.RunSpec{Code: "x = 1\n" + strings.Repeat("# filler\n", 20000) + "print(x)"}, stdout: []byte("1\n"), exit: "0"},
 	}
@@ -432,22 +468,17 @@ func TestTerminateKillsProcessGroup(t *testing.T) {
 	sp := spec("s1")
 	e.schedule(a, sp)
 	e.waitEvent(sp.ID, events.EventStarted)
-	e.execute(a, sp, events.RunSpec{ID: "long", Exec: `sleep 60 & echo $! $$; sleep 60`})
+	// Marked sleeps, found by their command line on the host whatever
+	// pid namespace they are in; one left in the background, one in its
+	// own session.
+	mark := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+	e.execute(a, sp, events.RunSpec{ID: "long", Exec: `sleep 600.` + mark + ` & setsid sleep 601.` + mark + ` & echo started; sleep 602.` + mark})
 
 	var pids []int
 	natstest.CheckFor(t, wait, step, func() error {
-		o := e.output(sp.ID, "long")
-		f := strings.Fields(string(o.stdout))
-		if len(f) != 2 {
-			return fmt.Errorf("stdout %q", o.stdout)
-		}
-		pids = nil
-		for _, s := range f {
-			pid, err := strconv.Atoi(s)
-			if err != nil {
-				return err
-			}
-			pids = append(pids, pid)
+		pids = markedPids(mark)
+		if len(pids) != 3 {
+			return fmt.Errorf("%d marked processes", len(pids))
 		}
 		return nil
 	})
@@ -510,6 +541,23 @@ func (e *env) lastMeta(sid string, n events.Name) *jetstream.MsgMetadata {
 }
 
 // alive reports whether pid is a process that is not a zombie.
+// markedPids are the host pids of the processes "sleep 60x.<mark>".
+func markedPids(mark string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if f := strings.Split(string(cmd), "\x00"); len(f) >= 2 && f[0] == "sleep" && strings.HasSuffix(f[1], "."+mark) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func alive(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -678,6 +726,8 @@ func TestRestart(t *testing.T) {
 	if o := e.output(kept.ID, "long"); o.exit != "137" {
 		t.Errorf("long run exit %q after shutdown, want 137", o.exit)
 	}
+	// A mounted work dir (the sandbox's size limit) goes first.
+	_ = syscall.Unmount(workDir(dir, lost.MainKernelID), syscall.MNT_DETACH)
 	if err := os.RemoveAll(workDir(dir, lost.MainKernelID)); err != nil {
 		t.Fatal(err)
 	}

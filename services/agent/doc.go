@@ -16,9 +16,45 @@
 //
 // Kernels are run by a Runtime. The process runtime (NewProcessRuntime) is
 // the first: a kernel is a work directory under DataDir/kernels, and each
-// execution a process group started there with an environment allowlist;
-// an image maps to a local interpreter by the longest matching name
-// prefix. Docker and sim runtimes implement the same interface.
+// execution a process started there with an environment allowlist; an
+// image maps to a local interpreter by the longest matching name prefix.
+// Docker (NewDockerRuntime) and sim runtimes implement the same interface.
+//
+// # The process runtime's sandbox
+//
+// Where the agent is root and the kernel has namespaces (SandboxOptions):
+//
+//   - each kernel has its own cgroup (v2 where the unified hierarchy has
+//     the memory and pids controllers, else v1 memory, pids and cpu),
+//     a sibling of the agent's own, with memory (and swap) = the "mem"
+//     slot (default 1 GiB), a CPU quota = the "cpu" slot, and a pids limit
+//     (default 512);
+//   - its work directory is a tmpfs with a size limit (default 1 GiB),
+//     owned by the kernel's own unprivileged uid (2^20 + a hash of the
+//     kernel id);
+//   - each execution starts as a helper (this binary re-executed, see
+//     sandboxInitEnv) in new pid, mount, ipc, uts and network namespaces
+//     (the network namespace has only a loopback, down, unless
+//     SandboxOptions.Network); the helper joins the cgroup, mounts a fresh
+//     /proc, an empty /home with the work directory at /home/work, a
+//     private /tmp (a tmpfs, 256 MiB), hides the agent's data directory,
+//     sets the host name to the kernel id, RLIMIT_CORE 0 and RLIMIT_NOFILE
+//     (1024), sets no_new_privs and starts the code as the kernel's uid; it
+//     stays the namespace's init (root, out of the code's reach), reaps
+//     orphans, and exits with the code's status, which ends every process
+//     the execution left;
+//   - terminating a kernel kills every process of its cgroup (setsid
+//     does not escape it), then removes the cgroup and the work directory;
+//   - an execution that hit a limit gets "bai: oom-killed", "bai:
+//     pids-limit ..." or "bai: disk-full ..." on its stderr, and a batch
+//     task's failure event carries that reason (events.ReasonOOMKilled, ...).
+//
+// Where the agent is not root, or the kernel lacks namespaces or cgroups,
+// the agent logs once at start what it cannot do, and kernels run with
+// what is left (plain processes of the agent's user, in their own process
+// group, with the environment allowlist). Executions running when the
+// agent stops or crashes lose their output pipes: a restarted agent kills
+// them and adopts the kernel (its files stay).
 //
 // # Output
 //
@@ -33,6 +69,9 @@
 //
 // Each start bumps the agent's epoch. Kernels in the state whose runtime
 // resources still exist are adopted; the others are reported terminated
-// with reason agent-restarted. A session_scheduled for a kernel id the
+// with reason agent-restarted; kernels the runtime has but the state does
+// not (cgroups and work directories, or containers labelled with the
+// agent's owner) are destroyed. Work handed to an agent that was killed
+// before acknowledging it is handed to the next start at once. A session_scheduled for a kernel id the
 // state already knows (or has terminated) never makes a second kernel.
 package agent

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +36,9 @@ type kernel struct {
 	phase   string
 	closing bool // terminating: no new executions
 	procs   map[string]Process
-	runs    sync.WaitGroup // running executions; Add under mu, only while !closing
+	// limitHit is the last limit an execution hit ("oom-killed", ...).
+	limitHit string
+	runs     sync.WaitGroup // running executions; Add under mu, only while !closing
 }
 
 func newKernel(spec *events.SessionSpec, phase string, log zerolog.Logger) *kernel {
@@ -280,6 +283,35 @@ func (s *Service) start(ctx context.Context, k *kernel) error {
 	return nil
 }
 
+// pullReporter is a runtime that reports its image pulls: Prepare calls
+// report with -1 when a pull starts, then with the percent done, from
+// Prepare's own goroutine.
+type pullReporter interface {
+	ReportPulls(report func(k *events.SessionSpec, progress int))
+}
+
+// reportPull publishes PULLING, then kernel_pull_progress events. A
+// failed publish is logged: progress is advisory.
+func (s *Service) reportPull(ctx context.Context) func(*events.SessionSpec, int) {
+	return func(spec *events.SessionSpec, progress int) {
+		s.mu.Lock()
+		k := s.kernels[spec.MainKernelID]
+		s.mu.Unlock()
+		if k == nil {
+			return
+		}
+		var err error
+		if progress < 0 {
+			err = s.publish(ctx, k, events.EventPulling, nil)
+		} else {
+			err = s.publish(ctx, k, events.EventPullProgress, func(e *events.Event) { e.Progress = &progress })
+		}
+		if err != nil {
+			k.log.Warn().Err(err).Msg("publish pull progress")
+		}
+	}
+}
+
 // failStart reports a kernel that could not start and forgets it.
 func (s *Service) failStart(ctx context.Context, k *kernel, cause error) error {
 	k.log.Warn().Err(cause).Msg("kernel failed to start")
@@ -340,7 +372,16 @@ func (s *Service) runInitial(ctx context.Context, k *kernel) {
 	if s.stopping.Load() {
 		reason = events.ReasonKilled
 	}
-	err := s.publish(ctx, k, result, func(e *events.Event) { e.ExitCode = &code })
+	k.mu.Lock()
+	hit := k.limitHit
+	k.mu.Unlock()
+	err := s.publish(ctx, k, result, func(e *events.Event) {
+		e.ExitCode = &code
+		if code != 0 && hit != "" {
+			reason, msg, _ := strings.Cut(hit, " ")
+			e.Reason, e.Message = events.Reason(reason), strings.Trim(msg, "()")
+		}
+	})
 	if err == nil {
 		err = s.terminate(ctx, k, reason, true)
 	}
@@ -483,6 +524,13 @@ func (s *Service) reconcile(ctx context.Context) error {
 		}
 		// A batch task does not survive its agent: its session ends.
 		if exists && !(spec.Type == events.TypeBatch && spec.StartupCommand != "") {
+			if a, ok := s.rt.(adopter); ok {
+				// The executions of the agent before lost their output
+				// pipes: they end; the kernel and its files stay.
+				if err := a.Adopt(ctx, spec); err != nil {
+					return fmt.Errorf("adopt kernel %s: %w", spec.MainKernelID, err)
+				}
+			}
 			k.log.Info().Msg("kernel adopted")
 			continue
 		}
@@ -493,7 +541,33 @@ func (s *Service) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	if r, ok := s.rt.(reaper); ok {
+		keep := make(map[string]bool, len(recs))
+		for i := range recs {
+			keep[recs[i].Spec.MainKernelID] = true
+		}
+		ids, err := r.Reap(ctx, keep)
+		for _, id := range ids {
+			s.log.Warn().Str("kernel_id", id).Msg("orphan kernel killed: not in the agent's state")
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// adopter is a runtime that must be told of a kernel adopted after a
+// restart.
+type adopter interface {
+	Adopt(ctx context.Context, k *events.SessionSpec) error
+}
+
+// reaper is a runtime that can find and destroy kernels the agent's state
+// does not have (orphans of a crash between the runtime's create and the
+// state's write, or of a lost state); it returns their ids.
+type reaper interface {
+	Reap(ctx context.Context, keep map[string]bool) ([]string, error)
 }
 
 // publish publishes one event about kernel k.

@@ -73,6 +73,15 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		log.Warn().Err(err).Msg("wait execution")
 	}
 	pumps.Wait()
+	if rp, ok := p.(interface{ Reason() string }); ok {
+		if reason := rp.Reason(); reason != "" {
+			log.Warn().Str("reason", reason).Int("exit_code", code).Msg("execution hit a limit of its kernel")
+			s.publishOutput(ctx, log, subj, events.StreamStderr, []byte("bai: "+reason+"\n"))
+			k.mu.Lock()
+			k.limitHit = reason
+			k.mu.Unlock()
+		}
+	}
 	if err := p.Close(); err != nil {
 		log.Warn().Err(err).Msg("close execution output")
 	}

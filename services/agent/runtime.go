@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/slots"
 )
 
 // Runtime runs kernels on this host. The agent calls Prepare, then Create,
@@ -70,7 +72,13 @@ type ProcessRuntime struct {
 	root         string
 	interpreters map[string]string
 	prefixes     []string // longest first
+	sb           *sandbox // nil: plain processes
+	gpus         *GPUAllocator
 }
+
+// SetGPUs gives kernels devices from a: CUDA_VISIBLE_DEVICES names a
+// kernel's devices, and is empty for a kernel without GPU slots.
+func (r *ProcessRuntime) SetGPUs(a *GPUAllocator) { r.gpus = a }
 
 // NewProcessRuntime returns the process runtime keeping work directories
 // under root (mode 0700) and running code through interpreters (image
@@ -88,6 +96,41 @@ func NewProcessRuntime(root string, interpreters map[string]string) *ProcessRunt
 		return r.prefixes[i] < r.prefixes[j]
 	})
 	return r
+}
+
+// Sandbox makes the runtime contain its kernels where the host allows it
+// (see SandboxOptions); it returns what it could not set up, to be said
+// once at start. Call it before the first kernel is created.
+func (r *ProcessRuntime) Sandbox(opts SandboxOptions) []string {
+	r.sb = newSandbox(r.root, opts)
+	if !r.sb.active {
+		r.sb.cg = nil
+	}
+	r.sb.hide = append([]string(nil), opts.Hide...)
+	return r.sb.notes
+}
+
+// sandboxed reports whether kernels run in namespaces and cgroups.
+func (r *ProcessRuntime) sandboxed() bool { return r.sb != nil && r.sb.active }
+
+// Sandboxed reports whether kernels run in namespaces, as their own uid,
+// under the sandbox's mounts.
+func (r *ProcessRuntime) Sandboxed() bool { return r.sandboxed() }
+
+// kernelLimits are the cgroup limits of a kernel from its slots.
+func (r *ProcessRuntime) kernelLimits(k *events.SessionSpec) (limits, error) {
+	l := limits{pids: r.sb.opts.Pids, mem: r.sb.opts.DefaultMem}
+	set, err := slots.ParseMap(k.Slots)
+	if err != nil {
+		return l, fmt.Errorf("slots of kernel %s: %w", k.MainKernelID, err)
+	}
+	if m := set["mem"]; m > 0 {
+		l.mem = int64(m)
+	}
+	if c := set["cpu"]; c > 0 {
+		l.cpu = int64(c)
+	}
+	return l, nil
 }
 
 // Name is "process".
@@ -135,7 +178,44 @@ func (r *ProcessRuntime) Create(_ context.Context, k *events.SessionSpec) error 
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create work dir of kernel %s: %w", k.MainKernelID, err)
 	}
+	if r.gpus != nil {
+		set, err := slots.ParseMap(k.Slots)
+		if err != nil {
+			return fmt.Errorf("slots of kernel %s: %w", k.MainKernelID, err)
+		}
+		if _, err := r.gpus.Allocate(k.MainKernelID, set); err != nil {
+			return err
+		}
+	}
+	if !r.sandboxed() {
+		return nil
+	}
+	uid := kernelUID(k.MainKernelID)
+	if !isMountPoint(dir) {
+		opts := fmt.Sprintf("size=%d,mode=0700,uid=%d,gid=%d", r.sb.opts.WorkDirSize, uid, uid)
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+			return fmt.Errorf("mount work dir of kernel %s: %w", k.MainKernelID, err)
+		}
+	}
+	if r.sb.cg != nil {
+		l, err := r.kernelLimits(k)
+		if err != nil {
+			return err
+		}
+		if _, err := r.sb.cg.create(k.MainKernelID, l); err != nil {
+			return fmt.Errorf("cgroup of kernel %s: %w", k.MainKernelID, err)
+		}
+	}
 	return nil
+}
+
+// isMountPoint reports whether dir is on another device than its parent.
+func isMountPoint(dir string) bool {
+	var a, b syscall.Stat_t
+	if syscall.Stat(dir, &a) != nil || syscall.Stat(filepath.Dir(dir), &b) != nil {
+		return false
+	}
+	return a.Dev != b.Dev
 }
 
 // Exists reports whether the kernel's work directory exists.
@@ -154,16 +234,119 @@ func (r *ProcessRuntime) Exists(_ context.Context, k *events.SessionSpec) (bool,
 	return fi.IsDir(), nil
 }
 
-// Destroy removes the kernel's work directory.
+// Destroy kills whatever the kernel still runs and removes its cgroups and
+// work directory.
 func (r *ProcessRuntime) Destroy(_ context.Context, k *events.SessionSpec) error {
-	dir, err := r.WorkDir(k.MainKernelID)
+	return r.destroy(k.MainKernelID)
+}
+
+func (r *ProcessRuntime) destroy(id string) error {
+	dir, err := r.WorkDir(id)
 	if err != nil {
 		return err
 	}
+	r.gpus.Release(id)
+	if r.sandboxed() {
+		if r.sb.cg != nil {
+			if err := r.sb.cg.remove(id); err != nil {
+				return fmt.Errorf("kernel %s: %w", id, err)
+			}
+		}
+		if isMountPoint(dir) {
+			if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+				return fmt.Errorf("unmount work dir of kernel %s: %w", id, err)
+			}
+		}
+	}
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove work dir of kernel %s: %w", k.MainKernelID, err)
+		return fmt.Errorf("remove work dir of kernel %s: %w", id, err)
 	}
 	return nil
+}
+
+// Adopt kills what a kernel still runs after the agent restarted: its
+// executions' output went with the agent before.
+func (r *ProcessRuntime) Adopt(_ context.Context, k *events.SessionSpec) error {
+	if r.gpus != nil {
+		set, err := slots.ParseMap(k.Slots)
+		if err == nil {
+			_, err = r.gpus.Allocate(k.MainKernelID, set)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !r.sandboxed() || r.sb.cg == nil {
+		return nil
+	}
+	return r.sb.cg.kill(k.MainKernelID)
+}
+
+// Purge destroys every kernel of the runtime and removes the parent of
+// their cgroups: for tests and for an agent's removal.
+func (r *ProcessRuntime) Purge(ctx context.Context) error {
+	if _, err := r.Reap(ctx, nil); err != nil {
+		return err
+	}
+	if r.sandboxed() && r.sb.cg != nil {
+		for _, p := range r.sb.cg.parents {
+			if err := syscall.Rmdir(p); err != nil && !errors.Is(err, syscall.ENOENT) {
+				return fmt.Errorf("remove cgroup parent: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Kernels lists the kernels the runtime has: a work directory or a
+// cgroup, sorted.
+func (r *ProcessRuntime) Kernels() ([]string, error) {
+	found := map[string]bool{}
+	ents, err := os.ReadDir(r.root)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list kernels: %w", err)
+	}
+	for _, e := range ents {
+		found[e.Name()] = true
+	}
+	if r.sandboxed() && r.sb.cg != nil {
+		ids, err := r.sb.cg.list()
+		if err != nil {
+			return nil, fmt.Errorf("list kernel cgroups: %w", err)
+		}
+		for _, id := range ids {
+			found[id] = true
+		}
+	}
+	ids := make([]string, 0, len(found))
+	for id := range found {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Reap destroys the kernels with a work directory or a cgroup that keep
+// does not have.
+func (r *ProcessRuntime) Reap(_ context.Context, keep map[string]bool) ([]string, error) {
+	found, err := r.Kernels()
+	if err != nil {
+		return nil, err
+	}
+	var reaped []string
+	var errs []error
+	for _, id := range found {
+		if keep[id] || !events.ValidToken(id) {
+			continue
+		}
+		if err := r.destroy(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reaped = append(reaped, id)
+	}
+	sort.Strings(reaped)
+	return reaped, errors.Join(errs...)
 }
 
 // Exec starts code through the image's interpreter, or a command line
@@ -173,26 +356,30 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	if err != nil {
 		return nil, err
 	}
+	home, tmp := dir, dir
+	if r.sandboxed() {
+		home, tmp = KernelWorkDir, "/tmp"
+	}
 	var argv []string
 	switch {
 	case run.Exec != "":
-		argv, err = r.argv(dir, run.ID, "/bin/sh", run.Exec)
+		argv, err = r.argv(dir, home, run.ID, "/bin/sh", run.Exec)
 	default:
 		bin, ierr := r.Interpreter(k.Image)
 		if ierr != nil {
 			return nil, ierr
 		}
-		argv, err = r.argv(dir, run.ID, bin, run.Code)
+		argv, err = r.argv(dir, home, run.ID, bin, run.Code)
 	}
 	if err != nil {
 		return nil, err
 	}
 	env := []string{
 		"PATH=" + execEnvPath,
-		"HOME=" + dir,
+		"HOME=" + home,
 		"LANG=C.UTF-8",
 		"PYTHONUNBUFFERED=1",
-		"TMPDIR=" + dir,
+		"TMPDIR=" + tmp,
 	}
 	keys := make([]string, 0, len(k.Env))
 	for key := range k.Env {
@@ -205,7 +392,26 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		}
 		env = append(env, key+"="+k.Env[key])
 	}
+	if v, ok := r.gpus.Visible(k.MainKernelID); ok {
+		env = append(env, "CUDA_VISIBLE_DEVICES="+v)
+	}
 
+	cmd := &exec.Cmd{
+		Path:        argv[0],
+		Args:        argv,
+		Dir:         dir,
+		Env:         env,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	var before [2]int64
+	if r.sandboxed() {
+		if cmd, err = r.sandboxCmd(k, dir, argv, env); err != nil {
+			return nil, err
+		}
+		if r.sb.cg != nil {
+			before[0], before[1] = r.sb.cg.counters(k.MainKernelID)
+		}
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("stdout pipe: %w", err)
@@ -216,15 +422,7 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		outW.Close()
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
-	cmd := &exec.Cmd{
-		Path:        argv[0],
-		Args:        argv,
-		Dir:         dir,
-		Env:         env,
-		Stdout:      outW,
-		Stderr:      errW,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
-	}
+	cmd.Stdout, cmd.Stderr = outW, errW
 	err = cmd.Start()
 	// The child holds the write ends now; ours must go so EOF can come.
 	outW.Close()
@@ -234,20 +432,83 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		errR.Close()
 		return nil, fmt.Errorf("start run %s: %w", run.ID, err)
 	}
-	return &process{cmd: cmd, pgid: cmd.Process.Pid, stdout: outR, stderr: errR}, nil
+	p := &process{cmd: cmd, pgid: cmd.Process.Pid, stdout: outR, stderr: errR}
+	if r.sandboxed() {
+		cg, id, l := r.sb.cg, k.MainKernelID, r.sb.opts
+		p.reason = func() string {
+			if cg != nil {
+				oom, pids := cg.counters(id)
+				switch {
+				case oom > before[0]:
+					return string(events.ReasonOOMKilled)
+				case pids > before[1]:
+					return string(events.ReasonPidsLimit) + fmt.Sprintf(" (at most %d processes)", l.Pids)
+				}
+			}
+			var fs syscall.Statfs_t
+			if syscall.Statfs(dir, &fs) == nil && fs.Bavail == 0 && fs.Blocks > 0 {
+				return string(events.ReasonDiskFull) + fmt.Sprintf(" (work dir limit %d bytes)", l.WorkDirSize)
+			}
+			return ""
+		}
+	}
+	return p, nil
+}
+
+// sandboxCmd is the command that starts argv through the sandbox helper.
+func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env []string) (*exec.Cmd, error) {
+	spec := initSpec{
+		Argv:     argv,
+		Env:      env,
+		WorkDir:  dir,
+		Hide:     append([]string{filepath.Dir(r.root)}, r.sb.hide...),
+		UID:      kernelUID(k.MainKernelID),
+		Hostname: hostname(k.MainKernelID),
+		TmpSize:  r.sb.opts.TmpSize,
+		NoFile:   r.sb.opts.NoFile,
+	}
+	if r.sb.cg != nil {
+		for _, d := range r.sb.cg.dirs(k.MainKernelID) {
+			spec.Cgroups = append(spec.Cgroups, filepath.Join(d, "cgroup.procs"))
+		}
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	if !r.sb.opts.Network {
+		flags |= syscall.CLONE_NEWNET
+	}
+	return &exec.Cmd{
+		Path:        r.sb.exe,
+		Args:        []string{"bai-sandbox"},
+		Dir:         "/",
+		Env:         []string{sandboxInitEnv + "=" + string(data)},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Cloneflags: flags},
+	}, nil
+}
+
+// hostname is a kernel's host name: its id, cut to 63 characters.
+func hostname(id string) string {
+	if len(id) > 63 {
+		return id[:63]
+	}
+	return id
 }
 
 // argv is [bin, "-c", src], or [bin, file] with src written to a file when
 // it is too long for one argument.
-func (r *ProcessRuntime) argv(dir, runID, bin, src string) ([]string, error) {
+// dir is the work directory here, home the same seen by the kernel.
+func (r *ProcessRuntime) argv(dir, home, runID, bin, src string) ([]string, error) {
 	if len(src) <= maxInlineArg {
 		return []string{bin, "-c", src}, nil
 	}
-	name := filepath.Join(dir, ".bai-run-"+runID)
-	if err := os.WriteFile(name, []byte(src), 0o600); err != nil {
+	name := ".bai-run-" + runID
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
 		return nil, fmt.Errorf("write code of run %s: %w", runID, err)
 	}
-	return []string{bin, name}, nil
+	return []string{bin, filepath.Join(home, name)}, nil
 }
 
 // process is one execution of the process runtime.
@@ -256,8 +517,19 @@ type process struct {
 	pgid           int
 	stdout, stderr *os.File
 
+	reason func() string // why it was killed, after Wait; nil: unknown
+
 	mu     sync.Mutex
 	exited bool // the leader was reaped and the group killed
+}
+
+// Reason says which limit of its kernel the execution hit ("oom-killed"),
+// or "". Call it after Wait.
+func (p *process) Reason() string {
+	if p.reason == nil {
+		return ""
+	}
+	return p.reason()
 }
 
 func (p *process) Stdout() io.Reader { return p.stdout }

@@ -217,3 +217,37 @@ func (st *state) pruneGone(before time.Time) error {
 		return nil
 	})
 }
+
+// metaResume is the stream sequence the work consumer must be made again
+// from, while it is being reset (between its delete and its creation).
+var metaResume = []byte("resume")
+
+// resumeSeq is the stored resume sequence; 0 when none.
+func (st *state) resumeSeq() (uint64, error) {
+	var seq uint64
+	err := st.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(metaResume); len(v) == 8 {
+			seq = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("state: read resume sequence: %w", err)
+	}
+	return seq, nil
+}
+
+// setResumeSeq stores the resume sequence; 0 clears it.
+func (st *state) setResumeSeq(seq uint64) error {
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if seq == 0 {
+			return b.Delete(metaResume)
+		}
+		return b.Put(metaResume, binary.BigEndian.AppendUint64(nil, seq))
+	})
+	if err != nil {
+		return fmt.Errorf("state: store resume sequence: %w", err)
+	}
+	return nil
+}

@@ -29,6 +29,12 @@ func run() error {
 	dataDir := flag.String("data-dir", defaultDataDir(), "state db and kernel work directories")
 	id := flag.String("id", "", "agent id (default: the stored one, else agent-<hostname>)")
 	group := flag.String("scaling-group", "default", "scaling group")
+	noSandbox := flag.Bool("no-sandbox", false, "run kernels as plain processes even as root (no namespaces, cgroups or uid change)")
+	network := flag.Bool("kernel-network", false, "give kernels the host's network (default: none)")
+	pids := flag.Int64("kernel-pids", 0, "most processes of one kernel (default 512)")
+	workSize := flag.Int64("kernel-work-size", 0, "size limit of a kernel's work dir in bytes (default 1 GiB)")
+	rtName := flag.String("runtime", "process", "kernel runtime: process, or docker (the local Docker Engine, DOCKER_HOST)")
+	shares := flag.Float64("cuda-shares-per-device", 1, "cuda.shares one GPU is worth")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -41,12 +47,43 @@ func run() error {
 	}
 	defer nc.Close()
 
+	var rt agent.Runtime
+	switch *rtName {
+	case "process":
+	case "docker":
+		gpus, err := agent.DetectGPUs(ctx)
+		if err != nil {
+			return err
+		}
+		owner := *id
+		if owner == "" {
+			owner = "default"
+		}
+		opts := agent.DockerOptions{Owner: owner, Network: *network, Pids: *pids}
+		if len(gpus) > 0 {
+			opts.GPUs = agent.NewGPUAllocator(gpus, *shares)
+		}
+		d, err := agent.NewDockerRuntime(ctx, opts)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		rt = d
+	default:
+		return fmt.Errorf("unknown runtime %q (process or docker)", *rtName)
+	}
+
 	svc, err := agent.New(agent.Config{
-		NC:           nc,
-		Log:          log,
-		DataDir:      *dataDir,
-		ID:           *id,
-		ScalingGroup: *group,
+		NC:                  nc,
+		Log:                 log,
+		DataDir:             *dataDir,
+		ID:                  *id,
+		ScalingGroup:        *group,
+		Runtime:             rt,
+		CUDASharesPerDevice: *shares,
+		Sandbox: agent.SandboxOptions{
+			Disable: *noSandbox, Network: *network, Pids: *pids, WorkDirSize: *workSize,
+		},
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,188 @@
+package agent_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/internal/natstest"
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/services/agent"
+)
+
+// agentProc is a bai-agent binary run as a real subprocess.
+type agentProc struct {
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+// buildAgent builds the bai-agent binary once per test.
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("SKIP: no go tool to build bai-agent: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "bai-agent")
+	out, err := exec.Command(goBin, "build", "-o", bin, "./cmd/bai-agent").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build bai-agent: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startAgentProc(t *testing.T, bin, url, dataDir string) *agentProc {
+	t.Helper()
+	var log bytes.Buffer
+	cmd := exec.Command(bin, "-nats", url, "-data-dir", dataDir, "-id", "agent-crash")
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return &agentProc{cmd: cmd, log: &log}
+}
+
+func (p *agentProc) kill9(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+}
+
+// TestCrashRecovery kills -9 a real bai-agent 10 times at random points
+// while sessions are placed, created and run, restarting it each time.
+// Then: every session is running or ended, never with its initial run done
+// twice; the kernels the runtime has are exactly those the agent runs; and
+// after a terminate each session is final and nothing is left behind.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP: builds and kills bai-agent (not in -short)")
+	}
+	t.Parallel()
+	bin := buildAgent(t)
+	e := newEnv(t)
+	// The streams the agent would provision, before anything is published.
+	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	url := e.s.ClientURL()
+	dir := t.TempDir()
+	purgeKernels(t, dir)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+
+	var sessions []*events.SessionSpec
+	schedule := func(sp *events.SessionSpec) {
+		e.publish(&events.Event{Name: events.EventScheduled, AccessKey: sp.AccessKey, SessionID: sp.ID,
+			KernelID: sp.MainKernelID, AgentID: "agent-crash", AgentEpoch: 1, Session: sp})
+	}
+	for round := 0; round < 10; round++ {
+		p := startAgentProc(t, bin, url, dir)
+		if round == 0 {
+			// Work goes to an agent once its consumer exists (as the
+			// scheduler places only on agents with a heartbeat).
+			natstest.CheckFor(t, wait, step, func() error {
+				_, err := e.js.Consumer(t.Context(), streams.Sessions, "bai-agent-agent-crash")
+				return err
+			})
+		}
+		for i := 0; i < 2; i++ {
+			sp := spec(fmt.Sprintf("c%d-%d", round, i))
+			// The initial run counts itself in the work dir, then stays.
+			sp.Run = &events.RunSpec{ID: "init", Exec: `echo ran >> count; sleep 120`}
+			sessions = append(sessions, sp)
+			schedule(sp)
+		}
+		// Terminate one of the earlier sessions now and then.
+		if round%3 == 2 {
+			sp := sessions[rng.IntN(len(sessions)-2)]
+			e.publish(&events.Event{Name: events.EventTerminating, AccessKey: sp.AccessKey, SessionID: sp.ID,
+				KernelID: sp.MainKernelID, AgentID: "agent-crash", Reason: events.ReasonUserRequested})
+		}
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // a random kill point, not a wait for a state
+		p.kill9(t)
+	}
+
+	final := startAgentProc(t, bin, url, dir)
+	t.Cleanup(func() {
+		_ = final.cmd.Process.Signal(syscall.SIGTERM)
+		_ = final.cmd.Wait()
+		if t.Failed() {
+			t.Logf("last agent's log:\n%s", final.log.String())
+		}
+	})
+	// Every session gets to RUNNING or an end.
+	for _, sp := range sessions {
+		natstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+			evs := e.sessionEvents(sp.ID)
+			if find(evs, events.EventStarted) == nil && find(evs, events.EventTerminated) == nil {
+				return fmt.Errorf("session %s: %v", sp.ID, names(evs))
+			}
+			return nil
+		})
+	}
+	// What the runtime has is what the agent runs: the sessions started
+	// and not terminated.
+	var running []string
+	for _, sp := range sessions {
+		if find(e.sessionEvents(sp.ID), events.EventTerminated) == nil {
+			running = append(running, sp.MainKernelID)
+		}
+	}
+	sort.Strings(running)
+	t.Logf("after 10 kill -9s: %d of %d sessions running", len(running), len(sessions))
+	r := agent.NewProcessRuntime(filepath.Join(dir, "kernels"), nil)
+	r.Sandbox(agent.SandboxOptions{})
+	natstest.CheckFor(t, wait, step, func() error {
+		have, err := r.Kernels()
+		if err != nil {
+			return err
+		}
+		if fmt.Sprint(have) != fmt.Sprint(running) {
+			return fmt.Errorf("runtime has kernels %v, sessions running %v", have, running)
+		}
+		return nil
+	})
+	// No initial run ran twice.
+	for _, sp := range sessions {
+		if find(e.sessionEvents(sp.ID), events.EventTerminated) != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "kernels", sp.MainKernelID, "count"))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(data), "ran"); n > 1 {
+			t.Errorf("session %s: initial run ran %d times", sp.ID, n)
+		}
+	}
+	// Terminate all: each ends, and nothing is left.
+	for _, sp := range sessions {
+		e.publish(&events.Event{Name: events.EventTerminating, AccessKey: sp.AccessKey, SessionID: sp.ID,
+			KernelID: sp.MainKernelID, AgentID: "agent-crash", Reason: events.ReasonUserRequested})
+	}
+	for _, sp := range sessions {
+		evs := e.waitEvent(sp.ID, events.EventTerminated)
+		if c := count(evs, events.EventKernelStarted); c < 1 && find(evs, events.EventError) == nil {
+			t.Errorf("session %s ended without a kernel or an error: %v", sp.ID, names(evs))
+		}
+	}
+	natstest.CheckFor(t, wait, step, func() error {
+		have, err := r.Kernels()
+		if err != nil {
+			return err
+		}
+		if len(have) != 0 {
+			return fmt.Errorf("kernels left after terminating all: %v", have)
+		}
+		return nil
+	})
+	t.Logf("%d sessions over 10 kill -9s: all final, runtime matches state", len(sessions))
+}
