@@ -27,11 +27,24 @@ type running struct {
 // the test ends (or stop is called).
 func startServer(t *testing.T, dataDir string) *running {
 	t.Helper()
-	srv, err := New(Config{DataDir: dataDir, Listen: "127.0.0.1:-1", AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}})
+	return startServerWith(t, Config{DataDir: dataDir, AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}})
+}
+
+// startServerWith runs the all-in-one server with cfg (DataDir defaults to
+// a fresh t.TempDir(); Listen is always a free loopback port) until the
+// test ends (or stop is called). The kernels its agent keeps for a next
+// start are destroyed at the end.
+func startServerWith(t *testing.T, cfg Config) *running {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.Listen = "127.0.0.1:-1"
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	purgeAgentKernels(t, dataDir)
+	purgeAgentKernels(t, cfg.DataDir)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()

@@ -494,26 +494,9 @@ func (s *syncBuffer) String() string {
 
 func TestAgentIdentity(t *testing.T) {
 	var logs syncBuffer
-	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:-1", AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"},
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"},
 		Log: zerolog.New(&logs).Level(zerolog.InfoLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
-	r := &running{srv: srv, stop: cancel}
+	srv := r.srv
 	b := r.newTenant(t, "user", "")
 	id := r.startSleeper(t, b)
 	info, err := r.clientAs(t, b).Get(context.Background(), id)
