@@ -141,6 +141,8 @@ type CreateRequest struct {
 	Type           SessionType       `json:"type,omitempty"`
 	StartupCommand string            `json:"startup_command,omitempty"`
 	Run            *RunSpec          `json:"run,omitempty"`
+	// Priority, MinPriority to MaxPriority; nil means DefaultPriority.
+	Priority *int `json:"priority,omitempty"`
 }
 
 // CreateResponse answers a CreateRequest.

@@ -39,6 +39,10 @@ const (
 	EventSuccess       Name = "session_success"      // a batch task ended with exit code 0
 	EventFailure       Name = "session_failure"      // a batch task or start failed
 	EventError         Name = "session_error"        // → ERROR
+
+	// Published by the scheduler: why a session still waits (a failed
+	// predicate); no status change. The registry shows it as status_info.
+	EventPendingInfo Name = "session_pending_info"
 )
 
 type addressing uint8
@@ -73,6 +77,7 @@ var names = map[Name]nameInfo{
 	EventSuccess:          {},
 	EventFailure:          {},
 	EventError:            {status: StatusError},
+	EventPendingInfo:      {},
 }
 
 // Known reports whether n is one of the events.
@@ -110,6 +115,16 @@ const (
 	ReasonNoAgent        Reason = "no-available-agent"
 	ReasonKilled         Reason = "killed"
 	ReasonAgentRestarted Reason = "agent-restarted"
+	// A non-final status outlived its deadline (the message says which).
+	ReasonStatusTimeout Reason = "status-timeout"
+	// A dependency (--depends) ended without success.
+	ReasonDependencyFailed Reason = "dependency-failed"
+	// Why a session waits, on EventPendingInfo.
+	ReasonStartsAt         Reason = "starts-at"
+	ReasonDependsPending   Reason = "dependencies-not-finished"
+	ReasonConcurrencyLimit Reason = "concurrency-limit"
+	ReasonImageMinimum     Reason = "below-image-minimum"
+	ReasonQueueBlocked     Reason = "queue-blocked"
 )
 
 // Event is the envelope of everything on the session log. Which fields are
@@ -228,4 +243,33 @@ type SessionSpec struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	// Run, when set, is executed as soon as the kernel is running.
 	Run *RunSpec `json:"run,omitempty"`
+	// Priority, 0 to 100, orders the queue before its policy; nil means
+	// DefaultPriority.
+	Priority *int `json:"priority,omitempty"`
+	// StartsAt, when set, keeps the session pending until then.
+	StartsAt *time.Time `json:"starts_at,omitempty"`
+	// Depends lists session ids of the same owner that must have finished
+	// successfully before this one is placed.
+	Depends []string `json:"depends,omitempty"`
+	// ConcurrencyLimit is the keypair's most sessions holding capacity at
+	// once, as the gateway resolved it; 0 means no limit.
+	ConcurrencyLimit int `json:"concurrency_limit,omitempty"`
+	// MinSlots is the image's minimum resources; the scheduler refuses to
+	// place a request below them.
+	MinSlots map[string]string `json:"min_slots,omitempty"`
+}
+
+// Session priorities.
+const (
+	MinPriority     = 0
+	MaxPriority     = 100
+	DefaultPriority = 10
+)
+
+// EffectivePriority is the spec's priority, DefaultPriority when unset.
+func (s *SessionSpec) EffectivePriority() int {
+	if s.Priority == nil {
+		return DefaultPriority
+	}
+	return *s.Priority
 }

@@ -75,6 +75,9 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 	if err := checkCommand("startup command", cr.StartupCommand); err != nil {
 		return nil, err
 	}
+	if cr.Priority != nil && (*cr.Priority < events.MinPriority || *cr.Priority > events.MaxPriority) {
+		return nil, events.Errorf(events.ErrInvalid, "invalid priority %d: use %d to %d", *cr.Priority, events.MinPriority, events.MaxPriority)
+	}
 	if cr.Run != nil {
 		if err := checkRun(cr.Run); err != nil {
 			return nil, err
@@ -97,6 +100,7 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		MainKernelID:   newUUID(),
 		CreatedAt:      time.Now().UTC(),
 		Run:            cr.Run,
+		Priority:       cr.Priority,
 	}, nil
 }
 

@@ -63,6 +63,12 @@ func apply(info *events.SessionInfo, e *events.Event, seq uint64) bool {
 			info.TerminatedAt = &t
 		}
 	}
+	if e.Name == events.EventPendingInfo && info.Status == events.StatusPending {
+		info.StatusInfo = string(e.Reason)
+		if e.Message != "" {
+			info.StatusInfo += ": " + e.Message
+		}
+	}
 	switch e.Name {
 	case events.EventSuccess:
 		info.Result = events.ResultSuccess

@@ -22,6 +22,9 @@ const (
 	Output = "BAI_OUTPUT"
 	// Agents is the KV bucket of agent heartbeats, keyed by agent id.
 	Agents = "bai_agents"
+	// Leases is the KV bucket of leaderships (the scheduler's), whose keys
+	// expire after the bucket's TTL unless renewed.
+	Leases = "bai_leases"
 )
 
 // Options tune the provisioned streams.
@@ -91,6 +94,20 @@ func AgentsBucketConfig(o Options) jetstream.KeyValueConfig {
 		Bucket:      Agents,
 		Description: "bai agent heartbeats",
 		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+// LeasesBucketConfig is the leases bucket's configuration: a lease not
+// renewed within ttl disappears.
+func LeasesBucketConfig(o Options, ttl time.Duration) jetstream.KeyValueConfig {
+	o.fill()
+	return jetstream.KeyValueConfig{
+		Bucket:      Leases,
+		Description: "bai leader leases",
+		History:     1,
+		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	}
