@@ -109,7 +109,6 @@ func (s *sched) crash() {
 	})
 }
 
-
 // enqueue publishes a session_enqueued as the gateway would.
 func (c *cluster) enqueue(ak, sid string, slotMap map[string]string, mod func(*events.SessionSpec)) {
 	c.t.Helper()
