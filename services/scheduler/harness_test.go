@@ -361,6 +361,8 @@ type simAgent struct {
 	// ignoreTerminate: terminating orders are acknowledged and ignored.
 	ignoreTerminate bool
 	ackWait         time.Duration
+	// dup: every event is published twice, with different ids.
+	dup bool
 	// skipAcks: each work message is left unacknowledged this many times
 	// (redelivered), then handled.
 	skipAcks int
@@ -468,6 +470,12 @@ func (a *simAgent) handle(ctx context.Context, js jetstream.JetStream, m jetstre
 	}
 	pub := func(name events.Name, reason events.Reason) bool {
 		e := &events.Event{Name: name, AccessKey: ev.AccessKey, SessionID: ev.SessionID, KernelID: ev.KernelID, AgentID: a.id, AgentEpoch: a.epoch, Reason: reason}
+		if a.dup {
+			again := *e
+			if publishOn(js, &again) != nil {
+				return false
+			}
+		}
 		return publishOn(js, e) == nil
 	}
 	switch ev.Name {
