@@ -43,6 +43,11 @@ const (
 	// Published by the scheduler: why a session still waits (a failed
 	// predicate); no status change. The registry shows it as status_info.
 	EventPendingInfo Name = "session_pending_info"
+	// Published by the scheduler, atomically with each placement, on the
+	// placed agent's ledger subject (AgentLedgerSubject): the per-agent
+	// sequence a placement is conditioned on, so two schedulers cannot both
+	// commit the same capacity. No session, no status.
+	EventAgentLedger Name = "agent_ledger"
 )
 
 type addressing uint8
@@ -78,6 +83,7 @@ var names = map[Name]nameInfo{
 	EventFailure:          {},
 	EventError:            {status: StatusError},
 	EventPendingInfo:      {},
+	EventAgentLedger:      {},
 }
 
 // Known reports whether n is one of the events.

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
@@ -14,13 +16,6 @@ import (
 	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/pkg/slots"
 )
-
-// placementsFilter matches every placement in the log. A placement is
-// published with the last placement sequence this scheduler knows as a
-// precondition on it: a scheduler that missed any placement (another
-// leader's, in a split brain) is refused, so no agent's capacity is
-// committed twice, and no session is placed twice.
-const placementsFilter = "bai.session.*.*." + string(events.EventScheduled) + ".*"
 
 // decide acts on the current state, as the leader: orphan placements,
 // lost agents, terminate requests, deadlines, then placements.
@@ -247,6 +242,10 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 		ready = append(ready, sess)
 	}
 	try := func(sess *session) (placed, ok bool) {
+		if msg := r.overLimit(sess); msg != "" {
+			s.info(ctx, sess, events.ReasonConcurrencyLimit, msg)
+			return false, true
+		}
 		a := r.pick(sess)
 		if a == nil {
 			return false, true
@@ -267,7 +266,7 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 			if !ok {
 				return false
 			}
-			if !placed {
+			if !placed && r.overLimit(sess) == "" {
 				s.info(ctx, sess, events.ReasonNoAgent, "")
 			}
 		}
@@ -282,8 +281,8 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 			if !ok {
 				return false
 			}
-			if placed {
-				continue
+			if placed || r.overLimit(sess) != "" {
+				continue // a keypair limit blocks no one else
 			}
 			s.info(ctx, sess, events.ReasonNoAgent, "")
 			if sess.retries < r.gp.SkipAfter {
@@ -355,7 +354,9 @@ func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func
 				return false
 			}
 			if !placed {
-				s.info(ctx, sess, events.ReasonNoAgent, "")
+				if r.overLimit(sess) == "" {
+					s.info(ctx, sess, events.ReasonNoAgent, "")
+				}
 				continue
 			}
 			u := used[best]
@@ -394,19 +395,114 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	}
 }
 
+// place publishes a placement and, in the same atomic batch, an entry on
+// the agent's ledger subject. The placement carries the session's last
+// sequence as a precondition (no session placed twice, none placed after
+// it was cancelled); the ledger entry carries the agent's last ledger
+// sequence (no capacity committed on a view that misses another
+// scheduler's placement there). Both commit or neither does.
 func (s *Service) place(ctx context.Context, sess *session, a *agent) bool {
 	ev := s.event(sess, events.EventScheduled)
 	ev.AgentID = a.info.ID
 	ev.AgentEpoch = a.info.Epoch
 	ev.Session = sess.spec
-	seq, err := s.publishEvent(ctx, ev, s.st.lastPlacement, placementsFilter)
+	led := &events.Event{V: events.Version, ID: ev.ID + "-ledger", Name: events.EventAgentLedger, Time: ev.Time,
+		AccessKey: events.LedgerOwner, SessionID: a.info.ID, AgentID: a.info.ID, KernelID: sess.spec.MainKernelID,
+		Message: sess.spec.AccessKey + "/" + sess.spec.ID}
+	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
+	seqs, err := s.publishBatch(ctx, []batchItem{
+		{ev: ev, expect: sess.lastSeq, filter: filter},
+		{ev: led, expect: s.st.ledger[a.info.ID]},
+	})
 	if err != nil {
+		s.refused.Add(1)
 		s.st.dirty = true // retried once the log has caught up
 		return false
 	}
-	s.st.applyMine(ev, seq)
+	s.st.applyMine(ev, seqs[0])
+	s.st.applyMine(led, seqs[1])
 	s.log.Debug().Str("session_id", sess.spec.ID).Str("agent_id", a.info.ID).Msg("session_scheduled")
 	return true
+}
+
+// batchItem is one message of an atomic batch and its precondition: the
+// last message on filter (its own subject when empty) has sequence expect.
+type batchItem struct {
+	ev     *events.Event
+	expect uint64
+	filter string
+}
+
+// publishBatch publishes items as one JetStream atomic batch: all are
+// stored, contiguously, or none. It returns their sequences.
+func (s *Service) publishBatch(ctx context.Context, items []batchItem) ([]uint64, error) {
+	id := nuid.Next()
+	var reply *nats.Msg
+	for i, it := range items {
+		subj, err := events.EventSubject(it.ev)
+		if err != nil {
+			return nil, err
+		}
+		data, err := json.Marshal(it.ev)
+		if err != nil {
+			return nil, err
+		}
+		m := nats.NewMsg(subj)
+		m.Data = data
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		m.Header.Set(jetstream.MsgIDHeader, it.ev.ID)
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(it.expect, 10))
+		if it.filter != "" {
+			m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", it.filter)
+		}
+		if i < len(items)-1 {
+			// With a reply the server acknowledges at once (flow control);
+			// without one it waits before it reads the next message.
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := s.cfg.NC.RequestMsgWithContext(rctx, m)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		m.Header.Set("Nats-Batch-Commit", "1")
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		reply, err = s.cfg.NC.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("placement_publish_failed")
+			return nil, err
+		}
+	}
+	var ack struct {
+		Seq   uint64 `json:"seq"`
+		Count int    `json:"count"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     uint16 `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &ack); err != nil {
+		return nil, fmt.Errorf("placement ack: %w", err)
+	}
+	if ack.Error != nil {
+		err := &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode), Description: ack.Error.Description}
+		if !streams.IsWrongLastSequence(err) {
+			s.log.Warn().Err(err).Msg("placement_refused")
+		}
+		return nil, err
+	}
+	if ack.Count != len(items) {
+		return nil, fmt.Errorf("placement ack: %d of %d messages", ack.Count, len(items))
+	}
+	seqs := make([]uint64, len(items))
+	for i := range seqs {
+		seqs[i] = ack.Seq - uint64(len(items)-1-i)
+	}
+	return seqs, nil
 }
 
 func (s *Service) event(sess *session, name events.Name) *events.Event {

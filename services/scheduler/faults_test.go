@@ -87,7 +87,7 @@ func TestAgentLostAndHealed(t *testing.T) {
 	lost := c.agent("agent-a", map[string]string{"cpu": "2", "mem": "4g"}, nil)
 	c.enqueue("AKA", "run", cpu1, nil)
 	c.waitStatus(10*time.Second, events.StatusRunning, "run")
-	lost.stallAt = events.EventCreating
+	lost.setStall(events.EventCreating)
 	c.enqueue("AKA", "creating", cpu1, nil)
 	c.waitStatus(10*time.Second, events.StatusCreating, "creating")
 	lost.stop()
@@ -113,7 +113,7 @@ func TestAgentLostAndHealed(t *testing.T) {
 		t.Fatalf("the partitioned agent runs %d kernels", lost.runningCount())
 	}
 	// Heal: it comes back and drops what it ran for the lost sessions.
-	lost.stallAt = ""
+	lost.setStall("")
 	lost.start()
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := lost.runningCount(); n != 0 {
@@ -141,7 +141,7 @@ func TestStatusDeadlines(t *testing.T) {
 	c.enqueue("AKA", "stuck", cpu1, nil)
 	c.waitStatus(10*time.Second, events.StatusPreparing, "stuck")
 	stuck.stop()
-	stuck.stallAt = ""
+	stuck.setStall("")
 	stuck.start() // alive again, the placement consumed: it only answers orders now
 	c.waitStatus(10*time.Second, events.StatusTerminated, "stuck")
 	if r := c.obs.session("stuck").reason; r != events.ReasonStatusTimeout {

@@ -123,7 +123,14 @@ func (c *cluster) enqueue(ak, sid string, slotMap map[string]string, mod func(*e
 // enqueueAsync publishes many enqueues without waiting for each ack.
 func (c *cluster) enqueueAsync(ak string, sids []string, slotMap map[string]string) {
 	c.t.Helper()
-	for _, sid := range sids {
+	for i, sid := range sids {
+		if i%500 == 499 {
+			select {
+			case <-c.js.PublishAsyncComplete():
+			case <-time.After(60 * time.Second):
+				c.t.Fatal("async enqueues not acknowledged")
+			}
+		}
 		sp := &events.SessionSpec{ID: sid, AccessKey: ak, Image: "python:3.11", Slots: slotMap,
 			ScalingGroup: "default", MainKernelID: "k-" + sid, Type: events.TypeInteractive}
 		ev := &events.Event{V: events.Version, ID: nuid.Next(), Time: time.Now().UTC(), Name: events.EventEnqueued, AccessKey: ak, SessionID: sid, Session: sp}
@@ -494,7 +501,10 @@ func (a *simAgent) handle(ctx context.Context, js jetstream.JetStream, m jetstre
 			if !pub(n, "") {
 				return
 			}
-			if n == a.stallAt {
+			a.mu.Lock()
+			stall := a.stallAt
+			a.mu.Unlock()
+			if n == stall {
 				_ = m.Ack()
 				<-ctx.Done()
 				return
@@ -537,6 +547,12 @@ func (a *simAgent) drop(sid string) bool {
 	delete(a.running, sid)
 	a.c.kernelDown(sid)
 	return true
+}
+
+func (a *simAgent) setStall(n events.Name) {
+	a.mu.Lock()
+	a.stallAt = n
+	a.mu.Unlock()
 }
 
 func (a *simAgent) runningCount() int {

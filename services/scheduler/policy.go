@@ -133,9 +133,6 @@ func (r *round) predicates(s *session) (events.Reason, string) {
 	if len(waiting) > 0 {
 		return events.ReasonDependsPending, strings.Join(waiting, ",")
 	}
-	if sp.ConcurrencyLimit > 0 && r.running[sp.AccessKey] >= sp.ConcurrencyLimit {
-		return events.ReasonConcurrencyLimit, fmt.Sprintf("%d of %d sessions running", r.running[sp.AccessKey], sp.ConcurrencyLimit)
-	}
 	if len(sp.MinSlots) > 0 {
 		min, err := slots.ParseMap(sp.MinSlots)
 		if err == nil {
@@ -147,6 +144,16 @@ func (r *round) predicates(s *session) (events.Reason, string) {
 		}
 	}
 	return "", ""
+}
+
+// overLimit reports why s may not go for its keypair's concurrency limit
+// ("" when it may); checked at each try, as placements count.
+func (r *round) overLimit(s *session) string {
+	sp := s.spec
+	if sp.ConcurrencyLimit > 0 && r.running[sp.AccessKey] >= sp.ConcurrencyLimit {
+		return fmt.Sprintf("%d of %d sessions running", r.running[sp.AccessKey], sp.ConcurrencyLimit)
+	}
+	return ""
 }
 
 // pick chooses the agent for s with the group's selector, or nil when s

@@ -62,9 +62,9 @@ type state struct {
 	// mine holds the ids of our own decisions applied before the log
 	// echoes them back.
 	mine map[string]struct{}
-	// lastPlacement is the sequence of the last session_scheduled in the
-	// log: the precondition of the next placement.
-	lastPlacement uint64
+	// ledger is, per agent, the sequence of the last agent_ledger event
+	// on its ledger subject: the precondition of the next placement there.
+	ledger map[string]uint64
 	// dirty is set when something happened that may let a pending session
 	// be placed.
 	dirty bool
@@ -80,6 +80,7 @@ func newState() *state {
 		done:     map[string]finished{},
 		mine:     map[string]struct{}{},
 		rr:       map[string]string{},
+		ledger:   map[string]uint64{},
 		now:      time.Now,
 	}
 }
@@ -109,8 +110,11 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 		delete(st.mine, ev.ID)
 		return
 	}
-	if ev.Name == events.EventScheduled && seq > st.lastPlacement {
-		st.lastPlacement = seq
+	if ev.Name == events.EventAgentLedger {
+		if ev.AccessKey == events.LedgerOwner && seq > st.ledger[ev.SessionID] {
+			st.ledger[ev.SessionID] = seq
+		}
+		return
 	}
 	k := key(ev.AccessKey, ev.SessionID)
 	sess := st.sessions[k]

@@ -67,6 +67,8 @@ func SessionStreamConfig(o Options) jetstream.StreamConfig {
 		Duplicates:  2 * time.Minute,
 		Replicas:    o.Replicas,
 		AllowDirect: true,
+		// A placement and its agent ledger entry commit together.
+		AllowAtomicPublish: true,
 	}
 }
 
