@@ -197,7 +197,8 @@ func (s *Service) terminate(ctx context.Context, sess *session) {
 	}
 }
 
-// placeAll runs one placement round over every scaling group.
+// placeAll runs one placement round over every scaling group, then
+// commits its placements.
 func (s *Service) placeAll(ctx context.Context, now time.Time) {
 	queues := s.st.queues()
 	if len(queues) == 0 {
@@ -214,22 +215,32 @@ func (s *Service) placeAll(ctx context.Context, now time.Time) {
 		names = append(names, g)
 	}
 	sort.Strings(names)
+	var batch []tentative
 	for _, g := range names {
-		r := &round{st: s.st, group: g, gp: s.group(g), now: now, timeout: s.cfg.AgentTimeout, running: running}
+		r := &round{st: s.st, group: g, gp: s.group(g), now: now, timeout: s.cfg.AgentTimeout, running: running, extra: map[*agent]slots.Set{}}
 		for _, a := range s.st.agents {
 			if a.info.ScalingGroup == g && a.live(now, s.cfg.AgentTimeout) {
 				r.agents = append(r.agents, a)
 			}
 		}
 		sort.Slice(r.agents, func(i, j int) bool { return r.agents[i].info.ID < r.agents[j].info.ID })
-		if !s.placeGroup(ctx, r, queues[g]) {
-			return // a stale view: wait for the log
+		s.placeGroup(ctx, r, queues[g])
+		batch = append(batch, r.batch...)
+	}
+	for len(batch) > 0 {
+		n := min(len(batch), maxPlacementsPerBatch)
+		if !s.commit(ctx, batch[:n]) {
+			return
 		}
+		batch = batch[n:]
 	}
 }
 
-// placeGroup places what it can of one group's queue; false means a
-// placement was refused as stale.
+// maxPlacementsPerBatch keeps an atomic batch (placements plus one ledger
+// entry per agent) under the server's limit of 1,000 messages.
+const maxPlacementsPerBatch = 400
+
+// placeGroup decides what it can of one group's queue, tentatively.
 func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 	sortQueue(q, r.gp.Policy)
 	// Predicates first: what may not go yet says why.
@@ -250,9 +261,14 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 		if a == nil {
 			return false, true
 		}
-		if !s.place(ctx, sess, a) {
-			return false, false
+		x := r.extra[a]
+		if x == nil {
+			x = slots.Set{}
 		}
+		if n, err := x.Add(sess.slots); err == nil {
+			r.extra[a] = n
+		}
+		r.batch = append(r.batch, tentative{sess: sess, agent: a})
 		r.st.rr[r.group] = a.info.ID
 		r.running[sess.spec.AccessKey]++
 		return true, true
@@ -395,33 +411,43 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	}
 }
 
-// place publishes a placement and, in the same atomic batch, an entry on
-// the agent's ledger subject. The placement carries the session's last
-// sequence as a precondition (no session placed twice, none placed after
-// it was cancelled); the ledger entry carries the agent's last ledger
+// commit publishes a round's placements in one atomic batch: each
+// placement carries its session's last sequence as a precondition (no
+// session placed twice, none placed after it was cancelled), and one entry
+// per agent on the agent's ledger subject carries the agent's last ledger
 // sequence (no capacity committed on a view that misses another
-// scheduler's placement there). Both commit or neither does.
-func (s *Service) place(ctx context.Context, sess *session, a *agent) bool {
-	ev := s.event(sess, events.EventScheduled)
-	ev.AgentID = a.info.ID
-	ev.AgentEpoch = a.info.Epoch
-	ev.Session = sess.spec
-	led := &events.Event{V: events.Version, ID: ev.ID + "-ledger", Name: events.EventAgentLedger, Time: ev.Time,
-		AccessKey: events.LedgerOwner, SessionID: a.info.ID, AgentID: a.info.ID, KernelID: sess.spec.MainKernelID,
-		Message: sess.spec.AccessKey + "/" + sess.spec.ID}
-	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
-	seqs, err := s.publishBatch(ctx, []batchItem{
-		{ev: ev, expect: sess.lastSeq, filter: filter},
-		{ev: led, expect: s.st.ledger[a.info.ID]},
-	})
+// scheduler's placement there). All commit or none does; a refusal means
+// a stale view, and the round is taken again once the log has caught up.
+func (s *Service) commit(ctx context.Context, batch []tentative) bool {
+	items := make([]batchItem, 0, len(batch)+8)
+	ledgers := map[string]*events.Event{}
+	var order []string
+	now := time.Now().UTC()
+	for _, t := range batch {
+		sess, a := t.sess, t.agent
+		ev := s.event(sess, events.EventScheduled)
+		ev.AgentID, ev.AgentEpoch, ev.Session = a.info.ID, a.info.Epoch, sess.spec
+		filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
+		items = append(items, batchItem{ev: ev, expect: sess.lastSeq, filter: filter})
+		if ledgers[a.info.ID] == nil {
+			ledgers[a.info.ID] = &events.Event{V: events.Version, ID: ev.ID + "-ledger", Name: events.EventAgentLedger, Time: now,
+				AccessKey: events.LedgerOwner, SessionID: a.info.ID, AgentID: a.info.ID}
+			order = append(order, a.info.ID)
+		}
+	}
+	for _, id := range order {
+		items = append(items, batchItem{ev: ledgers[id], expect: s.st.ledger[id]})
+	}
+	seqs, err := s.publishBatch(ctx, items)
 	if err != nil {
 		s.refused.Add(1)
 		s.st.dirty = true // retried once the log has caught up
 		return false
 	}
-	s.st.applyMine(ev, seqs[0])
-	s.st.applyMine(led, seqs[1])
-	s.log.Debug().Str("session_id", sess.spec.ID).Str("agent_id", a.info.ID).Msg("session_scheduled")
+	for i, it := range items {
+		s.st.applyMine(it.ev, seqs[i])
+	}
+	s.placed.Add(int64(len(batch)))
 	return true
 }
 

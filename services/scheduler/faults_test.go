@@ -239,12 +239,16 @@ func runScenario(t *testing.T, chaos bool) map[string]string {
 	}
 	for done := 0; done < 30; done += 8 {
 		c.waitCounts(30*time.Second, map[events.Status]int{events.StatusRunning: min(8, 30-done), events.StatusPending: max(0, 22-done), events.StatusTerminated: done})
+		var running []string
 		for _, sid := range ids {
 			if c.obs.session(sid).status == events.StatusRunning {
+				running = append(running, sid)
+			}
+		}
+		for _, sid := range running {
+			c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: sid})
+			if chaos {
 				c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: sid})
-				if chaos {
-					c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: sid})
-				}
 			}
 		}
 	}

@@ -83,7 +83,15 @@ type round struct {
 	running  map[string]int // access key → sessions holding capacity (all groups)
 	share    map[string]slots.Set
 	total    slots.Set
-	blockers map[*session]string // why a session waits
+	// tentative placements of this round, committed together at its end,
+	// and what they add to each agent.
+	batch []tentative
+	extra map[*agent]slots.Set
+}
+
+type tentative struct {
+	sess  *session
+	agent *agent
 }
 
 // queue lists the group's pending sessions in the order the policy tries
@@ -173,7 +181,11 @@ func (r *round) pick(s *session) *agent {
 	}
 	for i := range r.agents {
 		a := r.agents[(start+i)%len(r.agents)]
-		after, err := a.used.Add(s.slots)
+		used := a.used
+		if x := r.extra[a]; x != nil {
+			used, _ = used.Add(x)
+		}
+		after, err := used.Add(s.slots)
 		if err != nil || !after.Fits(a.capacity) {
 			continue
 		}

@@ -83,7 +83,8 @@ type Service struct {
 	ready   chan struct{}
 	once    sync.Once
 	leading atomic.Bool
-	refused atomic.Int64 // placements the log refused (a stale view)
+	refused atomic.Int64 // placement batches the log refused (a stale view)
+	placed  atomic.Int64 // placements committed
 	poke    chan struct{}
 
 	mu sync.Mutex // guards st, for Snapshot
@@ -389,15 +390,16 @@ type Snapshot struct {
 	Pending int
 	Placed  map[string]slots.Set // agent id → sum of placed slots
 	Leader  bool
-	// Refused counts the placements the log refused since the start.
-	Refused int64
+	// Refused counts the placement batches the log refused since the
+	// start; Committed the placements it accepted.
+	Refused, Committed int64
 }
 
 // Snapshot returns the current ledger.
 func (s *Service) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Pending: len(s.st.pending), Placed: map[string]slots.Set{}, Leader: s.leading.Load(), Refused: s.refused.Load()}
+	snap := Snapshot{Pending: len(s.st.pending), Placed: map[string]slots.Set{}, Leader: s.leading.Load(), Refused: s.refused.Load(), Committed: s.placed.Load()}
 	for id, a := range s.st.agents {
 		snap.Placed[id] = a.used.Clone()
 	}
