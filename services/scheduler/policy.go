@@ -73,16 +73,16 @@ func (g *GroupPolicy) fill() error {
 
 // round is one placement round over one scaling group.
 type round struct {
-	st       *state
-	group    string
-	gp       GroupPolicy
-	now      time.Time
-	timeout  time.Duration
-	agents   []*agent // live agents of the group, by id
-	failed   []slots.Set
-	running  map[string]int // access key → sessions holding capacity (all groups)
-	share    map[string]slots.Set
-	total    slots.Set
+	st      *state
+	group   string
+	gp      GroupPolicy
+	now     time.Time
+	timeout time.Duration
+	agents  []*agent // live agents of the group, by id
+	failed  []slots.Set
+	running map[string]int // access key → sessions holding capacity (all groups)
+	share   map[string]slots.Set
+	total   slots.Set
 	// tentative placements of this round, committed together at its end,
 	// and what they add to each agent.
 	batch []tentative
