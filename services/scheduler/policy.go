@@ -244,3 +244,6 @@ func freeScore(capacity, used slots.Set) int64 {
 	}
 	return score
 }
+
+// Check reports what is wrong with g, before anything starts.
+func (g GroupPolicy) Check() error { return g.fill() }
