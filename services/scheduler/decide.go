@@ -18,18 +18,24 @@ import (
 )
 
 // decide acts on the current state, as the leader: orphan placements,
-// lost agents, terminate requests, deadlines, then placements.
+// lost agents, terminate requests, deadlines, then placements. The
+// time-driven checks run on ticks (timed) only.
 func (s *Service) decide(ctx context.Context, timed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.dropOrphans(ctx)
-	s.lostAgents(ctx, now)
-	s.pendingTimeouts(now)
+	if timed {
+		// Time-driven checks walk every session: once a tick.
+		s.lostAgents(ctx, now)
+		s.pendingTimeouts(now)
+	}
 	for _, sess := range s.toTerminate() {
 		s.terminate(ctx, sess)
 	}
-	s.deadlines(ctx, now)
+	if timed {
+		s.deadlines(ctx, now)
+	}
 	if s.st.dirty || timed {
 		s.st.dirty = false
 		s.placeAll(ctx, now)

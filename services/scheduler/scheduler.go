@@ -319,6 +319,13 @@ func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
 	defer t.Stop()
 	val := []byte(s.cfg.InstanceID)
 	var rev uint64
+	// A released lease (deleted) is taken at once; an expired one (the
+	// bucket's TTL leaves no marker) on the next try.
+	var released <-chan jetstream.KeyValueEntry
+	if w, err := kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+		defer func() { _ = w.Stop() }()
+		released = w.Updates()
+	}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, every)
 		if s.leading.Load() {
@@ -341,18 +348,39 @@ func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
 			}
 		}
 		cancel()
-		select {
-		case <-ctx.Done():
-			if s.leading.Swap(false) {
-				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				if err := kv.Delete(dctx, leaseKey, jetstream.LastRevision(rev)); err != nil {
-					s.log.Warn().Err(err).Msg("lease_release")
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				if s.leading.Swap(false) {
+					s.release(kv, rev)
 				}
-				cancel()
+				return
+			case <-t.C:
+				break wait
+			case e := <-released:
+				if e != nil && e.Operation() != jetstream.KeyValuePut && !s.leading.Load() {
+					break wait
+				}
 			}
-			return
-		case <-t.C:
 		}
+	}
+}
+
+// release deletes our lease so that a standby takes over at once. A
+// renewal cut short may have moved the revision: then the lease is
+// deleted at its current revision if it is still ours.
+func (s *Service) release(kv jetstream.KeyValue, rev uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := kv.Delete(ctx, leaseKey, jetstream.LastRevision(rev))
+	if err != nil {
+		if e, gerr := kv.Get(ctx, leaseKey); gerr == nil && string(e.Value()) == s.cfg.InstanceID {
+			err = kv.Delete(ctx, leaseKey, jetstream.LastRevision(e.Revision()))
+		}
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("lease_release")
 	}
 }
 
