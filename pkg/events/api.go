@@ -143,7 +143,15 @@ type CreateRequest struct {
 	Run            *RunSpec          `json:"run,omitempty"`
 	// Priority, MinPriority to MaxPriority; nil means DefaultPriority.
 	Priority *int `json:"priority,omitempty"`
+	// StartsAt keeps the session pending until then (--starts-at).
+	StartsAt *time.Time `json:"starts_at,omitempty"`
+	// Depends lists ids of the caller's sessions that must have finished
+	// successfully first (--depends), at most MaxDepends.
+	Depends []string `json:"depends,omitempty"`
 }
+
+// MaxDepends bounds CreateRequest.Depends.
+const MaxDepends = 32
 
 // CreateResponse answers a CreateRequest.
 type CreateResponse struct {

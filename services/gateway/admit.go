@@ -78,6 +78,14 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 	if cr.Priority != nil && (*cr.Priority < events.MinPriority || *cr.Priority > events.MaxPriority) {
 		return nil, events.Errorf(events.ErrInvalid, "invalid priority %d: use %d to %d", *cr.Priority, events.MinPriority, events.MaxPriority)
 	}
+	if len(cr.Depends) > events.MaxDepends {
+		return nil, events.Errorf(events.ErrInvalid, "too many dependencies: at most %d", events.MaxDepends)
+	}
+	for _, d := range cr.Depends {
+		if !events.ValidToken(d) {
+			return nil, events.Errorf(events.ErrInvalid, "invalid dependency %q: give session ids", clip(d))
+		}
+	}
 	if cr.Run != nil {
 		if err := checkRun(cr.Run); err != nil {
 			return nil, err
@@ -101,6 +109,8 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		CreatedAt:      time.Now().UTC(),
 		Run:            cr.Run,
 		Priority:       cr.Priority,
+		StartsAt:       cr.StartsAt,
+		Depends:        cr.Depends,
 	}, nil
 }
 

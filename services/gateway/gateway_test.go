@@ -171,6 +171,7 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		"env value nul":     {events.CreateRequest{Image: "python", Env: map[string]string{"A": "x\x00"}}, "invalid value"},
 		"priority too high": {events.CreateRequest{Image: "python", Priority: ptr(101)}, "invalid priority"},
 		"priority negative": {events.CreateRequest{Image: "python", Priority: ptr(-1)}, "invalid priority"},
+		"bad dependency":    {events.CreateRequest{Image: "python", Depends: []string{"a.b"}}, "invalid dependency"},
 		"bad type":          {events.CreateRequest{Image: "python", Type: "daemon"}, "session type"},
 		"batch no command":  {events.CreateRequest{Image: "python", Type: events.TypeBatch}, "startup command"},
 		"tag with newline":  {events.CreateRequest{Image: "python", Tag: "a\nb"}, "tag"},

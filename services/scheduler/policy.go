@@ -136,6 +136,11 @@ func (r *round) predicates(s *session) (events.Reason, string) {
 			}
 			continue
 		}
+		if d := r.st.sessions[k]; d == nil || d.enqSeq > s.enqSeq {
+			// Never enqueued before it: no such session (or long gone).
+			s.terminateReason = events.ReasonDependencyFailed
+			return events.ReasonDependencyFailed, dep + " unknown"
+		}
 		waiting = append(waiting, dep)
 	}
 	if len(waiting) > 0 {

@@ -214,6 +214,9 @@ func TestPredicatesAndPendingTimeout(t *testing.T) {
 		t.Fatalf("child cancelled with %q", r)
 	}
 
+	c.enqueue("AKA", "orphan", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"nosuch"} })
+	c.waitStatus(10*time.Second, events.StatusCancelled, "orphan")
+
 	c.enqueue("AKA", "forever", map[string]string{"cpu": "100"}, func(sp *events.SessionSpec) { sp.ScalingGroup = "short" })
 	c.waitStatus(10*time.Second, events.StatusCancelled, "forever")
 	if r := c.obs.session("forever").reason; r != events.ReasonPendingTimeout {
