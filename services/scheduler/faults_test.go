@@ -34,7 +34,7 @@ func TestTwoSchedulersNoDoublePlacementNoOverCommit(t *testing.T) {
 func TestLeaseFailover(t *testing.T) {
 	c := newCluster(t)
 	c.agent("agent-1", map[string]string{"cpu": "1", "mem": "4g"}, nil)
-	ttl := 600 * time.Millisecond
+	ttl := time.Second
 	a := c.scheduler(Config{LeaseTTL: ttl, InstanceID: "a"})
 	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if !a.svc.Leader() {
@@ -58,8 +58,10 @@ func TestLeaseFailover(t *testing.T) {
 	})
 	took := time.Since(start)
 	t.Logf("takeover after %s (lease TTL %s)", took, ttl)
-	if took > 3*ttl {
-		t.Errorf("takeover took %s, bound is about %s", took, ttl+ttl/3)
+	// The bound is TTL+TTL/3 plus the server's expiry timer; the slack is
+	// for a loaded test machine.
+	if bound := ttl + ttl/3; took > bound+2*time.Second {
+		t.Errorf("takeover took %s, bound is about %s", took, bound)
 	}
 	c.enqueue("AKA", "second", cpu1, nil)
 	c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: "first", Reason: events.ReasonUserRequested})
