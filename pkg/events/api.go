@@ -148,6 +148,9 @@ type CreateRequest struct {
 	// Depends lists ids of the caller's sessions that must have finished
 	// successfully first (--depends), at most MaxDepends.
 	Depends []string `json:"depends,omitempty"`
+	// BatchTimeout ends a batch session still running after it (reason
+	// batch-timeout); 0: no limit.
+	BatchTimeout time.Duration `json:"batch_timeout,omitempty"`
 }
 
 // MaxDepends bounds CreateRequest.Depends.

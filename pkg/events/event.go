@@ -131,6 +131,8 @@ const (
 	ReasonConcurrencyLimit Reason = "concurrency-limit"
 	ReasonImageMinimum     Reason = "below-image-minimum"
 	ReasonQueueBlocked     Reason = "queue-blocked"
+	// A batch session outlived its --batch-timeout.
+	ReasonBatchTimeout Reason = "batch-timeout"
 )
 
 // Event is the envelope of everything on the session log. Which fields are
@@ -263,6 +265,8 @@ type SessionSpec struct {
 	// MinSlots is the image's minimum resources; the scheduler refuses to
 	// place a request below them.
 	MinSlots map[string]string `json:"min_slots,omitempty"`
+	// BatchTimeout ends a batch session still running after it.
+	BatchTimeout time.Duration `json:"batch_timeout,omitempty"`
 }
 
 // Session priorities.

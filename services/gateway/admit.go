@@ -78,6 +78,9 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 	if cr.Priority != nil && (*cr.Priority < events.MinPriority || *cr.Priority > events.MaxPriority) {
 		return nil, events.Errorf(events.ErrInvalid, "invalid priority %d: use %d to %d", *cr.Priority, events.MinPriority, events.MaxPriority)
 	}
+	if cr.BatchTimeout < 0 || cr.BatchTimeout > 0 && typ != events.TypeBatch {
+		return nil, events.Errorf(events.ErrInvalid, "a batch timeout must be positive and given for a batch session")
+	}
 	if len(cr.Depends) > events.MaxDepends {
 		return nil, events.Errorf(events.ErrInvalid, "too many dependencies: at most %d", events.MaxDepends)
 	}
@@ -111,6 +114,7 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		Priority:       cr.Priority,
 		StartsAt:       cr.StartsAt,
 		Depends:        cr.Depends,
+		BatchTimeout:   cr.BatchTimeout,
 	}, nil
 }
 

@@ -172,6 +172,7 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		"priority too high": {events.CreateRequest{Image: "python", Priority: ptr(101)}, "invalid priority"},
 		"priority negative": {events.CreateRequest{Image: "python", Priority: ptr(-1)}, "invalid priority"},
 		"bad dependency":    {events.CreateRequest{Image: "python", Depends: []string{"a.b"}}, "invalid dependency"},
+		"batch timeout":     {events.CreateRequest{Image: "python", BatchTimeout: time.Second}, "batch timeout"},
 		"bad type":          {events.CreateRequest{Image: "python", Type: "daemon"}, "session type"},
 		"batch no command":  {events.CreateRequest{Image: "python", Type: events.TypeBatch}, "startup command"},
 		"tag with newline":  {events.CreateRequest{Image: "python", Tag: "a\nb"}, "tag"},

@@ -163,8 +163,15 @@ func (s *Service) deadlines(ctx context.Context, now time.Time) {
 	}
 }
 
-// pendingTimeouts marks for cancellation what waited too long.
+// pendingTimeouts marks for cancellation what waited too long, and for
+// termination the batch sessions past their batch timeout.
 func (s *Service) pendingTimeouts(now time.Time) {
+	for _, sess := range s.st.sessions {
+		if sp := sess.spec; sp.Type == events.TypeBatch && sp.BatchTimeout > 0 && sess.status == events.StatusRunning &&
+			sess.terminateReason == "" && now.Sub(sess.since) > sp.BatchTimeout {
+			sess.terminateReason = events.ReasonBatchTimeout
+		}
+	}
 	for _, sess := range s.st.pending {
 		if g := s.group(sess.spec.ScalingGroup); g.PendingTimeout > 0 && sess.terminateReason == "" && now.Sub(sess.since) > g.PendingTimeout {
 			sess.terminateReason = events.ReasonPendingTimeout

@@ -241,3 +241,21 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A batch session still running past its batch timeout is terminated.
+func TestBatchTimeout(t *testing.T) {
+	c := newCluster(t)
+	c.scheduler(Config{})
+	c.agent("agent-a", map[string]string{"cpu": "8", "mem": "64g"}, nil)
+	c.enqueue("AKA", "job", cpu1, func(sp *events.SessionSpec) {
+		sp.Type, sp.StartupCommand, sp.BatchTimeout = events.TypeBatch, "sleep 1000", 200*time.Millisecond
+	})
+	c.enqueue("AKA", "shell", cpu1, nil)
+	c.waitStatus(10*time.Second, events.StatusTerminated, "job")
+	if r := c.obs.session("job").reason; r != events.ReasonBatchTimeout {
+		t.Fatalf("reason %q", r)
+	}
+	if st := c.obs.session("shell").status; st != events.StatusRunning {
+		t.Fatalf("the interactive session is %s", st)
+	}
+}

@@ -27,6 +27,7 @@ func sessionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "type", Usage: "session `TYPE`: interactive or batch (default: the server's)"},
 		&cli.IntFlag{Name: "priority", Value: events.DefaultPriority, Usage: "queue `PRIORITY`, 0 to 100; higher goes first"},
 		&cli.StringFlag{Name: "starts-at", Usage: "start no earlier than `TIME` (RFC 3339, or a delay such as 10m)"},
+		&cli.DurationFlag{Name: "batch-timeout", Usage: "end a batch session still running after `DURATION`"},
 		&cli.StringSliceFlag{Name: "depends", Usage: "session `ID` that must finish successfully first; repeatable"},
 	}
 }
@@ -76,6 +77,9 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		req.StartsAt = &at
 	}
 	req.Depends = c.StringSlice("depends")
+	if req.BatchTimeout = c.Duration("batch-timeout"); req.BatchTimeout < 0 {
+		return req, invalidf("--batch-timeout must be positive")
+	}
 	if _, err := slots.ParseList(req.Slots); err != nil {
 		return req, invalidf("bad resource slot: %v", err)
 	}
