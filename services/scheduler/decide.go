@@ -24,6 +24,7 @@ func (s *Service) decide(ctx context.Context, timed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
+	s.infoBudget = maxInfoPerRound
 	s.dropOrphans(ctx)
 	if timed {
 		// Time-driven checks walk every session: once a tick.
@@ -249,6 +250,10 @@ func (s *Service) placeAll(ctx context.Context, now time.Time) {
 	}
 }
 
+// maxInfoPerRound bounds the pending-info events one round publishes, so
+// a queue of many thousands informs over a few rounds without stalling.
+const maxInfoPerRound = 1000
+
 // maxPlacementsPerBatch keeps an atomic batch (placements plus one ledger
 // entry per agent) under the server's limit of 1,000 messages.
 const maxPlacementsPerBatch = 400
@@ -404,9 +409,10 @@ func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func
 // a session_pending_info event that the registry shows as status_info.
 func (s *Service) info(ctx context.Context, sess *session, reason events.Reason, msg string) {
 	text := string(reason) + msg
-	if sess.info == text {
-		return
+	if sess.info == text || s.infoBudget <= 0 {
+		return // unchanged, or left for a later round
 	}
+	s.infoBudget--
 	sess.info = text
 	ev := s.event(sess, events.EventPendingInfo)
 	ev.Reason, ev.Message = reason, msg

@@ -89,6 +89,8 @@ type Service struct {
 
 	mu sync.Mutex // guards st, for Snapshot
 	st *state
+	// infoBudget is what is left of this round's pending-info events.
+	infoBudget int
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
