@@ -78,11 +78,9 @@ type round struct {
 	gp      GroupPolicy
 	now     time.Time
 	timeout time.Duration
-	agents  []*agent // live agents of the group, by id
-	failed  []slots.Set
+	agents  []*agent       // live agents of the group, by id
+	failed  []slots.Set    // requests that fit nowhere this round
 	running map[string]int // access key → sessions holding capacity (all groups)
-	share   map[string]slots.Set
-	total   slots.Set
 	// tentative placements of this round, committed together at its end,
 	// and what they add to each agent.
 	batch []tentative
