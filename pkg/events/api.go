@@ -143,7 +143,20 @@ type CreateRequest struct {
 	Run            *RunSpec          `json:"run,omitempty"`
 	// Owner creates the session for another access key; admins only.
 	Owner string `json:"owner,omitempty"`
+	// Priority, MinPriority to MaxPriority; nil means DefaultPriority.
+	Priority *int `json:"priority,omitempty"`
+	// StartsAt keeps the session pending until then (--starts-at).
+	StartsAt *time.Time `json:"starts_at,omitempty"`
+	// Depends lists ids of the caller's sessions that must have finished
+	// successfully first (--depends), at most MaxDepends.
+	Depends []string `json:"depends,omitempty"`
+	// BatchTimeout ends a batch session still running after it (reason
+	// batch-timeout); 0: no limit.
+	BatchTimeout time.Duration `json:"batch_timeout,omitempty"`
 }
+
+// MaxDepends bounds CreateRequest.Depends.
+const MaxDepends = 32
 
 // CreateResponse answers a CreateRequest.
 type CreateResponse struct {

@@ -39,6 +39,15 @@ const (
 	EventSuccess       Name = "session_success"      // a batch task ended with exit code 0
 	EventFailure       Name = "session_failure"      // a batch task or start failed
 	EventError         Name = "session_error"        // → ERROR
+
+	// Published by the scheduler: why a session still waits (a failed
+	// predicate); no status change. The registry shows it as status_info.
+	EventPendingInfo Name = "session_pending_info"
+	// Published by the scheduler, atomically with each placement, on the
+	// placed agent's ledger subject (AgentLedgerSubject): the per-agent
+	// sequence a placement is conditioned on, so two schedulers cannot both
+	// commit the same capacity. No session, no status.
+	EventAgentLedger Name = "agent_ledger"
 )
 
 type addressing uint8
@@ -73,6 +82,8 @@ var names = map[Name]nameInfo{
 	EventSuccess:          {},
 	EventFailure:          {},
 	EventError:            {status: StatusError},
+	EventPendingInfo:      {},
+	EventAgentLedger:      {},
 }
 
 // Known reports whether n is one of the events.
@@ -116,6 +127,18 @@ const (
 	ReasonPidsLimit Reason = "pids-limit"
 	// An execution that filled its kernel's work directory.
 	ReasonDiskFull Reason = "disk-full"
+	// A non-final status outlived its deadline (the message says which).
+	ReasonStatusTimeout Reason = "status-timeout"
+	// A dependency (--depends) ended without success.
+	ReasonDependencyFailed Reason = "dependency-failed"
+	// Why a session waits, on EventPendingInfo.
+	ReasonStartsAt         Reason = "starts-at"
+	ReasonDependsPending   Reason = "dependencies-not-finished"
+	ReasonConcurrencyLimit Reason = "concurrency-limit"
+	ReasonImageMinimum     Reason = "below-image-minimum"
+	ReasonQueueBlocked     Reason = "queue-blocked"
+	// A batch session outlived its --batch-timeout.
+	ReasonBatchTimeout Reason = "batch-timeout"
 )
 
 // Event is the envelope of everything on the session log. Which fields are
@@ -237,4 +260,35 @@ type SessionSpec struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	// Run, when set, is executed as soon as the kernel is running.
 	Run *RunSpec `json:"run,omitempty"`
+	// Priority, 0 to 100, orders the queue before its policy; nil means
+	// DefaultPriority.
+	Priority *int `json:"priority,omitempty"`
+	// StartsAt, when set, keeps the session pending until then.
+	StartsAt *time.Time `json:"starts_at,omitempty"`
+	// Depends lists session ids of the same owner that must have finished
+	// successfully before this one is placed.
+	Depends []string `json:"depends,omitempty"`
+	// ConcurrencyLimit is the keypair's most sessions holding capacity at
+	// once, as the gateway resolved it; 0 means no limit.
+	ConcurrencyLimit int `json:"concurrency_limit,omitempty"`
+	// MinSlots is the image's minimum resources; the scheduler refuses to
+	// place a request below them.
+	MinSlots map[string]string `json:"min_slots,omitempty"`
+	// BatchTimeout ends a batch session still running after it.
+	BatchTimeout time.Duration `json:"batch_timeout,omitempty"`
+}
+
+// Session priorities.
+const (
+	MinPriority     = 0
+	MaxPriority     = 100
+	DefaultPriority = 10
+)
+
+// EffectivePriority is the spec's priority, DefaultPriority when unset.
+func (s *SessionSpec) EffectivePriority() int {
+	if s.Priority == nil {
+		return DefaultPriority
+	}
+	return *s.Priority
 }

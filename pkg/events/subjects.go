@@ -66,6 +66,18 @@ func EventSubject(e *Event) (string, error) {
 	return SessionEventSubject(e.AccessKey, e.SessionID, e.Name)
 }
 
+// LedgerOwner is the owner token of agent ledger subjects. It is no access
+// key (access keys never start with '_'), so no tenant's permissions cover it.
+const LedgerOwner = "_ledger"
+
+// AgentLedgerSubject is the subject of one agent's placement ledger: a
+// session_agent_ledger event lands there with every placement on it.
+//
+//	bai.session._ledger.<agent_id>.agent_ledger
+func AgentLedgerSubject(agentID string) (string, error) {
+	return SessionEventSubject(LedgerOwner, agentID, EventAgentLedger)
+}
+
 // SessionFilter matches every event of one session.
 //
 //	bai.session.<ak>.<sid>.>

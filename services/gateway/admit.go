@@ -74,6 +74,20 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 	if err := checkCommand("startup command", cr.StartupCommand); err != nil {
 		return nil, err
 	}
+	if cr.Priority != nil && (*cr.Priority < events.MinPriority || *cr.Priority > events.MaxPriority) {
+		return nil, events.Errorf(events.ErrInvalid, "invalid priority %d: use %d to %d", *cr.Priority, events.MinPriority, events.MaxPriority)
+	}
+	if cr.BatchTimeout < 0 || cr.BatchTimeout > 0 && typ != events.TypeBatch {
+		return nil, events.Errorf(events.ErrInvalid, "a batch timeout must be positive and given for a batch session")
+	}
+	if len(cr.Depends) > events.MaxDepends {
+		return nil, events.Errorf(events.ErrInvalid, "too many dependencies: at most %d", events.MaxDepends)
+	}
+	for _, d := range cr.Depends {
+		if !events.ValidToken(d) {
+			return nil, events.Errorf(events.ErrInvalid, "invalid dependency %q: give session ids", clip(d))
+		}
+	}
 	if cr.Run != nil {
 		if err := checkRun(cr.Run); err != nil {
 			return nil, err
@@ -96,6 +110,10 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		MainKernelID:   newUUID(),
 		CreatedAt:      time.Now().UTC(),
 		Run:            cr.Run,
+		Priority:       cr.Priority,
+		StartsAt:       cr.StartsAt,
+		Depends:        cr.Depends,
+		BatchTimeout:   cr.BatchTimeout,
 	}, nil
 }
 

@@ -173,6 +173,10 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		"env key with =":    {events.CreateRequest{Image: "python", Env: map[string]string{"A=B": "x"}}, "variable name"},
 		"env key newline":   {events.CreateRequest{Image: "python", Env: map[string]string{"A\nB": "x"}}, "variable name"},
 		"env value nul":     {events.CreateRequest{Image: "python", Env: map[string]string{"A": "x\x00"}}, "invalid value"},
+		"priority too high": {events.CreateRequest{Image: "python", Priority: ptr(101)}, "invalid priority"},
+		"priority negative": {events.CreateRequest{Image: "python", Priority: ptr(-1)}, "invalid priority"},
+		"bad dependency":    {events.CreateRequest{Image: "python", Depends: []string{"a.b"}}, "invalid dependency"},
+		"batch timeout":     {events.CreateRequest{Image: "python", BatchTimeout: time.Second}, "batch timeout"},
 		"bad type":          {events.CreateRequest{Image: "python", Type: "daemon"}, "session type"},
 		"batch no command":  {events.CreateRequest{Image: "python", Type: events.TypeBatch}, "startup command"},
 		"tag with newline":  {events.CreateRequest{Image: "python", Tag: "a\nb"}, "tag"},
@@ -245,3 +249,5 @@ func TestTerminate(t *testing.T) {
 		t.Fatalf("other key: %v", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -48,6 +48,9 @@ func apply(info *events.SessionInfo, e *events.Event, seq uint64) bool {
 	// a publisher needs for Nats-Expected-Last-Subject-Sequence.
 	info.LastSeq = seq
 	if to := e.Name.Status(); to != events.StatusNone && events.CanTransition(info.Status, to) {
+		if info.Status == events.StatusPending {
+			info.StatusInfo = "" // why it waited no longer holds
+		}
 		info.Status = to
 		info.StatusChanged = e.Time
 		if e.Reason != "" {
@@ -64,6 +67,12 @@ func apply(info *events.SessionInfo, e *events.Event, seq uint64) bool {
 		case events.EventTerminated, events.EventCancelled:
 			t := e.Time
 			info.TerminatedAt = &t
+		}
+	}
+	if e.Name == events.EventPendingInfo && info.Status == events.StatusPending {
+		info.StatusInfo = string(e.Reason)
+		if e.Message != "" {
+			info.StatusInfo += ": " + e.Message
 		}
 	}
 	switch e.Name {

@@ -345,6 +345,28 @@ func TestLifecycle(t *testing.T) {
 	h.checkHistory(ak, sid)
 }
 
+// The scheduler's session_pending_info says why a session waits, as
+// status_info, while it is pending only.
+func TestPendingInfo(t *testing.T) {
+	h := newHarness(t)
+	svc, _ := h.start()
+	const ak, sid = "ak1", "s1"
+	h.enqueue(ak, sid, "alpha")
+	last := h.event(ak, sid, events.EventPendingInfo, func(e *events.Event) {
+		e.Reason, e.Message = events.ReasonDependsPending, "s0"
+	})
+	waitApplied(t, svc, last)
+	if info := get(t, h.nc, ak, sid); info.Status != events.StatusPending || info.StatusInfo != "dependencies-not-finished: s0" {
+		t.Fatalf("pending: %s %q", info.Status, info.StatusInfo)
+	}
+	h.event(ak, sid, events.EventScheduled, func(e *events.Event) { e.Session = &events.SessionSpec{ID: sid, AccessKey: ak} })
+	last = h.event(ak, sid, events.EventPendingInfo, func(e *events.Event) { e.Reason = events.ReasonNoAgent })
+	waitApplied(t, svc, last)
+	if info := get(t, h.nc, ak, sid); info.Status != events.StatusScheduled || info.StatusInfo != "" {
+		t.Fatalf("scheduled: %s %q", info.Status, info.StatusInfo)
+	}
+}
+
 func TestOutOfOrderAndDuplicates(t *testing.T) {
 	h := newHarness(t)
 	svc, _ := h.start()

@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,24 +35,62 @@ type Config struct {
 	// Log is the logger. Default: zerolog.Nop().
 	Log zerolog.Logger
 	// AgentTimeout is how old a heartbeat may be before its agent gets no
-	// more placements. Default: 10s.
+	// more placements and, with sessions on it, is declared lost. Default: 10s.
 	AgentTimeout time.Duration
 	// Tick is how often it retries pending work without news. Default: 1s.
 	Tick time.Duration
 	// Streams are the options of the streams it provisions. Default: zero.
 	Streams streams.Options
+	// LeaseTTL is how long the leader's lease lasts unless renewed (every
+	// LeaseTTL/3). A standby takes over at most LeaseTTL+LeaseTTL/3 after
+	// the leader's last renewal. Default: 6s.
+	LeaseTTL time.Duration
+	// InstanceID names this scheduler in the lease. Default: random.
+	InstanceID string
+	// Default is the policy of scaling groups not in Groups.
+	Default GroupPolicy
+	// Groups are per scaling group policies.
+	Groups map[string]GroupPolicy
+	// Deadlines bound each non-final, non-running status; past it the
+	// session moves to ERROR (TERMINATING: the order is repeated, then the
+	// session is forced to TERMINATED). Missing statuses get DefaultDeadlines.
+	Deadlines map[events.Status]time.Duration
+	// TerminateRetries is how many times a TERMINATING past its deadline
+	// is ordered again before it is forced. Default: 2.
+	TerminateRetries int
+
+	// forceLead makes the instance lead without a lease (tests of a split
+	// brain).
+	forceLead bool
+}
+
+// DefaultDeadlines are the status deadlines when Config.Deadlines has none.
+var DefaultDeadlines = map[events.Status]time.Duration{
+	events.StatusScheduled:   2 * time.Minute,
+	events.StatusPreparing:   10 * time.Minute,
+	events.StatusPulling:     time.Hour,
+	events.StatusPrepared:    2 * time.Minute,
+	events.StatusCreating:    10 * time.Minute,
+	events.StatusTerminating: 2 * time.Minute,
+	events.StatusError:       30 * time.Second,
 }
 
 // Service is a running scheduler.
 type Service struct {
-	cfg   Config
-	log   zerolog.Logger
-	js    jetstream.JetStream
-	ready chan struct{}
-	once  sync.Once
+	cfg     Config
+	log     zerolog.Logger
+	js      jetstream.JetStream
+	ready   chan struct{}
+	once    sync.Once
+	leading atomic.Bool
+	refused atomic.Int64 // placement batches the log refused (a stale view)
+	placed  atomic.Int64 // placements committed
+	poke    chan struct{}
 
 	mu sync.Mutex // guards st, for Snapshot
 	st *state
+	// infoBudget is what is left of this round's pending-info events.
+	infoBudget int
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -58,24 +98,62 @@ func New(cfg Config) (*Service, error) {
 	if cfg.NC == nil {
 		return nil, fmt.Errorf("%w: NC is required", ErrConfig)
 	}
-	if cfg.AgentTimeout <= 0 {
+	if cfg.AgentTimeout < 0 || cfg.Tick < 0 || cfg.LeaseTTL < 0 || cfg.TerminateRetries < 0 {
+		return nil, fmt.Errorf("%w: negative duration or count", ErrConfig)
+	}
+	if cfg.AgentTimeout == 0 {
 		cfg.AgentTimeout = 10 * time.Second
 	}
-	if cfg.Tick <= 0 {
+	if cfg.Tick == 0 {
 		cfg.Tick = time.Second
 	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 6 * time.Second
+	}
+	if cfg.LeaseTTL < 300*time.Millisecond {
+		return nil, fmt.Errorf("%w: lease TTL %s is under 300ms", ErrConfig, cfg.LeaseTTL)
+	}
+	if cfg.TerminateRetries == 0 {
+		cfg.TerminateRetries = 2
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = nuid.Next()
+	}
+	if err := cfg.Default.fill(); err != nil {
+		return nil, err
+	}
+	groups := make(map[string]GroupPolicy, len(cfg.Groups))
+	for name, g := range cfg.Groups {
+		if err := g.fill(); err != nil {
+			return nil, fmt.Errorf("scaling group %q: %w", name, err)
+		}
+		groups[name] = g
+	}
+	cfg.Groups = groups
+	deadlines := maps.Clone(DefaultDeadlines)
+	for st, d := range cfg.Deadlines {
+		if _, ok := DefaultDeadlines[st]; !ok || d <= 0 {
+			return nil, fmt.Errorf("%w: no deadline can be set for status %q, or %s is not positive", ErrConfig, st, d)
+		}
+		deadlines[st] = d
+	}
+	cfg.Deadlines = deadlines
 	js, err := jetstream.New(cfg.NC)
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
 	}
 	return &Service{
 		cfg:   cfg,
-		log:   cfg.Log.With().Str("component", "scheduler").Logger(),
+		log:   cfg.Log.With().Str("component", "scheduler").Str("instance", cfg.InstanceID).Logger(),
 		js:    js,
 		ready: make(chan struct{}),
+		poke:  make(chan struct{}, 1),
 		st:    newState(),
 	}, nil
 }
+
+// Leader reports whether this instance leads now.
+func (s *Service) Leader() bool { return s.leading.Load() }
 
 // Ready is closed once the scheduler has replayed the log and decides.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
@@ -175,16 +253,36 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 
+	if s.cfg.forceLead {
+		s.leading.Store(true)
+	} else {
+		leases, err := s.js.CreateOrUpdateKeyValue(ctx, streams.LeasesBucketConfig(s.cfg.Streams, s.cfg.LeaseTTL))
+		if err != nil {
+			return fmt.Errorf("scheduler: leases bucket: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.lease(ctx, leases)
+		}()
+	}
+
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
 	if caughtUp {
 		s.once.Do(func() { close(s.ready) })
 	}
 	for {
+		timed := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			timed = true
+		case <-s.poke:
+			s.mu.Lock()
+			s.st.dirty = true
+			s.mu.Unlock()
 		case it := <-in:
 			if s.take(it) {
 				caughtUp = true
@@ -203,8 +301,88 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if caughtUp {
 			s.once.Do(func() { close(s.ready) })
-			s.decide(ctx)
+			if s.leading.Load() {
+				s.decide(ctx, timed)
+			}
 		}
+	}
+}
+
+// leaseKey is the scheduler leadership's key in the leases bucket.
+const leaseKey = "scheduler"
+
+// lease holds or waits for the leadership until ctx ends. The lease is a
+// key created with Create (only when absent) and renewed with Update at
+// the revision we wrote last; the bucket's TTL removes a lease no longer
+// renewed. A failed renewal steps down at once.
+func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
+	every := s.cfg.LeaseTTL / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	val := []byte(s.cfg.InstanceID)
+	var rev uint64
+	// A released lease (deleted) is taken at once; an expired one (the
+	// bucket's TTL leaves no marker) on the next try.
+	var released <-chan jetstream.KeyValueEntry
+	if w, err := kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+		defer func() { _ = w.Stop() }()
+		released = w.Updates()
+	}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, every)
+		if s.leading.Load() {
+			r, err := kv.Update(cctx, leaseKey, val, rev)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.leading.Store(false)
+					s.log.Warn().Err(err).Msg("lease_lost")
+				}
+			} else {
+				rev = r
+			}
+		} else if r, err := kv.Create(cctx, leaseKey, val); err == nil {
+			rev = r
+			s.leading.Store(true)
+			s.log.Info().Msg("lease_acquired")
+			select {
+			case s.poke <- struct{}{}:
+			default:
+			}
+		}
+		cancel()
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				if s.leading.Swap(false) {
+					s.release(kv, rev)
+				}
+				return
+			case <-t.C:
+				break wait
+			case e := <-released:
+				if e != nil && e.Operation() != jetstream.KeyValuePut && !s.leading.Load() {
+					break wait
+				}
+			}
+		}
+	}
+}
+
+// release deletes our lease so that a standby takes over at once. A
+// renewal cut short may have moved the revision: then the lease is
+// deleted at its current revision if it is still ours.
+func (s *Service) release(kv jetstream.KeyValue, rev uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := kv.Delete(ctx, leaseKey, jetstream.LastRevision(rev))
+	if err != nil {
+		if e, gerr := kv.Get(ctx, leaseKey); gerr == nil && string(e.Value()) == s.cfg.InstanceID {
+			err = kv.Delete(ctx, leaseKey, jetstream.LastRevision(e.Revision()))
+		}
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("lease_release")
 	}
 }
 
@@ -239,101 +417,22 @@ func (s *Service) take(it input) bool {
 	return false
 }
 
-// decide acts on the current state: terminations first, then placements.
-func (s *Service) decide(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	for _, sess := range s.st.toTerminate() {
-		s.terminate(ctx, sess)
-	}
-	for _, sess := range s.st.pendingInOrder() {
-		a := s.st.pick(sess, now, s.cfg.AgentTimeout)
-		if a == nil {
-			continue
-		}
-		s.place(ctx, sess, a)
-	}
-}
-
-func (s *Service) terminate(ctx context.Context, sess *session) {
-	ev := s.event(sess, events.EventTerminating)
-	ev.Reason = sess.terminateReason
-	switch {
-	case sess.status == events.StatusPending:
-		ev.Name = events.EventCancelled
-	case sess.agentID == "":
-		ev.Name = events.EventTerminated // an ERROR that never reached an agent
-	case sess.status.HoldsCapacity() && !events.CanTransition(sess.status, events.StatusTerminating):
-		ev.Name = events.EventCancelled
-		ev.AgentID = sess.agentID
-	default:
-		ev.AgentID = sess.agentID
-	}
-	if seq, ok := s.publish(ctx, sess, ev); ok {
-		sess.terminateReason = ""
-		s.st.apply(ev, seq)
-	}
-}
-
-func (s *Service) place(ctx context.Context, sess *session, a *agent) {
-	ev := s.event(sess, events.EventScheduled)
-	ev.AgentID = a.info.ID
-	ev.AgentEpoch = a.info.Epoch
-	ev.Session = sess.spec
-	if seq, ok := s.publish(ctx, sess, ev); ok {
-		s.st.apply(ev, seq)
-		s.log.Debug().Str("session_id", sess.spec.ID).Str("agent_id", a.info.ID).Msg("session_scheduled")
-	}
-}
-
-func (s *Service) event(sess *session, name events.Name) *events.Event {
-	return &events.Event{
-		V: events.Version, ID: nuid.Next(), Name: name, Time: time.Now().UTC(),
-		AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, KernelID: sess.spec.MainKernelID,
-	}
-}
-
-// publish writes a decision with the session's last known sequence as a
-// precondition. A refusal means the view was stale: the newer event is on
-// its way through the consumer and the decision is taken again then.
-func (s *Service) publish(ctx context.Context, sess *session, ev *events.Event) (uint64, bool) {
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		s.log.Error().Err(err).Msg("bad_decision_subject")
-		return 0, false
-	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return 0, false
-	}
-	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ack, err := s.js.Publish(pctx, subj, data,
-		jetstream.WithMsgID(ev.ID),
-		jetstream.WithExpectLastSequenceForSubject(sess.lastSeq, filter))
-	if err != nil {
-		if !streams.IsWrongLastSequence(err) {
-			s.log.Warn().Err(err).Str("session_id", sess.spec.ID).Str("event", string(ev.Name)).Msg("decision_publish_failed")
-		}
-		return 0, false
-	}
-	return ack.Sequence, true
-}
-
 // Snapshot is a copy of what the scheduler believes, for tests and the
 // operator: per agent, the slots it placed there.
 type Snapshot struct {
 	Pending int
 	Placed  map[string]slots.Set // agent id → sum of placed slots
+	Leader  bool
+	// Refused counts the placement batches the log refused since the
+	// start; Committed the placements it accepted.
+	Refused, Committed int64
 }
 
 // Snapshot returns the current ledger.
 func (s *Service) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Pending: len(s.st.pending), Placed: map[string]slots.Set{}}
+	snap := Snapshot{Pending: len(s.st.pending), Placed: map[string]slots.Set{}, Leader: s.leading.Load(), Refused: s.refused.Load(), Committed: s.placed.Load()}
 	for id, a := range s.st.agents {
 		snap.Placed[id] = a.used.Clone()
 	}

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -11,14 +10,29 @@ import (
 
 // session is what the scheduler tracks of one live session.
 type session struct {
-	spec    *events.SessionSpec
-	slots   slots.Set
-	status  events.Status
-	lastSeq uint64 // the log sequence of the session's last event
-	enqSeq  uint64 // the sequence of its session_enqueued: FIFO order
-	agentID string
+	spec     *events.SessionSpec
+	slots    slots.Set
+	priority int
+	status   events.Status
+	since    time.Time // when it entered status (the event's time)
+	lastSeq  uint64    // the log sequence of the session's last event
+	enqSeq   uint64    // the sequence of its session_enqueued: FIFO order
+	agentID  string
+	failed   bool // an error or a failure was reported
 	// terminateReason is set while a terminate request waits to be acted on.
 	terminateReason events.Reason
+	// retries counts the rounds it did not fit at the head of a FIFO queue.
+	retries int
+	// info is the last pending reason published for it.
+	info string
+	// termTries counts the terminating orders sent past a deadline.
+	termTries int
+}
+
+// finished is what is kept of a final session: enough for --depends and
+// to recognize a late placement of it.
+type finished struct {
+	ok bool // TERMINATED without error or failure
 }
 
 // agent is one agent's heartbeat and the slots placed on it.
@@ -26,7 +40,15 @@ type agent struct {
 	info     events.AgentInfo
 	capacity slots.Set
 	used     slots.Set
-	seen     time.Time
+	seen     time.Time // the last heartbeat (or when we first heard of it)
+	gone     bool      // its heartbeat key was deleted
+	lost     bool      // declared lost; cleared by a new heartbeat
+}
+
+// orphan is a placement of a session that was already final (the loser of
+// a cancel/place race between two schedulers): its agent must drop it.
+type orphan struct {
+	ak, sid, kid, agentID string
 }
 
 // state is the replayed log plus the agents; only the decision loop
@@ -35,6 +57,19 @@ type state struct {
 	sessions map[string]*session // by access key + "." + session id
 	pending  map[string]*session
 	agents   map[string]*agent
+	done     map[string]finished
+	orphans  []orphan
+	// mine holds the ids of our own decisions applied before the log
+	// echoes them back.
+	mine map[string]struct{}
+	// ledger is, per agent, the sequence of the last agent_ledger event
+	// on its ledger subject: the precondition of the next placement there.
+	ledger map[string]uint64
+	// dirty is set when something happened that may let a pending session
+	// be placed.
+	dirty bool
+	rr    map[string]string // scaling group → agent id placed on last (round-robin)
+	now   func() time.Time
 }
 
 func newState() *state {
@@ -42,6 +77,11 @@ func newState() *state {
 		sessions: map[string]*session{},
 		pending:  map[string]*session{},
 		agents:   map[string]*agent{},
+		done:     map[string]finished{},
+		mine:     map[string]struct{}{},
+		rr:       map[string]string{},
+		ledger:   map[string]uint64{},
+		now:      time.Now,
 	}
 }
 
@@ -50,32 +90,57 @@ func key(ak, sid string) string { return ak + "." + sid }
 func (st *state) agent(id string) *agent {
 	a := st.agents[id]
 	if a == nil {
-		a = &agent{capacity: slots.Set{}, used: slots.Set{}}
+		a = &agent{capacity: slots.Set{}, used: slots.Set{}, seen: st.now()}
 		st.agents[id] = a
 	}
 	return a
 }
 
-// apply moves the state by one event of the log (or one of our own
-// decisions, applied before the log echoes it back). Duplicates and
+// applyMine applies one of our own decisions, published at seq, ahead of
+// the log's echo.
+func (st *state) applyMine(ev *events.Event, seq uint64) {
+	st.apply(ev, seq)
+	st.mine[ev.ID] = struct{}{}
+}
+
+// apply moves the state by one event of the log. Duplicates and
 // out-of-order events are absorbed by the status table.
 func (st *state) apply(ev *events.Event, seq uint64) {
+	if _, echo := st.mine[ev.ID]; echo {
+		delete(st.mine, ev.ID)
+		return
+	}
+	if ev.Name == events.EventAgentLedger {
+		if ev.AccessKey == events.LedgerOwner && seq > st.ledger[ev.SessionID] {
+			st.ledger[ev.SessionID] = seq
+		}
+		return
+	}
 	k := key(ev.AccessKey, ev.SessionID)
 	sess := st.sessions[k]
 	if ev.Name == events.EventEnqueued {
 		if sess != nil || ev.Session == nil {
 			return
 		}
+		if _, ok := st.done[k]; ok {
+			return
+		}
 		req, err := slots.ParseMap(ev.Session.Slots)
 		if err != nil {
 			return // the gateway admitted it; nothing sane to place
 		}
-		sess = &session{spec: ev.Session, slots: req, status: events.StatusPending, lastSeq: seq, enqSeq: seq}
+		prio := ev.Session.EffectivePriority()
+		sess = &session{spec: ev.Session, slots: req, priority: prio, status: events.StatusPending,
+			since: st.eventTime(ev), lastSeq: seq, enqSeq: seq}
 		st.sessions[k] = sess
 		st.pending[k] = sess
+		st.dirty = true
 		return
 	}
 	if sess == nil {
+		if _, ok := st.done[k]; ok && ev.Name == events.EventScheduled {
+			st.orphans = append(st.orphans, orphan{ak: ev.AccessKey, sid: ev.SessionID, kid: ev.KernelID, agentID: ev.AgentID})
+		}
 		return
 	}
 	if seq > sess.lastSeq {
@@ -84,7 +149,8 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	if events.FromOtherAgent(sess.agentID, ev) {
 		return // an agent speaking for a kernel not on it (issue 4)
 	}
-	if ev.Name == events.EventTerminateRequest {
+	switch ev.Name {
+	case events.EventTerminateRequest:
 		if !sess.status.Final() && sess.status != events.StatusTerminating {
 			sess.terminateReason = ev.Reason
 			if sess.terminateReason == "" {
@@ -92,6 +158,10 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 			}
 		}
 		return
+	case events.EventFailure:
+		sess.failed = true
+	case events.EventPendingInfo:
+		sess.info = string(ev.Reason) + ev.Message
 	}
 	to := ev.Status()
 	if to == events.StatusNone || !events.CanTransition(sess.status, to) {
@@ -99,9 +169,12 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	}
 	from := sess.status
 	sess.status = to
+	sess.since = st.eventTime(ev)
+	if to == events.StatusError {
+		sess.failed = true
+	}
 	if to == events.StatusScheduled {
 		sess.agentID = ev.AgentID
-		delete(st.pending, k)
 		a := st.agent(ev.AgentID)
 		if used, err := a.used.Add(sess.slots); err == nil {
 			a.used = used
@@ -119,9 +192,22 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 			if used, err := a.used.Sub(sess.slots); err == nil {
 				a.used = used
 			}
+			st.dirty = true
 		}
 		delete(st.sessions, k)
+		st.done[k] = finished{ok: to == events.StatusTerminated && !sess.failed}
+		st.dirty = true // dependants may go
 	}
+}
+
+// eventTime is the event's time, never later than now, so a deadline
+// survives a failover (the new leader counts from the log).
+func (st *state) eventTime(ev *events.Event) time.Time {
+	now := st.now()
+	if ev.Time.IsZero() || ev.Time.After(now) {
+		return now
+	}
+	return ev.Time
 }
 
 // heartbeat records an agent's advertised capacity.
@@ -131,75 +217,26 @@ func (st *state) heartbeat(info *events.AgentInfo, now time.Time) error {
 		return fmt.Errorf("agent %s capacity: %w", info.ID, err)
 	}
 	a := st.agent(info.ID)
+	if a.gone || a.lost || a.info.ScalingGroup != info.ScalingGroup || !a.capacity.Equal(capacity) {
+		st.dirty = true
+	}
 	a.info = *info
 	a.capacity = capacity
 	a.seen = now
+	a.gone, a.lost = false, false
 	return nil
 }
 
 // agentGone forgets an agent's heartbeat; what was placed there stays in
-// the ledger until its sessions end.
+// the ledger until its sessions end (or the agent is declared lost).
 func (st *state) agentGone(id string) {
 	if a := st.agents[id]; a != nil {
-		a.seen = time.Time{}
+		a.gone = true
 		a.capacity = slots.Set{}
 	}
 }
 
-// pendingInOrder lists pending sessions first come, first served.
-func (st *state) pendingInOrder() []*session {
-	out := make([]*session, 0, len(st.pending))
-	for _, s := range st.pending {
-		if s.terminateReason == "" {
-			out = append(out, s)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].enqSeq < out[j].enqSeq })
-	return out
-}
-
-// toTerminate lists sessions with a terminate request not yet acted on.
-func (st *state) toTerminate() []*session {
-	var out []*session
-	for _, s := range st.sessions {
-		if s.terminateReason != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// pick chooses, among live agents of the session's scaling group with room
-// for it, the one with the most free capacity (dispersed placement).
-func (st *state) pick(sess *session, now time.Time, timeout time.Duration) *agent {
-	var best *agent
-	var bestScore int64
-	for _, a := range st.agents {
-		if a.seen.IsZero() || now.Sub(a.seen) > timeout || a.info.ScalingGroup != sess.spec.ScalingGroup {
-			continue
-		}
-		if !a.used.AddFits(sess.slots, a.capacity) {
-			continue
-		}
-		score := freeScoreWith(a.capacity, a.used, sess.slots)
-		if best == nil || score > bestScore || score == bestScore && a.info.ID < best.info.ID {
-			best, bestScore = a, score
-		}
-	}
-	return best
-}
-
-// freeScore ranks how much room is left: the sum over slot kinds of the
-// free fraction, in parts per million. It only ranks agents; whether a
-// session fits is decided by exact slot arithmetic.
-func freeScore(capacity, used slots.Set) int64 {
-	var score int64
-	for k, c := range capacity {
-		if c <= 0 {
-			continue
-		}
-		free := c - used[k]
-		score += int64(float64(free) / float64(c) * 1e6)
-	}
-	return score
+// live reports whether a takes placements.
+func (a *agent) live(now time.Time, timeout time.Duration) bool {
+	return !a.gone && !a.lost && !a.seen.IsZero() && now.Sub(a.seen) <= timeout
 }

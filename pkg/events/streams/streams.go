@@ -25,6 +25,9 @@ const (
 	// Keypairs is the KV bucket of keypairs ("ak.<access key>", with a
 	// "role" field) and resource policies, owned by the gateway.
 	Keypairs = "bai_keypairs"
+	// Leases is the KV bucket of leaderships (the scheduler's), whose keys
+	// expire after the bucket's TTL unless renewed.
+	Leases = "bai_leases"
 )
 
 // Options tune the provisioned streams.
@@ -67,6 +70,8 @@ func SessionStreamConfig(o Options) jetstream.StreamConfig {
 		Duplicates:  2 * time.Minute,
 		Replicas:    o.Replicas,
 		AllowDirect: true,
+		// A placement and its agent ledger entry commit together.
+		AllowAtomicPublish: true,
 	}
 }
 
@@ -94,6 +99,20 @@ func AgentsBucketConfig(o Options) jetstream.KeyValueConfig {
 		Bucket:      Agents,
 		Description: "bai agent heartbeats",
 		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+// LeasesBucketConfig is the leases bucket's configuration: a lease not
+// renewed within ttl disappears.
+func LeasesBucketConfig(o Options, ttl time.Duration) jetstream.KeyValueConfig {
+	o.fill()
+	return jetstream.KeyValueConfig{
+		Bucket:      Leases,
+		Description: "bai leader leases",
+		History:     1,
+		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	}

@@ -69,6 +69,8 @@ func TestArgumentErrors(t *testing.T) {
 		{"run with a bad env", []string{"run", "-e", "NOEQUALS", "-c", "x", "python"}, ExitInvalid, `bad environment variable "NOEQUALS"`},
 		{"run with an empty env key", []string{"run", "-e", "=v", "-c", "x", "python"}, ExitInvalid, "bad environment variable"},
 		{"run with a bad type", []string{"run", "--type", "daemon", "-c", "x", "python"}, ExitInvalid, "--type must be interactive or batch"},
+		{"run with a bad priority", []string{"run", "--priority", "101", "-c", "x", "python"}, ExitInvalid, "--priority must be 0 to 100"},
+		{"run with a bad starts-at", []string{"run", "--starts-at", "tomorrow", "-c", "x", "python"}, ExitInvalid, "bad --starts-at"},
 		{"run with a long name", []string{"run", "-t", long, "-c", "x", "python"}, ExitInvalid, "--name is longer than"},
 		{"run with an empty image", []string{"run", "-c", "x", ""}, ExitInvalid, "the image is empty"},
 		{"run with a bad output", []string{"run", "--output", "yaml", "-c", "x", "python"}, ExitInvalid, "--output must be text or json"},

@@ -28,6 +28,10 @@ func sessionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tag", Usage: "a free-form `TAG`"},
 		&cli.StringFlag{Name: "type", Usage: "session `TYPE`: interactive or batch (default: the server's)"},
 		&cli.StringFlag{Name: "owner", Usage: "create the session for `ACCESS_KEY` (admins only; it is enqueued, not followed)"},
+		&cli.IntFlag{Name: "priority", Value: events.DefaultPriority, Usage: "queue `PRIORITY`, 0 to 100; higher goes first"},
+		&cli.StringFlag{Name: "starts-at", Usage: "start no earlier than `TIME` (RFC 3339, or a delay such as 10m)"},
+		&cli.DurationFlag{Name: "batch-timeout", Usage: "end a batch session still running after `DURATION`"},
+		&cli.StringSliceFlag{Name: "depends", Usage: "session `ID` that must finish successfully first; repeatable"},
 	}
 }
 
@@ -67,6 +71,29 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		return req, invalidf("invalid --owner access key %q", req.Owner)
 	case req.Type != "" && req.Type != events.TypeInteractive && req.Type != events.TypeBatch:
 		return req, invalidf("--type must be interactive or batch, not %q", req.Type)
+	}
+	if c.IsSet("priority") {
+		p := c.Int("priority")
+		if p < events.MinPriority || p > events.MaxPriority {
+			return req, invalidf("--priority must be %d to %d, not %d", events.MinPriority, events.MaxPriority, p)
+		}
+		req.Priority = &p
+	}
+	if v := c.String("starts-at"); v != "" {
+		at, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			d, derr := time.ParseDuration(v)
+			if derr != nil || d < 0 {
+				return req, invalidf("bad --starts-at %q: give an RFC 3339 time or a delay such as 10m", v)
+			}
+			at = time.Now().Add(d)
+		}
+		at = at.UTC()
+		req.StartsAt = &at
+	}
+	req.Depends = c.StringSlice("depends")
+	if req.BatchTimeout = c.Duration("batch-timeout"); req.BatchTimeout < 0 {
+		return req, invalidf("--batch-timeout must be positive")
 	}
 	if _, err := slots.ParseList(req.Slots); err != nil {
 		return req, invalidf("bad resource slot: %v", err)

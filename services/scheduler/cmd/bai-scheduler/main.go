@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -24,7 +25,18 @@ func main() {
 
 func run() error {
 	url := flag.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL (user:password may be in it)")
+	leaseTTL := flag.Duration("lease-ttl", 6*time.Second, "leader lease TTL; a standby takes over within TTL+TTL/3 of the leader's death")
+	agentTimeout := flag.Duration("agent-timeout", 10*time.Second, "an agent silent this long is lost")
+	policy := flag.String("policy", "fifo", "queue policy of every scaling group: fifo, lifo or drf")
+	selector := flag.String("selector", "dispersed", "agent selection: dispersed, concentrated or round-robin")
+	skipAfter := flag.Int("skip-after", 3, "FIFO: rounds a head that fits nowhere blocks the queue before it is passed over")
+	pendingTimeout := flag.Duration("pending-timeout", 0, "cancel sessions pending longer (0: never)")
 	flag.Parse()
+	group := scheduler.GroupPolicy{Policy: scheduler.Policy(*policy), Selector: scheduler.Selector(*selector),
+		SkipAfter: *skipAfter, PendingTimeout: *pendingTimeout}
+	if err := group.Check(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	nc, err := nats.Connect(*url, nats.Name("bai-scheduler"), nats.MaxReconnects(-1))
@@ -33,7 +45,8 @@ func run() error {
 	}
 	defer nc.Close()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	svc, err := scheduler.New(scheduler.Config{NC: nc, Log: log})
+	svc, err := scheduler.New(scheduler.Config{NC: nc, Log: log, LeaseTTL: *leaseTTL, AgentTimeout: *agentTimeout,
+		Default: group})
 	if err != nil {
 		return err
 	}

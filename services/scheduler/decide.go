@@ -1,0 +1,601 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/pkg/slots"
+)
+
+// decide acts on the current state, as the leader: orphan placements,
+// lost agents, terminate requests, deadlines, then placements. The
+// time-driven checks run on ticks (timed) only.
+func (s *Service) decide(ctx context.Context, timed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.infoBudget = maxInfoPerRound
+	s.dropOrphans(ctx)
+	if timed {
+		// Time-driven checks walk every session: once a tick.
+		s.lostAgents(ctx, now)
+		s.pendingTimeouts(now)
+	}
+	for _, sess := range s.toTerminate() {
+		s.terminate(ctx, sess)
+	}
+	if timed {
+		s.deadlines(ctx, now)
+	}
+	if s.st.dirty || timed {
+		s.st.dirty = false
+		s.placeAll(ctx, now)
+	}
+}
+
+func (s *Service) group(name string) GroupPolicy {
+	if g, ok := s.cfg.Groups[name]; ok {
+		return g
+	}
+	return s.cfg.Default
+}
+
+// toTerminate lists sessions with a terminate request not yet acted on.
+func (s *Service) toTerminate() []*session {
+	var out []*session
+	for _, sess := range s.st.sessions {
+		if sess.terminateReason != "" {
+			out = append(out, sess)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].enqSeq < out[j].enqSeq })
+	return out
+}
+
+// dropOrphans orders the agents of late placements of final sessions to
+// drop them.
+func (s *Service) dropOrphans(ctx context.Context) {
+	for len(s.st.orphans) > 0 {
+		o := s.st.orphans[0]
+		ev := &events.Event{V: events.Version, ID: "orphan-" + o.sid + "-" + o.agentID, Name: events.EventCancelled, Time: time.Now().UTC(),
+			AccessKey: o.ak, SessionID: o.sid, KernelID: o.kid, AgentID: o.agentID, Reason: events.ReasonKilled,
+			Message: "placed after it ended"}
+		if _, err := s.publishEvent(ctx, ev, 0, ""); err != nil {
+			return
+		}
+		s.st.orphans = s.st.orphans[1:]
+	}
+}
+
+// lostAgents ends the sessions of agents silent past AgentTimeout: ERROR,
+// then TERMINATED, reason agent-lost, which releases their capacity; then
+// a kill order on the agent's own work subject, which it finds if it
+// comes back.
+func (s *Service) lostAgents(ctx context.Context, now time.Time) {
+	for _, sess := range s.sorted() {
+		if !sess.status.HoldsCapacity() || sess.agentID == "" {
+			continue
+		}
+		a := s.st.agents[sess.agentID]
+		if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout {
+			continue
+		}
+		a.lost = true
+		msg := fmt.Sprintf("agent %s silent for %s", sess.agentID, now.Sub(a.seen).Truncate(time.Millisecond))
+		s.forceEnd(ctx, sess, events.ReasonAgentLost, msg)
+	}
+}
+
+// forceEnd moves a session to ERROR (when it is not), then TERMINATED,
+// and orders its agent to kill what it may still run for it.
+func (s *Service) forceEnd(ctx context.Context, sess *session, reason events.Reason, msg string) {
+	agentID := sess.agentID
+	if sess.status != events.StatusError {
+		ev := s.event(sess, events.EventError)
+		ev.Reason, ev.Message = reason, msg
+		if !s.decision(ctx, sess, ev) {
+			return
+		}
+	}
+	ev := s.event(sess, events.EventTerminated)
+	ev.Reason, ev.Message = reason, msg
+	if !s.decision(ctx, sess, ev) {
+		return
+	}
+	s.log.Warn().Str("session_id", sess.spec.ID).Str("agent_id", agentID).Str("reason", string(reason)).Msg(msg)
+	if agentID == "" {
+		return
+	}
+	kill := s.event(sess, events.EventCancelled)
+	kill.ID = "kill-" + sess.spec.ID + "-" + agentID
+	kill.AgentID, kill.Reason, kill.Message = agentID, reason, "kill order: "+msg
+	if _, err := s.publishEvent(ctx, kill, 0, ""); err != nil {
+		// The session is final: its late placement is found again as an
+		// orphan only if the agent re-reports; record it now.
+		s.st.orphans = append(s.st.orphans, orphan{ak: sess.spec.AccessKey, sid: sess.spec.ID, kid: sess.spec.MainKernelID, agentID: agentID})
+	}
+}
+
+// deadlines moves sessions stuck in a non-final status on.
+func (s *Service) deadlines(ctx context.Context, now time.Time) {
+	for _, sess := range s.sorted() {
+		d, ok := s.cfg.Deadlines[sess.status]
+		if !ok || now.Sub(sess.since) <= d {
+			continue
+		}
+		msg := fmt.Sprintf("%s for more than %s", sess.status, d)
+		switch sess.status {
+		case events.StatusError:
+			if sess.agentID == "" {
+				ev := s.event(sess, events.EventTerminated)
+				ev.Reason, ev.Message = events.ReasonStatusTimeout, msg
+				s.decision(ctx, sess, ev)
+				continue
+			}
+			ev := s.event(sess, events.EventTerminating)
+			ev.AgentID, ev.Reason, ev.Message = sess.agentID, events.ReasonStatusTimeout, msg
+			s.decision(ctx, sess, ev)
+		case events.StatusTerminating:
+			if sess.termTries >= s.cfg.TerminateRetries {
+				s.forceEnd(ctx, sess, events.ReasonStatusTimeout, msg+", forced")
+				continue
+			}
+			ev := s.event(sess, events.EventTerminating)
+			ev.AgentID, ev.Reason, ev.Message = sess.agentID, events.ReasonStatusTimeout, msg+", ordered again"
+			if s.decision(ctx, sess, ev) {
+				sess.termTries++
+				sess.since = now
+			}
+		default:
+			ev := s.event(sess, events.EventError)
+			ev.Reason, ev.Message = events.ReasonStatusTimeout, msg
+			s.decision(ctx, sess, ev)
+		}
+	}
+}
+
+// pendingTimeouts marks for cancellation what waited too long, and for
+// termination the batch sessions past their batch timeout.
+func (s *Service) pendingTimeouts(now time.Time) {
+	for _, sess := range s.st.sessions {
+		if sp := sess.spec; sp.Type == events.TypeBatch && sp.BatchTimeout > 0 && sess.status == events.StatusRunning &&
+			sess.terminateReason == "" && now.Sub(sess.since) > sp.BatchTimeout {
+			sess.terminateReason = events.ReasonBatchTimeout
+		}
+	}
+	for _, sess := range s.st.pending {
+		if g := s.group(sess.spec.ScalingGroup); g.PendingTimeout > 0 && sess.terminateReason == "" && now.Sub(sess.since) > g.PendingTimeout {
+			sess.terminateReason = events.ReasonPendingTimeout
+		}
+	}
+}
+
+// sorted lists the live sessions in enqueue order (deterministic decisions).
+func (s *Service) sorted() []*session {
+	out := make([]*session, 0, len(s.st.sessions))
+	for _, sess := range s.st.sessions {
+		if sess.status != events.StatusPending {
+			out = append(out, sess)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].enqSeq < out[j].enqSeq })
+	return out
+}
+
+func (s *Service) terminate(ctx context.Context, sess *session) {
+	ev := s.event(sess, events.EventTerminating)
+	ev.Reason = sess.terminateReason
+	switch {
+	case sess.status == events.StatusPending:
+		ev.Name = events.EventCancelled
+	case sess.agentID == "":
+		ev.Name = events.EventTerminated // an ERROR that never reached an agent
+	case sess.status.HoldsCapacity() && !events.CanTransition(sess.status, events.StatusTerminating):
+		ev.Name = events.EventCancelled
+		ev.AgentID = sess.agentID
+	default:
+		ev.AgentID = sess.agentID
+	}
+	if s.decision(ctx, sess, ev) {
+		sess.terminateReason = ""
+	}
+}
+
+// placeAll runs one placement round over every scaling group, then
+// commits its placements.
+func (s *Service) placeAll(ctx context.Context, now time.Time) {
+	queues := s.st.queues()
+	if len(queues) == 0 {
+		return
+	}
+	running := map[string]int{}
+	for _, sess := range s.st.sessions {
+		if sess.status.HoldsCapacity() {
+			running[sess.spec.AccessKey]++
+		}
+	}
+	names := make([]string, 0, len(queues))
+	for g := range queues {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	var batch []tentative
+	for _, g := range names {
+		r := &round{st: s.st, group: g, gp: s.group(g), now: now, timeout: s.cfg.AgentTimeout, running: running, extra: map[*agent]slots.Set{}}
+		for _, a := range s.st.agents {
+			if a.info.ScalingGroup == g && a.live(now, s.cfg.AgentTimeout) {
+				r.agents = append(r.agents, a)
+			}
+		}
+		sort.Slice(r.agents, func(i, j int) bool { return r.agents[i].info.ID < r.agents[j].info.ID })
+		s.placeGroup(ctx, r, queues[g])
+		batch = append(batch, r.batch...)
+	}
+	for len(batch) > 0 {
+		n := min(len(batch), maxPlacementsPerBatch)
+		if !s.commit(ctx, batch[:n]) {
+			return
+		}
+		batch = batch[n:]
+	}
+}
+
+// maxInfoPerRound bounds the pending-info events one round publishes, so
+// a queue of many thousands informs over a few rounds without stalling.
+const maxInfoPerRound = 1000
+
+// maxPlacementsPerBatch keeps an atomic batch (placements plus one ledger
+// entry per agent) under the server's limit of 1,000 messages.
+const maxPlacementsPerBatch = 400
+
+// placeGroup decides what it can of one group's queue, tentatively.
+func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
+	sortQueue(q, r.gp.Policy)
+	// Predicates first: what may not go yet says why.
+	ready := q[:0]
+	for _, sess := range q {
+		if reason, msg := r.predicates(sess); reason != "" {
+			s.info(ctx, sess, reason, msg)
+			continue
+		}
+		ready = append(ready, sess)
+	}
+	try := func(sess *session) (placed, ok bool) {
+		if msg := r.overLimit(sess); msg != "" {
+			s.info(ctx, sess, events.ReasonConcurrencyLimit, msg)
+			return false, true
+		}
+		a := r.pick(sess)
+		if a == nil {
+			return false, true
+		}
+		x := r.extra[a]
+		if x == nil {
+			x = slots.Set{}
+		}
+		if n, err := x.Add(sess.slots); err == nil {
+			r.extra[a] = n
+		}
+		r.batch = append(r.batch, tentative{sess: sess, agent: a})
+		r.st.rr[r.group] = a.info.ID
+		r.running[sess.spec.AccessKey]++
+		return true, true
+	}
+	switch r.gp.Policy {
+	case DRF:
+		return s.placeDRF(ctx, r, ready, try)
+	case LIFO:
+		for _, sess := range ready {
+			placed, ok := try(sess)
+			if !ok {
+				return false
+			}
+			if !placed && r.overLimit(sess) == "" {
+				s.info(ctx, sess, events.ReasonNoAgent, "")
+			}
+		}
+	default: // FIFO
+		blocked := false
+		for _, sess := range ready {
+			if blocked {
+				s.info(ctx, sess, events.ReasonQueueBlocked, "")
+				continue
+			}
+			placed, ok := try(sess)
+			if !ok {
+				return false
+			}
+			if placed || r.overLimit(sess) != "" {
+				continue // a keypair limit blocks no one else
+			}
+			s.info(ctx, sess, events.ReasonNoAgent, "")
+			if sess.retries < r.gp.SkipAfter {
+				sess.retries++
+				blocked = true
+			}
+		}
+	}
+	return true
+}
+
+// placeDRF places, within each priority, the head of the access key with
+// the lowest dominant share of the group's capacity first.
+func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func(*session) (bool, bool)) bool {
+	total := slots.Set{}
+	for _, a := range r.agents {
+		if t, err := total.Add(a.capacity); err == nil {
+			total = t
+		}
+	}
+	used := map[string]slots.Set{}
+	for _, sess := range s.st.sessions {
+		if sess.status.HoldsCapacity() && sess.spec.ScalingGroup == r.group {
+			u := used[sess.spec.AccessKey]
+			if u == nil {
+				u = slots.Set{}
+			}
+			if n, err := u.Add(sess.slots); err == nil {
+				used[sess.spec.AccessKey] = n
+			}
+		}
+	}
+	for len(q) > 0 {
+		prio := q[0].priority
+		n := 0
+		for n < len(q) && q[n].priority == prio {
+			n++
+		}
+		tier := q[:n]
+		q = q[n:]
+		byKey := map[string][]*session{}
+		var keys []string
+		for _, sess := range tier {
+			ak := sess.spec.AccessKey
+			if byKey[ak] == nil {
+				keys = append(keys, ak)
+			}
+			byKey[ak] = append(byKey[ak], sess)
+		}
+		for {
+			best := ""
+			var bestShare float64
+			for _, ak := range keys {
+				if len(byKey[ak]) == 0 {
+					continue
+				}
+				sh := dominantShare(used[ak], total)
+				if best == "" || sh < bestShare || sh == bestShare && byKey[ak][0].enqSeq < byKey[best][0].enqSeq {
+					best, bestShare = ak, sh
+				}
+			}
+			if best == "" {
+				break
+			}
+			sess := byKey[best][0]
+			byKey[best] = byKey[best][1:]
+			placed, ok := try(sess)
+			if !ok {
+				return false
+			}
+			if !placed {
+				if r.overLimit(sess) == "" {
+					s.info(ctx, sess, events.ReasonNoAgent, "")
+				}
+				continue
+			}
+			u := used[best]
+			if u == nil {
+				u = slots.Set{}
+			}
+			if n, err := u.Add(sess.slots); err == nil {
+				used[best] = n
+			}
+		}
+	}
+	return true
+}
+
+// info records on the session why it waits, once per distinct reason, as
+// a session_pending_info event that the registry shows as status_info.
+func (s *Service) info(ctx context.Context, sess *session, reason events.Reason, msg string) {
+	text := string(reason) + msg
+	if sess.info == text || s.infoBudget <= 0 {
+		return // unchanged, or left for a later round
+	}
+	s.infoBudget--
+	sess.info = text
+	ev := s.event(sess, events.EventPendingInfo)
+	ev.Reason, ev.Message = reason, msg
+	subj, err := events.EventSubject(ev)
+	if err != nil {
+		return
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	// Asynchronous: it only informs; the log's echo updates lastSeq.
+	if _, err := s.js.PublishAsync(subj, data, jetstream.WithMsgID(ev.ID)); err != nil {
+		sess.info = ""
+	}
+}
+
+// commit publishes a round's placements in one atomic batch: each
+// placement carries its session's last sequence as a precondition (no
+// session placed twice, none placed after it was cancelled), and one entry
+// per agent on the agent's ledger subject carries the agent's last ledger
+// sequence (no capacity committed on a view that misses another
+// scheduler's placement there). All commit or none does; a refusal means
+// a stale view, and the round is taken again once the log has caught up.
+func (s *Service) commit(ctx context.Context, batch []tentative) bool {
+	items := make([]batchItem, 0, len(batch)+8)
+	ledgers := map[string]*events.Event{}
+	var order []string
+	now := time.Now().UTC()
+	for _, t := range batch {
+		sess, a := t.sess, t.agent
+		ev := s.event(sess, events.EventScheduled)
+		ev.AgentID, ev.AgentEpoch, ev.Session = a.info.ID, a.info.Epoch, sess.spec
+		filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
+		items = append(items, batchItem{ev: ev, expect: sess.lastSeq, filter: filter})
+		if ledgers[a.info.ID] == nil {
+			ledgers[a.info.ID] = &events.Event{V: events.Version, ID: ev.ID + "-ledger", Name: events.EventAgentLedger, Time: now,
+				AccessKey: events.LedgerOwner, SessionID: a.info.ID, AgentID: a.info.ID}
+			order = append(order, a.info.ID)
+		}
+	}
+	for _, id := range order {
+		items = append(items, batchItem{ev: ledgers[id], expect: s.st.ledger[id]})
+	}
+	seqs, err := s.publishBatch(ctx, items)
+	if err != nil {
+		s.refused.Add(1)
+		s.st.dirty = true // retried once the log has caught up
+		return false
+	}
+	for i, it := range items {
+		s.st.applyMine(it.ev, seqs[i])
+	}
+	s.placed.Add(int64(len(batch)))
+	return true
+}
+
+// batchItem is one message of an atomic batch and its precondition: the
+// last message on filter (its own subject when empty) has sequence expect.
+type batchItem struct {
+	ev     *events.Event
+	expect uint64
+	filter string
+}
+
+// publishBatch publishes items as one JetStream atomic batch: all are
+// stored, contiguously, or none. It returns their sequences.
+func (s *Service) publishBatch(ctx context.Context, items []batchItem) ([]uint64, error) {
+	id := nuid.Next()
+	var reply *nats.Msg
+	for i, it := range items {
+		subj, err := events.EventSubject(it.ev)
+		if err != nil {
+			return nil, err
+		}
+		data, err := json.Marshal(it.ev)
+		if err != nil {
+			return nil, err
+		}
+		m := nats.NewMsg(subj)
+		m.Data = data
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		m.Header.Set(jetstream.MsgIDHeader, it.ev.ID)
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(it.expect, 10))
+		if it.filter != "" {
+			m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", it.filter)
+		}
+		if i < len(items)-1 {
+			// With a reply the server acknowledges at once (flow control);
+			// without one it waits before it reads the next message.
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := s.cfg.NC.RequestMsgWithContext(rctx, m)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		m.Header.Set("Nats-Batch-Commit", "1")
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		reply, err = s.cfg.NC.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("placement_publish_failed")
+			return nil, err
+		}
+	}
+	var ack struct {
+		Seq   uint64 `json:"seq"`
+		Count int    `json:"count"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     uint16 `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &ack); err != nil {
+		return nil, fmt.Errorf("placement ack: %w", err)
+	}
+	if ack.Error != nil {
+		err := &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode), Description: ack.Error.Description}
+		if !streams.IsWrongLastSequence(err) {
+			s.log.Warn().Err(err).Msg("placement_refused")
+		}
+		return nil, err
+	}
+	if ack.Count != len(items) {
+		return nil, fmt.Errorf("placement ack: %d of %d messages", ack.Count, len(items))
+	}
+	seqs := make([]uint64, len(items))
+	for i := range seqs {
+		seqs[i] = ack.Seq - uint64(len(items)-1-i)
+	}
+	return seqs, nil
+}
+
+func (s *Service) event(sess *session, name events.Name) *events.Event {
+	return &events.Event{
+		V: events.Version, ID: nuid.Next(), Name: name, Time: time.Now().UTC(),
+		AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, KernelID: sess.spec.MainKernelID,
+	}
+}
+
+// decision publishes a decision about one session with the session's last
+// known sequence as a precondition, and applies it. A refusal means the
+// view was stale: the newer event is on its way through the consumer and
+// the decision is taken again then.
+func (s *Service) decision(ctx context.Context, sess *session, ev *events.Event) bool {
+	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
+	seq, err := s.publishEvent(ctx, ev, sess.lastSeq, filter)
+	if err != nil {
+		return false
+	}
+	s.st.applyMine(ev, seq)
+	return true
+}
+
+// publishEvent publishes ev with its id as the message id and, when
+// filter is set, the precondition that the last message matching filter
+// has sequence expect.
+func (s *Service) publishEvent(ctx context.Context, ev *events.Event, expect uint64, filter string) (uint64, error) {
+	subj, err := events.EventSubject(ev)
+	if err != nil {
+		s.log.Error().Err(err).Msg("bad_decision_subject")
+		return 0, err
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return 0, err
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
+	if filter != "" {
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect, filter))
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ack, err := s.js.Publish(pctx, subj, data, opts...)
+	if err != nil {
+		if !streams.IsWrongLastSequence(err) {
+			s.log.Warn().Err(err).Str("session_id", ev.SessionID).Str("event", string(ev.Name)).Msg("decision_publish_failed")
+		}
+		return 0, err
+	}
+	return ack.Sequence, nil
+}

@@ -1,0 +1,251 @@
+package scheduler
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/slots"
+)
+
+// Policy orders a scaling group's pending queue (after priority).
+type Policy string
+
+// The queue policies.
+const (
+	// FIFO places first come first served; a head that does not fit
+	// blocks the queue for SkipAfter rounds, then is passed over.
+	FIFO Policy = "fifo"
+	// LIFO places the newest first, passing over what does not fit.
+	LIFO Policy = "lifo"
+	// DRF places first the sessions of the access key with the lowest
+	// dominant share of the group's capacity.
+	DRF Policy = "drf"
+)
+
+// Selector chooses the agent among those a session fits on.
+type Selector string
+
+// The agent selectors.
+const (
+	Dispersed    Selector = "dispersed"    // the most free capacity left
+	Concentrated Selector = "concentrated" // the least free capacity left
+	RoundRobin   Selector = "round-robin"  // the next agent by id after the last one used
+)
+
+// GroupPolicy is one scaling group's scheduling configuration.
+type GroupPolicy struct {
+	Policy   Policy   // default FIFO
+	Selector Selector // default Dispersed
+	// SkipAfter is how many placement rounds a FIFO head that fits nowhere
+	// blocks the queue before it is passed over. Default 3.
+	SkipAfter int
+	// PendingTimeout cancels a session pending longer (reason
+	// pending-timeout). 0: never.
+	PendingTimeout time.Duration
+}
+
+func (g *GroupPolicy) fill() error {
+	switch g.Policy {
+	case "":
+		g.Policy = FIFO
+	case FIFO, LIFO, DRF:
+	default:
+		return fmt.Errorf("%w: unknown policy %q (fifo, lifo, drf)", ErrConfig, g.Policy)
+	}
+	switch g.Selector {
+	case "":
+		g.Selector = Dispersed
+	case Dispersed, Concentrated, RoundRobin:
+	default:
+		return fmt.Errorf("%w: unknown agent selector %q (dispersed, concentrated, round-robin)", ErrConfig, g.Selector)
+	}
+	if g.SkipAfter < 0 || g.PendingTimeout < 0 {
+		return fmt.Errorf("%w: negative skip-after or pending timeout", ErrConfig)
+	}
+	if g.SkipAfter == 0 {
+		g.SkipAfter = 3
+	}
+	return nil
+}
+
+// round is one placement round over one scaling group.
+type round struct {
+	st      *state
+	group   string
+	gp      GroupPolicy
+	now     time.Time
+	timeout time.Duration
+	agents  []*agent       // live agents of the group, by id
+	failed  []slots.Set    // requests that fit nowhere this round
+	running map[string]int // access key → sessions holding capacity (all groups)
+	// tentative placements of this round, committed together at its end,
+	// and what they add to each agent.
+	batch []tentative
+	extra map[*agent]slots.Set
+}
+
+type tentative struct {
+	sess  *session
+	agent *agent
+}
+
+// queue lists the group's pending sessions in the order the policy tries
+// them first: priority, then enqueue order (LIFO: reversed).
+func (st *state) queues() map[string][]*session {
+	out := map[string][]*session{}
+	for _, s := range st.pending {
+		if s.terminateReason == "" {
+			out[s.spec.ScalingGroup] = append(out[s.spec.ScalingGroup], s)
+		}
+	}
+	return out
+}
+
+func sortQueue(q []*session, p Policy) {
+	sort.Slice(q, func(i, j int) bool {
+		if q[i].priority != q[j].priority {
+			return q[i].priority > q[j].priority
+		}
+		if p == LIFO {
+			return q[i].enqSeq > q[j].enqSeq
+		}
+		return q[i].enqSeq < q[j].enqSeq
+	})
+}
+
+// predicates checks what must hold before a session is tried on agents;
+// it returns why it must wait ("" when it may go), and cancels (through
+// terminateReason) one whose dependency failed.
+func (r *round) predicates(s *session) (events.Reason, string) {
+	sp := s.spec
+	if sp.StartsAt != nil && r.now.Before(*sp.StartsAt) {
+		return events.ReasonStartsAt, "starts at " + sp.StartsAt.UTC().Format(time.RFC3339)
+	}
+	var waiting []string
+	for _, dep := range sp.Depends {
+		k := key(sp.AccessKey, dep)
+		if f, ok := r.st.done[k]; ok {
+			if !f.ok {
+				s.terminateReason = events.ReasonDependencyFailed
+				return events.ReasonDependencyFailed, dep
+			}
+			continue
+		}
+		if d := r.st.sessions[k]; d == nil || d.enqSeq > s.enqSeq {
+			// Never enqueued before it: no such session (or long gone).
+			s.terminateReason = events.ReasonDependencyFailed
+			return events.ReasonDependencyFailed, dep + " unknown"
+		}
+		waiting = append(waiting, dep)
+	}
+	if len(waiting) > 0 {
+		return events.ReasonDependsPending, strings.Join(waiting, ",")
+	}
+	if len(sp.MinSlots) > 0 {
+		min, err := slots.ParseMap(sp.MinSlots)
+		if err == nil {
+			for k, q := range min {
+				if s.slots[k] < q {
+					return events.ReasonImageMinimum, fmt.Sprintf("%s below the image minimum %s", k, slots.FormatValue(k, q))
+				}
+			}
+		}
+	}
+	return "", ""
+}
+
+// overLimit reports why s may not go for its keypair's concurrency limit
+// ("" when it may); checked at each try, as placements count.
+func (r *round) overLimit(s *session) string {
+	sp := s.spec
+	if sp.ConcurrencyLimit > 0 && r.running[sp.AccessKey] >= sp.ConcurrencyLimit {
+		return fmt.Sprintf("%d of %d sessions running", r.running[sp.AccessKey], sp.ConcurrencyLimit)
+	}
+	return ""
+}
+
+// pick chooses the agent for s with the group's selector, or nil when s
+// fits nowhere.
+func (r *round) pick(s *session) *agent {
+	for _, f := range r.failed {
+		if dominates(s.slots, f) {
+			return nil // a smaller request did not fit this round
+		}
+	}
+	var best *agent
+	var bestScore int64
+	start := 0
+	if r.gp.Selector == RoundRobin {
+		last := r.st.rr[r.group]
+		start = sort.Search(len(r.agents), func(i int) bool { return r.agents[i].info.ID > last })
+	}
+	for i := range r.agents {
+		a := r.agents[(start+i)%len(r.agents)]
+		used := a.used
+		if x := r.extra[a]; x != nil {
+			used, _ = used.Add(x)
+		}
+		if !used.AddFits(s.slots, a.capacity) {
+			continue
+		}
+		if r.gp.Selector == RoundRobin {
+			return a
+		}
+		score := freeScoreWith(a.capacity, used, s.slots)
+		if r.gp.Selector == Concentrated {
+			score = -score
+		}
+		if best == nil || score > bestScore {
+			best, bestScore = a, score
+		}
+	}
+	if best == nil {
+		r.failed = append(r.failed, s.slots)
+	}
+	return best
+}
+
+// dominates reports whether a asks at least as much as b of every slot.
+func dominates(a, b slots.Set) bool {
+	for k, q := range b {
+		if a[k] < q {
+			return false
+		}
+	}
+	return true
+}
+
+// dominantShare is the largest fraction of the group's total that used
+// takes of any slot kind.
+func dominantShare(used, total slots.Set) float64 {
+	var m float64
+	for k, q := range used {
+		if t := total[k]; t > 0 {
+			if f := float64(q) / float64(t); f > m {
+				m = f
+			}
+		}
+	}
+	return m
+}
+
+// freeScore ranks how much room is left: the sum over slot kinds of the
+// free fraction, in parts per million. It only ranks agents; whether a
+// session fits is decided by exact slot arithmetic.
+func freeScore(capacity, used slots.Set) int64 {
+	var score int64
+	for k, c := range capacity {
+		if c <= 0 {
+			continue
+		}
+		free := c - used[k]
+		score += int64(float64(free) / float64(c) * 1e6)
+	}
+	return score
+}
+
+// Check reports what is wrong with g, before anything starts.
+func (g GroupPolicy) Check() error { return g.fill() }
