@@ -330,9 +330,17 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 	if err != nil {
 		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", tr.SessionID, err)
 	}
-	lastEv, err := events.Decode(last.Subject, last.Data)
-	if err == nil && lastEv.Status().Final() && !s.fromOtherAgent(ctx, lastEv) {
-		return nil, events.Errorf(events.ErrConflict, "session %q is already %s", tr.SessionID, lastEv.Status())
+	status := events.StatusNone
+	if lastEv, err := events.Decode(last.Subject, last.Data); err == nil && !s.fromOtherAgent(ctx, lastEv) {
+		status = lastEv.Status()
+	}
+	if status == events.StatusNone {
+		// The last event moved no status (pending info, progress, a
+		// request): the registry knows where the session stands.
+		status = s.registryStatus(ctx, ak, tr.SessionID)
+	}
+	if status.Final() {
+		return nil, events.Errorf(events.ErrConflict, "session %q is already %s", tr.SessionID, status)
 	}
 	ev := &events.Event{
 		V: events.Version, ID: nuid.Next(), Name: events.EventTerminateRequest, Time: time.Now().UTC(),
@@ -341,9 +349,24 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 	if _, err := s.publish(ctx, ev, ev.ID, false); err != nil {
 		return nil, events.Errorf(events.ErrInternal, "could not request termination: %v", err)
 	}
-	status := events.StatusNone
-	if lastEv != nil {
-		status = lastEv.Status()
-	}
 	return &events.TerminateResponse{SessionID: tr.SessionID, Status: status}, nil
+}
+
+// registryStatus asks the registry for a session's status; StatusNone
+// when it cannot say.
+func (s *Service) registryStatus(ctx context.Context, ak, sid string) events.Status {
+	subj, err := events.APISubject(ak, events.OpSessionGet)
+	if err != nil {
+		return events.StatusNone
+	}
+	data, _ := json.Marshal(events.GetRequest{Ref: sid})
+	msg, err := s.cfg.NC.RequestWithContext(ctx, subj, data)
+	if err != nil || events.ErrorFromHeader(map[string][]string(msg.Header)) != nil {
+		return events.StatusNone
+	}
+	var info events.SessionInfo
+	if json.Unmarshal(msg.Data, &info) != nil {
+		return events.StatusNone
+	}
+	return info.Status
 }
