@@ -110,7 +110,12 @@ func agentPermissions(id string) *natsserver.Permissions {
 			"$JS.API.STREAM.INFO." + uploads, "$JS.API.STREAM.MSG.GET." + uploads, "$JS.API.STREAM.PURGE." + uploads,
 			"$JS.API.DIRECT.GET." + uploads + ".>", "$JS.API.CONSUMER.CREATE." + uploads, "$JS.API.CONSUMER.CREATE." + uploads + ".>",
 			"$JS.API.CONSUMER.DELETE." + uploads + ".>", "$O." + events.UploadBucket + ".M.>", "$JS.FC.>",
-		}},
+		},
+			// The agent ledgers are the scheduler's alone: an agent that
+			// wrote there could make placements on any agent fail their
+			// guard.
+			Deny: []string{"bai.session." + events.LedgerOwner + ".>"},
+		},
 		Subscribe: &natsserver.SubjectPermission{Allow: []string{agentInboxPrefix(id) + ".>"}},
 	}
 }

@@ -532,6 +532,7 @@ func TestAgentIdentity(t *testing.T) {
 	// It addresses no work to another agent, writes no other heartbeat or
 	// keypair, and deletes nothing.
 	work, _ := events.AgentWorkSubject(b.ak, id, events.EventScheduled, "agent-other")
+	ledger, _ := events.AgentLedgerSubject(agentID)
 	for _, subj := range []string{
 		work, "$KV.bai_agents.agent-other", "$KV.bai_keypairs.ak." + b.ak,
 		"$JS.API.STREAM.DELETE.BAI_SESSIONS", "$JS.API.STREAM.PURGE.BAI_SESSIONS",
@@ -539,6 +540,7 @@ func TestAgentIdentity(t *testing.T) {
 		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-" + agentID, // body could name any filter
 		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-" + agentID + ".bai.session.>",
 		"$JS.API.CONSUMER.DURABLE.CREATE.BAI_SESSIONS.bai-agent-" + agentID,
+		ledger, // the scheduler's placement guard
 	} {
 		if err := rc.nc.Publish(subj, []byte("{}")); err != nil {
 			t.Fatal(err)
