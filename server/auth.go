@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/services/gateway"
 
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/nats-io/nats.go"
@@ -35,7 +36,7 @@ func newServiceAuth(agentID string) (*serviceAuth, error) {
 	}
 	a := &serviceAuth{passwords: map[string]string{}, issuer: issuer, agentID: agentID}
 	for _, u := range serviceUsers {
-		a.passwords[u] = randomString(secretAlphabet, 40)
+		a.passwords[u] = gateway.NewSecretKey()
 	}
 	return a, nil
 }

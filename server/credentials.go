@@ -1,13 +1,12 @@
 package server
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"os"
 
+	"github.com/bai-sh/bai/services/gateway"
 	"github.com/bai-sh/bai/tools/bai/client"
 )
 
@@ -18,30 +17,9 @@ type Credentials struct {
 	SecretKey string
 }
 
-const (
-	accessKeyAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	secretAlphabet    = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-)
-
 // NewCredentials makes a fresh random keypair.
 func NewCredentials() Credentials {
-	return Credentials{
-		AccessKey: "AKIA" + randomString(accessKeyAlphabet, 16),
-		SecretKey: randomString(secretAlphabet, 40),
-	}
-}
-
-func randomString(alphabet string, n int) string {
-	b := make([]byte, n)
-	max := big.NewInt(int64(len(alphabet)))
-	for i := range b {
-		v, err := rand.Int(rand.Reader, max)
-		if err != nil {
-			panic(fmt.Sprintf("crypto/rand: %v", err)) // the kernel's RNG failing is not recoverable
-		}
-		b[i] = alphabet[v.Int64()]
-	}
-	return string(b)
+	return Credentials{AccessKey: gateway.NewAccessKey(), SecretKey: gateway.NewSecretKey()}
 }
 
 // loadOrCreateCredentials reads the keypair from the credentials file at
