@@ -2,15 +2,15 @@ package server
 
 import (
 	"fmt"
-	"github.com/bai-sh/bai/pkg/events"
-	"github.com/bai-sh/bai/services/gateway"
-
-	"github.com/bai-sh/bai/services/agent"
-	"github.com/nats-io/nats.go"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/services/agent"
+	"github.com/bai-sh/bai/services/gateway"
 )
 
 // The NATS users the embedded services connect as. They are the callout's
