@@ -618,3 +618,75 @@ func TestAdminListsAnotherKey(t *testing.T) {
 		t.Fatalf("A ps --access-key A: %d %q", code, out)
 	}
 }
+
+// TestAdminActsOnAnotherKey: with --access-key an admin reads another
+// key's session (info, logs, events) and terminates it; a user doing the
+// same is refused and nothing changes.
+func TestAdminActsOnAnotherKey(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a, b := r.newTenant(t, "user", ""), r.newTenant(t, "user", "")
+	bcl := r.clientAs(t, b)
+	code, out, errOut := r.baiAs(t, b, "run", "--name", "b-sess", "-c", "print('hello from B')", "python")
+	if code != 0 || !strings.Contains(out, "hello from B") {
+		t.Fatalf("B run: %d %q %q", code, out, errOut)
+	}
+	binfo, err := bcl.Get(context.Background(), "b-sess")
+	if err != nil || binfo.Status != events.StatusRunning {
+		t.Fatalf("B's session: %v %+v", err, binfo)
+	}
+	id := binfo.ID
+
+	// A user naming B's key: refused, whatever the command.
+	for _, args := range [][]string{
+		{"info", "--access-key", b.ak, id},
+		{"logs", "--access-key", b.ak, id},
+		{"events", "--access-key", b.ak, id},
+		{"rm", "--access-key", b.ak, id},
+	} {
+		code, out, errOut := r.baiAs(t, a, args...)
+		if code == 0 || strings.Contains(out, id) || !strings.Contains(errOut, "not an admin") {
+			t.Fatalf("A %v: %d %q %q", args, code, out, errOut)
+		}
+	}
+	// Straight at the API too: the gateway refuses the terminate itself.
+	if _, err := r.clientAs(t, a).TerminateFor(context.Background(), b.ak, id); !errors.Is(err, events.ErrForbidden) {
+		t.Fatalf("A terminate B's session: %v", err)
+	}
+	if code, _, errOut := r.baiAs(t, a, "info", "--access-key", "AKIA.>", id); code != cli.ExitInvalid {
+		t.Fatalf("A info --access-key with a wildcard: %d %q", code, errOut)
+	}
+	// Without --access-key, B's session is not A's, nor the admin's.
+	if code, _, errOut := r.bai(t, "info", id); code == 0 || !strings.Contains(errOut, "not found") {
+		t.Fatalf("admin info without --access-key: %d %q", code, errOut)
+	}
+	if info, err := bcl.Get(context.Background(), id); err != nil || info.Status != events.StatusRunning {
+		t.Fatalf("after the refusals: %v %+v", err, info)
+	}
+
+	// The admin naming B's key.
+	code, out, errOut = r.bai(t, "--output", "json", "info", "--access-key", b.ak, id)
+	var info events.SessionInfo
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.ID != id || info.AccessKey != b.ak {
+		t.Fatalf("admin info: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "logs", "--access-key", b.ak, id); code != 0 || !strings.Contains(out, "hello from B") {
+		t.Fatalf("admin logs: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "events", "--access-key", b.ak, "--wait", string(events.EventStarted), id); code != 0 || !strings.Contains(out, string(events.EventStarted)) {
+		t.Fatalf("admin events: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "rm", "--access-key", b.ak, id); code != 0 || !strings.Contains(out, "terminating") {
+		t.Fatalf("admin rm: %d %q %q", code, out, errOut)
+	}
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		info, err := bcl.Get(context.Background(), id)
+		if err != nil || info.Status != events.StatusTerminated || info.StatusInfo != string(events.ReasonUserRequested) {
+			return fmt.Errorf("%v %+v", err, info)
+		}
+		return nil
+	})
+	// events on the ended session prints its history and stops.
+	if code, out, errOut = r.bai(t, "events", "--access-key", b.ak, id); code != 0 || !strings.Contains(out, string(events.EventTerminated)) {
+		t.Fatalf("admin events after the end: %d %q %q", code, out, errOut)
+	}
+}

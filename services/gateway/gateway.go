@@ -322,6 +322,17 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 	if !events.ValidToken(tr.SessionID) {
 		return nil, events.Errorf(events.ErrInvalid, "invalid session id %q", tr.SessionID)
 	}
+	caller := ak
+	if tr.AccessKey != "" && tr.AccessKey != ak {
+		if !events.ValidToken(tr.AccessKey) {
+			return nil, events.Errorf(events.ErrInvalid, "invalid access key %q", clip(tr.AccessKey))
+		}
+		if !s.isAdmin(ak) {
+			s.log.Warn().Str("access_key", ak).Str("asked", tr.AccessKey).Msg("other_key_denied")
+			return nil, events.Errorf(events.ErrForbidden, "access key %s is not an admin: only an admin may terminate another key's sessions", ak)
+		}
+		ak = tr.AccessKey
+	}
 	filter, _ := events.SessionFilter(ak, tr.SessionID)
 	last, err := s.stream.GetLastMsgForSubject(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -337,6 +348,9 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 	ev := &events.Event{
 		V: events.Version, ID: nuid.Next(), Name: events.EventTerminateRequest, Time: time.Now().UTC(),
 		AccessKey: ak, SessionID: tr.SessionID, Reason: events.ReasonUserRequested,
+	}
+	if caller != ak {
+		ev.Message = "terminated by admin " + caller
 	}
 	if _, err := s.publish(ctx, ev, ev.ID, false); err != nil {
 		return nil, events.Errorf(events.ErrInternal, "could not request termination: %v", err)
