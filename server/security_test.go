@@ -690,3 +690,57 @@ func TestAdminActsOnAnotherKey(t *testing.T) {
 		t.Fatalf("admin events after the end: %d %q %q", code, out, errOut)
 	}
 }
+
+// TestPolicyIdleTimeoutAndLifetime: a key's resource policy sets its
+// sessions' idle timeout (the server has none) and max session lifetime,
+// which ends a running session even while it runs code.
+func TestPolicyIdleTimeoutAndLifetime(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
+	ctx := context.Background()
+	admin := r.client(t)
+	if _, err := admin.AddPolicy(ctx, events.PolicyInfo{Name: "idle-2s", IdleTimeout: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AddPolicy(ctx, events.PolicyInfo{Name: "life-3s", MaxSessionLifetime: 3}); err != nil {
+		t.Fatal(err)
+	}
+	idler, lived, plain := r.newTenant(t, "user", "idle-2s"), r.newTenant(t, "user", "life-3s"), r.newTenant(t, "user", "")
+	idleID, livedID, plainID := r.startSleeper(t, idler), r.startSleeper(t, lived), r.startSleeper(t, plain)
+	// The long-lived session is busy: a run that outlasts its lifetime.
+	if _, err := r.clientAs(t, lived).Execute(ctx, events.ExecuteRequest{SessionID: livedID,
+		Run: events.RunSpec{ID: "busy", Code: "import time\ntime.sleep(120)"}}); err != nil {
+		t.Fatal(err)
+	}
+	ended := func(tn tenant, id string, reason events.Reason) {
+		t.Helper()
+		cl := r.clientAs(t, tn)
+		natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			info, err := cl.Get(ctx, id)
+			if err != nil || info.Status != events.StatusTerminated || info.StatusInfo != string(reason) {
+				return fmt.Errorf("%v %+v", err, info)
+			}
+			return nil
+		})
+	}
+	ended(idler, idleID, events.ReasonIdleTimeout)
+	ended(lived, livedID, events.ReasonMaxLifetime)
+	// The key without a policy keeps the server's default: no idle
+	// timeout; its session has run longer than the other key's.
+	info, err := r.clientAs(t, plain).Get(ctx, plainID)
+	if err != nil || info.Status != events.StatusRunning {
+		t.Fatalf("session of the key without a policy: %v %+v", err, info)
+	}
+	hist, err := r.clientAs(t, lived).History(ctx, livedID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg string
+	for _, ev := range hist.Events {
+		if ev.Name == events.EventTerminateRequest {
+			msg = ev.Message
+		}
+	}
+	if !strings.Contains(msg, "max session lifetime of 3s") {
+		t.Fatalf("terminate request message %q", msg)
+	}
+}

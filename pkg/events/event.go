@@ -116,6 +116,9 @@ const (
 	ReasonPidsLimit Reason = "pids-limit"
 	// An execution that filled its kernel's work directory.
 	ReasonDiskFull Reason = "disk-full"
+	// A running session ended at its resource policy's max session
+	// lifetime (the gateway's reaper).
+	ReasonMaxLifetime Reason = "max-lifetime-exceeded"
 )
 
 // Event is the envelope of everything on the session log. Which fields are

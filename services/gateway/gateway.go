@@ -59,7 +59,9 @@ type Config struct {
 	Streams streams.Options
 	// IdleTimeout terminates a running session (reason idle-timeout) that
 	// has run no code and written no output for this long. Default 30
-	// minutes; negative: never.
+	// minutes; negative: never. The resource policy of a session's key
+	// overrides it when it sets an idle timeout, and may set a max
+	// session lifetime (reason max-lifetime-exceeded).
 	IdleTimeout time.Duration
 	// MaxCreating bounds the creates handled at once; beyond it a create
 	// is answered events.ErrBusy at once. Default: 256.
@@ -171,14 +173,14 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
 		}
 	}
+	// The reaper runs even without a default idle timeout: a resource
+	// policy may set one, or a max session lifetime.
 	var reaper sync.WaitGroup
-	if s.cfg.IdleTimeout > 0 {
-		r, err := s.startReaper(ctx)
-		if err != nil {
-			return err
-		}
-		reaper.Go(func() { r.run(ctx) })
+	r, err := s.startReaper(ctx)
+	if err != nil {
+		return err
 	}
+	reaper.Go(func() { r.run(ctx) })
 	s.once.Do(func() { close(s.ready) })
 	s.log.Info().Msg("gateway_ready")
 	<-ctx.Done()
