@@ -139,7 +139,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: session stream: %w", err)
 	}
 	s.stream = st
-	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js); err != nil {
+	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js, s.cfg.Streams.Replicas); err != nil {
 		return err
 	}
 
