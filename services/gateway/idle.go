@@ -294,6 +294,14 @@ func (r *reaper) due(ctx context.Context, now time.Time) []reap {
 	for ak := range aks {
 		limits[ak] = r.limitsOf(ctx, ak, now)
 	}
+	// Forget the keys with no running session.
+	r.limitsMu.Lock()
+	for ak := range r.limits {
+		if !aks[ak] {
+			delete(r.limits, ak)
+		}
+	}
+	r.limitsMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []reap
