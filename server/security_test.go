@@ -620,3 +620,129 @@ func TestAdminListsAnotherKey(t *testing.T) {
 		t.Fatalf("A ps --access-key A: %d %q", code, out)
 	}
 }
+
+// TestAdminActsOnAnotherKey: with --access-key an admin reads another
+// key's session (info, logs, events) and terminates it; a user doing the
+// same is refused and nothing changes.
+func TestAdminActsOnAnotherKey(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	a, b := r.newTenant(t, "user", ""), r.newTenant(t, "user", "")
+	bcl := r.clientAs(t, b)
+	code, out, errOut := r.baiAs(t, b, "run", "--name", "b-sess", "-c", "print('hello from B')", "python")
+	if code != 0 || !strings.Contains(out, "hello from B") {
+		t.Fatalf("B run: %d %q %q", code, out, errOut)
+	}
+	binfo, err := bcl.Get(context.Background(), "b-sess")
+	if err != nil || binfo.Status != events.StatusRunning {
+		t.Fatalf("B's session: %v %+v", err, binfo)
+	}
+	id := binfo.ID
+
+	// A user naming B's key: refused, whatever the command.
+	for _, args := range [][]string{
+		{"info", "--access-key", b.ak, id},
+		{"logs", "--access-key", b.ak, id},
+		{"events", "--access-key", b.ak, id},
+		{"rm", "--access-key", b.ak, id},
+	} {
+		code, out, errOut := r.baiAs(t, a, args...)
+		if code == 0 || strings.Contains(out, id) || !strings.Contains(errOut, "not an admin") {
+			t.Fatalf("A %v: %d %q %q", args, code, out, errOut)
+		}
+	}
+	// Straight at the API too: the gateway refuses the terminate itself.
+	if _, err := r.clientAs(t, a).TerminateFor(context.Background(), b.ak, id); !errors.Is(err, events.ErrForbidden) {
+		t.Fatalf("A terminate B's session: %v", err)
+	}
+	if code, _, errOut := r.baiAs(t, a, "info", "--access-key", "AKIA.>", id); code != cli.ExitInvalid {
+		t.Fatalf("A info --access-key with a wildcard: %d %q", code, errOut)
+	}
+	// Without --access-key, B's session is not A's, nor the admin's.
+	if code, _, errOut := r.bai(t, "info", id); code == 0 || !strings.Contains(errOut, "not found") {
+		t.Fatalf("admin info without --access-key: %d %q", code, errOut)
+	}
+	if info, err := bcl.Get(context.Background(), id); err != nil || info.Status != events.StatusRunning {
+		t.Fatalf("after the refusals: %v %+v", err, info)
+	}
+
+	// The admin naming B's key.
+	code, out, errOut = r.bai(t, "--output", "json", "info", "--access-key", b.ak, id)
+	var info events.SessionInfo
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.ID != id || info.AccessKey != b.ak {
+		t.Fatalf("admin info: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "logs", "--access-key", b.ak, id); code != 0 || !strings.Contains(out, "hello from B") {
+		t.Fatalf("admin logs: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "events", "--access-key", b.ak, "--wait", string(events.EventStarted), id); code != 0 || !strings.Contains(out, string(events.EventStarted)) {
+		t.Fatalf("admin events: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut = r.bai(t, "rm", "--access-key", b.ak, id); code != 0 || !strings.Contains(out, "terminating") {
+		t.Fatalf("admin rm: %d %q %q", code, out, errOut)
+	}
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		info, err := bcl.Get(context.Background(), id)
+		if err != nil || info.Status != events.StatusTerminated || info.StatusInfo != string(events.ReasonUserRequested) {
+			return fmt.Errorf("%v %+v", err, info)
+		}
+		return nil
+	})
+	// events on the ended session prints its history and stops.
+	if code, out, errOut = r.bai(t, "events", "--access-key", b.ak, id); code != 0 || !strings.Contains(out, string(events.EventTerminated)) {
+		t.Fatalf("admin events after the end: %d %q %q", code, out, errOut)
+	}
+}
+
+// TestPolicyIdleTimeoutAndLifetime: a key's resource policy sets its
+// sessions' idle timeout (the server has none) and max session lifetime,
+// which ends a running session even while it runs code.
+func TestPolicyIdleTimeoutAndLifetime(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
+	ctx := context.Background()
+	admin := r.client(t)
+	if _, err := admin.AddPolicy(ctx, events.PolicyInfo{Name: "idle-2s", IdleTimeout: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AddPolicy(ctx, events.PolicyInfo{Name: "life-3s", MaxSessionLifetime: 3}); err != nil {
+		t.Fatal(err)
+	}
+	idler, lived, plain := r.newTenant(t, "user", "idle-2s"), r.newTenant(t, "user", "life-3s"), r.newTenant(t, "user", "")
+	idleID, livedID, plainID := r.startSleeper(t, idler), r.startSleeper(t, lived), r.startSleeper(t, plain)
+	// The long-lived session is busy: a run that outlasts its lifetime.
+	if _, err := r.clientAs(t, lived).Execute(ctx, events.ExecuteRequest{SessionID: livedID,
+		Run: events.RunSpec{ID: "busy", Code: "import time\ntime.sleep(120)"}}); err != nil {
+		t.Fatal(err)
+	}
+	ended := func(tn tenant, id string, reason events.Reason) {
+		t.Helper()
+		cl := r.clientAs(t, tn)
+		natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			info, err := cl.Get(ctx, id)
+			if err != nil || info.Status != events.StatusTerminated || info.StatusInfo != string(reason) {
+				return fmt.Errorf("%v %+v", err, info)
+			}
+			return nil
+		})
+	}
+	ended(idler, idleID, events.ReasonIdleTimeout)
+	ended(lived, livedID, events.ReasonMaxLifetime)
+	// The key without a policy keeps the server's default: no idle
+	// timeout; its session has run longer than the other key's.
+	info, err := r.clientAs(t, plain).Get(ctx, plainID)
+	if err != nil || info.Status != events.StatusRunning {
+		t.Fatalf("session of the key without a policy: %v %+v", err, info)
+	}
+	hist, err := r.clientAs(t, lived).History(ctx, livedID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg string
+	for _, ev := range hist.Events {
+		if ev.Name == events.EventTerminateRequest {
+			msg = ev.Message
+		}
+	}
+	if !strings.Contains(msg, "max session lifetime of 3s") {
+		t.Fatalf("terminate request message %q", msg)
+	}
+}

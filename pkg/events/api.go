@@ -171,6 +171,9 @@ type CreateResponse struct {
 // A pending session is cancelled; a live one terminated.
 type TerminateRequest struct {
 	SessionID string `json:"session_id"`
+	// AccessKey terminates another key's session: admins only. Empty:
+	// the caller's own.
+	AccessKey string `json:"access_key,omitempty"`
 }
 
 // TerminateResponse answers a TerminateRequest.
@@ -202,6 +205,9 @@ type ListResponse struct {
 // event history (session.history).
 type GetRequest struct {
 	Ref string `json:"ref"`
+	// AccessKey names another key's session: admins only. Empty: the
+	// caller's own.
+	AccessKey string `json:"access_key,omitempty"`
 }
 
 // HistoryResponse is a session's events, in log order.

@@ -139,6 +139,9 @@ const (
 	ReasonQueueBlocked     Reason = "queue-blocked"
 	// A batch session outlived its --batch-timeout.
 	ReasonBatchTimeout Reason = "batch-timeout"
+	// A running session ended at its resource policy's max session
+	// lifetime (the gateway's reaper).
+	ReasonMaxLifetime Reason = "max-lifetime-exceeded"
 )
 
 // Event is the envelope of everything on the session log. Which fields are

@@ -59,7 +59,9 @@ type Config struct {
 	Streams streams.Options
 	// IdleTimeout terminates a running session (reason idle-timeout) that
 	// has run no code and written no output for this long. Default 30
-	// minutes; negative: never.
+	// minutes; negative: never. The resource policy of a session's key
+	// overrides it when it sets an idle timeout, and may set a max
+	// session lifetime (reason max-lifetime-exceeded).
 	IdleTimeout time.Duration
 	// MaxCreating bounds the creates handled at once; beyond it a create
 	// is answered events.ErrBusy at once. Default: 256.
@@ -137,7 +139,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway: session stream: %w", err)
 	}
 	s.stream = st
-	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js); err != nil {
+	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js, s.cfg.Streams.Replicas); err != nil {
 		return err
 	}
 
@@ -171,14 +173,14 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
 		}
 	}
+	// The reaper runs even without a default idle timeout: a resource
+	// policy may set one, or a max session lifetime.
 	var reaper sync.WaitGroup
-	if s.cfg.IdleTimeout > 0 {
-		r, err := s.startReaper(ctx)
-		if err != nil {
-			return err
-		}
-		reaper.Go(func() { r.run(ctx) })
+	r, err := s.startReaper(ctx)
+	if err != nil {
+		return err
 	}
+	reaper.Go(func() { r.run(ctx) })
 	s.once.Do(func() { close(s.ready) })
 	s.log.Info().Msg("gateway_ready")
 	<-ctx.Done()
@@ -322,6 +324,17 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 	if !events.ValidToken(tr.SessionID) {
 		return nil, events.Errorf(events.ErrInvalid, "invalid session id %q", tr.SessionID)
 	}
+	caller := ak
+	if tr.AccessKey != "" && tr.AccessKey != ak {
+		if !events.ValidToken(tr.AccessKey) {
+			return nil, events.Errorf(events.ErrInvalid, "invalid access key %q", clip(tr.AccessKey))
+		}
+		if !s.isAdmin(ak) {
+			s.log.Warn().Str("access_key", ak).Str("asked", tr.AccessKey).Msg("other_key_denied")
+			return nil, events.Errorf(events.ErrForbidden, "access key %s is not an admin: only an admin may terminate another key's sessions", ak)
+		}
+		ak = tr.AccessKey
+	}
 	filter, _ := events.SessionFilter(ak, tr.SessionID)
 	last, err := s.stream.GetLastMsgForSubject(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -345,6 +358,9 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 	ev := &events.Event{
 		V: events.Version, ID: nuid.Next(), Name: events.EventTerminateRequest, Time: time.Now().UTC(),
 		AccessKey: ak, SessionID: tr.SessionID, Reason: events.ReasonUserRequested,
+	}
+	if caller != ak {
+		ev.Message = "terminated by admin " + caller
 	}
 	if _, err := s.publish(ctx, ev, ev.ID, false); err != nil {
 		return nil, events.Errorf(events.ErrInternal, "could not request termination: %v", err)

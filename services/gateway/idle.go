@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -19,18 +20,27 @@ const DefaultIdleTimeout = 30 * time.Minute
 type idleSession struct {
 	ak, sid   string
 	running   bool
+	started   time.Time       // when it started running
 	last      time.Time       // the last activity: start, execute request, output
 	open      map[string]bool // runs requested and not yet exited
 	requested bool            // the reaper asked for its termination
 }
 
-// reaper terminates sessions that have been idle for IdleTimeout: running,
-// with no run in progress, and no execute request or output since. It
-// follows the session log and the output stream (headers only) from their
-// start, so a restarted gateway knows every session again.
+// reaper terminates sessions that have been idle for their idle timeout:
+// running, with no run in progress, and no execute request or output
+// since; and sessions that have run longer than their max session
+// lifetime, busy or not. Both limits come from the resource policy of the
+// session's access key (idle_timeout, max_session_lifetime, in seconds);
+// a policy that leaves the idle timeout at 0 gets IdleTimeout, one that
+// leaves the lifetime at 0 has none. It follows the session log and the
+// output stream (headers only) from their start, so a restarted gateway
+// knows every session again.
 type reaper struct {
-	s        *Service
-	timeout  time.Duration
+	s       *Service
+	timeout time.Duration // the default idle timeout; <= 0: none
+	// limits caches each access key's policy limits for policyTTL.
+	limitsMu sync.Mutex
+	limits   map[string]keyLimits
 	mu       sync.Mutex
 	sessions map[string]*idleSession // ak/sid
 	exited   map[string]bool         // ak/sid/run: exits seen before their request
@@ -44,7 +54,8 @@ type reaper struct {
 }
 
 func (s *Service) startReaper(ctx context.Context) (*reaper, error) {
-	r := &reaper{s: s, timeout: s.cfg.IdleTimeout, sessions: map[string]*idleSession{}, exited: map[string]bool{}}
+	r := &reaper{s: s, timeout: s.cfg.IdleTimeout, sessions: map[string]*idleSession{}, exited: map[string]bool{},
+		limits: map[string]keyLimits{}}
 	srcs := []struct {
 		stream, filter string
 		headersOnly    bool
@@ -140,7 +151,7 @@ func (r *reaper) onEvent(m jetstream.Msg) {
 		}
 	case events.EventStarted:
 		if is := r.sessions[key]; is != nil {
-			is.running, is.last = true, e.Time
+			is.running, is.started, is.last = true, e.Time, e.Time
 		}
 	case events.EventExecuteRequest:
 		if is := r.sessions[key]; is != nil {
@@ -195,26 +206,129 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// idle returns the sessions idle for the timeout at now.
-func (r *reaper) idle(now time.Time) []*idleSession {
+// policyTTL is how long the reaper trusts a key's policy limits.
+const policyTTL = 5 * time.Second
+
+// keyLimits are the limits of one access key, as the reaper applies them.
+type keyLimits struct {
+	idle, lifetime time.Duration // <= 0: none
+	read           time.Time
+}
+
+// limitsOf returns ak's idle timeout and max session lifetime: its
+// policy's, the idle timeout defaulting to the gateway's. A key without
+// a keypair or policy gets the defaults; a failed read keeps the last
+// known limits.
+func (r *reaper) limitsOf(ctx context.Context, ak string, now time.Time) keyLimits {
+	r.limitsMu.Lock()
+	l, ok := r.limits[ak]
+	r.limitsMu.Unlock()
+	if ok && now.Sub(l.read) < policyTTL {
+		return l
+	}
+	p, err := r.s.policyLimits(ctx, ak)
+	if err != nil {
+		r.s.log.Warn().Err(err).Str("access_key", ak).Msg("reaper_policy")
+		if ok {
+			return l
+		}
+	}
+	l = keyLimits{idle: r.timeout, read: now}
+	if p != nil {
+		if p.IdleTimeout > 0 {
+			l.idle = time.Duration(p.IdleTimeout) * time.Second
+		}
+		l.lifetime = time.Duration(p.MaxSessionLifetime) * time.Second
+	}
+	r.limitsMu.Lock()
+	r.limits[ak] = l
+	r.limitsMu.Unlock()
+	return l
+}
+
+// policyLimits is the policy of ak's keypair; nil when it has none.
+func (s *Service) policyLimits(ctx context.Context, ak string) (*Policy, error) {
+	if s.quota == nil {
+		return nil, nil
+	}
+	kp, _, err := s.quota.keys.Get(ctx, ak)
+	if errors.Is(err, ErrNoKeypair) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if kp.Policy == "" {
+		return nil, nil
+	}
+	p, err := s.quota.keys.GetPolicy(ctx, kp.Policy)
+	if errors.Is(err, ErrNoPolicy) {
+		return nil, nil
+	}
+	return p, err
+}
+
+// reap is one session the reaper ends, and why.
+type reap struct {
+	is     *idleSession
+	reason events.Reason
+	limit  time.Duration
+}
+
+// due returns the sessions to end at now: past their max lifetime, or
+// idle for their idle timeout.
+func (r *reaper) due(ctx context.Context, now time.Time) []reap {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.behind > 0 {
+		r.mu.Unlock()
 		return nil
 	}
-	var out []*idleSession
+	aks := map[string]bool{}
 	for _, is := range r.sessions {
-		if is.running && !is.requested && len(is.open) == 0 && now.Sub(is.last) >= r.timeout {
-			is.requested = true
-			out = append(out, is)
+		if is.running && !is.requested {
+			aks[is.ak] = true
 		}
+	}
+	r.mu.Unlock()
+	limits := make(map[string]keyLimits, len(aks))
+	for ak := range aks {
+		limits[ak] = r.limitsOf(ctx, ak, now)
+	}
+	// Forget the keys with no running session.
+	r.limitsMu.Lock()
+	for ak := range r.limits {
+		if !aks[ak] {
+			delete(r.limits, ak)
+		}
+	}
+	r.limitsMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []reap
+	for _, is := range r.sessions {
+		l, ok := limits[is.ak]
+		if !ok || !is.running || is.requested {
+			continue
+		}
+		switch {
+		case l.lifetime > 0 && now.Sub(is.started) >= l.lifetime:
+			out = append(out, reap{is, events.ReasonMaxLifetime, l.lifetime})
+		case l.idle > 0 && len(is.open) == 0 && now.Sub(is.last) >= l.idle:
+			out = append(out, reap{is, events.ReasonIdleTimeout, l.idle})
+		default:
+			continue
+		}
+		is.requested = true
 	}
 	return out
 }
 
 func (r *reaper) run(ctx context.Context) {
 	defer r.stop()
-	tick := min(max(r.timeout/10, 50*time.Millisecond), 10*time.Second)
+	tick := time.Second
+	if r.timeout > 0 {
+		tick = min(max(r.timeout/10, 50*time.Millisecond), tick)
+	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -222,29 +336,33 @@ func (r *reaper) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, is := range r.idle(now) {
-				r.terminate(ctx, is)
+			for _, x := range r.due(ctx, now) {
+				r.terminate(ctx, x)
 			}
 		}
 	}
 }
 
-// terminate asks for an idle session's end, as rm does, with reason
-// idle-timeout.
-func (r *reaper) terminate(ctx context.Context, is *idleSession) {
+// terminate asks for a session's end, as rm does, with the reason.
+func (r *reaper) terminate(ctx context.Context, x reap) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	is := x.is
+	what, prefix := "idle for ", "idle-"
+	if x.reason == events.ReasonMaxLifetime {
+		what, prefix = "ran longer than its max session lifetime of ", "lifetime-"
+	}
 	ev := &events.Event{
-		V: events.Version, ID: "idle-" + is.ak + "-" + is.sid, Name: events.EventTerminateRequest,
-		Time: time.Now().UTC(), AccessKey: is.ak, SessionID: is.sid, Reason: events.ReasonIdleTimeout,
-		Message: "idle for " + r.timeout.String(),
+		V: events.Version, ID: prefix + is.ak + "-" + is.sid, Name: events.EventTerminateRequest,
+		Time: time.Now().UTC(), AccessKey: is.ak, SessionID: is.sid, Reason: x.reason,
+		Message: what + x.limit.String(),
 	}
 	if _, err := r.s.publish(pctx, ev, ev.ID, false); err != nil {
-		r.s.log.Warn().Err(err).Str("session_id", is.sid).Msg("idle_terminate_failed")
+		r.s.log.Warn().Err(err).Str("session_id", is.sid).Str("reason", string(x.reason)).Msg("reaper_terminate_failed")
 		r.mu.Lock()
 		is.requested = false
 		r.mu.Unlock()
 		return
 	}
-	r.s.log.Info().Str("session_id", is.sid).Dur("idle_timeout", r.timeout).Msg("idle_timeout")
+	r.s.log.Info().Str("session_id", is.sid).Str("reason", string(x.reason)).Dur("limit", x.limit).Msg(string(x.reason))
 }

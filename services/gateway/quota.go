@@ -4,40 +4,129 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
 )
 
 // quotas enforces the resource policy of a key at admission. Admissions
-// of one key are serialized (a mutex per key, held from the count to the
-// acknowledged enqueue), so 50 concurrent creates against a limit of 5
-// admit exactly as many as fit. The count comes from the registry, whose
-// queries wait for its projection to reach the end of the log: an
-// enqueue acknowledged before the count is in it.
-//
-// The lock is per gateway process: several gateways admitting for the
-// same key at once could each admit one session past a limit. The
-// all-in-one server runs one.
+// of one key are serialized, held from the count to the acknowledged
+// enqueue, so 50 concurrent creates against a limit of 5 admit exactly as
+// many as fit: within a gateway by a mutex per key, across gateways by a
+// lease per key in the KV bucket AdmissionBucket (taken with Create,
+// taken over from a dead gateway with a compare-and-set once expired,
+// given back with a revision-checked delete). The count comes from the
+// registry, whose queries wait for its projection to reach the end of the
+// log: an enqueue acknowledged before the count is in it.
 type quotas struct {
-	nc   *nats.Conn
-	keys *Keys
-	mu   sync.Mutex
-	byAK map[string]*sync.Mutex
+	nc     *nats.Conn
+	keys   *Keys
+	leases jetstream.KeyValue
+	mu     sync.Mutex
+	byAK   map[string]*sync.Mutex
 }
 
-func newQuotas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*quotas, error) {
+// AdmissionBucket is the KV bucket of the admission leases, one per
+// access key ("ak.<access key>") while a gateway admits for it.
+const AdmissionBucket = "bai_admission"
+
+// leaseTTL is how long an admission lease holds before another gateway
+// may take it over; longer than any create (10s).
+const leaseTTL = 30 * time.Second
+
+// lease is the value of an admission lease.
+type lease struct {
+	Holder string    `json:"holder"`
+	Until  time.Time `json:"until"`
+}
+
+func newQuotas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, replicas int) (*quotas, error) {
 	keys, err := OpenKeys(ctx, js, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &quotas{nc: nc, keys: keys, byAK: map[string]*sync.Mutex{}}, nil
+	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: AdmissionBucket, Description: "bai admission leases, one per access key",
+		History: 1, Storage: jetstream.MemoryStorage, Replicas: max(replicas, 1), MaxValueSize: 1024,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: admission bucket: %w", err)
+	}
+	return &quotas{nc: nc, keys: keys, leases: leases, byAK: map[string]*sync.Mutex{}}, nil
+}
+
+// serialize holds ak's admissions: its mutex in this gateway, then its
+// lease in the cluster. It waits for a lease held by another gateway
+// until ctx ends (ErrBusy).
+func (q *quotas) serialize(ctx context.Context, ak string) (release func(), err error) {
+	unlock := q.lock(ak)
+	rev, err := q.acquire(ctx, ak)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// A lease taken over meanwhile is the other gateway's: the
+		// revision check leaves it.
+		_ = q.leases.Delete(dctx, "ak."+ak, jetstream.LastRevision(rev))
+		unlock()
+	}, nil
+}
+
+// acquire takes ak's admission lease and returns its revision.
+func (q *quotas) acquire(ctx context.Context, ak string) (uint64, error) {
+	key := "ak." + ak
+	holder := nuid.Next()
+	wait := time.Millisecond
+	for {
+		val, _ := json.Marshal(lease{Holder: holder, Until: time.Now().Add(leaseTTL).UTC()})
+		rev, err := q.leases.Create(ctx, key, val)
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, leaseErr(ctx, ak, err)
+		}
+		e, err := q.leases.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue // given back meanwhile
+		case err != nil:
+			return 0, leaseErr(ctx, ak, err)
+		}
+		var held lease
+		if json.Unmarshal(e.Value(), &held) != nil || time.Now().After(held.Until) {
+			// Its gateway died holding it: take it over, unless
+			// another gateway does first.
+			if rev, err := q.leases.Update(ctx, key, val, e.Revision()); err == nil {
+				return rev, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, leaseErr(ctx, ak, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+func leaseErr(ctx context.Context, ak string, err error) error {
+	if ctx.Err() != nil {
+		return events.Errorf(events.ErrBusy, "another admission for %s is in progress; retry", ak)
+	}
+	return events.Errorf(events.ErrInternal, "could not take the admission lease of %s: %v", ak, err)
 }
 
 func (q *quotas) lock(ak string) func() {
@@ -97,7 +186,10 @@ func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec)
 	if p == nil {
 		return func() {}, nil
 	}
-	release = q.lock(ak)
+	release, err = q.serialize(ctx, ak)
+	if err != nil {
+		return nil, err
+	}
 	if err := q.check(ctx, ak, p, spec); err != nil {
 		release()
 		return nil, err

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,7 +23,7 @@ func TestQuotaChecks(t *testing.T) {
 	nc := natstest.Connect(t, natstest.RunServer(t))
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	q, err := newQuotas(ctx, nc, js)
+	q, err := newQuotas(ctx, nc, js, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,5 +81,73 @@ func TestQuotaChecks(t *testing.T) {
 	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 10}, spec)
 	if !errors.Is(err, events.ErrBusy) {
 		t.Fatalf("no registry: %v", err)
+	}
+}
+
+// TestAdmissionLeaseAcrossGateways: two gateways (each its own quotas and
+// connection) serialize the admissions of one key through the lease: never
+// two holders at once; a lease left by a dead gateway is taken over once
+// expired; a live one makes a create wait, then answer busy.
+func TestAdmissionLeaseAcrossGateways(t *testing.T) {
+	srv := natstest.RunServer(t)
+	ctx := context.Background()
+	var qs [2]*quotas
+	for i := range qs {
+		nc := natstest.Connect(t, srv)
+		js, _ := jetstream.New(nc)
+		q, err := newQuotas(ctx, nc, js, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qs[i] = q
+	}
+	const ak = "AKIATESTLEASE0000000"
+	var inside, most, done atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			release, err := qs[i%2].serialize(ctx, ak)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			n := inside.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(time.Millisecond) // hold it, as an admission does
+			inside.Add(-1)
+			done.Add(1)
+			release()
+		})
+	}
+	wg.Wait()
+	if most.Load() != 1 || done.Load() != 40 {
+		t.Fatalf("%d admissions done, at most %d at once (want 40, 1)", done.Load(), most.Load())
+	}
+
+	// A dead gateway's expired lease is taken over.
+	stale, _ := json.Marshal(lease{Holder: "dead", Until: time.Now().Add(-time.Second)})
+	if _, err := qs[0].leases.Put(ctx, "ak."+ak, stale); err != nil {
+		t.Fatal(err)
+	}
+	release, err := qs[1].serialize(ctx, ak)
+	if err != nil {
+		t.Fatalf("take over an expired lease: %v", err)
+	}
+	// While held, the other gateway waits, then answers busy.
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := qs[0].serialize(wctx, ak); !errors.Is(err, events.ErrBusy) || !strings.Contains(err.Error(), "retry") {
+		t.Fatalf("lease held elsewhere: %v", err)
+	}
+	release()
+	// Given back, it is free at once.
+	release, err = qs[0].serialize(ctx, ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if _, err := qs[0].leases.Get(ctx, "ak."+ak); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("lease after release: %v", err)
 	}
 }

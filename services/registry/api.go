@@ -124,22 +124,28 @@ func (s *Service) isAdminKey(ak string) bool {
 	return err == nil && admin
 }
 
-func (s *Service) ref(what string, data []byte) (string, error) {
+// ref decodes a GetRequest from caller ak: the session it names and the
+// access key that owns it (ak, or the one an admin asks for).
+func (s *Service) ref(ak, what string, data []byte) (ref, owner string, err error) {
 	var req events.GetRequest
 	if err := decode(what, data, &req); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if req.Ref == "" {
-		return "", invalid("%s request without a session id or name", what)
+		return "", "", invalid("%s request without a session id or name", what)
 	}
 	if !events.ValidToken(req.Ref) {
-		return "", invalid("invalid session id or name %q", req.Ref)
+		return "", "", invalid("invalid session id or name %q", req.Ref)
 	}
-	return req.Ref, nil
+	owner, err = s.owner(ak, req.AccessKey)
+	if err != nil {
+		return "", "", err
+	}
+	return req.Ref, owner, nil
 }
 
 func (s *Service) handleGet(ak string, data []byte) (any, error) {
-	ref, err := s.ref("get", data)
+	ref, ak, err := s.ref(ak, "get", data)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +160,7 @@ func (s *Service) handleGet(ak string, data []byte) (any, error) {
 }
 
 func (s *Service) handleHistory(ak string, data []byte) (any, error) {
-	ref, err := s.ref("history", data)
+	ref, ak, err := s.ref(ak, "history", data)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ const maxLogsBytes = 768 << 10
 // handleLogs answers session.logs: the session's output so far, from the
 // output stream (tenants have no JetStream API of their own).
 func (s *Service) handleLogs(ak string, data []byte) (any, error) {
-	ref, err := s.ref("logs", data)
+	ref, ak, err := s.ref(ak, "logs", data)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ func (r *runner) eventsCommand() *cli.Command {
 			"TERMINATED or CANCELLED, or, with --wait, once that event arrives.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "wait", Usage: "stop once `EVENT_NAME` arrives (exit 1 if the session ends without it)"},
+			accessKeyFlag(),
 		}, globalFlags()...),
 		Action: r.events,
 	}
@@ -40,9 +41,19 @@ func validRef(ref string) bool {
 	return true
 }
 
-// resolve finds a session by id or name.
+// accessKeyFlag names another key's session (admins only).
+func accessKeyFlag() cli.Flag {
+	return &cli.StringFlag{Name: "access-key", Usage: "the session belongs to `ACCESS_KEY` (admins only)"}
+}
+
+// resolve finds a session by id or name: the caller's own, or with
+// --access-key another key's.
 func resolve(c *cli.Context, cl *client.Client, ref string) (*events.SessionInfo, error) {
-	info, err := cl.Get(c.Context, ref)
+	ak := c.String("access-key")
+	if ak != "" && !events.ValidToken(ak) {
+		return nil, invalidf("invalid access key %q", ak)
+	}
+	info, err := cl.GetFor(c.Context, ak, ref)
 	switch {
 	case errors.Is(err, events.ErrNotFound):
 		return nil, fmt.Errorf("session %s not found", ref)
@@ -88,7 +99,7 @@ func (r *runner) events(c *cli.Context) error {
 		return err
 	}
 	defer w.Close()
-	hist, err := cl.History(ctx, info.ID)
+	hist, err := cl.HistoryFor(ctx, info.AccessKey, info.ID)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ func (r *runner) infoCommand() *cli.Command {
 		Name:      "info",
 		Usage:     "print every field of a session",
 		ArgsUsage: "ID|NAME",
-		Flags:     globalFlags(),
+		Flags:     append([]cli.Flag{accessKeyFlag()}, globalFlags()...),
 		Action:    r.info,
 	}
 }
@@ -57,7 +57,7 @@ func (r *runner) logsCommand() *cli.Command {
 		ArgsUsage: "ID|NAME",
 		Description: "Prints what the session's code wrote so far, stdout to stdout and stderr to\n" +
 			"stderr, in order. --output json prints every chunk with its run and stream.",
-		Flags:  globalFlags(),
+		Flags:  append([]cli.Flag{accessKeyFlag()}, globalFlags()...),
 		Action: r.logs,
 	}
 }
@@ -83,7 +83,7 @@ func (r *runner) logs(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := cl.Logs(c.Context, info.ID)
+	resp, err := cl.LogsFor(c.Context, info.AccessKey, info.ID)
 	if err != nil {
 		return err
 	}

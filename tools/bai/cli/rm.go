@@ -13,7 +13,7 @@ func (r *runner) rmCommand() *cli.Command {
 		Name:      "rm",
 		Usage:     "terminate sessions (a pending one is cancelled)",
 		ArgsUsage: "ID|NAME [ID|NAME...]",
-		Flags:     globalFlags(),
+		Flags:     append([]cli.Flag{accessKeyFlag()}, globalFlags()...),
 		Action:    r.rm,
 	}
 }
@@ -46,7 +46,7 @@ func (r *runner) rm(c *cli.Context) error {
 			failed++
 			continue
 		}
-		resp, err := cl.Terminate(c.Context, info.ID)
+		resp, err := cl.TerminateFor(c.Context, info.AccessKey, info.ID)
 		if err != nil {
 			r.errorf("terminate session %s: %v", ref, err)
 			failed++

@@ -227,8 +227,14 @@ func (c *Client) Create(ctx context.Context, req events.CreateRequest) (*events.
 // Terminate asks to end a session by id: a pending one is cancelled, a live
 // one terminated.
 func (c *Client) Terminate(ctx context.Context, sessionID string) (*events.TerminateResponse, error) {
+	return c.TerminateFor(ctx, "", sessionID)
+}
+
+// TerminateFor is Terminate on a session of access key ak (admins only;
+// empty: the caller's own).
+func (c *Client) TerminateFor(ctx context.Context, ak, sessionID string) (*events.TerminateResponse, error) {
 	var resp events.TerminateResponse
-	if err := c.request(ctx, events.OpSessionTerminate, events.TerminateRequest{SessionID: sessionID}, &resp); err != nil {
+	if err := c.request(ctx, events.OpSessionTerminate, events.TerminateRequest{SessionID: sessionID, AccessKey: ak}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -245,8 +251,14 @@ func (c *Client) List(ctx context.Context, req events.ListRequest) (*events.List
 
 // Get finds one session by id or name.
 func (c *Client) Get(ctx context.Context, ref string) (*events.SessionInfo, error) {
+	return c.GetFor(ctx, "", ref)
+}
+
+// GetFor is Get on a session of access key ak (admins only; empty: the
+// caller's own).
+func (c *Client) GetFor(ctx context.Context, ak, ref string) (*events.SessionInfo, error) {
 	var resp events.SessionInfo
-	if err := c.request(ctx, events.OpSessionGet, events.GetRequest{Ref: ref}, &resp); err != nil {
+	if err := c.request(ctx, events.OpSessionGet, events.GetRequest{Ref: ref, AccessKey: ak}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -254,8 +266,14 @@ func (c *Client) Get(ctx context.Context, ref string) (*events.SessionInfo, erro
 
 // History returns a session (by id or name) and its events in log order.
 func (c *Client) History(ctx context.Context, ref string) (*events.HistoryResponse, error) {
+	return c.HistoryFor(ctx, "", ref)
+}
+
+// HistoryFor is History of a session of access key ak (admins only;
+// empty: the caller's own).
+func (c *Client) HistoryFor(ctx context.Context, ak, ref string) (*events.HistoryResponse, error) {
 	var resp events.HistoryResponse
-	if err := c.request(ctx, events.OpSessionHistory, events.GetRequest{Ref: ref}, &resp); err != nil {
+	if err := c.request(ctx, events.OpSessionHistory, events.GetRequest{Ref: ref, AccessKey: ak}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -273,8 +291,14 @@ func (c *Client) Execute(ctx context.Context, req events.ExecuteRequest) (*event
 
 // Logs returns a session's output so far.
 func (c *Client) Logs(ctx context.Context, ref string) (*events.LogsResponse, error) {
+	return c.LogsFor(ctx, "", ref)
+}
+
+// LogsFor is Logs of a session of access key ak (admins only; empty: the
+// caller's own).
+func (c *Client) LogsFor(ctx context.Context, ak, ref string) (*events.LogsResponse, error) {
 	var resp events.LogsResponse
-	if err := c.request(ctx, events.OpSessionLogs, events.GetRequest{Ref: ref}, &resp); err != nil {
+	if err := c.request(ctx, events.OpSessionLogs, events.GetRequest{Ref: ref, AccessKey: ak}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
