@@ -216,13 +216,34 @@ func (s *Service) handleCreate(req micro.Request) {
 		respond(req, nil, events.Errorf(events.ErrBusy, "too many sessions being created; retry"))
 		return
 	}
+	reply := req.Reply()
 	go func() {
 		defer func() { <-s.creating }()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		resp, err := s.create(ctx, req)
-		respond(req, resp, err)
+		s.replyTo(reply, resp, err)
 	}()
+}
+
+// replyTo answers a request after its micro handler has returned: micro's
+// request may not be touched then (it keeps its stats in it), so the
+// answer goes straight to the reply subject, in micro's error format.
+func (s *Service) replyTo(reply string, v any, err error) {
+	if reply == "" {
+		return
+	}
+	msg := &nats.Msg{Subject: reply, Header: nats.Header{}}
+	if err != nil {
+		msg.Header.Set(events.HeaderError, err.Error())
+		msg.Header.Set(events.HeaderErrorCode, events.CodeOf(err))
+	} else if msg.Data, err = json.Marshal(v); err != nil {
+		msg.Header.Set(events.HeaderError, err.Error())
+		msg.Header.Set(events.HeaderErrorCode, events.CodeInternal)
+	}
+	if err := s.cfg.NC.PublishMsg(msg); err != nil {
+		s.log.Warn().Err(err).Msg("reply_failed")
+	}
 }
 
 func (s *Service) create(ctx context.Context, req micro.Request) (*events.CreateResponse, error) {
