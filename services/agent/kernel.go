@@ -251,24 +251,30 @@ func (s *Service) start(ctx context.Context, k *kernel) error {
 		return nil
 	}
 	spec := k.spec
-	if err := s.publish(ctx, k, events.EventPreparing, nil); err != nil {
-		return err
-	}
+	// The lifecycle events go out asynchronously, in order on the agent's
+	// one connection, and every one is acknowledged by the log before
+	// start returns (and so before the work message is acked): a crash
+	// before then redelivers the placement.
+	var b eventBatch
+	s.publishAsync(&b, k, events.EventPreparing)
 	if err := s.rt.Prepare(ctx, spec); err != nil {
-		return s.failStart(ctx, k, err)
-	}
-	for _, n := range []events.Name{events.EventPrepared, events.EventCreating} {
-		if err := s.publish(ctx, k, n, nil); err != nil {
+		if err := s.waitBatch(ctx, &b); err != nil {
 			return err
 		}
+		return s.failStart(ctx, k, err)
 	}
+	s.publishAsync(&b, k, events.EventPrepared)
+	s.publishAsync(&b, k, events.EventCreating)
 	if err := s.rt.Create(ctx, spec); err != nil {
-		return s.failStart(ctx, k, err)
-	}
-	for _, n := range []events.Name{events.EventKernelStarted, events.EventStarted} {
-		if err := s.publish(ctx, k, n, nil); err != nil {
+		if err := s.waitBatch(ctx, &b); err != nil {
 			return err
 		}
+		return s.failStart(ctx, k, err)
+	}
+	s.publishAsync(&b, k, events.EventKernelStarted)
+	s.publishAsync(&b, k, events.EventStarted)
+	if err := s.waitBatch(ctx, &b); err != nil {
+		return err
 	}
 	if err := s.st.putKernel(kernelRecord{Spec: *spec, Phase: phaseRunning, CreatedAt: time.Now().UTC()}); err != nil {
 		return err
@@ -627,6 +633,66 @@ func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
 			return err
 		}
 	}
+}
+
+// eventBatch is events published asynchronously, in order, whose acks
+// are still to be waited for.
+type eventBatch struct {
+	events  []*events.Event
+	futures []jetstream.PubAckFuture // nil where the publish failed at once
+}
+
+// publishAsync publishes an event about kernel k without waiting for its
+// ack; waitBatch waits for it.
+func (s *Service) publishAsync(b *eventBatch, k *kernel, name events.Name) {
+	e := s.event(k.spec.AccessKey, k.spec.ID, k.spec.MainKernelID, name)
+	b.events = append(b.events, e)
+	// After an event that failed at once, publishing this one would put it
+	// ahead of that one: waitBatch publishes both, in order.
+	failed := len(b.futures) > 0 && b.futures[len(b.futures)-1] == nil
+	var f jetstream.PubAckFuture
+	if subj, err := events.EventSubject(e); err == nil && !failed {
+		if data, err := json.Marshal(e); err == nil {
+			f, _ = s.js.PublishAsync(subj, data, jetstream.WithMsgID(e.ID))
+		}
+	}
+	b.futures = append(b.futures, f)
+}
+
+// waitBatch waits for the acks of b's events. From the first event that
+// was not acknowledged on, it publishes the events again, synchronously
+// and in order, with their ids (the log drops those it already holds), so
+// that the log has them in order or start fails and the placement is
+// redelivered. b is empty afterwards.
+func (s *Service) waitBatch(ctx context.Context, b *eventBatch) error {
+	defer func() { b.events, b.futures = nil, nil }()
+	timer := time.NewTimer(publishTimeout)
+	defer timer.Stop()
+	for i, f := range b.futures {
+		ok := false
+		if f != nil {
+			select {
+			case <-f.Ok():
+				ok = true
+			case err := <-f.Err():
+				s.log.Warn().Err(err).Str("event", string(b.events[i].Name)).Msg("publish event")
+			case <-timer.C:
+				s.log.Warn().Str("event", string(b.events[i].Name)).Msg("publish event: no ack in time")
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if ok {
+			continue
+		}
+		for _, e := range b.events[i:] {
+			if err := s.publishEvent(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return nil
 }
 
 // pause waits d or until ctx ends.
