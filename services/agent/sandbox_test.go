@@ -296,3 +296,41 @@ func TestDockerRuntimeBadOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxExitLeavesNothing: when an execution's exit code is known,
+// nothing it started runs any more, not even a process that left its
+// process group and closed its output; with either helper.
+func TestSandboxExitLeavesNothing(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	for _, helper := range []string{"", buildHelper(t)} {
+		r := agent.NewProcessRuntime(t.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
+		if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
+			t.Fatalf("notes %q", notes)
+		}
+		k := &events.SessionSpec{ID: "left", Image: testImage, MainKernelID: "k-left", Slots: map[string]string{"cpu": "1", "mem": "256m"}}
+		if err := r.Create(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+		marker := "3" + strconv.Itoa(os.Getpid()%1000) + "7"
+		p, err := r.Exec(t.Context(), k, events.RunSpec{ID: "r", Exec: `setsid sleep ` + marker + ` </dev/null >/dev/null 2>&1 & sleep ` + marker + ` & exit 3`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := p.Wait()
+		if err != nil || code != 3 {
+			t.Errorf("helper %q: exit %d, %v; want 3", helper, code, err)
+		}
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err == nil && bytes.Equal(cmd, []byte("sleep\x00"+marker+"\x00")) {
+				t.Errorf("helper %q: pid %s (sleep %s) still runs after the exit", helper, e.Name(), marker)
+			}
+		}
+		p.Close()
+		if err := r.Purge(t.Context()); err != nil {
+			t.Errorf("purge: %v", err)
+		}
+	}
+}

@@ -22,6 +22,14 @@ const Env = "_BAI_SANDBOX_INIT"
 // WorkDir is where a sandboxed kernel sees its work directory.
 const WorkDir = "/home/work"
 
+// StatusFD is the helper's file descriptor where it writes the execution's
+// exit code, as decimal digits, once nothing of it runs any more; EOF
+// without it means the helper itself failed or was killed.
+const StatusFD = 3
+
+// statusOK: StatusFD was open at start (and is kept from the execution).
+var statusOK bool
+
 // exitOnStart is the exit code of an execution that could not start.
 const exitOnStart = 127
 
@@ -48,6 +56,10 @@ func Main() {
 		return
 	}
 	runtime.LockOSThread()
+	if _, err := fcntl(StatusFD, syscall.F_GETFD); err == nil {
+		syscall.CloseOnExec(StatusFD)
+		statusOK = true
+	}
 	var spec Spec
 	err := json.Unmarshal([]byte(data), &spec)
 	if err == nil {
@@ -135,8 +147,7 @@ func run(s *Spec) error {
 		return fmt.Errorf("start %s: %w", s.Argv[0], err)
 	}
 	// This helper stays the namespace's init, as root (no execution can
-	// signal or trace it): it reaps orphans and, when the execution
-	// ends, exits with its status, which ends every process it left.
+	// signal or trace it): it reaps orphans until the execution ends.
 	for {
 		var ws syscall.WaitStatus
 		got, err := syscall.Wait4(-1, &ws, 0, nil)
@@ -149,11 +160,42 @@ func run(s *Spec) error {
 		if got != pid {
 			continue
 		}
-		switch {
-		case ws.Signaled():
-			os.Exit(128 + int(ws.Signal()))
-		default:
-			os.Exit(ws.ExitStatus())
+		code := ws.ExitStatus()
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		finish(code)
+	}
+}
+
+// finish ends every process the execution left (the init of a pid
+// namespace kills them all with kill(-1): none can fork past it), reaps
+// them, reports code on StatusFD, closes the execution's output and exits
+// with code. The report comes before the exit on purpose: the exit of a
+// namespace's last process tears its mounts down, which waits for an RCU
+// grace period (milliseconds) before the kernel closes this process's files
+// and lets the agent reap it.
+func finish(code int) {
+	_ = syscall.Kill(-1, syscall.SIGKILL)
+	for {
+		_, err := syscall.Wait4(-1, nil, 0, nil)
+		if err != nil && err != syscall.EINTR {
+			break // ECHILD: none left
 		}
 	}
+	if statusOK {
+		_, _ = syscall.Write(StatusFD, []byte(strconv.Itoa(code)))
+	}
+	for fd := 0; fd <= StatusFD; fd++ {
+		_ = syscall.Close(fd)
+	}
+	os.Exit(code)
+}
+
+func fcntl(fd, cmd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
