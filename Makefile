@@ -15,6 +15,7 @@ build:
 	$(GO) build -o $(BIN)/bai-scheduler ./services/scheduler/cmd/bai-scheduler
 	$(GO) build -o $(BIN)/bai-registry ./services/registry/cmd/bai-registry
 	$(GO) build -o $(BIN)/bai-agent ./services/agent/cmd/bai-agent
+	$(GO) build -o $(BIN)/bai-sandbox-init ./services/agent/cmd/bai-sandbox-init
 	$(GO) build -o $(BIN)/bai-bench ./server/cmd/bai-bench
 
 # Starts the all-in-one server in the foreground (Ctrl-C stops it cleanly).

@@ -225,6 +225,9 @@ func (c *cgroups) kill(id string) error {
 		_ = os.WriteFile(filepath.Join(c.dir("", id), "cgroup.kill"), []byte("1"), 0)
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	// A process that just ended (a sandbox helper, tearing its namespaces
+	// down) leaves within a millisecond or two: poll fast, then slower.
+	pause := 200 * time.Microsecond
 	for {
 		pids, err := c.pids(id)
 		if err != nil {
@@ -239,7 +242,8 @@ func (c *cgroups) kill(id string) error {
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, 5*time.Millisecond)
 	}
 }
 
@@ -251,13 +255,18 @@ func (c *cgroups) remove(id string) error {
 	var errs []error
 	for _, d := range c.dirs(id) {
 		var err error
-		for try := 0; try < 200; try++ {
+		pause := 200 * time.Microsecond
+		for deadline := time.Now().Add(time.Second); ; {
 			// An exiting process may hold the cgroup a moment longer.
 			if err = syscall.Rmdir(d); err == nil || errors.Is(err, syscall.ENOENT) {
 				err = nil
 				break
 			}
-			time.Sleep(5 * time.Millisecond)
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(pause)
+			pause = min(2*pause, 5*time.Millisecond)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))

@@ -32,8 +32,9 @@
 //   - its work directory is a tmpfs with a size limit (default 1 GiB),
 //     owned by the kernel's own unprivileged uid (2^20 + a hash of the
 //     kernel id);
-//   - each execution starts as a helper (this binary re-executed, see
-//     sandboxInitEnv) in new pid, mount, ipc, uts and network namespaces
+//   - each execution starts as a helper (bai-sandbox-init next to the
+//     agent's binary, else this binary re-executed; see sandboxInitEnv)
+//     in new pid, mount, ipc, uts and network namespaces
 //     (the network namespace has only a loopback, down, unless
 //     SandboxOptions.Network); the helper joins the cgroup, mounts a fresh
 //     /proc, an empty /home with the work directory at /home/work, a

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -423,16 +424,35 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	var statusR, statusW *os.File
+	if r.sandboxed() {
+		// The helper says the exit code here before its own exit, which
+		// is slow (see sandboxinit.finish).
+		if statusR, statusW, err = os.Pipe(); err != nil {
+			outR.Close()
+			outW.Close()
+			errR.Close()
+			errW.Close()
+			return nil, fmt.Errorf("status pipe: %w", err)
+		}
+		cmd.ExtraFiles = []*os.File{statusW} // sandboxinit.StatusFD
+	}
 	err = cmd.Start()
 	// The child holds the write ends now; ours must go so EOF can come.
 	outW.Close()
 	errW.Close()
+	if statusW != nil {
+		statusW.Close()
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		if statusR != nil {
+			statusR.Close()
+		}
 		return nil, fmt.Errorf("start run %s: %w", run.ID, err)
 	}
-	p := &process{cmd: cmd, pgid: cmd.Process.Pid, stdout: outR, stderr: errR}
+	p := &process{cmd: cmd, pgid: cmd.Process.Pid, stdout: outR, stderr: errR, status: statusR}
 	if r.sandboxed() {
 		cg, id, l := r.sb.cg, k.MainKernelID, r.sb.opts
 		p.reason = func() string {
@@ -518,6 +538,7 @@ type process struct {
 	stdout, stderr *os.File
 
 	reason func() string // why it was killed, after Wait; nil: unknown
+	status *os.File      // the sandbox helper's exit code report; nil: none
 
 	mu     sync.Mutex
 	exited bool // the leader was reaped and the group killed
@@ -536,6 +557,14 @@ func (p *process) Stdout() io.Reader { return p.stdout }
 func (p *process) Stderr() io.Reader { return p.stderr }
 
 func (p *process) Wait() (int, error) {
+	if code, ok := p.reported(); ok {
+		// Nothing of the execution runs any more; the helper is ending.
+		p.mu.Lock()
+		p.exited = true
+		p.mu.Unlock()
+		go p.cmd.Wait() // reaps it, in a few milliseconds
+		return code, nil
+	}
 	err := p.cmd.Wait()
 	p.mu.Lock()
 	// Whatever the execution left behind goes with it.
@@ -554,6 +583,25 @@ func (p *process) Wait() (int, error) {
 	default:
 		return ws.ExitStatus(), nil
 	}
+}
+
+// reported reads the exit code the sandbox helper reports once the
+// execution and everything it left ended; false if it reported none (it
+// failed or was killed) or there is no helper.
+func (p *process) reported() (int, bool) {
+	if p.status == nil {
+		return 0, false
+	}
+	defer p.status.Close()
+	data, err := io.ReadAll(io.LimitReader(p.status, 16))
+	if err != nil || len(data) == 0 {
+		return 0, false
+	}
+	code, err := strconv.Atoi(string(data))
+	if err != nil {
+		return 0, false
+	}
+	return code, true
 }
 
 func (p *process) Kill() error {

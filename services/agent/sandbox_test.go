@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -142,17 +143,55 @@ func TestSandboxBatchReason(t *testing.T) {
 	}
 }
 
-// TestSandboxEscapes: what a kernel must not reach.
+// TestSandboxEscapes: what a kernel must not reach, with either helper:
+// the agent's binary re-executed, and the small bai-sandbox-init binary.
 func TestSandboxEscapes(t *testing.T) {
 	needSandbox(t)
 	t.Parallel()
+	t.Run("self", func(t *testing.T) { t.Parallel(); testSandboxEscapes(t, "") })
+	t.Run("helper-binary", func(t *testing.T) { t.Parallel(); testSandboxEscapes(t, buildHelper(t)) })
+}
+
+// buildHelper builds cmd/bai-sandbox-init into a temporary directory.
+func buildHelper(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "bai-sandbox-init")
+	out, err := exec.Command("go", "build", "-o", bin, "./cmd/bai-sandbox-init").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("build helper: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSandboxBadHelper: a helper that is missing or not executable leaves
+// kernels unsandboxed, and says why.
+func TestSandboxBadHelper(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	notExec := filepath.Join(t.TempDir(), "helper")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{filepath.Join(t.TempDir(), "missing"), notExec, t.TempDir()} {
+		r := agent.NewProcessRuntime(t.TempDir(), nil)
+		notes := r.Sandbox(agent.SandboxOptions{Helper: h})
+		if r.Sandboxed() || !strings.Contains(strings.Join(notes, " "), "no helper binary") {
+			t.Errorf("helper %s: sandboxed %v, notes %q", h, r.Sandboxed(), notes)
+		}
+		if err := r.Purge(t.Context()); err != nil {
+			t.Errorf("purge: %v", err)
+		}
+	}
+}
+
+func testSandboxEscapes(t *testing.T, helper string) {
 	e := newEnv(t)
 	dir := t.TempDir()
 	// Credentials next to the state db.
 	if err := os.WriteFile(filepath.Join(dir, "credentials"), []byte("SECRET-CRED"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := e.start(agent.Config{DataDir: dir, ID: "agent-1"})
+	a := e.start(agent.Config{DataDir: dir, ID: "agent-1", Sandbox: agent.SandboxOptions{Helper: helper}})
 	sp, other := spec("attacker"), spec("victim")
 	for _, s := range []*events.SessionSpec{sp, other} {
 		e.schedule(a, s)
@@ -254,6 +293,44 @@ func TestDockerRuntimeBadOwner(t *testing.T) {
 	for _, owner := range []string{"", "a b", "a.b"} {
 		if _, err := agent.NewDockerRuntime(t.Context(), agent.DockerOptions{Owner: owner}); !errors.Is(err, agent.ErrConfig) {
 			t.Errorf("owner %q: %v, want ErrConfig", owner, err)
+		}
+	}
+}
+
+// TestSandboxExitLeavesNothing: when an execution's exit code is known,
+// nothing it started runs any more, not even a process that left its
+// process group and closed its output; with either helper.
+func TestSandboxExitLeavesNothing(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	for _, helper := range []string{"", buildHelper(t)} {
+		r := agent.NewProcessRuntime(t.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
+		if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
+			t.Fatalf("notes %q", notes)
+		}
+		k := &events.SessionSpec{ID: "left", Image: testImage, MainKernelID: "k-left", Slots: map[string]string{"cpu": "1", "mem": "256m"}}
+		if err := r.Create(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+		marker := "3" + strconv.Itoa(os.Getpid()%1000) + "7"
+		p, err := r.Exec(t.Context(), k, events.RunSpec{ID: "r", Exec: `setsid sleep ` + marker + ` </dev/null >/dev/null 2>&1 & sleep ` + marker + ` & exit 3`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := p.Wait()
+		if err != nil || code != 3 {
+			t.Errorf("helper %q: exit %d, %v; want 3", helper, code, err)
+		}
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err == nil && bytes.Equal(cmd, []byte("sleep\x00"+marker+"\x00")) {
+				t.Errorf("helper %q: pid %s (sleep %s) still runs after the exit", helper, e.Name(), marker)
+			}
+		}
+		p.Close()
+		if err := r.Purge(t.Context()); err != nil {
+			t.Errorf("purge: %v", err)
 		}
 	}
 }

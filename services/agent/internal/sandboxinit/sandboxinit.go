@@ -1,0 +1,201 @@
+// Package sandboxinit is the process runtime's sandbox helper: the first
+// process in a kernel execution's namespaces. It imports nothing beyond
+// the standard library's basics, so that a binary made of it alone
+// (cmd/bai-sandbox-init) starts in well under a millisecond, where the
+// agent's own binary, re-executed, pays for its runtime and package
+// initialisation on every execution.
+package sandboxinit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+)
+
+// Env carries the helper's Spec, as JSON.
+const Env = "_BAI_SANDBOX_INIT"
+
+// WorkDir is where a sandboxed kernel sees its work directory.
+const WorkDir = "/home/work"
+
+// StatusFD is the helper's file descriptor where it writes the execution's
+// exit code, as decimal digits, once nothing of it runs any more; EOF
+// without it means the helper itself failed or was killed.
+const StatusFD = 3
+
+// statusOK: StatusFD was open at start (and is kept from the execution).
+var statusOK bool
+
+// exitOnStart is the exit code of an execution that could not start.
+const exitOnStart = 127
+
+// Spec is what the helper sets up before it executes Argv.
+type Spec struct {
+	Argv     []string `json:"argv"`
+	Env      []string `json:"env"`
+	WorkDir  string   `json:"work_dir"` // on the host
+	Hide     []string `json:"hide"`     // host directories hidden under an empty tmpfs
+	Cgroups  []string `json:"cgroups"`  // cgroup.procs files to join
+	UID      int      `json:"uid"`
+	Hostname string   `json:"hostname"`
+	TmpSize  int64    `json:"tmp_size"`
+	NoFile   uint64   `json:"nofile"`
+	FSize    uint64   `json:"fsize"`
+}
+
+// Main returns at once where Env is unset. Else it is the helper: it sets
+// the sandbox up, runs the execution and exits with its status; it never
+// returns.
+func Main() {
+	data, ok := os.LookupEnv(Env)
+	if !ok {
+		return
+	}
+	runtime.LockOSThread()
+	if _, err := fcntl(StatusFD, syscall.F_GETFD); err == nil {
+		syscall.CloseOnExec(StatusFD)
+		statusOK = true
+	}
+	var spec Spec
+	err := json.Unmarshal([]byte(data), &spec)
+	if err == nil {
+		err = run(&spec)
+	}
+	// run only returns on failure.
+	fmt.Fprintf(os.Stderr, "bai: sandbox: %v\n", err)
+	os.Exit(exitOnStart)
+}
+
+func run(s *Spec) error {
+	if len(s.Argv) == 0 {
+		return errors.New("no command")
+	}
+	for _, f := range s.Cgroups {
+		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+	}
+	work, err := syscall.Open(s.WorkDir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open work dir: %w", err)
+	}
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	for _, d := range s.Hide {
+		if _, err := os.Stat(d); err != nil {
+			continue // under a directory hidden already
+		}
+		if err := syscall.Mount("tmpfs", d, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC|syscall.MS_RDONLY, "size=4k,mode=0700"); err != nil {
+			return fmt.Errorf("hide %s: %w", d, err)
+		}
+	}
+	if err := syscall.Mount("tmpfs", "/home", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64k,mode=0755"); err != nil {
+		return fmt.Errorf("mount /home: %w", err)
+	}
+	if err := os.Mkdir(WorkDir, 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount("/proc/self/fd/"+strconv.Itoa(work), WorkDir, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("mount work dir: %w", err)
+	}
+	syscall.Close(work)
+	opts := "mode=1777"
+	if s.TmpSize > 0 {
+		opts += ",size=" + strconv.FormatInt(s.TmpSize, 10)
+	}
+	if err := syscall.Mount("tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount /tmp: %w", err)
+	}
+	if s.Hostname != "" {
+		if err := syscall.Sethostname([]byte(s.Hostname)); err != nil {
+			return fmt.Errorf("set host name: %w", err)
+		}
+	}
+	rl := []struct {
+		res int
+		v   uint64
+	}{{syscall.RLIMIT_CORE, 0}, {syscall.RLIMIT_NOFILE, s.NoFile}, {syscall.RLIMIT_FSIZE, s.FSize}}
+	for _, r := range rl {
+		if r.v == 0 && r.res != syscall.RLIMIT_CORE {
+			continue
+		}
+		if err := syscall.Setrlimit(r.res, &syscall.Rlimit{Cur: r.v, Max: r.v}); err != nil {
+			return fmt.Errorf("rlimit %d: %w", r.res, err)
+		}
+	}
+	// PR_SET_NO_NEW_PRIVS, on this locked thread, which forks the
+	// execution: no setuid binary gives root back.
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, 38, 1, 0, 0, 0, 0); e != 0 {
+		return fmt.Errorf("no_new_privs: %w", e)
+	}
+	uid := uint32(s.UID)
+	pid, err := syscall.ForkExec(s.Argv[0], s.Argv, &syscall.ProcAttr{
+		Dir:   WorkDir,
+		Env:   s.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}},
+	})
+	if err != nil {
+		return fmt.Errorf("start %s: %w", s.Argv[0], err)
+	}
+	// This helper stays the namespace's init, as root (no execution can
+	// signal or trace it): it reaps orphans until the execution ends.
+	for {
+		var ws syscall.WaitStatus
+		got, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait: %w", err)
+		}
+		if got != pid {
+			continue
+		}
+		code := ws.ExitStatus()
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		finish(code)
+	}
+}
+
+// finish ends every process the execution left (the init of a pid
+// namespace kills them all with kill(-1): none can fork past it), reaps
+// them, reports code on StatusFD, closes the execution's output and exits
+// with code. The report comes before the exit on purpose: the exit of a
+// namespace's last process tears its mounts down, which waits for an RCU
+// grace period (milliseconds) before the kernel closes this process's files
+// and lets the agent reap it.
+func finish(code int) {
+	_ = syscall.Kill(-1, syscall.SIGKILL)
+	for {
+		_, err := syscall.Wait4(-1, nil, 0, nil)
+		if err != nil && err != syscall.EINTR {
+			break // ECHILD: none left
+		}
+	}
+	if statusOK {
+		_, _ = syscall.Write(StatusFD, []byte(strconv.Itoa(code)))
+	}
+	for fd := 0; fd <= StatusFD; fd++ {
+		_ = syscall.Close(fd)
+	}
+	os.Exit(code)
+}
+
+func fcntl(fd, cmd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
