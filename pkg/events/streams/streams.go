@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -119,16 +120,51 @@ func LeasesBucketConfig(o Options, ttl time.Duration) jetstream.KeyValueConfig {
 }
 
 // Provision creates or updates every stream and bucket.
+//
+// A stream that exists with the wanted settings is left alone: every
+// service calls this at start, often at once, and a needless config update
+// races the server's consumer creation (seen as a data race inside
+// nats-server under -race).
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), OutputStreamConfig(o)} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := provisionStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, AgentsBucketConfig(o)); err != nil {
+	if _, err := js.KeyValue(ctx, Agents); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateKeyValue(ctx, AgentsBucketConfig(o))
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("provision bucket %s: %w", Agents, err)
+		}
+	} else if err != nil {
 		return fmt.Errorf("provision bucket %s: %w", Agents, err)
 	}
 	return nil
+}
+
+func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	st, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil // another service made it first
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	have := st.CachedInfo().Config
+	// A zero in cfg is the server's default, whatever it stored for it.
+	same := func(want, got int64) bool { return want == 0 || want == got }
+	if slices.Equal(have.Subjects, cfg.Subjects) && same(int64(cfg.MaxAge), int64(have.MaxAge)) &&
+		same(cfg.MaxBytes, have.MaxBytes) && same(int64(cfg.Duplicates), int64(have.Duplicates)) &&
+		have.Replicas == max(cfg.Replicas, 1) && have.AllowDirect == cfg.AllowDirect &&
+		have.AllowAtomicPublish == cfg.AllowAtomicPublish && have.Discard == cfg.Discard {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // IsWrongLastSequence reports whether a publish was refused because its
