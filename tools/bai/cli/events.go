@@ -65,14 +65,36 @@ func resolve(c *cli.Context, cl *client.Client, ref string) (*events.SessionInfo
 	return info, nil
 }
 
-func (r *runner) events(c *cli.Context) error {
+// sessionArg is c's one ID|NAME argument, checked.
+func sessionArg(c *cli.Context) (string, error) {
 	args, err := argsBetween(c, 1, 1, "ID|NAME")
 	if err != nil {
-		return err
+		return "", err
 	}
-	ref := args[0]
-	if !validRef(ref) {
-		return invalidf("invalid session id or name %q", ref)
+	if !validRef(args[0]) {
+		return "", invalidf("invalid session id or name %q", args[0])
+	}
+	return args[0], nil
+}
+
+// openSession connects and resolves ref; the caller closes the client.
+func (r *runner) openSession(c *cli.Context, ref string) (*client.Client, *events.SessionInfo, error) {
+	cl, err := r.connect(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := resolve(c, cl, ref)
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	return cl, info, nil
+}
+
+func (r *runner) events(c *cli.Context) error {
+	ref, err := sessionArg(c)
+	if err != nil {
+		return err
 	}
 	wait := events.Name(c.String("wait"))
 	if wait != "" && !wait.Known() {
@@ -83,16 +105,11 @@ func (r *runner) events(c *cli.Context) error {
 		return err
 	}
 	ctx := c.Context
-	cl, err := r.connect(c)
+	cl, info, err := r.openSession(c, ref)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-
-	info, err := resolve(c, cl, ref)
-	if err != nil {
-		return err
-	}
 	// Subscribe first, then read the history: nothing falls in between.
 	w, err := cl.Watch(ctx, info.AccessKey, info.ID)
 	if err != nil {

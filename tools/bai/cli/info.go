@@ -20,26 +20,19 @@ func (r *runner) infoCommand() *cli.Command {
 }
 
 func (r *runner) info(c *cli.Context) error {
-	args, err := argsBetween(c, 1, 1, "ID|NAME")
+	ref, err := sessionArg(c)
 	if err != nil {
 		return err
-	}
-	if !validRef(args[0]) {
-		return invalidf("invalid session id or name %q", args[0])
 	}
 	out, err := outputFormat(c)
 	if err != nil {
 		return err
 	}
-	cl, err := r.connect(c)
+	cl, info, err := r.openSession(c, ref)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	info, err := resolve(c, cl, args[0])
-	if err != nil {
-		return err
-	}
 	if out == "json" {
 		return r.printJSON(info)
 	}
@@ -63,26 +56,19 @@ func (r *runner) logsCommand() *cli.Command {
 }
 
 func (r *runner) logs(c *cli.Context) error {
-	args, err := argsBetween(c, 1, 1, "ID|NAME")
+	ref, err := sessionArg(c)
 	if err != nil {
 		return err
-	}
-	if !validRef(args[0]) {
-		return invalidf("invalid session id or name %q", args[0])
 	}
 	out, err := outputFormat(c)
 	if err != nil {
 		return err
 	}
-	cl, err := r.connect(c)
+	cl, info, err := r.openSession(c, ref)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	info, err := resolve(c, cl, args[0])
-	if err != nil {
-		return err
-	}
 	resp, err := cl.LogsFor(c.Context, info.AccessKey, info.ID)
 	if err != nil {
 		return err
