@@ -264,6 +264,8 @@ func argsBetween(c *cli.Context, min, max int, what string) ([]string, error) {
 		return nil, usageErrorf("%s takes no arguments (see '%s')", cmdName(c), help)
 	case max < 0:
 		return nil, usageErrorf("%s takes %s [%s...] (see '%s')", cmdName(c), what, what, help)
+	case min > 1:
+		return nil, usageErrorf("%s takes %s (see '%s')", cmdName(c), what, help)
 	}
 	return nil, usageErrorf("%s takes one argument, %s (see '%s')", cmdName(c), what, help)
 }

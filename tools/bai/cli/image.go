@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/tools/bai/client"
 )
 
 func (r *runner) imageCommand() *cli.Command {
@@ -20,23 +21,20 @@ func (r *runner) imageCommand() *cli.Command {
 				Name:   "list",
 				Usage:  "list the images and their aliases",
 				Flags:  globalFlags(),
-				Action: r.imageList,
+				Action: r.adminAction(0, 0, "", imageList),
 			},
 			{
 				Name:      "alias",
 				Usage:     "point ALIAS at the image TARGET (admins only)",
 				ArgsUsage: "ALIAS TARGET",
 				Flags:     globalFlags(),
-				Action:    r.imageAlias,
+				Action:    r.adminAction(2, 2, "ALIAS TARGET", imageAlias),
 			},
 		},
 	}
 }
 
-func (r *runner) printImages(out string, list *events.ImageListResponse) error {
-	if out == "json" {
-		return r.printJSON(list)
-	}
+func (r *runner) printImages(list *events.ImageListResponse) error {
 	tw := tabwriter.NewWriter(r.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "Image\tAliases")
 	for _, im := range list.Images {
@@ -45,43 +43,10 @@ func (r *runner) printImages(out string, list *events.ImageListResponse) error {
 	return tw.Flush()
 }
 
-func (r *runner) imageList(c *cli.Context) error {
-	if _, err := argsBetween(c, 0, 0, ""); err != nil {
-		return err
-	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return err
-	}
-	cl, err := r.connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	list, err := cl.Images(c.Context)
-	if err != nil {
-		return err
-	}
-	return r.printImages(out, list)
+func imageList(c *cli.Context, cl *client.Client, _ []string) (any, error) {
+	return cl.Images(c.Context)
 }
 
-func (r *runner) imageAlias(c *cli.Context) error {
-	args := c.Args().Slice()
-	if len(args) != 2 {
-		return usageErrorf("alias takes ALIAS TARGET (see '%s --help')", c.Command.HelpName)
-	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return err
-	}
-	cl, err := r.connect(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	list, err := cl.SetImageAlias(c.Context, args[0], args[1])
-	if err != nil {
-		return err
-	}
-	return r.printImages(out, list)
+func imageAlias(c *cli.Context, cl *client.Client, args []string) (any, error) {
+	return cl.SetImageAlias(c.Context, args[0], args[1])
 }

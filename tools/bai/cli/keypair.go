@@ -156,6 +156,9 @@ func (r *runner) adminAction(min, max int, what string, f func(*cli.Context, *cl
 }
 
 func (r *runner) printAdmin(v any) error {
+	if list, ok := v.(*events.ImageListResponse); ok {
+		return r.printImages(list)
+	}
 	tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	switch x := v.(type) {
