@@ -474,26 +474,8 @@ func TestSlotQuota(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAgentIdentity(t *testing.T) {
-	var logs syncBuffer
+	var logs natstest.SyncBuffer
 	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"},
 		Log: zerolog.New(&logs).Level(zerolog.InfoLevel)})
 	srv := r.srv

@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
 
+	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
 )
@@ -256,7 +256,7 @@ except OSError:
 func TestSandboxUnavailableSaysSo(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var log syncBuffer
+	var log natstest.SyncBuffer
 	dir := t.TempDir()
 	a := e.start(agent.Config{DataDir: dir, ID: "agent-plain", Log: zerolog.New(&log), Sandbox: agent.SandboxOptions{Disable: true}})
 	sp := spec("plain")
@@ -268,24 +268,6 @@ func TestSandboxUnavailableSaysSo(t *testing.T) {
 	if n := strings.Count(log.String(), "sandbox disabled by configuration"); n != 1 {
 		t.Errorf("said %d times, want once:\n%s", n, log.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestDockerRuntimeBadOwner: a docker runtime needs a token owner.
