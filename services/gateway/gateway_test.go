@@ -61,21 +61,7 @@ func start(t *testing.T, mods ...func(*Config)) *fixture {
 
 func (f *fixture) call(t *testing.T, op string, req, resp any) error {
 	t.Helper()
-	subj, _ := events.APISubject(ak, op)
-	data, _ := json.Marshal(req)
-	msg, err := f.nc.Request(subj, data, 5*time.Second)
-	if err != nil {
-		t.Fatalf("request %s: %v", op, err)
-	}
-	if err := events.ErrorFromHeader(map[string][]string(msg.Header)); err != nil {
-		return err
-	}
-	if resp != nil {
-		if err := json.Unmarshal(msg.Data, resp); err != nil {
-			t.Fatalf("decode %s: %v", op, err)
-		}
-	}
-	return nil
+	return f.callAs(t, ak, op, req, resp)
 }
 
 func (f *fixture) count(t *testing.T) uint64 {

@@ -22,7 +22,9 @@ func (f *fixture) callAs(t *testing.T, key, op string, req, resp any) error {
 		return err
 	}
 	if resp != nil {
-		return json.Unmarshal(msg.Data, resp)
+		if err := json.Unmarshal(msg.Data, resp); err != nil {
+			t.Fatalf("decode %s: %v", op, err)
+		}
 	}
 	return nil
 }
