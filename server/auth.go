@@ -82,7 +82,10 @@ func agentInboxPrefix(id string) string { return "_INBOX_AGENT_" + id }
 // bucket, or delete anything. That an event concerns a kernel placed on
 // it is checked by the scheduler and registry against the placement.
 func agentPermissions(id string) *natsserver.Permissions {
-	const stream = "BAI_SESSIONS"
+	const (
+		stream = "BAI_SESSIONS"
+		work   = "BAI_WORK"
+	)
 	durable := "bai-agent-" + id
 	uploads := "OBJ_" + events.UploadBucket
 	return &natsserver.Permissions{
@@ -96,17 +99,20 @@ func agentPermissions(id string) *natsserver.Permissions {
 			// service (an update with the same configuration changes
 			// nothing); it may not delete or purge them.
 			"$JS.API.STREAM.CREATE." + stream, "$JS.API.STREAM.UPDATE." + stream,
+			"$JS.API.STREAM.CREATE." + work, "$JS.API.STREAM.UPDATE." + work, "$JS.API.STREAM.INFO." + work,
 			"$JS.API.STREAM.CREATE.BAI_OUTPUT", "$JS.API.STREAM.UPDATE.BAI_OUTPUT", "$JS.API.STREAM.INFO.BAI_OUTPUT",
 			"$JS.API.STREAM.CREATE.KV_bai_agents", "$JS.API.STREAM.UPDATE.KV_bai_agents",
 			"$JS.API.STREAM.INFO." + stream,
 			"$JS.API.STREAM.INFO.KV_bai_agents",
-			"$JS.API.CONSUMER.INFO." + stream + "." + durable,
-			// Only the create form that names the filter in the subject
-			// (the server checks the body against it), with its own
-			// filter: it cannot widen its consumer to others' work.
-			"$JS.API.CONSUMER.CREATE." + stream + "." + durable + ".bai.session.*.*.*." + id,
-			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable,
-			"$JS.ACK." + stream + "." + durable + ".>",
+			// Its own durable consumer of the work queue. Only the create
+			// form that names the filter in the subject (the server checks
+			// the body against it), with its own subject: it cannot widen
+			// its consumer to others' work.
+			"$JS.API.CONSUMER.INFO." + work + "." + durable,
+			"$JS.API.CONSUMER.DELETE." + work + "." + durable,
+			"$JS.API.CONSUMER.CREATE." + work + "." + durable + ".bai.work." + id,
+			"$JS.API.CONSUMER.MSG.NEXT." + work + "." + durable,
+			"$JS.ACK." + work + "." + durable + ".>",
 			// Files uploaded for runs placed on it: read, then delete.
 			"$JS.API.STREAM.INFO." + uploads, "$JS.API.STREAM.MSG.GET." + uploads, "$JS.API.STREAM.PURGE." + uploads,
 			"$JS.API.DIRECT.GET." + uploads + ".>", "$JS.API.CONSUMER.CREATE." + uploads, "$JS.API.CONSUMER.CREATE." + uploads + ".>",

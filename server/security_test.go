@@ -505,7 +505,7 @@ func TestAgentIdentity(t *testing.T) {
 	}
 	defer rc.nc.Close()
 	// It reads no other agent's work, no session log, no replies of others.
-	for _, subj := range []string{events.AllSessionsFilter, "bai.session.*.*.*.agent-other", "_INBOX.>", "$KV.>"} {
+	for _, subj := range []string{events.AllSessionsFilter, "bai.session.*.*.*.agent-other", "bai.work.>", "bai.work.agent-other", "_INBOX.>", "$KV.>"} {
 		if _, err := rc.nc.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}
@@ -518,10 +518,15 @@ func TestAgentIdentity(t *testing.T) {
 	for _, subj := range []string{
 		work, "$KV.bai_agents.agent-other", "$KV.bai_keypairs.ak." + b.ak,
 		"$JS.API.STREAM.DELETE.BAI_SESSIONS", "$JS.API.STREAM.PURGE.BAI_SESSIONS",
-		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-agent-other", "bai.api." + b.ak + ".session.terminate",
-		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-" + agentID, // body could name any filter
+		"$JS.API.CONSUMER.CREATE.BAI_WORK.bai-agent-agent-other", "bai.api." + b.ak + ".session.terminate",
+		"$JS.API.CONSUMER.CREATE.BAI_WORK.bai-agent-agent-other.bai.work.agent-other",
+		"$JS.API.CONSUMER.CREATE.BAI_WORK.bai-agent-" + agentID, // body could name any filter
+		"$JS.API.CONSUMER.CREATE.BAI_WORK.bai-agent-" + agentID + ".bai.work.>",
+		"$JS.API.CONSUMER.CREATE.BAI_WORK.bai-agent-" + agentID + ".bai.work.agent-other",
+		"$JS.API.CONSUMER.DURABLE.CREATE.BAI_WORK.bai-agent-" + agentID,
+		"$JS.API.CONSUMER.DELETE.BAI_WORK.bai-agent-agent-other",
 		"$JS.API.CONSUMER.CREATE.BAI_SESSIONS.bai-agent-" + agentID + ".bai.session.>",
-		"$JS.API.CONSUMER.DURABLE.CREATE.BAI_SESSIONS.bai-agent-" + agentID,
+		"$JS.API.STREAM.DELETE.BAI_WORK", "$JS.API.STREAM.PURGE.BAI_WORK",
 		ledger, // the scheduler's placement guard
 	} {
 		if err := rc.nc.Publish(subj, []byte("{}")); err != nil {

@@ -112,6 +112,31 @@ func TestSubjects(t *testing.T) {
 	}
 }
 
+func TestWorkQueueSubjects(t *testing.T) {
+	if q, err := AgentQueueSubject("agent-1"); err != nil || q != "bai.work.agent-1" {
+		t.Fatalf("AgentQueueSubject = %q, %v", q, err)
+	}
+	if _, err := AgentQueueSubject("a.>"); !errors.Is(err, ErrBadSubject) {
+		t.Fatalf("AgentQueueSubject of a wildcard: %v", err)
+	}
+	src := "BAI_SESSIONS 12 " + WorkSourceFilter + " " + WorkQueueTransform + " bai.session.AK.s1.session_scheduled.agent-1 8dqlqIUV"
+	if subj, err := WorkOrigin(src, "agent-1"); err != nil || subj != "bai.session.AK.s1.session_scheduled.agent-1" {
+		t.Fatalf("WorkOrigin = %q, %v", subj, err)
+	}
+	for name, c := range map[string]struct{ src, agent string }{
+		"other agent":    {src, "agent-2"},
+		"no header":      {"", "agent-1"},
+		"short":          {"BAI_SESSIONS 12 x y", "agent-1"},
+		"not work":       {"BAI_SESSIONS 12 x y bai.session.AK.s1.session_started", "agent-1"},
+		"not a session":  {"BAI_SESSIONS 12 x y bai.out.AK.s1.r.agent-1", "agent-1"},
+		"wildcard agent": {"BAI_SESSIONS 12 x y bai.session.AK.s1.session_scheduled.*", "*"},
+	} {
+		if _, err := WorkOrigin(c.src, c.agent); !errors.Is(err, ErrBadSubject) {
+			t.Errorf("%s: WorkOrigin accepted it: %v", name, err)
+		}
+	}
+}
+
 func TestDecode(t *testing.T) {
 	ev := Event{V: Version, ID: "e1", Name: EventStarted, Time: time.Now().UTC(), AccessKey: "AK", SessionID: "s1"}
 	data, _ := json.Marshal(ev)

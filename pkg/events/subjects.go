@@ -103,7 +103,9 @@ func OwnerSessionsFilter(ak string) (string, error) {
 //	bai.session.>
 const AllSessionsFilter = "bai.session.>"
 
-// AgentWorkFilter matches the work addressed to one agent.
+// AgentWorkFilter matches the work addressed to one agent in the session
+// log. Agents do not consume it there (see AgentQueueSubject); it is the
+// filter of the log's own record of an agent's work.
 //
 //	bai.session.*.*.*.<agent_id>
 func AgentWorkFilter(agentID string) (string, error) {
@@ -111,6 +113,53 @@ func AgentWorkFilter(agentID string) (string, error) {
 		return "", err
 	}
 	return "bai.session.*.*.*." + agentID, nil
+}
+
+// The work queue: the NATS server itself copies every event addressed to an
+// agent from the session log into a stream of its own (a JetStream source
+// with a subject transform), under one literal subject per agent. An
+// agent's durable consumer filters that one subject, which the server finds
+// by an index lookup; a wildcard filter over the session log cost the
+// server a match over every subject of the log per agent and message.
+const (
+	// WorkSourceFilter selects the work events in the session log: the
+	// six-token subjects, which only work addressed to an agent has.
+	WorkSourceFilter = "bai.session.*.*.*.*"
+	// WorkQueueTransform is where the server puts them: the agent id (the
+	// sixth token) becomes the queue subject's last token.
+	WorkQueueTransform = "bai.work.{{wildcard(4)}}"
+	// WorkSourceHeader is the header in which the server records a copied
+	// message's origin: "<stream> <seq> <filter> <transform> <subject> ...".
+	WorkSourceHeader = "Nats-Stream-Source"
+)
+
+// AgentQueueSubject is the work queue subject of one agent.
+//
+//	bai.work.<agent_id>
+func AgentQueueSubject(agentID string) (string, error) {
+	if err := checkTokens("agent", agentID); err != nil {
+		return "", err
+	}
+	return "bai.work." + agentID, nil
+}
+
+// WorkOrigin is the session log subject a work queue message was copied
+// from, read from its WorkSourceHeader, checked to be work addressed to
+// agentID.
+func WorkOrigin(source, agentID string) (string, error) {
+	f := strings.Fields(source)
+	if len(f) < 5 {
+		return "", fmt.Errorf("%w: work message without its origin (%s %q)", ErrBadSubject, WorkSourceHeader, source)
+	}
+	subj := f[4]
+	ss, err := ParseSessionSubject(subj)
+	if err != nil {
+		return "", err
+	}
+	if ss.AgentID != agentID {
+		return "", fmt.Errorf("%w: work for agent %q in the queue of %q", ErrBadSubject, ss.AgentID, agentID)
+	}
+	return subj, nil
 }
 
 // SessionSubject is a parsed session subject.

@@ -282,7 +282,7 @@ func (s *Service) Run(ctx context.Context) error {
 // the duplicates this may give).
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := "bai-agent-" + s.id
-	filter, err := events.AgentWorkFilter(s.id)
+	filter, err := events.AgentQueueSubject(s.id)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +295,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		AckWait:       time.Minute,
 		MaxAckPending: 1024,
 	}
-	cons, err := s.js.Consumer(ctx, streams.Sessions, name)
+	cons, err := s.js.Consumer(ctx, streams.Work, name)
 	switch {
 	case err == nil:
 		info := cons.CachedInfo()
@@ -308,7 +308,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if err := s.st.setResumeSeq(seq); err != nil {
 			return nil, err
 		}
-		if err := s.js.DeleteConsumer(ctx, streams.Sessions, name); err != nil {
+		if err := s.js.DeleteConsumer(ctx, streams.Work, name); err != nil {
 			return nil, fmt.Errorf("reset agent consumer %s: %w", name, err)
 		}
 		s.log.Info().Int("unacked", info.NumAckPending).Msg("work of the agent before handed again")
@@ -327,7 +327,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	default:
 		return nil, fmt.Errorf("agent consumer %s: %w", name, err)
 	}
-	cons, err = s.js.CreateConsumer(ctx, streams.Sessions, cfg)
+	cons, err = s.js.CreateConsumer(ctx, streams.Work, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create agent consumer %s: %w", name, err)
 	}

@@ -324,20 +324,41 @@ func (e *env) waitExit(sid, runID string) output {
 	return o
 }
 
-// waitAcked waits until the agent acknowledged its work up to seq.
+// waitAcked waits until the agent acknowledged its work up to seq, a
+// sequence of the session log: first until the server copied that work into
+// the work queue, then until the agent's consumer acknowledged the copy.
 func (e *env) waitAcked(a *runningAgent, seq uint64) {
 	e.t.Helper()
+	ctx := context.Background()
+	queue, _ := events.AgentQueueSubject(a.ID())
+	var workSeq uint64
 	natstest.CheckFor(e.t, wait, step, func() error {
-		c, err := e.js.Consumer(context.Background(), streams.Sessions, "bai-agent-"+a.ID())
+		w, err := e.js.Stream(ctx, streams.Work)
 		if err != nil {
 			return err
 		}
-		info, err := c.Info(context.Background())
+		m, err := w.GetLastMsgForSubject(ctx, queue)
 		if err != nil {
 			return err
 		}
-		if info.AckFloor.Stream < seq {
-			return fmt.Errorf("ack floor %d < %d", info.AckFloor.Stream, seq)
+		f := strings.Fields(m.Header.Get(events.WorkSourceHeader))
+		if len(f) < 2 || f[1] != strconv.FormatUint(seq, 10) {
+			return fmt.Errorf("last work copied is %v, want log seq %d", f, seq)
+		}
+		workSeq = m.Sequence
+		return nil
+	})
+	natstest.CheckFor(e.t, wait, step, func() error {
+		c, err := e.js.Consumer(ctx, streams.Work, "bai-agent-"+a.ID())
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream < workSeq {
+			return fmt.Errorf("ack floor %d < %d", info.AckFloor.Stream, workSeq)
 		}
 		return nil
 	})

@@ -89,7 +89,7 @@ func TestCrashRecovery(t *testing.T) {
 			// Work goes to an agent once its consumer exists (as the
 			// scheduler places only on agents with a heartbeat).
 			natstest.CheckFor(t, wait, step, func() error {
-				_, err := e.js.Consumer(t.Context(), streams.Sessions, "bai-agent-agent-crash")
+				_, err := e.js.Consumer(t.Context(), streams.Work, "bai-agent-agent-crash")
 				return err
 			})
 		}

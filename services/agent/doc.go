@@ -2,8 +2,9 @@
 // kernels placed on it.
 //
 // An agent keeps a heartbeat (events.AgentInfo) in the agents bucket, and a
-// durable pull consumer "bai-agent-<id>" on the session log filtered to the
-// work addressed to it (events.AgentWorkFilter). For each placement
+// durable pull consumer "bai-agent-<id>" on the work queue (streams.Work,
+// which the NATS server fills from the session log) filtered to its one
+// subject (events.AgentQueueSubject). For each placement
 // (session_scheduled) it writes the kernel's intent to its bbolt state
 // first, then walks the kernel through PREPARING, PREPARED, CREATING and
 // RUNNING, publishing each step on the log; it runs code in the kernel

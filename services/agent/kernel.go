@@ -156,9 +156,13 @@ func (s *Service) nak(msg jetstream.Msg) {
 // handle acts on one work message and acknowledges it; a transient failure
 // naks it for redelivery.
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
-	e, err := events.Decode(msg.Subject(), msg.Data())
+	subj, err := events.WorkOrigin(msg.Headers().Get(events.WorkSourceHeader), s.id)
+	var e *events.Event
+	if err == nil {
+		e, err = events.Decode(subj, msg.Data())
+	}
 	if err != nil {
-		s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("bad work message")
+		s.log.Warn().Err(err).Str("subject", subj).Msg("bad work message")
 		if err := msg.Term(); err != nil {
 			s.log.Warn().Err(err).Msg("terminate bad work message")
 		}

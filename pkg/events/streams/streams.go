@@ -19,6 +19,10 @@ import (
 const (
 	// Sessions is the session log: every session's history.
 	Sessions = "BAI_SESSIONS"
+	// Work is the agents' work queue: the server copies every event
+	// addressed to an agent from the session log into it, under
+	// events.AgentQueueSubject. Nothing publishes to it directly.
+	Work = "BAI_WORK"
 	// Output holds kernel stdout, stderr and exit codes.
 	Output = "BAI_OUTPUT"
 	// Agents is the KV bucket of agent heartbeats, keyed by agent id.
@@ -76,6 +80,35 @@ func SessionStreamConfig(o Options) jetstream.StreamConfig {
 	}
 }
 
+// MaxAgentConsumers bounds the work queue's consumers (one per agent).
+// The stream says it: a NATS server's own default is 1,000 per stream.
+const MaxAgentConsumers = 1 << 20
+
+// WorkStreamConfig is the work queue's configuration: sourced from the
+// session log (work events only, renamed by their agent), with no subjects
+// of its own, so no client can write to it; kept as long as the log.
+func WorkStreamConfig(o Options) jetstream.StreamConfig {
+	o.fill()
+	return jetstream.StreamConfig{
+		Name:        Work,
+		Description: "bai agent work queue, copied from the session log",
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.SessionMaxAge,
+		Replicas:    o.Replicas,
+		// Each work event carries its own unique msg id; the copy keeps
+		// it, and a short window is enough to drop a re-copy.
+		Duplicates:   time.Minute,
+		MaxConsumers: MaxAgentConsumers,
+		Sources: []*jetstream.StreamSource{{
+			Name: Sessions,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{
+				Source: events.WorkSourceFilter, Destination: events.WorkQueueTransform,
+			}},
+		}},
+	}
+}
+
 // OutputStreamConfig is the output stream's configuration.
 func OutputStreamConfig(o Options) jetstream.StreamConfig {
 	o.fill()
@@ -126,7 +159,7 @@ func LeasesBucketConfig(o Options, ttl time.Duration) jetstream.KeyValueConfig {
 // races the server's consumer creation (seen as a data race inside
 // nats-server under -race).
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
-	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), OutputStreamConfig(o)} {
+	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), WorkStreamConfig(o), OutputStreamConfig(o)} {
 		if err := provisionStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
@@ -160,11 +193,18 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.
 	if slices.Equal(have.Subjects, cfg.Subjects) && same(int64(cfg.MaxAge), int64(have.MaxAge)) &&
 		same(cfg.MaxBytes, have.MaxBytes) && same(int64(cfg.Duplicates), int64(have.Duplicates)) &&
 		have.Replicas == max(cfg.Replicas, 1) && have.AllowDirect == cfg.AllowDirect &&
-		have.AllowAtomicPublish == cfg.AllowAtomicPublish && have.Discard == cfg.Discard {
+		have.AllowAtomicPublish == cfg.AllowAtomicPublish && have.Discard == cfg.Discard &&
+		same(int64(cfg.MaxConsumers), int64(have.MaxConsumers)) && sameSources(cfg.Sources, have.Sources) {
 		return nil
 	}
 	_, err = js.UpdateStream(ctx, cfg)
 	return err
+}
+
+func sameSources(want, got []*jetstream.StreamSource) bool {
+	return slices.EqualFunc(want, got, func(w, g *jetstream.StreamSource) bool {
+		return w.Name == g.Name && slices.Equal(w.SubjectTransforms, g.SubjectTransforms)
+	})
 }
 
 // IsWrongLastSequence reports whether a publish was refused because its

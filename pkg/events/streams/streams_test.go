@@ -2,12 +2,16 @@ package streams
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bai-sh/bai/internal/natstest"
+	"github.com/bai-sh/bai/pkg/events"
 )
 
 func TestProvisionIsIdempotentAndUpdatesOnlyOnChange(t *testing.T) {
@@ -43,5 +47,78 @@ func TestProvisionIsIdempotentAndUpdatesOnlyOnChange(t *testing.T) {
 	}
 	if _, err := js.KeyValue(ctx, Agents); err != nil {
 		t.Fatalf("agents bucket: %v", err)
+	}
+	w, err := js.Stream(ctx, Work)
+	if err != nil {
+		t.Fatalf("work stream: %v", err)
+	}
+	workCreated := w.CachedInfo().Created
+	if err := Provision(ctx, js, Options{SessionMaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ = js.Stream(ctx, Work); !w.CachedInfo().Created.Equal(workCreated) || w.CachedInfo().Config.MaxConsumers != MaxAgentConsumers {
+		t.Fatalf("work stream made again or wrong: %+v", w.CachedInfo().Config)
+	}
+}
+
+// TestWorkQueueCopiesAgentWork: the server copies exactly the events
+// addressed to an agent into the work queue, under the agent's one
+// subject, with their origin, and no client can write there.
+func TestWorkQueueCopiesAgentWork(t *testing.T) {
+	ns := natstest.RunServer(t)
+	nc := natstest.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := Provision(ctx, js, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(subj string) {
+		t.Helper()
+		if _, err := js.Publish(ctx, subj, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("bai.session.AK.s1.session_enqueued")
+	pub("bai.session.AK.s1.session_scheduled.agent-1")
+	pub("bai.session._ledger.agent-1.agent_ledger")
+	pub("bai.session.AK.s2.session_scheduled.agent-2")
+	pub("bai.session.AK.s1.session_terminating.agent-1")
+	if _, err := js.Publish(ctx, "bai.work.agent-1", []byte("{}")); err == nil {
+		t.Fatal("a client published into the work queue")
+	}
+	w, _ := js.Stream(ctx, Work)
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		info, err := w.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != 3 {
+			return fmt.Errorf("%d messages in the work queue", info.State.Msgs)
+		}
+		return nil
+	})
+	var origins []string
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := w.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent := strings.TrimPrefix(m.Subject, "bai.work.")
+		subj, err := events.WorkOrigin(m.Header.Get(events.WorkSourceHeader), agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		origins = append(origins, m.Subject+" "+subj)
+	}
+	want := []string{
+		"bai.work.agent-1 bai.session.AK.s1.session_scheduled.agent-1",
+		"bai.work.agent-2 bai.session.AK.s2.session_scheduled.agent-2",
+		"bai.work.agent-1 bai.session.AK.s1.session_terminating.agent-1",
+	}
+	if !slices.Equal(origins, want) {
+		t.Fatalf("work queue holds %q, want %q", origins, want)
 	}
 }
