@@ -502,12 +502,11 @@ func (s *Service) publishBatch(ctx context.Context, items []batchItem) ([]uint64
 			m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", it.filter)
 		}
 		if i < len(items)-1 {
-			// With a reply the server acknowledges at once (flow control);
-			// without one it waits before it reads the next message.
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := s.cfg.NC.RequestMsgWithContext(rctx, m)
-			cancel()
-			if err != nil {
+			// No reply: the server stages the message silently, in the
+			// order of this connection; the commit's answer says whether
+			// all of them made it (a gap is an incomplete batch, refused
+			// whole). One round trip per batch, not per message.
+			if err := s.cfg.NC.PublishMsg(m); err != nil {
 				return nil, err
 			}
 			continue
