@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,7 +62,9 @@ type runningAgent struct {
 // start runs an agent over dataDir until stop (or the test's end).
 func (e *env) start(cfg agent.Config) *runningAgent {
 	e.t.Helper()
-	cfg.NC = e.nc
+	if cfg.NC == nil {
+		cfg.NC = e.nc
+	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
 	}
@@ -793,6 +796,8 @@ func TestNew(t *testing.T) {
 		{"bad-id", agent.Config{NC: nc, DataDir: t.TempDir(), ID: "a.b"}, false},
 		{"bad-group", agent.Config{NC: nc, DataDir: t.TempDir(), ScalingGroup: "g*"}, false},
 		{"bad-capacity", agent.Config{NC: nc, DataDir: t.TempDir(), Capacity: map[string]string{"cpu": "-1"}}, false},
+		{"work-heartbeat-too-short", agent.Config{NC: nc, DataDir: t.TempDir(), WorkHeartbeat: time.Millisecond}, false},
+		{"work-heartbeat-too-long", agent.Config{NC: nc, DataDir: t.TempDir(), WorkHeartbeat: time.Hour}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -817,4 +822,76 @@ func TestProcessRuntimeInterpreter(t *testing.T) {
 	if _, err := r.Interpreter("ruby:3"); !errors.Is(err, agent.ErrImage) {
 		t.Errorf("ruby: %v, want ErrImage", err)
 	}
+}
+
+// TestNATSRestartForgetsConsumer: the work consumer lives in the NATS
+// server's memory, so a NATS restart forgets it; the agent makes it again
+// from its own cursor. Work placed while the agent and its consumer were
+// both gone is handled, work handled before is not handled again, and a
+// running agent picks up work placed after the restart.
+func TestNATSRestartForgetsConsumer(t *testing.T) {
+	t.Parallel()
+	opts := natstest.Options(t.TempDir())
+	e := &env{t: t, s: natstest.RunServerWithOptions(t, opts)}
+	e.connect()
+	dir := t.TempDir()
+	cfg := agent.Config{DataDir: dir, ID: "agent-n", Capacity: map[string]string{"cpu": "4", "mem": "4g"}}
+	a := e.start(cfg)
+	before := spec("before")
+	before.Run = &events.RunSpec{ID: "r1", Code: `print("before")`}
+	e.schedule(a, before)
+	e.waitExit(before.ID, "r1")
+	a.stop()
+
+	restart := func() {
+		t.Helper()
+		opts.Port = e.s.Addr().(*net.TCPAddr).Port
+		e.nc.Close()
+		e.s.Shutdown()
+		e.s.WaitForShutdown()
+		e.s = natstest.RunServerWithOptions(t, opts)
+		e.connect()
+		if _, err := e.js.Consumer(context.Background(), streams.Work, "bai-agent-agent-n"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Fatalf("work consumer after a NATS restart: %v, want it forgotten", err)
+		}
+	}
+	restart()
+	// Placed while the agent is down and the server has no consumer.
+	during := spec("during")
+	during.Run = &events.RunSpec{ID: "r1", Code: `print("during")`}
+	e.publish(&events.Event{Name: events.EventScheduled, AccessKey: during.AccessKey, SessionID: during.ID,
+		KernelID: during.MainKernelID, AgentID: "agent-n", AgentEpoch: 2, Session: during})
+	// This agent has a connection of its own, which outlives the restart.
+	cfg.NC = natstest.Connect(t, e.s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	cfg.WorkHeartbeat = 500 * time.Millisecond
+	b := e.start(cfg)
+	if o := e.waitExit(during.ID, "r1"); string(o.stdout) != "during\n" {
+		t.Fatalf("work placed during the restart: stdout %q", o.stdout)
+	}
+
+	// The agent keeps running through a second restart, on the same port.
+	restart()
+	after := spec("after")
+	after.Run = &events.RunSpec{ID: "r1", Code: `print("after")`}
+	e.schedule(b, after)
+	if o := e.waitExit(after.ID, "r1"); string(o.stdout) != "after\n" {
+		t.Fatalf("work placed after the restart: stdout %q", o.stdout)
+	}
+	for _, sid := range []string{before.ID, during.ID, after.ID} {
+		if c := count(e.sessionEvents(sid), events.EventKernelStarted); c != 1 {
+			t.Errorf("session %s: %d kernel_started, want 1", sid, c)
+		}
+	}
+	b.stop() // before the server's cleanup
+}
+
+// connect (re)connects the test's client to its server.
+func (e *env) connect() {
+	e.t.Helper()
+	e.nc = natstest.Connect(e.t, e.s)
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.js = js
 }

@@ -20,7 +20,6 @@ import (
 const (
 	publishTimeout = 5 * time.Second
 	publishTries   = 4
-	ackTimeout     = 5 * time.Second
 )
 
 // kernel is one kernel the agent has.
@@ -113,7 +112,7 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			return
 		}
 		if err == nil {
-			s.handle(work, msg)
+			s.advance(msg, s.handle(work, msg))
 			continue
 		}
 		s.log.Error().Err(err).Msg("agent work consumer failed")
@@ -124,7 +123,7 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			}
 			cons, err := s.consumer(ctx)
 			if err == nil {
-				it, err = cons.Messages(jetstream.PullMaxMessages(16))
+				it, err = s.messages(cons)
 			}
 			if err == nil {
 				break
@@ -132,6 +131,15 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			s.log.Error().Err(err).Msg("resume agent work consumer")
 		}
 	}
+}
+
+// messages iterates over the work consumer's messages. A missed heartbeat
+// (Config.WorkHeartbeat) is an error, upon which dispatch looks for the
+// consumer again: a NATS restart forgets it (it lives in the server's
+// memory) without a word to the pull.
+func (s *Service) messages(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
+	return cons.Messages(jetstream.PullMaxMessages(16), jetstream.PullHeartbeat(s.cfg.WorkHeartbeat),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 }
 
 // release stops the iterator and hands back the work it had buffered, so
@@ -153,9 +161,32 @@ func (s *Service) nak(msg jetstream.Msg) {
 	}
 }
 
+// advance moves the work cursor past msg once it is done with (handled or
+// refused), never past a message handed back for a retry.
+func (s *Service) advance(msg jetstream.Msg, done bool) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return
+	}
+	seq := md.Sequence.Stream
+	if done {
+		delete(s.retrying, seq)
+	} else {
+		s.retrying[seq] = struct{}{}
+	}
+	s.highest = max(s.highest, seq)
+	cursor := s.highest
+	for r := range s.retrying {
+		cursor = min(cursor, r-1)
+	}
+	if cursor > s.st.handled.Load() {
+		s.st.handled.Store(cursor)
+	}
+}
+
 // handle acts on one work message and acknowledges it; a transient failure
-// naks it for redelivery.
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+// naks it for redelivery. It reports whether the message is done with.
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 	subj, err := events.WorkOrigin(msg.Headers().Get(events.WorkSourceHeader), s.id)
 	var e *events.Event
 	if err == nil {
@@ -166,7 +197,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		if err := msg.Term(); err != nil {
 			s.log.Warn().Err(err).Msg("terminate bad work message")
 		}
-		return
+		return true
 	}
 	log := s.log.With().Str("event", string(e.Name)).Str("event_id", e.ID).
 		Str("session_id", e.SessionID).Logger()
@@ -187,20 +218,22 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		if err := msg.Term(); err != nil {
 			log.Warn().Err(err).Msg("terminate work message")
 		}
-		return
+		return true
 	}
 	if err != nil {
 		log.Error().Err(err).Msg("handle work message")
 		if err := msg.NakWithDelay(time.Second); err != nil {
 			log.Warn().Err(err).Msg("nak work message")
 		}
-		return
+		return false
 	}
-	actx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	if err := msg.DoubleAck(actx); err != nil {
+	// No round trip: an ack lost on the way hands the work again after
+	// the ack wait, which the handlers absorb as they absorb any
+	// redelivery.
+	if err := msg.Ack(); err != nil {
 		log.Warn().Err(err).Msg("ack work message")
 	}
+	return true
 }
 
 // errPermanent marks a work message that no retry can make right.

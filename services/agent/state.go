@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -44,6 +46,15 @@ type kernelRecord struct {
 // state is the agent's local bbolt store.
 type state struct {
 	db *bolt.DB
+
+	// handled is the work cursor: every work queue message up to this
+	// sequence has been handled. It is saved with every kernel write (for
+	// free) and by saveWork; a saved value behind the truth only hands
+	// some work again, which the handlers absorb.
+	handled atomic.Uint64
+	mu      sync.Mutex
+	saved   uint64 // the cursor in the db
+	hasWork bool   // whether the db has a cursor at all
 }
 
 func openState(path string) (*state, error) {
@@ -144,7 +155,7 @@ func (st *state) putKernel(r kernelRecord) error {
 	if err != nil {
 		return err
 	}
-	err = st.db.Update(func(tx *bolt.Tx) error {
+	err = st.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketKernels).Put([]byte(r.Spec.MainKernelID), data)
 	})
 	if err != nil {
@@ -156,7 +167,7 @@ func (st *state) putKernel(r kernelRecord) error {
 // removeKernel forgets the kernel and its runs, and remembers that it is
 // gone.
 func (st *state) removeKernel(kernelID string, now time.Time) error {
-	err := st.db.Update(func(tx *bolt.Tx) error {
+	err := st.update(func(tx *bolt.Tx) error {
 		k := []byte(kernelID)
 		if err := tx.Bucket(bucketKernels).Delete(k); err != nil {
 			return err
@@ -248,6 +259,83 @@ func (st *state) setResumeSeq(seq uint64) error {
 	})
 	if err != nil {
 		return fmt.Errorf("state: store resume sequence: %w", err)
+	}
+	return nil
+}
+
+// metaWork is the saved work cursor (see state.handled).
+var metaWork = []byte("work")
+
+// loadWork loads the saved work cursor into handled; ok is false when the
+// db has none (an agent that never made its consumer).
+func (st *state) loadWork() (ok bool, err error) {
+	var seq uint64
+	err = st.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(metaWork); len(v) == 8 {
+			seq, ok = binary.BigEndian.Uint64(v), true
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("state: read work cursor: %w", err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.saved, st.hasWork = seq, ok
+	st.handled.Store(seq)
+	return ok, nil
+}
+
+// knowsWork reports whether the db has a work cursor.
+func (st *state) knowsWork() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.hasWork
+}
+
+// update runs fn in a write transaction that also saves the work cursor
+// when it moved.
+func (st *state) update(fn func(tx *bolt.Tx) error) error {
+	return st.updateWork(fn, false)
+}
+
+// updateWork is update; with force it saves the cursor even where it did
+// not move (the first one an agent saves).
+func (st *state) updateWork(fn func(tx *bolt.Tx) error, force bool) error {
+	var wrote uint64
+	saving := false
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		st.mu.Lock()
+		saved := st.saved
+		st.mu.Unlock()
+		if h := st.handled.Load(); h > saved || force {
+			wrote, saving = h, true
+			return tx.Bucket(bucketMeta).Put(metaWork, binary.BigEndian.AppendUint64(nil, h))
+		}
+		return nil
+	})
+	if err == nil && saving {
+		st.mu.Lock()
+		st.saved, st.hasWork = max(st.saved, wrote), true
+		st.mu.Unlock()
+	}
+	return err
+}
+
+// saveWork saves the work cursor if it moved since it was last saved;
+// with force, also where it did not.
+func (st *state) saveWork(force bool) error {
+	st.mu.Lock()
+	moved := st.handled.Load() > st.saved
+	st.mu.Unlock()
+	if !moved && !force {
+		return nil
+	}
+	if err := st.updateWork(func(*bolt.Tx) error { return nil }, force); err != nil {
+		return fmt.Errorf("state: save work cursor: %w", err)
 	}
 	return nil
 }

@@ -241,7 +241,7 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 	case err == nil:
 		ci := cons.CachedInfo()
 		if ci.Delivered.Stream == applied && ci.Config.FilterSubject == events.AllSessionsFilter &&
-			ci.Config.AckPolicy == jetstream.AckExplicitPolicy {
+			ci.Config.AckPolicy == jetstream.AckAllPolicy {
 			return cons, nil
 		}
 		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing session log consumer")
@@ -255,7 +255,9 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 		Durable:       name,
 		Description:   "bai registry projection",
 		FilterSubject: events.AllSessionsFilter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		// One ack per applied batch, for the batch's last message: the
+		// projection applies the log in order, so that acks all before it.
+		AckPolicy: jetstream.AckAllPolicy,
 		AckWait:       consumerAckTTL,
 		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -334,29 +336,26 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 }
 
 // applyMsgs applies one batch, retrying a failed commit until ctx ends
-// (false), then acknowledges every message.
+// (false), then acknowledges it: the consumer acks all, so one ack of the
+// last message covers the batch (a bad event is applied as skipped, with
+// the others, and acknowledged with them).
 func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
 	recs := make([]record, 0, len(batch))
-	msgs := make([]jetstream.Msg, 0, len(batch))
 	for _, m := range batch {
 		md, err := m.Metadata()
 		if err != nil {
-			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata terminated")
-			_ = m.Term()
+			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata skipped")
 			continue
 		}
 		recs = append(recs, record{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data()})
-		msgs = append(msgs, m)
 	}
 	for {
-		out, applied, err := s.st.applyBatch(recs)
+		_, applied, err := s.st.applyBatch(recs)
 		if err == nil {
 			s.setApplied(applied)
-			for i, m := range msgs {
-				if out[i] == outBad {
-					_ = m.Term()
-				} else {
-					_ = m.Ack()
+			if len(batch) > 0 {
+				if err := batch[len(batch)-1].Ack(); err != nil {
+					s.log.Warn().Err(err).Msg("ack applied batch")
 				}
 			}
 			return true

@@ -87,7 +87,7 @@ const (
 	outSkipped outcome = iota // at or below the applied sequence: a redelivery
 	outApplied                // an event of a known session: projected and in its history
 	outIgnored                // a valid event of an unknown session
-	outBad                    // undecodable: to be terminated
+	outBad                    // undecodable: skipped (and logged)
 )
 
 type entry struct {

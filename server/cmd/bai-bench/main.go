@@ -20,9 +20,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -45,6 +47,7 @@ type options struct {
 	cliRuns     int
 	baiBin      string
 	cpuProfile  string
+	tracePath   string
 	simDelay    time.Duration
 	timeout     time.Duration
 	verbose     bool
@@ -65,6 +68,7 @@ func main() {
 	flag.IntVar(&o.cliRuns, "cli-runs", 30, "cli: runs of each command")
 	flag.StringVar(&o.baiBin, "bai", "", "cli: the bai binary (default: bai next to this one)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part to this file")
+	flag.StringVar(&o.tracePath, "trace", "", "write an execution trace of the measured part to this file (go tool trace -pprof=sync|sched|net)")
 	flag.DurationVar(&o.simDelay, "sim-delay", 0, "sim runtime: delay of Prepare and of Create each")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "log the services' warnings to stderr")
@@ -122,23 +126,41 @@ func run(o options) error {
 	return err
 }
 
-// profile starts a CPU profile if asked; the returned func stops it.
-func profile(path string) (func(), error) {
-	if path == "" {
-		return func() {}, nil
+// profile starts a CPU profile and an execution trace where asked; the
+// returned func stops them.
+func profile(o options) (func(), error) {
+	var stops []func()
+	stop := func() {
+		for _, f := range stops {
+			f()
+		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
+	start := func(path string, begin func(io.Writer) error, end func()) error {
+		if path == "" {
+			return nil
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := begin(f); err != nil {
+			f.Close()
+			return err
+		}
+		stops = append(stops, func() {
+			end()
+			f.Close()
+		})
+		return nil
+	}
+	if err := start(o.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
 		return nil, err
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
+	if err := start(o.tracePath, trace.Start, trace.Stop); err != nil {
+		stop()
 		return nil, err
 	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}, nil
+	return stop, nil
 }
 
 // memStatus is VmRSS and VmHWM of this process, in bytes.

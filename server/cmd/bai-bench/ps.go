@@ -119,7 +119,7 @@ func psScenario(ctx context.Context, o options, cfg clusterConfig) error {
 		return err
 	}
 	defer cl.Close()
-	stopProf, err := profile(o.cpuProfile)
+	stopProf, err := profile(o)
 	if err != nil {
 		return err
 	}

@@ -145,7 +145,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 		return err
 	}
 	var out outcomes
-	stopProf, err := profile(o.cpuProfile)
+	stopProf, err := profile(o)
 	if err != nil {
 		return err
 	}
