@@ -257,7 +257,7 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 		FilterSubject: events.AllSessionsFilter,
 		// One ack per applied batch, for the batch's last message: the
 		// projection applies the log in order, so that acks all before it.
-		AckPolicy: jetstream.AckAllPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       consumerAckTTL,
 		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
