@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"fmt"
-	"sort"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ func benchState(b *testing.B, n int, now time.Time) *state {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st.agents[info.ID].used = used
+		st.setUsed(st.agents[info.ID], used)
 	}
 	return st
 }
@@ -49,11 +48,7 @@ func BenchmarkPick10000Agents(b *testing.B) {
 	st := benchState(b, 10_000, now)
 	sess := benchSession(b, 0)
 	b.ReportAllocs()
-	r := &round{st: st, group: "default", now: now, timeout: time.Minute, extra: map[*agent]slots.Set{}}
-	for _, a := range st.agents {
-		r.agents = append(r.agents, a)
-	}
-	sort.Slice(r.agents, func(i, j int) bool { return r.agents[i].info.ID < r.agents[j].info.ID })
+	r := st.newRound("default", GroupPolicy{}, now, time.Minute, map[string]int{})
 	for b.Loop() {
 		if r.pick(sess) == nil {
 			b.Fatal("no agent picked")
