@@ -325,6 +325,9 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func(*session) (bool, bool)) bool {
 	total := slots.Set{}
 	for _, a := range r.agents {
+		if !r.live(a) {
+			continue
+		}
 		if t, err := total.Add(a.capacity); err == nil {
 			total = t
 		}

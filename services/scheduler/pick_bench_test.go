@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -88,5 +89,39 @@ func BenchmarkApplyLifecycle(b *testing.B) {
 	}
 	if len(st.sessions) != 0 || len(st.pending) != 0 {
 		b.Fatalf("%d sessions, %d pending left", len(st.sessions), len(st.pending))
+	}
+}
+
+// BenchmarkRound1000Agents10000Sessions is the leader's work after an
+// input batch that leaves one session pending beside 10,000 sessions
+// holding capacity on 1,000 agents: the terminate requests, then the
+// placement plan, short of publishing it.
+func BenchmarkRound1000Agents10000Sessions(b *testing.B) {
+	now := time.Now()
+	st := benchState(b, 1000, now)
+	var seq uint64
+	enqueue := func(i int) *session {
+		sess := benchSession(b, i)
+		seq++
+		st.apply(&events.Event{V: events.Version, Name: events.EventEnqueued, AccessKey: "ak", SessionID: sess.spec.ID, Time: now, Session: sess.spec}, seq)
+		return sess
+	}
+	for i := range 10_000 {
+		sess := enqueue(i)
+		seq++
+		st.apply(&events.Event{V: events.Version, Name: events.EventScheduled, AccessKey: "ak", SessionID: sess.spec.ID, Time: now,
+			Session: sess.spec, AgentID: fmt.Sprintf("agent-%05d", i%1000)}, seq)
+	}
+	enqueue(10_000)
+	s := &Service{st: st, cfg: Config{AgentTimeout: time.Minute}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(s.toTerminate()) != 0 {
+			b.Fatal("terminate requests")
+		}
+		if batch := s.plan(ctx, now); len(batch) != 1 {
+			b.Fatalf("%d placements", len(batch))
+		}
 	}
 }

@@ -79,30 +79,22 @@ type round struct {
 	gp      GroupPolicy
 	now     time.Time
 	timeout time.Duration
-	agents  []*agent       // live agents of the group, by id
+	agents  []*agent       // the group's agents, by id, live or not (see live)
 	failed  []slots.Set    // requests that fit nowhere this round
 	placed  map[string]int // access key → sessions placed this round (all groups)
 	// tentative placements of this round, committed together at its end.
 	batch []tentative
 }
 
-// newRound starts a round over group with its live agents; placed is
-// shared by the rounds of one placement pass. The agents list is reused
-// by the next round.
+// newRound starts a round over group; placed is shared by the rounds of
+// one placement pass.
 func (st *state) newRound(group string, gp GroupPolicy, now time.Time, timeout time.Duration, placed map[string]int) *round {
 	st.rounds++
-	r := &round{st: st, id: st.rounds, group: group, gp: gp, now: now, timeout: timeout, placed: placed}
-	live := st.live[:0]
-	for _, a := range st.groups[group] {
-		if a.live(now, timeout) {
-			live = append(live, a)
-		}
-	}
-	clear(live[len(live):cap(live)]) // drop what the last round held
-	st.live = live
-	r.agents = live
-	return r
+	return &round{st: st, id: st.rounds, group: group, gp: gp, now: now, timeout: timeout, placed: placed, agents: st.groups[group]}
 }
+
+// live reports whether a takes placements this round.
+func (r *round) live(a *agent) bool { return a.live(r.now, r.timeout) }
 
 // running counts ak's sessions holding capacity, with this round's.
 func (r *round) running(ak string) int { return r.st.running[ak] + r.placed[ak] }
@@ -208,10 +200,10 @@ func (r *round) overLimit(s *session) string {
 	return ""
 }
 
-// pick chooses the agent for s with the group's selector, or nil when s
-// fits nowhere. Dispersed and concentrated take the agent with the best
-// score, the first by id among equals; round-robin the first that fits
-// after the last one used.
+// pick chooses the live agent for s with the group's selector, or nil
+// when s fits nowhere. Dispersed and concentrated take the agent with the
+// best score, the first by id among equals; round-robin the first that
+// fits after the last one used.
 func (r *round) pick(s *session) *agent {
 	for _, f := range r.failed {
 		if dominates(s.slots, f) {
@@ -240,7 +232,7 @@ func (r *round) pick(s *session) *agent {
 			if bound && best != nil && free <= bestScore {
 				continue
 			}
-			if !fitsVec(used, req, a.cv) {
+			if !fitsVec(used, req, a.cv) || !r.live(a) {
 				continue
 			}
 			if r.gp.Selector == RoundRobin {

@@ -44,21 +44,21 @@ type finished struct {
 
 // agent is one agent's heartbeat and the slots placed on it.
 type agent struct {
+	// What a pick reads first, together: capacity and used as vectors
+	// over state.keys, kept with the sets below, and freeVec(cv, uv); tv
+	// is used plus this round's tentative placements, and tfree its
+	// freeVec, valid while tround is the round's id.
+	cv, uv, tv  vec
+	free, tfree int64
+	tround      uint64
+	seen        time.Time // the last heartbeat (or when we first heard of it)
+	gone        bool      // its heartbeat key was deleted
+	lost        bool      // declared lost; cleared by a new heartbeat
+
 	id       string // its key in state.agents
 	info     events.AgentInfo
 	capacity slots.Set
 	used     slots.Set
-	seen     time.Time // the last heartbeat (or when we first heard of it)
-	gone     bool      // its heartbeat key was deleted
-	lost     bool      // declared lost; cleared by a new heartbeat
-	// capacity and used as vectors over state.keys, kept with them.
-	cv, uv vec
-	free   int64 // freeVec(cv, uv)
-	// tv is used plus this round's tentative placements, and tfree its
-	// freeVec, valid while tround is the round's id.
-	tv     vec
-	tfree  int64
-	tround uint64
 }
 
 // orphan is a placement of a session that was already final (the loser of
@@ -94,7 +94,6 @@ type state struct {
 	running     map[string]int                  // access key → sessions holding capacity
 	held        map[string]map[string]slots.Set // group → access key → slots held
 	rounds      uint64                          // the last round's id
-	live        []*agent                        // a round's agents, reused
 }
 
 func newState() *state {
