@@ -38,18 +38,19 @@ func (st *state) keyIndex(k string) int {
 	return i
 }
 
-// fill sets v to s over the known keys, registering s's nonzero keys.
+// fill sets v, the vector of an agent of the state, to s, registering
+// s's nonzero keys (which grows v too).
 func (st *state) fill(v *vec, s slots.Set) {
-	for k, q := range s {
-		if q != 0 {
-			st.keyIndex(k)
-		}
-	}
 	clear(*v)
 	for k, q := range s {
-		if q != 0 {
-			(*v)[st.keys[k]] = q
+		if q == 0 {
+			continue
 		}
+		i, ok := st.keys[k]
+		if !ok {
+			i = st.keyIndex(k)
+		}
+		(*v)[i] = q
 	}
 }
 
@@ -227,6 +228,7 @@ func (st *state) hold(sess *session) {
 	u := g[sess.spec.AccessKey]
 	if u == nil {
 		u = slots.Set{}
+		g[sess.spec.AccessKey] = u
 	}
 	for k, q := range sess.slots {
 		if a := u[k]; (q > 0 && a+q < a) || (q < 0 && a+q > a) {
@@ -236,27 +238,19 @@ func (st *state) hold(sess *session) {
 	for k, q := range sess.slots {
 		u[k] += q
 	}
-	g[sess.spec.AccessKey] = u
 	sess.held = true
 }
 
-// release takes sess's slots away from what its access key holds.
+// release takes sess's slots away from what its access key holds. The
+// emptied sum stays (one per group and access key ever placed): the next
+// session of the key reuses it.
 func (st *state) release(sess *session) {
 	if !sess.held {
 		return
 	}
 	sess.held = false
-	g := st.held[sess.spec.ScalingGroup]
-	u := g[sess.spec.AccessKey]
+	u := st.held[sess.spec.ScalingGroup][sess.spec.AccessKey]
 	for k, q := range sess.slots {
-		if u[k] -= q; u[k] == 0 {
-			delete(u, k)
-		}
-	}
-	if len(u) == 0 {
-		delete(g, sess.spec.AccessKey)
-		if len(g) == 0 {
-			delete(st.held, sess.spec.ScalingGroup)
-		}
+		u[k] -= q
 	}
 }

@@ -263,7 +263,18 @@ func checkIndexes(st *state) error {
 	if !maps.Equal(terminating, st.terminating) {
 		return fmt.Errorf("%d terminating, want %d", len(st.terminating), len(terminating))
 	}
-	if !maps.EqualFunc(held, st.held, func(a, b map[string]slots.Set) bool {
+	nonzero := map[string]map[string]slots.Set{} // st.held keeps emptied sums
+	for g, m := range st.held {
+		for ak, u := range m {
+			if !u.IsZero() {
+				if nonzero[g] == nil {
+					nonzero[g] = map[string]slots.Set{}
+				}
+				nonzero[g][ak] = u
+			}
+		}
+	}
+	if !maps.EqualFunc(held, nonzero, func(a, b map[string]slots.Set) bool {
 		return maps.EqualFunc(a, b, slots.Set.Equal)
 	}) {
 		return fmt.Errorf("held %v, want %v", st.held, held)
