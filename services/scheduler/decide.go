@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"time"
@@ -52,11 +53,12 @@ func (s *Service) group(name string) GroupPolicy {
 
 // toTerminate lists sessions with a terminate request not yet acted on.
 func (s *Service) toTerminate() []*session {
-	var out []*session
-	for _, sess := range s.st.sessions {
-		if sess.terminateReason != "" {
-			out = append(out, sess)
-		}
+	if len(s.st.terminating) == 0 {
+		return nil
+	}
+	out := make([]*session, 0, len(s.st.terminating))
+	for sess := range s.st.terminating {
+		out = append(out, sess)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].enqSeq < out[j].enqSeq })
 	return out
@@ -170,12 +172,12 @@ func (s *Service) pendingTimeouts(now time.Time) {
 	for _, sess := range s.st.sessions {
 		if sp := sess.spec; sp.Type == events.TypeBatch && sp.BatchTimeout > 0 && sess.status == events.StatusRunning &&
 			sess.terminateReason == "" && now.Sub(sess.since) > sp.BatchTimeout {
-			sess.terminateReason = events.ReasonBatchTimeout
+			s.st.setTerminate(sess, events.ReasonBatchTimeout)
 		}
 	}
 	for _, sess := range s.st.pending {
 		if g := s.group(sess.spec.ScalingGroup); g.PendingTimeout > 0 && sess.terminateReason == "" && now.Sub(sess.since) > g.PendingTimeout {
-			sess.terminateReason = events.ReasonPendingTimeout
+			s.st.setTerminate(sess, events.ReasonPendingTimeout)
 		}
 	}
 }
@@ -207,40 +209,14 @@ func (s *Service) terminate(ctx context.Context, sess *session) {
 		ev.AgentID = sess.agentID
 	}
 	if s.decision(ctx, sess, ev) {
-		sess.terminateReason = ""
+		s.st.setTerminate(sess, "")
 	}
 }
 
 // placeAll runs one placement round over every scaling group, then
 // commits its placements.
 func (s *Service) placeAll(ctx context.Context, now time.Time) {
-	queues := s.st.queues()
-	if len(queues) == 0 {
-		return
-	}
-	running := map[string]int{}
-	for _, sess := range s.st.sessions {
-		if sess.status.HoldsCapacity() {
-			running[sess.spec.AccessKey]++
-		}
-	}
-	names := make([]string, 0, len(queues))
-	for g := range queues {
-		names = append(names, g)
-	}
-	sort.Strings(names)
-	var batch []tentative
-	for _, g := range names {
-		r := &round{st: s.st, group: g, gp: s.group(g), now: now, timeout: s.cfg.AgentTimeout, running: running, extra: map[*agent]slots.Set{}}
-		for _, a := range s.st.agents {
-			if a.info.ScalingGroup == g && a.live(now, s.cfg.AgentTimeout) {
-				r.agents = append(r.agents, a)
-			}
-		}
-		sort.Slice(r.agents, func(i, j int) bool { return r.agents[i].info.ID < r.agents[j].info.ID })
-		s.placeGroup(ctx, r, queues[g])
-		batch = append(batch, r.batch...)
-	}
+	batch := s.plan(ctx, now)
 	for len(batch) > 0 {
 		n := min(len(batch), maxPlacementsPerBatch)
 		if !s.commit(ctx, batch[:n]) {
@@ -248,6 +224,28 @@ func (s *Service) placeAll(ctx context.Context, now time.Time) {
 		}
 		batch = batch[n:]
 	}
+}
+
+// plan decides the round's placements over every scaling group,
+// tentatively.
+func (s *Service) plan(ctx context.Context, now time.Time) []tentative {
+	queues := s.st.queues()
+	if len(queues) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(queues))
+	for g := range queues {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	placed := map[string]int{}
+	var batch []tentative
+	for _, g := range names {
+		r := s.st.newRound(g, s.group(g), now, s.cfg.AgentTimeout, placed)
+		s.placeGroup(ctx, r, queues[g])
+		batch = append(batch, r.batch...)
+	}
+	return batch
 }
 
 // maxInfoPerRound bounds the pending-info events one round publishes, so
@@ -279,16 +277,10 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 		if a == nil {
 			return false, true
 		}
-		x := r.extra[a]
-		if x == nil {
-			x = slots.Set{}
-		}
-		if n, err := x.Add(sess.slots); err == nil {
-			r.extra[a] = n
-		}
+		r.add(a, sess)
 		r.batch = append(r.batch, tentative{sess: sess, agent: a})
 		r.st.rr[r.group] = a.info.ID
-		r.running[sess.spec.AccessKey]++
+		r.placed[sess.spec.AccessKey]++
 		return true, true
 	}
 	switch r.gp.Policy {
@@ -333,21 +325,18 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func(*session) (bool, bool)) bool {
 	total := slots.Set{}
 	for _, a := range r.agents {
+		if !r.live(a) {
+			continue
+		}
 		if t, err := total.Add(a.capacity); err == nil {
 			total = t
 		}
 	}
-	used := map[string]slots.Set{}
-	for _, sess := range s.st.sessions {
-		if sess.status.HoldsCapacity() && sess.spec.ScalingGroup == r.group {
-			u := used[sess.spec.AccessKey]
-			if u == nil {
-				u = slots.Set{}
-			}
-			if n, err := u.Add(sess.slots); err == nil {
-				used[sess.spec.AccessKey] = n
-			}
-		}
+	// What each access key holds in the group, plus (new sets, added
+	// below) what this round places.
+	used := maps.Clone(s.st.held[r.group])
+	if used == nil {
+		used = map[string]slots.Set{}
 	}
 	for len(q) > 0 {
 		prio := q[0].priority

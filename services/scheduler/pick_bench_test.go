@@ -1,8 +1,8 @@
 package scheduler
 
 import (
+	"context"
 	"fmt"
-	"sort"
 	"testing"
 	"time"
 
@@ -26,7 +26,7 @@ func benchState(b *testing.B, n int, now time.Time) *state {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st.agents[info.ID].used = used
+		st.setUsed(st.agents[info.ID], used)
 	}
 	return st
 }
@@ -49,11 +49,7 @@ func BenchmarkPick10000Agents(b *testing.B) {
 	st := benchState(b, 10_000, now)
 	sess := benchSession(b, 0)
 	b.ReportAllocs()
-	r := &round{st: st, group: "default", now: now, timeout: time.Minute, extra: map[*agent]slots.Set{}}
-	for _, a := range st.agents {
-		r.agents = append(r.agents, a)
-	}
-	sort.Slice(r.agents, func(i, j int) bool { return r.agents[i].info.ID < r.agents[j].info.ID })
+	r := st.newRound("default", GroupPolicy{}, now, time.Minute, map[string]int{})
 	for b.Loop() {
 		if r.pick(sess) == nil {
 			b.Fatal("no agent picked")
@@ -93,5 +89,39 @@ func BenchmarkApplyLifecycle(b *testing.B) {
 	}
 	if len(st.sessions) != 0 || len(st.pending) != 0 {
 		b.Fatalf("%d sessions, %d pending left", len(st.sessions), len(st.pending))
+	}
+}
+
+// BenchmarkRound1000Agents10000Sessions is the leader's work after an
+// input batch that leaves one session pending beside 10,000 sessions
+// holding capacity on 1,000 agents: the terminate requests, then the
+// placement plan, short of publishing it.
+func BenchmarkRound1000Agents10000Sessions(b *testing.B) {
+	now := time.Now()
+	st := benchState(b, 1000, now)
+	var seq uint64
+	enqueue := func(i int) *session {
+		sess := benchSession(b, i)
+		seq++
+		st.apply(&events.Event{V: events.Version, Name: events.EventEnqueued, AccessKey: "ak", SessionID: sess.spec.ID, Time: now, Session: sess.spec}, seq)
+		return sess
+	}
+	for i := range 10_000 {
+		sess := enqueue(i)
+		seq++
+		st.apply(&events.Event{V: events.Version, Name: events.EventScheduled, AccessKey: "ak", SessionID: sess.spec.ID, Time: now,
+			Session: sess.spec, AgentID: fmt.Sprintf("agent-%05d", i%1000)}, seq)
+	}
+	enqueue(10_000)
+	s := &Service{st: st, cfg: Config{AgentTimeout: time.Minute}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(s.toTerminate()) != 0 {
+			b.Fatal("terminate requests")
+		}
+		if batch := s.plan(ctx, now); len(batch) != 1 {
+			b.Fatalf("%d placements", len(batch))
+		}
 	}
 }

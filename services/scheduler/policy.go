@@ -74,17 +74,50 @@ func (g *GroupPolicy) fill() error {
 // round is one placement round over one scaling group.
 type round struct {
 	st      *state
+	id      uint64 // tells this round's tentative placements (agent.tv)
 	group   string
 	gp      GroupPolicy
 	now     time.Time
 	timeout time.Duration
-	agents  []*agent       // live agents of the group, by id
+	agents  []*agent       // the group's agents, by id, live or not (see live)
 	failed  []slots.Set    // requests that fit nowhere this round
-	running map[string]int // access key → sessions holding capacity (all groups)
-	// tentative placements of this round, committed together at its end,
-	// and what they add to each agent.
+	placed  map[string]int // access key → sessions placed this round (all groups)
+	// tentative placements of this round, committed together at its end.
 	batch []tentative
-	extra map[*agent]slots.Set
+}
+
+// newRound starts a round over group; placed is shared by the rounds of
+// one placement pass.
+func (st *state) newRound(group string, gp GroupPolicy, now time.Time, timeout time.Duration, placed map[string]int) *round {
+	st.rounds++
+	return &round{st: st, id: st.rounds, group: group, gp: gp, now: now, timeout: timeout, placed: placed, agents: st.groups[group]}
+}
+
+// live reports whether a takes placements this round.
+func (r *round) live(a *agent) bool { return a.live(r.now, r.timeout) }
+
+// running counts ak's sessions holding capacity, with this round's.
+func (r *round) running(ak string) int { return r.st.running[ak] + r.placed[ak] }
+
+// used is what is placed on a, with this round's tentative placements,
+// and its freeVec.
+func (r *round) used(a *agent) (vec, int64) {
+	if a.tround == r.id {
+		return a.tv, a.tfree
+	}
+	return a.uv, a.free
+}
+
+// add places sess on a tentatively.
+func (r *round) add(a *agent, sess *session) {
+	if a.tround != r.id {
+		a.tv = append(a.tv[:0], a.uv...)
+		a.tround = r.id
+	}
+	if req, ok := r.st.request(sess); ok {
+		addVec(a.tv, req)
+	}
+	a.tfree = freeVec(a.cv, a.tv)
 }
 
 type tentative struct {
@@ -129,14 +162,14 @@ func (r *round) predicates(s *session) (events.Reason, string) {
 		k := key(sp.AccessKey, dep)
 		if f, ok := r.st.done[k]; ok {
 			if !f.ok {
-				s.terminateReason = events.ReasonDependencyFailed
+				r.st.setTerminate(s, events.ReasonDependencyFailed)
 				return events.ReasonDependencyFailed, dep
 			}
 			continue
 		}
 		if d := r.st.sessions[k]; d == nil || d.enqSeq > s.enqSeq {
 			// Never enqueued before it: no such session (or long gone).
-			s.terminateReason = events.ReasonDependencyFailed
+			r.st.setTerminate(s, events.ReasonDependencyFailed)
 			return events.ReasonDependencyFailed, dep + " unknown"
 		}
 		waiting = append(waiting, dep)
@@ -161,14 +194,16 @@ func (r *round) predicates(s *session) (events.Reason, string) {
 // ("" when it may); checked at each try, as placements count.
 func (r *round) overLimit(s *session) string {
 	sp := s.spec
-	if sp.ConcurrencyLimit > 0 && r.running[sp.AccessKey] >= sp.ConcurrencyLimit {
-		return fmt.Sprintf("%d of %d sessions running", r.running[sp.AccessKey], sp.ConcurrencyLimit)
+	if n := r.running(sp.AccessKey); sp.ConcurrencyLimit > 0 && n >= sp.ConcurrencyLimit {
+		return fmt.Sprintf("%d of %d sessions running", n, sp.ConcurrencyLimit)
 	}
 	return ""
 }
 
-// pick chooses the agent for s with the group's selector, or nil when s
-// fits nowhere.
+// pick chooses the live agent for s with the group's selector, or nil
+// when s fits nowhere. Dispersed and concentrated take the agent with the
+// best score, the first by id among equals; round-robin the first that
+// fits after the last one used.
 func (r *round) pick(s *session) *agent {
 	for _, f := range r.failed {
 		if dominates(s.slots, f) {
@@ -176,30 +211,40 @@ func (r *round) pick(s *session) *agent {
 		}
 	}
 	var best *agent
-	var bestScore int64
-	start := 0
-	if r.gp.Selector == RoundRobin {
-		last := r.st.rr[r.group]
-		start = sort.Search(len(r.agents), func(i int) bool { return r.agents[i].info.ID > last })
-	}
-	for i := range r.agents {
-		a := r.agents[(start+i)%len(r.agents)]
-		used := a.used
-		if x := r.extra[a]; x != nil {
-			used, _ = used.Add(x)
-		}
-		if !used.AddFits(s.slots, a.capacity) {
-			continue
-		}
+	req, ok := r.st.request(s)
+	if n := len(r.agents); ok && n > 0 {
+		var bestScore int64
+		// Dispersed: an agent whose free score is no better than the best
+		// one's score with s cannot win (see freeVec).
+		bound := r.gp.Selector != Concentrated && r.gp.Selector != RoundRobin && !s.rvNeg
+		start := 0
 		if r.gp.Selector == RoundRobin {
-			return a
+			last := r.st.rr[r.group]
+			start = sort.Search(n, func(i int) bool { return r.agents[i].info.ID > last })
 		}
-		score := freeScoreWith(a.capacity, used, s.slots)
-		if r.gp.Selector == Concentrated {
-			score = -score
-		}
-		if best == nil || score > bestScore {
-			best, bestScore = a, score
+		for i := range n {
+			j := start + i
+			if j >= n {
+				j -= n
+			}
+			a := r.agents[j]
+			used, free := r.used(a)
+			if bound && best != nil && free <= bestScore {
+				continue
+			}
+			if !fitsVec(used, req, a.cv) || !r.live(a) {
+				continue
+			}
+			if r.gp.Selector == RoundRobin {
+				return a
+			}
+			score := scoreVec(a.cv, used, req)
+			if r.gp.Selector == Concentrated {
+				score = -score
+			}
+			if best == nil || score > bestScore {
+				best, bestScore = a, score
+			}
 		}
 	}
 	if best == nil {

@@ -27,6 +27,13 @@ type session struct {
 	info string
 	// termTries counts the terminating orders sent past a deadline.
 	termTries int
+	// rv is slots as a vector (see state.request); rvOK is false when it
+	// asks for a key no agent has.
+	rv    vec
+	rvOK  bool
+	rvNeg bool // it asks a negative quantity of some key
+	// held: its slots are counted in state.held.
+	held bool
 }
 
 // finished is what is kept of a final session: enough for --depends and
@@ -37,12 +44,21 @@ type finished struct {
 
 // agent is one agent's heartbeat and the slots placed on it.
 type agent struct {
+	// What a pick reads first, together: capacity and used as vectors
+	// over state.keys, kept with the sets below, and freeVec(cv, uv); tv
+	// is used plus this round's tentative placements, and tfree its
+	// freeVec, valid while tround is the round's id.
+	cv, uv, tv  vec
+	free, tfree int64
+	tround      uint64
+	seen        time.Time // the last heartbeat (or when we first heard of it)
+	gone        bool      // its heartbeat key was deleted
+	lost        bool      // declared lost; cleared by a new heartbeat
+
+	id       string // its key in state.agents
 	info     events.AgentInfo
 	capacity slots.Set
 	used     slots.Set
-	seen     time.Time // the last heartbeat (or when we first heard of it)
-	gone     bool      // its heartbeat key was deleted
-	lost     bool      // declared lost; cleared by a new heartbeat
 }
 
 // orphan is a placement of a session that was already final (the loser of
@@ -70,6 +86,14 @@ type state struct {
 	dirty bool
 	rr    map[string]string // scaling group → agent id placed on last (round-robin)
 	now   func() time.Time
+
+	// Indexes (index.go).
+	keys        map[string]int                  // slot key → vector index
+	groups      map[string][]*agent             // scaling group → its agents, by id
+	terminating map[*session]struct{}           // sessions with a terminateReason
+	running     map[string]int                  // access key → sessions holding capacity
+	held        map[string]map[string]slots.Set // group → access key → slots held
+	rounds      uint64                          // the last round's id
 }
 
 func newState() *state {
@@ -82,6 +106,12 @@ func newState() *state {
 		rr:       map[string]string{},
 		ledger:   map[string]uint64{},
 		now:      time.Now,
+
+		keys:        map[string]int{},
+		groups:      map[string][]*agent{},
+		terminating: map[*session]struct{}{},
+		running:     map[string]int{},
+		held:        map[string]map[string]slots.Set{},
 	}
 }
 
@@ -90,8 +120,10 @@ func key(ak, sid string) string { return ak + "." + sid }
 func (st *state) agent(id string) *agent {
 	a := st.agents[id]
 	if a == nil {
-		a = &agent{capacity: slots.Set{}, used: slots.Set{}, seen: st.now()}
+		n := len(st.keys)
+		a = &agent{id: id, capacity: slots.Set{}, used: slots.Set{}, seen: st.now(), cv: make(vec, n), uv: make(vec, n)}
 		st.agents[id] = a
+		st.enlist(a)
 	}
 	return a
 }
@@ -152,10 +184,11 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	switch ev.Name {
 	case events.EventTerminateRequest:
 		if !sess.status.Final() && sess.status != events.StatusTerminating {
-			sess.terminateReason = ev.Reason
-			if sess.terminateReason == "" {
-				sess.terminateReason = events.ReasonUserRequested
+			reason := ev.Reason
+			if reason == "" {
+				reason = events.ReasonUserRequested
 			}
+			st.setTerminate(sess, reason)
 		}
 		return
 	case events.EventFailure:
@@ -169,6 +202,7 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	}
 	from := sess.status
 	sess.status = to
+	st.moved(sess, from, to)
 	sess.since = st.eventTime(ev)
 	if to == events.StatusError {
 		sess.failed = true
@@ -177,20 +211,20 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 		sess.agentID = ev.AgentID
 		a := st.agent(ev.AgentID)
 		if used, err := a.used.Add(sess.slots); err == nil {
-			a.used = used
+			st.setUsed(a, used)
 		}
 	}
 	if to != events.StatusPending {
 		delete(st.pending, k)
 	}
 	if to == events.StatusTerminating || to.Final() {
-		sess.terminateReason = ""
+		st.setTerminate(sess, "")
 	}
 	if to.Final() {
 		if from.HoldsCapacity() && sess.agentID != "" {
 			a := st.agent(sess.agentID)
 			if used, err := a.used.Sub(sess.slots); err == nil {
-				a.used = used
+				st.setUsed(a, used)
 			}
 			st.dirty = true
 		}
@@ -220,8 +254,9 @@ func (st *state) heartbeat(info *events.AgentInfo, now time.Time) error {
 	if a.gone || a.lost || a.info.ScalingGroup != info.ScalingGroup || !a.capacity.Equal(capacity) {
 		st.dirty = true
 	}
+	st.regroup(a, info)
 	a.info = *info
-	a.capacity = capacity
+	st.setCapacity(a, capacity)
 	a.seen = now
 	a.gone, a.lost = false, false
 	return nil
@@ -232,7 +267,7 @@ func (st *state) heartbeat(info *events.AgentInfo, now time.Time) error {
 func (st *state) agentGone(id string) {
 	if a := st.agents[id]; a != nil {
 		a.gone = true
-		a.capacity = slots.Set{}
+		st.setCapacity(a, slots.Set{})
 	}
 }
 

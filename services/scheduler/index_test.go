@@ -1,0 +1,315 @@
+package scheduler
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/slots"
+)
+
+// refRound is the placement round as it was before the indexes: slot
+// sets, every live agent of the group scanned for every pick, sorted by id.
+type refRound struct {
+	st     *state
+	group  string
+	gp     GroupPolicy
+	agents []*agent
+	failed []slots.Set
+	extra  map[*agent]slots.Set
+}
+
+func newRefRound(st *state, group string, gp GroupPolicy, now time.Time, timeout time.Duration) *refRound {
+	r := &refRound{st: st, group: group, gp: gp, extra: map[*agent]slots.Set{}}
+	for _, a := range st.agents {
+		if a.info.ScalingGroup == group && a.live(now, timeout) {
+			r.agents = append(r.agents, a)
+		}
+	}
+	sort.Slice(r.agents, func(i, j int) bool { return r.agents[i].info.ID < r.agents[j].info.ID })
+	return r
+}
+
+func (r *refRound) pick(s *session) *agent {
+	for _, f := range r.failed {
+		if dominates(s.slots, f) {
+			return nil
+		}
+	}
+	var best *agent
+	var bestScore int64
+	start := 0
+	if r.gp.Selector == RoundRobin {
+		last := r.st.rr[r.group]
+		start = sort.Search(len(r.agents), func(i int) bool { return r.agents[i].info.ID > last })
+	}
+	for i := range r.agents {
+		a := r.agents[(start+i)%len(r.agents)]
+		used := a.used
+		if x := r.extra[a]; x != nil {
+			used, _ = used.Add(x)
+		}
+		if !used.AddFits(s.slots, a.capacity) {
+			continue
+		}
+		if r.gp.Selector == RoundRobin {
+			return a
+		}
+		score := freeScoreWith(a.capacity, used, s.slots)
+		if r.gp.Selector == Concentrated {
+			score = -score
+		}
+		if best == nil || score > bestScore {
+			best, bestScore = a, score
+		}
+	}
+	if best == nil {
+		r.failed = append(r.failed, s.slots)
+	}
+	return best
+}
+
+func (r *refRound) add(a *agent, s *session) {
+	x := r.extra[a]
+	if x == nil {
+		x = slots.Set{}
+	}
+	if n, err := x.Add(s.slots); err == nil {
+		r.extra[a] = n
+	}
+}
+
+// randSet draws a slot set over a few keys, some of them absent or zero.
+func randSet(rng *rand.Rand, scale int64) slots.Set {
+	s := slots.Set{}
+	for _, k := range []string{"cpu", "mem", "cuda.device", "cuda.shares"} {
+		switch rng.IntN(4) {
+		case 0:
+		case 1:
+			s[k] = 0
+		default:
+			s[k] = slots.Quantity(rng.Int64N(scale) + 1)
+		}
+	}
+	return s
+}
+
+// TestPickMatchesReference: on random agents, loads and requests, a
+// round picks exactly the agents the plain scan picks, with every
+// selector, tentative placements included.
+func TestPickMatchesReference(t *testing.T) {
+	now := time.Now()
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		st := newState()
+		st.now = func() time.Time { return now }
+		n := 1 + rng.IntN(40)
+		for i := range n {
+			id := fmt.Sprintf("a%02d", rng.IntN(60))
+			if i%5 == 4 {
+				st.agent(id) // placed on, never heard from
+				continue
+			}
+			group := []string{"g", "h"}[rng.IntN(2)]
+			capacity := randSet(rng, 16)
+			info := &events.AgentInfo{V: events.Version, ID: id, ScalingGroup: group, Capacity: capacity.Map()}
+			seen := now.Add(-time.Duration(rng.IntN(3)) * 40 * time.Second)
+			if err := st.heartbeat(info, seen); err != nil {
+				t.Fatal(err)
+			}
+			a := st.agents[id]
+			st.setUsed(a, randSet(rng, 12))
+			if rng.IntN(10) == 0 {
+				st.agentGone(id)
+			}
+		}
+		for _, sel := range []Selector{Dispersed, Concentrated, RoundRobin} {
+			gp := GroupPolicy{Selector: sel}
+			st.rr["g"] = fmt.Sprintf("a%02d", rng.IntN(60))
+			got := st.newRound("g", gp, now, time.Minute, map[string]int{})
+			want := newRefRound(st, "g", gp, now, time.Minute)
+			for i := range 30 {
+				sess := &session{slots: randSet(rng, 6)}
+				if rng.IntN(8) == 0 {
+					sess.slots["cuda.other"] = 1 // a key no agent has
+				}
+				a, b := got.pick(sess), want.pick(sess)
+				if a != b {
+					t.Fatalf("seed %d %s pick %d of %v: got %v, want %v", seed, sel, i, sess.slots, name(a), name(b))
+				}
+				if a != nil {
+					got.add(a, sess)
+					want.add(b, sess)
+					st.rr["g"] = a.info.ID
+				}
+			}
+		}
+	}
+}
+
+func name(a *agent) string {
+	if a == nil {
+		return "none"
+	}
+	return a.id
+}
+
+// TestIndexesFollowTheLog: after random event sequences, the indexes
+// hold what a walk of the state finds.
+func TestIndexesFollowTheLog(t *testing.T) {
+	lifecycle := []events.Name{events.EventScheduled, events.EventPreparing, events.EventPrepared,
+		events.EventCreating, events.EventStarted, events.EventTerminating, events.EventTerminated}
+	for seed := range uint64(50) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		st := newState()
+		now := time.Now()
+		for i := range 6 {
+			id := fmt.Sprintf("a%d", i)
+			info := &events.AgentInfo{V: events.Version, ID: id, ScalingGroup: []string{"g", "h"}[i%2],
+				Capacity: map[string]string{"cpu": "64", "mem": "256g"}}
+			if err := st.heartbeat(info, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var seq uint64
+		next := map[string]int{} // session → index of its next lifecycle event
+		var live []string
+		for i := range 400 {
+			seq++
+			switch op := rng.IntN(10); {
+			case op < 3 || len(live) == 0:
+				sid := fmt.Sprintf("s%d", i)
+				ak := []string{"AKA", "AKB", "AKC"}[rng.IntN(3)]
+				sp := &events.SessionSpec{ID: sid, AccessKey: ak, ScalingGroup: []string{"g", "h"}[rng.IntN(2)],
+					Slots: map[string]string{"cpu": fmt.Sprint(1 + rng.IntN(4)), "mem": "1g"}}
+				st.apply(&events.Event{V: events.Version, Name: events.EventEnqueued, AccessKey: ak, SessionID: sid, Session: sp}, seq)
+				live = append(live, ak+"."+sid)
+			case op < 5:
+				k := live[rng.IntN(len(live))]
+				sess := st.sessions[k]
+				if sess == nil {
+					continue
+				}
+				st.apply(&events.Event{V: events.Version, Name: events.EventTerminateRequest, AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID}, seq)
+			case op < 6:
+				k := live[rng.IntN(len(live))]
+				if sess := st.sessions[k]; sess != nil {
+					name := []events.Name{events.EventCancelled, events.EventError}[rng.IntN(2)]
+					st.apply(&events.Event{V: events.Version, Name: name, AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, AgentID: sess.agentID}, seq)
+				}
+			case op < 7:
+				id := fmt.Sprintf("a%d", rng.IntN(8))
+				info := &events.AgentInfo{V: events.Version, ID: id, ScalingGroup: []string{"g", "h", "i"}[rng.IntN(3)],
+					Capacity: map[string]string{"cpu": fmt.Sprint(32 + rng.IntN(64)), "mem": "256g", "cuda.device": fmt.Sprint(rng.IntN(2))}}
+				if err := st.heartbeat(info, now); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				k := live[rng.IntN(len(live))]
+				sess := st.sessions[k]
+				if sess == nil {
+					continue
+				}
+				n := lifecycle[next[k]%len(lifecycle)]
+				next[k]++
+				ev := &events.Event{V: events.Version, Name: n, AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, Session: sess.spec}
+				if n == events.EventScheduled {
+					ev.AgentID = fmt.Sprintf("a%d", rng.IntN(8))
+				} else {
+					ev.AgentID = sess.agentID
+				}
+				st.apply(ev, seq)
+			}
+			if err := checkIndexes(st); err != nil {
+				t.Fatalf("seed %d step %d: %v", seed, i, err)
+			}
+		}
+	}
+}
+
+// checkIndexes compares every index with what a walk of the state finds.
+func checkIndexes(st *state) error {
+	running := map[string]int{}
+	held := map[string]map[string]slots.Set{}
+	terminating := map[*session]struct{}{}
+	for _, sess := range st.sessions {
+		if sess.terminateReason != "" {
+			terminating[sess] = struct{}{}
+		}
+		if !sess.status.HoldsCapacity() {
+			continue
+		}
+		running[sess.spec.AccessKey]++
+		g := held[sess.spec.ScalingGroup]
+		if g == nil {
+			g = map[string]slots.Set{}
+			held[sess.spec.ScalingGroup] = g
+		}
+		u := g[sess.spec.AccessKey]
+		if u == nil {
+			u = slots.Set{}
+		}
+		u, _ = u.Add(sess.slots)
+		g[sess.spec.AccessKey] = u
+	}
+	if !maps.Equal(running, st.running) {
+		return fmt.Errorf("running %v, want %v", st.running, running)
+	}
+	if !maps.Equal(terminating, st.terminating) {
+		return fmt.Errorf("%d terminating, want %d", len(st.terminating), len(terminating))
+	}
+	nonzero := map[string]map[string]slots.Set{} // st.held keeps emptied sums
+	for g, m := range st.held {
+		for ak, u := range m {
+			if !u.IsZero() {
+				if nonzero[g] == nil {
+					nonzero[g] = map[string]slots.Set{}
+				}
+				nonzero[g][ak] = u
+			}
+		}
+	}
+	if !maps.EqualFunc(held, nonzero, func(a, b map[string]slots.Set) bool {
+		return maps.EqualFunc(a, b, slots.Set.Equal)
+	}) {
+		return fmt.Errorf("held %v, want %v", st.held, held)
+	}
+	groups := map[string][]*agent{}
+	for _, a := range st.agents {
+		groups[a.info.ScalingGroup] = append(groups[a.info.ScalingGroup], a)
+		var cv, uv vec = make(vec, len(st.keys)), make(vec, len(st.keys))
+		for k, q := range a.capacity {
+			if q != 0 {
+				cv[st.keys[k]] = q
+			}
+		}
+		for k, q := range a.used {
+			if q != 0 {
+				uv[st.keys[k]] = q
+			}
+		}
+		if !slices.Equal(cv, a.cv) || !slices.Equal(uv, a.uv) {
+			return fmt.Errorf("agent %s vectors %v %v, want %v %v", a.id, a.cv, a.uv, cv, uv)
+		}
+		if a.free != freeScore(a.capacity, a.used) {
+			return fmt.Errorf("agent %s free %d, want %d", a.id, a.free, freeScore(a.capacity, a.used))
+		}
+	}
+	for g, l := range groups {
+		slices.SortFunc(l, agentOrder)
+		if !slices.Equal(l, st.groups[g]) {
+			return fmt.Errorf("group %q lists %d agents, want %d", g, len(st.groups[g]), len(l))
+		}
+	}
+	for g, l := range st.groups {
+		if len(l) > 0 && len(groups[g]) == 0 {
+			return fmt.Errorf("group %q lists %d agents, want none", g, len(l))
+		}
+	}
+	return nil
+}
