@@ -402,10 +402,15 @@ func (s *Service) heartbeat(ctx context.Context) error {
 	return nil
 }
 
+// cursorSaveEvery is how often the heartbeat loop saves a work cursor that
+// moved without a kernel write.
+const cursorSaveEvery = time.Minute
+
 // heartbeats stores the heartbeat every HeartbeatInterval until ctx ends.
 func (s *Service) heartbeats(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
+	saved := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -414,10 +419,15 @@ func (s *Service) heartbeats(ctx context.Context) {
 			if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("heartbeat")
 			}
-			// The cursor moves with every kernel write; this saves
-			// what moved it without one (an execution, say).
-			if err := s.st.saveWork(false); err != nil {
-				s.log.Warn().Err(err).Msg("save work cursor")
+			// The cursor is saved with every kernel write; this saves,
+			// now and then, what moved it without one (the last
+			// placement's end, an execution). A cursor behind hands
+			// some work again after a NATS restart, nothing worse.
+			if time.Since(saved) >= cursorSaveEvery {
+				saved = time.Now()
+				if err := s.st.saveWork(false); err != nil {
+					s.log.Warn().Err(err).Msg("save work cursor")
+				}
 			}
 		}
 	}
