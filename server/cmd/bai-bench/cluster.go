@@ -72,9 +72,9 @@ func startCluster(cfg clusterConfig) (*cluster, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Join(cfg.dir, "jetstream"),
 		SyncAlways: cfg.syncAlways,
-		// One durable consumer per agent on the session log: NATS' default
-		// limit of consumers per stream would stop at about 1,000 agents.
-		JetStreamLimits: natsserver.JSLimitOpts{DefaultMaxConsumers: -1},
+		// No JetStream limits changed: the work queue stream sets its own
+		// consumer limit (one consumer per agent; the server's default is
+		// 1,000 per stream).
 		// The same users and tenant permissions as server.Server.
 		Users: []*natsserver.User{
 			{Username: "bai-service", Password: c.svcPass},
