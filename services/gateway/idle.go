@@ -131,10 +131,23 @@ func (r *reaper) progress(i int, m jetstream.Msg) {
 	}
 }
 
+// reaperEvents are the events onEvent acts on.
+var reaperEvents = map[events.Name]bool{
+	events.EventEnqueued: true, events.EventStarted: true, events.EventExecuteRequest: true,
+	events.EventTerminateRequest: true, events.EventTerminating: true, events.EventTerminated: true,
+	events.EventCancelled: true, events.EventError: true,
+}
+
 func (r *reaper) onEvent(m jetstream.Msg) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.progress(0, m)
+	// Most of the log is lifecycle steps the reaper has no use for: the
+	// subject says which, and only the others are decoded.
+	ss, err := events.ParseSessionSubject(m.Subject())
+	if err != nil || !reaperEvents[ss.Name] {
+		return
+	}
 	e, err := events.Decode(m.Subject(), m.Data())
 	if err != nil {
 		return
