@@ -24,6 +24,11 @@ type SimConfig struct {
 	// FailImagePrefix: an image with this prefix fails Prepare with
 	// ErrImage. Default "" (every image is accepted).
 	FailImagePrefix string
+	// StateNoSync: the agent's state db is written without fsync. For
+	// many simulated agents sharing one machine's disk, where their
+	// fsyncs (four per kernel start) stand for work that real agents do
+	// on their own hosts; an agent so configured is not crash safe.
+	StateNoSync bool
 }
 
 // SimRuntime is a runtime whose kernels pass through the real lifecycle

@@ -57,8 +57,8 @@ type state struct {
 	hasWork bool   // whether the db has a cursor at all
 }
 
-func openState(path string) (*state, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+func openState(path string, noSync bool) (*state, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: noSync})
 	if err != nil {
 		return nil, fmt.Errorf("open state db %s: %w", path, err)
 	}

@@ -49,6 +49,7 @@ type options struct {
 	cpuProfile  string
 	tracePath   string
 	simDelay    time.Duration
+	simNoSync   bool
 	timeout     time.Duration
 	verbose     bool
 }
@@ -70,6 +71,7 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part to this file")
 	flag.StringVar(&o.tracePath, "trace", "", "write an execution trace of the measured part to this file (go tool trace -pprof=sync|sched|net)")
 	flag.DurationVar(&o.simDelay, "sim-delay", 0, "sim runtime: delay of Prepare and of Create each")
+	flag.BoolVar(&o.simNoSync, "sim-nosync", false, "sim agents write their state dbs without fsync (real agents fsync on their own hosts; not crash safe)")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.BoolVar(&o.verbose, "v", false, "log the services' warnings to stderr")
 	flag.Parse()
@@ -104,7 +106,7 @@ func run(o options) error {
 	}
 	cfg := clusterConfig{
 		dir: o.dir, syncAlways: o.syncAlways, agents: o.agents, agentsConn: o.agentsConn, log: log,
-		sim: agent.SimConfig{PrepareDelay: o.simDelay, CreateDelay: o.simDelay},
+		sim: agent.SimConfig{PrepareDelay: o.simDelay, CreateDelay: o.simDelay, StateNoSync: o.simNoSync},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()

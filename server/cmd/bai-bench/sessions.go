@@ -107,8 +107,8 @@ func (o *outcomes) record(err error) {
 }
 
 func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
-	fmt.Printf("starting NATS, gateway, scheduler, registry and %d sim agents (%d per connection, sim delay %v)...\n",
-		o.agents, max(o.agentsConn, 1), o.simDelay)
+	fmt.Printf("starting NATS, gateway, scheduler, registry and %d sim agents (%d per connection, sim delay %v, state db fsync %v)...\n",
+		o.agents, max(o.agentsConn, 1), o.simDelay, !o.simNoSync)
 	c, err := startCluster(cfg)
 	if err != nil {
 		return err
