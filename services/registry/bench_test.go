@@ -129,3 +129,35 @@ func BenchmarkGetPending(b *testing.B) {
 		}
 	}
 }
+
+// interleaved is the log of n sessions going through names in waves of
+// window sessions, one event of each session of the wave in turn: a
+// session's events land in different batches, as they do under load.
+func interleaved(tb testing.TB, ak string, n, window int, names []events.Name) []record {
+	recs := make([]record, 0, n*len(names))
+	for w := 0; w < n; w += window {
+		for step := range names {
+			for s := w; s < min(w+window, n); s++ {
+				r := benchRecord(tb, ak, s*len(names)+step, names)
+				r.seq = uint64(len(recs) + 1)
+				recs = append(recs, r)
+			}
+		}
+	}
+	return recs
+}
+
+// BenchmarkApplyInterleaved applies sessions' lifecycles interleaved, in
+// batches of 64 events: each session is loaded again by several batches.
+func BenchmarkApplyInterleaved(b *testing.B) {
+	st := benchStore(b, false)
+	recs := interleaved(b, "ak1", max(b.N/len(benchLifecycle), 1), 256, benchLifecycle)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for batch := range slices.Chunk(recs, 64) {
+		if _, _, err := st.applyBatch(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(recs))/b.Elapsed().Seconds(), "events/s")
+}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
@@ -714,5 +717,45 @@ func TestRunTwice(t *testing.T) {
 	svc, _ := h.start()
 	if err := svc.Run(context.Background()); !errors.Is(err, ErrStarted) {
 		t.Fatalf("second Run: %v", err)
+	}
+}
+
+// TestApplyAcrossBatchesMatchesOneBatch: sessions whose events arrive over
+// many small batches (decoded once, then kept in memory between batches)
+// end stored byte for byte as when the whole log is applied at once.
+func TestApplyAcrossBatchesMatchesOneBatch(t *testing.T) {
+	names := append(slices.Clone(benchLifecycle[:6]), events.EventTerminating, events.EventTerminated)
+	recs := interleaved(t, "ak1", 300, 40, names)
+	small, whole := benchStore(t, true), benchStore(t, true)
+	for i := 0; i < len(recs); {
+		n := 1 + i%7
+		if _, _, err := small.applyBatch(recs[i:min(i+n, len(recs))]); err != nil {
+			t.Fatal(err)
+		}
+		i += n
+	}
+	if _, _, err := whole.applyBatch(recs); err != nil {
+		t.Fatal(err)
+	}
+	dump := func(st *store) map[string]string {
+		m := map[string]string{}
+		if err := st.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+				m[string(k)] = string(v)
+				return nil
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := dump(small), dump(whole)
+	if len(a) != 300 || !maps.Equal(a, b) {
+		t.Fatalf("%d sessions from small batches, %d from one; equal: %v", len(a), len(b), maps.Equal(a, b))
+	}
+	for k, v := range a {
+		if !strings.Contains(v, `"status":"TERMINATED"`) {
+			t.Fatalf("session %s not TERMINATED: %s", k, v)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -31,7 +32,17 @@ type store struct {
 	db          *bolt.DB
 	log         zerolog.Logger
 	idleTimeout time.Duration
+
+	// recent holds the sessions applyBatch wrote last, decoded as they
+	// are in the file, so that a session's next event does not decode it
+	// again (a session's events come a few at a time, over a few
+	// batches). Only applyBatch uses it; a failed commit empties it.
+	mu     sync.Mutex
+	recent map[string]*events.SessionInfo
 }
+
+// maxRecent bounds store.recent: past it the map starts again empty.
+const maxRecent = 16384
 
 func openStore(path string, noSync bool, log zerolog.Logger, adminAK string) (*store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -99,20 +110,28 @@ type entry struct {
 // the last applied sequence. It returns each record's outcome and the
 // applied sequence after the batch.
 func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.recent == nil || len(st.recent) > maxRecent {
+		st.recent = make(map[string]*events.SessionInfo)
+	}
 	out := make([]outcome, len(recs))
 	var applied uint64
+	cache := make(map[string]*entry)
 	err := st.db.Update(func(tx *bolt.Tx) error {
 		sessions, names := tx.Bucket(bucketSessions), tx.Bucket(bucketNames)
 		history, byChanged, counts := tx.Bucket(bucketHistory), tx.Bucket(bucketByChanged), tx.Bucket(bucketCounts)
 		meta := tx.Bucket(bucketMeta)
 		applied = getUint(meta, keyAppliedSeq)
-		cache := make(map[string]*entry)
 		load := func(key string) (*entry, error) {
 			if en, ok := cache[key]; ok {
 				return en, nil
 			}
 			en := &entry{}
-			if v := sessions.Get([]byte(key)); v != nil {
+			if info := st.recent[key]; info != nil {
+				// The same as in the file: it was stored from this.
+				en.info = *info
+			} else if v := sessions.Get([]byte(key)); v != nil {
 				if err := json.Unmarshal(v, &en.info); err != nil {
 					return nil, fmt.Errorf("session %s in registry database: %w", key, err)
 				}
@@ -200,7 +219,14 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 		return putUint(meta, keyAppliedSeq, applied)
 	})
 	if err != nil {
+		// What was changed in memory is not in the file.
+		st.recent = nil
 		return nil, 0, fmt.Errorf("apply events to registry database: %w", err)
+	}
+	for key, en := range cache {
+		if en.dirty {
+			st.recent[key] = &en.info
+		}
 	}
 	return out, applied, nil
 }
