@@ -488,9 +488,7 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 		NoFile:   r.sb.opts.NoFile,
 	}
 	if r.sb.cg != nil {
-		for _, d := range r.sb.cg.dirs(k.MainKernelID) {
-			spec.Cgroups = append(spec.Cgroups, filepath.Join(d, "cgroup.procs"))
-		}
+		spec.Cgroups = r.sb.cg.joinFiles(k.MainKernelID)
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {

@@ -192,7 +192,9 @@ type runState struct {
 	exited     bool
 	exitCode   int
 	final      bool // the session reached TERMINATED or CANCELLED
-	prog       *progress
+	// terminating: the session reached TERMINATING (by anyone's request).
+	terminating bool
+	prog        *progress
 	// json collects the output for one JSON object (--output json).
 	json           bool
 	stdout, stderr strings.Builder
@@ -231,8 +233,11 @@ func (r *runner) chunk(st *runState, ch *client.Chunk) {
 }
 
 func (st *runState) event(ev *events.Event) {
-	if ev.Status().Final() {
+	switch s := ev.Status(); {
+	case s.Final():
 		st.final = true
+	case s == events.StatusTerminating:
+		st.terminating = true
 	}
 }
 
@@ -380,7 +385,8 @@ func (r *runner) run(c *cli.Context) error {
 	if run.Files, err = uploadFiles(ctx, cl, st.sid, st.runID, files); err != nil {
 		return err
 	}
-	w, err := cl.Watch(ctx, "", st.sid)
+	// Every request below goes on this connection, after the subscriptions.
+	w, err := cl.WatchOwn(st.sid)
 	if err != nil {
 		return err
 	}
@@ -491,7 +497,12 @@ func (r *runner) interrupted(cl *client.Client, sid string, rm bool) {
 }
 
 // remove terminates the session after its run and waits, bounded, until
-// it is final. Failures are reported; the run's exit code stands.
+// the scheduler has turned the request into TERMINATING (or the session is
+// final). It does not wait for TERMINATED: the run's processes are all gone
+// already (its exit message comes once nothing of it runs), and the
+// kernel's teardown (work dir, cgroups, state) is the agent's durable work
+// from the log on, whether this process waits for it or not. Failures are
+// reported; the run's exit code stands.
 func (r *runner) remove(ctx context.Context, cl *client.Client, w *client.Watcher, st *runState) {
 	ctx, cancel := context.WithTimeout(ctx, rmWait)
 	defer cancel()
@@ -499,11 +510,11 @@ func (r *runner) remove(ctx context.Context, cl *client.Client, w *client.Watche
 		r.errorf("terminate session %s: %v", st.sid, err)
 		return
 	}
-	for !st.final {
+	for !st.final && !st.terminating {
 		it, err := w.Next(ctx)
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("not terminated after %s", rmWait)
+				err = fmt.Errorf("not terminating after %s", rmWait)
 			}
 			r.errorf("session %s: %v", st.sid, err)
 			return
@@ -538,7 +549,7 @@ func (r *runner) start(c *cli.Context) error {
 		return r.enqueueFor(c, cl, req, out)
 	}
 	req.SessionID = client.NewID()
-	w, err := cl.Watch(ctx, "", req.SessionID)
+	w, err := cl.WatchOwn(req.SessionID)
 	if err != nil {
 		return err
 	}

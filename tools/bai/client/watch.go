@@ -48,6 +48,19 @@ type Watcher struct {
 // client's own). The subscriptions are in place on the server when Watch
 // returns, so a create sent afterwards misses nothing. Close it when done.
 func (c *Client) Watch(ctx context.Context, ak, sid string) (*Watcher, error) {
+	return c.watch(ctx, ak, sid, true)
+}
+
+// WatchOwn is Watch of the client's own session sid without waiting for
+// the server's answer (a round trip), for a session this client acts on
+// next (create, execute): the server handles one connection's messages in
+// order, so the subscriptions are in place before any request the client
+// sends afterwards. A refused subscription fails Next, as with Watch.
+func (c *Client) WatchOwn(sid string) (*Watcher, error) {
+	return c.watch(context.Background(), "", sid, false)
+}
+
+func (c *Client) watch(ctx context.Context, ak, sid string, flush bool) (*Watcher, error) {
 	if ak == "" {
 		ak = c.ak
 	}
@@ -75,6 +88,9 @@ func (c *Client) Watch(ctx context.Context, ak, sid string) (*Watcher, error) {
 			w.Close()
 			return nil, fmt.Errorf("subscribe to %s: %w", s.subj, err)
 		}
+	}
+	if !flush {
+		return w, nil
 	}
 	fctx, cancel := c.bounded(ctx)
 	defer cancel()

@@ -35,11 +35,14 @@ const exitOnStart = 127
 
 // Spec is what the helper sets up before it executes Argv.
 type Spec struct {
-	Argv     []string `json:"argv"`
-	Env      []string `json:"env"`
-	WorkDir  string   `json:"work_dir"` // on the host
-	Hide     []string `json:"hide"`     // host directories hidden under an empty tmpfs
-	Cgroups  []string `json:"cgroups"`  // cgroup.procs files to join
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	WorkDir string   `json:"work_dir"` // on the host
+	Hide    []string `json:"hide"`     // host directories hidden under an empty tmpfs
+	// Cgroups are the files to write "0" to, to join the kernel's cgroups:
+	// v1 tasks files (this thread alone, the one that forks the execution)
+	// or v2 cgroup.procs files.
+	Cgroups  []string `json:"cgroups"`
 	UID      int      `json:"uid"`
 	Hostname string   `json:"hostname"`
 	TmpSize  int64    `json:"tmp_size"`
@@ -74,6 +77,8 @@ func run(s *Spec) error {
 	if len(s.Argv) == 0 {
 		return errors.New("no command")
 	}
+	// This goroutine is locked to its thread (Main): a v1 tasks file moves
+	// this thread, which forks the execution below.
 	for _, f := range s.Cgroups {
 		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
 			return fmt.Errorf("join cgroup: %w", err)
