@@ -313,15 +313,37 @@ func (s *Service) start(ctx context.Context, k *kernel) error {
 	if err := s.waitBatch(ctx, &b); err != nil {
 		return err
 	}
-	if err := s.st.putKernel(kernelRecord{Spec: *spec, Phase: phaseRunning, CreatedAt: time.Now().UTC()}); err != nil {
+	// The initial runs are recorded with the phase, in one write: they
+	// run at most once, as any run.
+	var initial []events.RunSpec
+	if spec.Run != nil {
+		initial = append(initial, *spec.Run)
+	}
+	if spec.Type == events.TypeBatch && spec.StartupCommand != "" {
+		initial = append(initial, events.RunSpec{ID: events.StartupRunID, Exec: spec.StartupCommand})
+	}
+	ids := make([]string, len(initial))
+	for i, r := range initial {
+		ids[i] = r.ID
+	}
+	added, err := s.st.putKernelRuns(kernelRecord{Spec: *spec, Phase: phaseRunning, CreatedAt: time.Now().UTC()}, ids...)
+	if err != nil {
 		return err
 	}
 	k.mu.Lock()
 	k.phase = phaseRunning
 	k.mu.Unlock()
 	k.log.Info().Msg("kernel started")
-	if spec.Run != nil || (spec.Type == events.TypeBatch && spec.StartupCommand != "") {
-		s.execs.Go(func() { s.runInitial(ctx, k) })
+	var runs []events.RunSpec
+	for i, r := range initial {
+		if added[i] {
+			runs = append(runs, r)
+		} else {
+			k.log.Info().Str("run_id", r.ID).Msg("duplicate run ignored")
+		}
+	}
+	if len(runs) > 0 {
+		s.execs.Go(func() { s.runInitial(ctx, k, runs) })
 	}
 	return nil
 }
@@ -386,18 +408,19 @@ func (s *Service) forget(k *kernel) error {
 	return nil
 }
 
-// runInitial runs the session's own Run, then a batch session's startup
-// command, whose exit code ends the session.
-func (s *Service) runInitial(ctx context.Context, k *kernel) {
-	spec := k.spec
-	if spec.Run != nil {
-		s.executeOnce(ctx, k, *spec.Run)
+// runInitial runs the initial runs start recorded: the session's own Run,
+// then a batch session's startup command, whose exit code ends the
+// session.
+func (s *Service) runInitial(ctx context.Context, k *kernel, runs []events.RunSpec) {
+	var code int
+	startup := false
+	for _, r := range runs {
+		c, ran := s.execute(ctx, k, r)
+		if r.ID == events.StartupRunID {
+			code, startup = c, ran
+		}
 	}
-	if spec.Type != events.TypeBatch || spec.StartupCommand == "" {
-		return
-	}
-	code, ran := s.executeOnce(ctx, k, events.RunSpec{ID: events.StartupRunID, Exec: spec.StartupCommand})
-	if !ran {
+	if !startup {
 		return
 	}
 	k.life.Lock()

@@ -151,17 +151,36 @@ func (st *state) known(kernelID string) (bool, error) {
 }
 
 func (st *state) putKernel(r kernelRecord) error {
+	_, err := st.putKernelRuns(r)
+	return err
+}
+
+// putKernelRuns stores the kernel and, in the same transaction, records
+// the runs (as addRun does); added says which of them were new.
+func (st *state) putKernelRuns(r kernelRecord, runIDs ...string) (added []bool, err error) {
 	data, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = st.update(func(tx *bolt.Tx) error {
+		added = added[:0]
+		runs := tx.Bucket(bucketRuns)
+		for _, id := range runIDs {
+			k := []byte(r.Spec.MainKernelID + "/" + id)
+			fresh := runs.Get(k) == nil
+			added = append(added, fresh)
+			if fresh {
+				if err := runs.Put(k, []byte{1}); err != nil {
+					return err
+				}
+			}
+		}
 		return tx.Bucket(bucketKernels).Put([]byte(r.Spec.MainKernelID), data)
 	})
 	if err != nil {
-		return fmt.Errorf("store kernel %s: %w", r.Spec.MainKernelID, err)
+		return nil, fmt.Errorf("store kernel %s: %w", r.Spec.MainKernelID, err)
 	}
-	return nil
+	return added, nil
 }
 
 // removeKernel forgets the kernel and its runs, and remembers that it is
