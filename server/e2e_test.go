@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,6 +143,38 @@ func TestHelloWorld(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRunNetworkFlag: a session has no network unless bai run asks for
+// one with --network: only then does it reach a port on the host.
+func TestRunNetworkFlag(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	connect := fmt.Sprintf(`
+import socket
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(("127.0.0.1", %d))
+    print("connected")
+except OSError:
+    print("refused")
+`, ln.Addr().(*net.TCPAddr).Port)
+	code, out, errOut := r.bai(t, "run", "--rm", "-c", connect, "python")
+	if code != 0 {
+		t.Fatalf("run: code %d stdout %q stderr %q", code, out, errOut)
+	}
+	if out != "refused\n" {
+		t.Skipf("SKIP: the agent here has no sandbox (not root?): a kernel without --network %s", out)
+	}
+	code, out, errOut = r.bai(t, "run", "--rm", "--network", "-c", connect, "python")
+	if code != 0 || out != "connected\n" {
+		t.Fatalf("run --network: code %d stdout %q stderr %q", code, out, errOut)
+	}
 }
 
 func TestErrorExitCodeAndTraceback(t *testing.T) {

@@ -153,6 +153,9 @@ type CreateRequest struct {
 	// BatchTimeout ends a batch session still running after it (reason
 	// batch-timeout); 0: no limit.
 	BatchTimeout time.Duration `json:"batch_timeout,omitempty"`
+	// Network asks for the host's network in the kernel (--network);
+	// without it a kernel has none.
+	Network bool `json:"network,omitempty"`
 }
 
 // MaxDepends bounds CreateRequest.Depends.

@@ -279,6 +279,10 @@ type SessionSpec struct {
 	MinSlots map[string]string `json:"min_slots,omitempty"`
 	// BatchTimeout ends a batch session still running after it.
 	BatchTimeout time.Duration `json:"batch_timeout,omitempty"`
+	// Network gives the kernel a network: the host's for the process
+	// runtime, the default bridge for containers. Without it a kernel has
+	// no interface but loopback.
+	Network bool `json:"network,omitempty"`
 }
 
 // Session priorities.

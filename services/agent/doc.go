@@ -37,7 +37,8 @@
 //     agent's binary, else this binary re-executed; see sandboxInitEnv)
 //     in new pid, mount, ipc, uts and network namespaces
 //     (the network namespace has only a loopback, down, unless
-//     SandboxOptions.Network); the helper joins the cgroup, mounts a fresh
+//     the session asks for a network or SandboxOptions.Network); the
+//     helper joins the cgroup, mounts a fresh
 //     /proc, an empty /home with the work directory at /home/work, a
 //     private /tmp (a tmpfs, 256 MiB), hides the agent's data directory,
 //     sets the host name to the kernel id, RLIMIT_CORE 0 and RLIMIT_NOFILE

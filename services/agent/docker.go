@@ -33,7 +33,8 @@ type DockerOptions struct {
 	// Owner marks the containers of this agent (label ai.bai.agent), so that
 	// two agents on one engine never touch each other's. Required.
 	Owner string
-	// Network gives containers the default bridge network; default none.
+	// Network gives every container the default bridge network; default:
+	// only those whose session asks for one (SessionSpec.Network).
 	Network bool
 	// Interpreter runs a run's code: Interpreter -c code. Default "python3".
 	Interpreter string
@@ -161,7 +162,7 @@ func (r *DockerRuntime) Create(ctx context.Context, k *events.SessionSpec) error
 	if set["mem"] > 0 {
 		hc.MemorySwap = int64(set["mem"])
 	}
-	if r.opts.Network {
+	if r.opts.Network || k.Network {
 		hc.NetworkMode = "bridge"
 	}
 	env := []string{"LANG=C.UTF-8", "PYTHONUNBUFFERED=1", "HOME=" + KernelWorkDir}

@@ -245,10 +245,15 @@ func TestDockerRuntime(t *testing.T) {
 
 	// A container of this owner that the agent's state lacks (an orphan)
 	// is removed when the agent starts again.
+	// (It asks for a network: its container is on the default bridge.)
 	orphan := spec("orphan")
 	orphan.Image = ref
+	orphan.Network = true
 	if err := rt.Create(t.Context(), orphan); err != nil {
 		t.Fatal(err)
+	}
+	if ins, err := c.ContainerInspect(t.Context(), "bai-"+orphan.MainKernelID, client.ContainerInspectOptions{}); err != nil || ins.Container.HostConfig.NetworkMode != "bridge" {
+		t.Errorf("a session asking for a network: %v %+v", err, ins.Container.HostConfig)
 	}
 	a.stop()
 	a = e.start(agent.Config{DataDir: dataDir, ID: "agent-d", Runtime: rt})

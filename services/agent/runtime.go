@@ -495,7 +495,7 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 		return nil, err
 	}
 	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
-	if !r.sb.opts.Network {
+	if !r.sb.opts.Network && !k.Network {
 		flags |= syscall.CLONE_NEWNET
 	}
 	return &exec.Cmd{

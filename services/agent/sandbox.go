@@ -44,8 +44,10 @@ func init() {
 type SandboxOptions struct {
 	// Disable runs kernels as plain processes even where the agent is root.
 	Disable bool
-	// Network gives kernels the host's network; default: none (a network
-	// namespace with only a loopback interface, down).
+	// Network gives every kernel the host's network; default: only the
+	// kernels whose session asks for one (SessionSpec.Network, bai run
+	// --network) have it, the others a network namespace with only a
+	// loopback interface, down.
 	Network bool
 	// Pids is the most processes and threads a kernel may have. Default 512.
 	Pids int64

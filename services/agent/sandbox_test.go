@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,6 +249,39 @@ except OSError:
 	e.execute(a, other, events.RunSpec{ID: "check", Exec: `cat secret.txt`})
 	if o := e.waitExit(other.ID, "check"); string(o.stdout) != "VICTIM-DATA\n" {
 		t.Errorf("victim reads %q", o.stdout)
+	}
+}
+
+// TestSandboxNetworkOnRequest: a kernel has no network unless its session
+// asks for one; then it has the host's (it reaches a port on the host's
+// loopback).
+func TestSandboxNetworkOnRequest(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	e := newEnv(t)
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-net"})
+	_, port, _ := strings.Cut(e.s.ClientURL(), "://127.0.0.1:")
+	connect := `
+import socket
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(("127.0.0.1", ` + port + `))
+    print("connected")
+except OSError:
+    print("refused")
+`
+	for _, tc := range []struct {
+		network bool
+		want    string
+	}{{false, "refused\n"}, {true, "connected\n"}} {
+		sp := spec(fmt.Sprintf("net-%v", tc.network))
+		sp.Network = tc.network
+		sp.Run = &events.RunSpec{ID: "r", Code: connect}
+		e.schedule(a, sp)
+		if o := e.waitExit(sp.ID, "r"); string(o.stdout) != tc.want {
+			t.Errorf("network %v: stdout %q stderr %.300q, want %q", tc.network, o.stdout, o.stderr, tc.want)
+		}
 	}
 }
 

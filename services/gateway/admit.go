@@ -114,6 +114,7 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		StartsAt:       cr.StartsAt,
 		Depends:        cr.Depends,
 		BatchTimeout:   cr.BatchTimeout,
+		Network:        cr.Network,
 	}, nil
 }
 

@@ -32,6 +32,7 @@ func sessionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "starts-at", Usage: "start no earlier than `TIME` (RFC 3339, or a delay such as 10m)"},
 		&cli.DurationFlag{Name: "batch-timeout", Usage: "end a batch session still running after `DURATION`"},
 		&cli.StringSliceFlag{Name: "depends", Usage: "session `ID` that must finish successfully first; repeatable"},
+		&cli.BoolFlag{Name: "network", Usage: "give the session a network (default: none, loopback only)"},
 	}
 }
 
@@ -51,12 +52,13 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		return events.CreateRequest{}, err
 	}
 	req := events.CreateRequest{
-		Image: args[0],
-		Name:  c.String("name"),
-		Tag:   c.String("tag"),
-		Type:  events.SessionType(c.String("type")),
-		Slots: c.StringSlice("resources"),
-		Owner: c.String("owner"),
+		Image:   args[0],
+		Name:    c.String("name"),
+		Tag:     c.String("tag"),
+		Type:    events.SessionType(c.String("type")),
+		Network: c.Bool("network"),
+		Slots:   c.StringSlice("resources"),
+		Owner:   c.String("owner"),
 	}
 	switch {
 	case req.Image == "":
