@@ -16,7 +16,11 @@ import (
 
 // GPU is one NVIDIA device as nvidia-smi reports it.
 type GPU struct {
-	Index  int
+	Index int
+	// Device is its device file, hidden from the sandboxed kernels it is
+	// not given to; ParseGPUs sets /dev/nvidia<Index> (the index is the
+	// minor number on the usual one-driver host).
+	Device string
 	UUID   string
 	Name   string
 	MemMiB int64
@@ -62,7 +66,7 @@ func ParseGPUs(out []byte) ([]GPU, error) {
 		if err != nil {
 			mem = 0 // "[N/A]" on some boards
 		}
-		gpus = append(gpus, GPU{Index: idx, UUID: uuid, Name: strings.TrimSpace(rec[2]), MemMiB: mem})
+		gpus = append(gpus, GPU{Index: idx, Device: "/dev/nvidia" + strconv.Itoa(idx), UUID: uuid, Name: strings.TrimSpace(rec[2]), MemMiB: mem})
 	}
 	sort.Slice(gpus, func(i, j int) bool { return gpus[i].Index < gpus[j].Index })
 	return gpus, nil
@@ -188,6 +192,23 @@ func (a *GPUAllocator) Visible(id string) (string, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return strings.Join(a.uuids(a.given[id]), ","), true
+}
+
+// Hidden lists the device files of the GPUs not given to kernel id: all
+// of them for a kernel without GPU slots.
+func (a *GPUAllocator) Hidden(id string) []string {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for i, g := range a.gpus {
+		if _, mine := a.given[id][i]; !mine && g.Device != "" {
+			out = append(out, g.Device)
+		}
+	}
+	return out
 }
 
 // Release gives the kernel's devices back.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -32,12 +33,12 @@ func TestParseGPUs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []agent.GPU{{Index: 0, UUID: "GPU-8b7e3a52-1c4d-6f09-2e1b-7a3c5d9f0e14", Name: "NVIDIA H100 80GB HBM3", MemMiB: 81559}}
+	want := []agent.GPU{{Index: 0, Device: "/dev/nvidia0", UUID: "GPU-8b7e3a52-1c4d-6f09-2e1b-7a3c5d9f0e14", Name: "NVIDIA H100 80GB HBM3", MemMiB: 81559}}
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("h100: %+v", g)
 	}
 	g, err = readGPUs(t, "a100x8.csv")
-	if err != nil || len(g) != 8 || g[7].Index != 7 || g[3].Name != "NVIDIA A100-SXM4-40GB" || g[3].MemMiB != 40960 {
+	if err != nil || len(g) != 8 || g[7].Index != 7 || g[7].Device != "/dev/nvidia7" || g[3].Name != "NVIDIA A100-SXM4-40GB" || g[3].MemMiB != 40960 {
 		t.Errorf("a100x8: %+v %v", g, err)
 	}
 	g, err = readGPUs(t, "mixed-na.csv")
@@ -219,5 +220,48 @@ func TestGPURefused(t *testing.T) {
 	e.schedule(a, ok)
 	if o := e.waitExit(ok.ID, "r"); string(o.stdout) != g[0].UUID+"\n" {
 		t.Errorf("the device after a refusal: %q", o.stdout)
+	}
+}
+
+// TestSandboxHidesOtherGPUs: a sandboxed kernel opens only the device
+// files of its own GPUs: the others read as /dev/null, also for a kernel
+// without a GPU slot (stand-in device files, readable by the kernels).
+func TestSandboxHidesOtherGPUs(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	g, err := readGPUs(t, "a100x8.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = g[:2]
+	// Not under /tmp: kernels have a /tmp of their own.
+	devs, err := os.MkdirTemp("/var/tmp", "bai-gpu-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(devs) })
+	if err := os.Chmod(devs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range g {
+		g[i].Device = filepath.Join(devs, fmt.Sprintf("nvidia%d", i))
+		if err := os.WriteFile(g[i].Device, []byte(fmt.Sprintf("gpu%d", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t)
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-gpu-hide", GPUs: g})
+	read := fmt.Sprintf(`echo "[$(cat %s)] [$(cat %s)]"`, g[0].Device, g[1].Device)
+	withGPU, without := spec("gpu"), spec("cpu-only")
+	withGPU.Slots = map[string]string{"cpu": "1", "mem": "1g", "cuda.device": "1"}
+	withGPU.Run = &events.RunSpec{ID: "r", Exec: read}
+	without.Run = &events.RunSpec{ID: "r", Exec: read}
+	e.schedule(a, withGPU)
+	if o := e.waitExit(withGPU.ID, "r"); string(o.stdout) != "[gpu0] []\n" {
+		t.Errorf("with the first GPU: %q %q", o.stdout, o.stderr)
+	}
+	e.schedule(a, without)
+	if o := e.waitExit(without.ID, "r"); string(o.stdout) != "[] []\n" {
+		t.Errorf("without a GPU: %q %q", o.stdout, o.stderr)
 	}
 }

@@ -478,14 +478,17 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 // sandboxCmd is the command that starts argv through the sandbox helper.
 func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env []string) (*exec.Cmd, error) {
 	spec := initSpec{
-		Argv:     argv,
-		Env:      env,
-		WorkDir:  dir,
-		Hide:     append([]string{filepath.Dir(r.root)}, r.sb.hide...),
-		UID:      kernelUID(k.MainKernelID),
-		Hostname: hostname(k.MainKernelID),
-		TmpSize:  r.sb.opts.TmpSize,
-		NoFile:   r.sb.opts.NoFile,
+		Argv:    argv,
+		Env:     env,
+		WorkDir: dir,
+		Hide:    append([]string{filepath.Dir(r.root)}, r.sb.hide...),
+		// A kernel opens only its own GPUs' device files, whatever
+		// CUDA_VISIBLE_DEVICES it sets itself.
+		HideFiles: r.gpus.Hidden(k.MainKernelID),
+		UID:       kernelUID(k.MainKernelID),
+		Hostname:  hostname(k.MainKernelID),
+		TmpSize:   r.sb.opts.TmpSize,
+		NoFile:    r.sb.opts.NoFile,
 	}
 	if r.sb.cg != nil {
 		spec.Cgroups = r.sb.cg.joinFiles(k.MainKernelID)

@@ -39,6 +39,9 @@ type Spec struct {
 	Env     []string `json:"env"`
 	WorkDir string   `json:"work_dir"` // on the host
 	Hide    []string `json:"hide"`     // host directories hidden under an empty tmpfs
+	// HideFiles are host files (device nodes: GPUs not given to the
+	// kernel) over which /dev/null is bound.
+	HideFiles []string `json:"hide_files,omitempty"`
 	// Cgroups are the files to write "0" to, to join the kernel's cgroups:
 	// v1 tasks files (this thread alone, the one that forks the execution)
 	// or v2 cgroup.procs files.
@@ -100,6 +103,14 @@ func run(s *Spec) error {
 		}
 		if err := syscall.Mount("tmpfs", d, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC|syscall.MS_RDONLY, "size=4k,mode=0700"); err != nil {
 			return fmt.Errorf("hide %s: %w", d, err)
+		}
+	}
+	for _, f := range s.HideFiles {
+		if fi, err := os.Lstat(f); err != nil || fi.IsDir() {
+			continue // absent, or under a directory hidden already
+		}
+		if err := syscall.Mount("/dev/null", f, "", syscall.MS_BIND, ""); err != nil {
+			return fmt.Errorf("hide %s: %w", f, err)
 		}
 	}
 	if err := syscall.Mount("tmpfs", "/home", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64k,mode=0755"); err != nil {
