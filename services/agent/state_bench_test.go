@@ -1,0 +1,31 @@
+package agent
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// BenchmarkKernelStartWrites measures the state writes of one kernel
+// start (the intent, then RUNNING with its initial run), with fsync.
+func BenchmarkKernelStartWrites(b *testing.B) {
+	st, err := openState(filepath.Join(b.TempDir(), "agent.db"), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.close()
+	i := 0
+	for b.Loop() {
+		spec := events.SessionSpec{ID: fmt.Sprint("s", i), MainKernelID: fmt.Sprint("k", i), Slots: map[string]string{"cpu": "1"}}
+		if err := st.putKernel(kernelRecord{Spec: spec, Phase: phaseStarting, CreatedAt: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.putKernelRuns(kernelRecord{Spec: spec, Phase: phaseRunning, CreatedAt: time.Now()}, "r"); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
