@@ -460,7 +460,6 @@ func (s *Service) commit(ctx context.Context, batch []tentative) bool {
 		ledger *events.Event
 		items  []tentative
 		ack    jetstream.PubAckFuture
-		seq    uint64
 	}
 	byAgent := map[*agent]*agentBatch{}
 	var order []*agentBatch
@@ -485,8 +484,10 @@ func (s *Service) commit(ctx context.Context, batch []tentative) bool {
 	}
 	ok := true
 	var places []*placement
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	for _, ab := range order {
-		seq, err := s.waitAck(ctx, ab.ack)
+		seq, err := s.waitAck(wctx, ab.ack)
 		if err != nil {
 			s.refused.Add(1)
 			s.st.dirty = true // retried once the log has caught up
@@ -507,8 +508,10 @@ func (s *Service) commit(ctx context.Context, batch []tentative) bool {
 		p.ack = s.publishAsync(p.ev, jetstream.WithExpectLastSequenceForSubject(sess.lastSeq, filter))
 	}
 	n := 0
+	wctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	for _, p := range places {
-		seq, err := s.waitAck(ctx, p.ack)
+		seq, err := s.waitAck(wctx, p.ack)
 		if err != nil {
 			s.refused.Add(1)
 			continue // its reservation is void once the move reaches us
@@ -551,15 +554,13 @@ func (s *Service) publishAsync(ev *events.Event, opts ...jetstream.PublishOpt) j
 // errNotSent is the outcome of a publish that never left.
 var errNotSent = errors.New("not sent")
 
-// waitAck waits for f's acknowledgement and returns the stored sequence.
-// An error other than a refusal leaves the outcome unknown: what was
-// stored after all reaches the state through the log.
+// waitAck waits for f's acknowledgement until ctx is done and returns
+// the stored sequence. An error other than a refusal leaves the outcome
+// unknown: what was stored after all reaches the state through the log.
 func (s *Service) waitAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
 	if f == nil {
 		return 0, errNotSent
 	}
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
 	select {
 	case ack := <-f.Ok():
 		return ack.Sequence, nil
@@ -568,10 +569,8 @@ func (s *Service) waitAck(ctx context.Context, f jetstream.PubAckFuture) (uint64
 			s.log.Warn().Err(err).Msg("placement_publish_failed")
 		}
 		return 0, err
-	case <-t.C:
-		s.log.Warn().Msg("placement_ack_timeout")
-		return 0, context.DeadlineExceeded
 	case <-ctx.Done():
+		s.log.Warn().Err(ctx.Err()).Msg("placement_ack_timeout")
 		return 0, ctx.Err()
 	}
 }

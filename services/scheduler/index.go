@@ -57,6 +57,10 @@ func (st *state) fill(v *vec, s slots.Set) {
 // recount sets what counts against a's capacity from what is placed and
 // reserved there.
 func (st *state) recount(a *agent) {
+	if a.reserved.IsZero() {
+		st.setUsed(a, a.placed) // sets are replaced, never changed in place
+		return
+	}
 	used, err := a.placed.Add(a.reserved)
 	if err != nil {
 		return // beyond any capacity: nothing sane to count

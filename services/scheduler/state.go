@@ -370,7 +370,9 @@ func (st *state) voidReservations(sess *session) {
 			a.reserved = reserved
 		}
 		st.recount(a)
-		st.dirty = true // capacity freed
+		if sess.agentID != a.id || !sess.status.HoldsCapacity() {
+			st.dirty = true // capacity freed (not turned into this placement)
+		}
 	}
 	clear(sess.resv[len(keep):])
 	sess.resv = keep
