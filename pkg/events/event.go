@@ -43,10 +43,11 @@ const (
 	// Published by the scheduler: why a session still waits (a failed
 	// predicate); no status change. The registry shows it as status_info.
 	EventPendingInfo Name = "session_pending_info"
-	// Published by the scheduler, atomically with each placement, on the
-	// placed agent's ledger subject (AgentLedgerSubject): the per-agent
-	// sequence a placement is conditioned on, so two schedulers cannot both
-	// commit the same capacity. No session, no status.
+	// Published by the scheduler on an agent's ledger subject
+	// (AgentLedgerSubject), conditioned on the agent's last ledger
+	// sequence, before it places anything there: Reservations lists the
+	// placements it is about to publish on that agent, so two schedulers
+	// cannot both commit the same capacity. No session, no status.
 	EventAgentLedger Name = "agent_ledger"
 )
 
@@ -167,6 +168,20 @@ type Event struct {
 	Session *SessionSpec `json:"session,omitempty"`
 	// Run is the code to execute, on EventExecuteRequest.
 	Run *RunSpec `json:"run,omitempty"`
+	// Reservations are the placements a scheduler is about to publish on
+	// the agent, on EventAgentLedger only.
+	Reservations []Reservation `json:"reservations,omitempty"`
+}
+
+// Reservation is one placement announced on an agent's ledger before it
+// is published: the session, its slots, and the session's last sequence
+// that the placement is conditioned on (so the reservation is void once
+// the session's subject moves past it).
+type Reservation struct {
+	AccessKey string            `json:"access_key"`
+	SessionID string            `json:"session_id"`
+	Slots     map[string]string `json:"slots"`
+	Seq       uint64            `json:"seq"`
 }
 
 // Status is the status this event moves its session to, or StatusNone.
@@ -191,6 +206,13 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: %s without a session", ErrBadEvent, e.Name)
 	case e.Name == EventExecuteRequest && e.Run == nil:
 		return fmt.Errorf("%w: %s without a run", ErrBadEvent, e.Name)
+	case len(e.Reservations) > 0 && e.Name != EventAgentLedger:
+		return fmt.Errorf("%w: %s with reservations", ErrBadEvent, e.Name)
+	}
+	for _, r := range e.Reservations {
+		if !ValidToken(r.AccessKey) || !ValidToken(r.SessionID) {
+			return fmt.Errorf("%w: %s reserving a bad access key or session id", ErrBadEvent, e.Name)
+		}
 	}
 	return nil
 }

@@ -143,18 +143,27 @@ func TestDecode(t *testing.T) {
 	if _, err := Decode("bai.session.AK.s1.session_started", data); err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
+	ledger := Event{V: Version, ID: "l1", Name: EventAgentLedger, AccessKey: LedgerOwner, SessionID: "a1", AgentID: "a1",
+		Reservations: []Reservation{{AccessKey: "AK", SessionID: "s1", Slots: map[string]string{"cpu": "1"}, Seq: 7}}}
+	data, _ = json.Marshal(ledger)
+	if got, err := Decode("bai.session._ledger.a1.agent_ledger", data); err != nil || len(got.Reservations) != 1 || got.Reservations[0].Seq != 7 {
+		t.Fatalf("Decode ledger: %+v %v", got, err)
+	}
+	data, _ = json.Marshal(ev)
 	cases := map[string]struct {
 		subj string
 		data []byte
 	}{
-		"other session":  {"bai.session.AK.s2.session_started", data},
-		"other owner":    {"bai.session.BK.s1.session_started", data},
-		"other name":     {"bai.session.AK.s1.kernel_creating", data},
-		"not json":       {"bai.session.AK.s1.session_started", []byte("{")},
-		"future version": {"bai.session.AK.s1.session_started", []byte(`{"v":99,"id":"x","name":"session_started","access_key":"AK","session_id":"s1"}`)},
-		"no id":          {"bai.session.AK.s1.session_started", []byte(`{"v":1,"name":"session_started","access_key":"AK","session_id":"s1"}`)},
-		"enqueued bare":  {"bai.session.AK.s1.session_enqueued", []byte(`{"v":1,"id":"x","name":"session_enqueued","access_key":"AK","session_id":"s1"}`)},
-		"agent mismatch": {"bai.session.AK.s1.session_terminating.a2", []byte(`{"v":1,"id":"x","name":"session_terminating","access_key":"AK","session_id":"s1","agent_id":"a1"}`)},
+		"other session":              {"bai.session.AK.s2.session_started", data},
+		"other owner":                {"bai.session.BK.s1.session_started", data},
+		"other name":                 {"bai.session.AK.s1.kernel_creating", data},
+		"not json":                   {"bai.session.AK.s1.session_started", []byte("{")},
+		"future version":             {"bai.session.AK.s1.session_started", []byte(`{"v":99,"id":"x","name":"session_started","access_key":"AK","session_id":"s1"}`)},
+		"no id":                      {"bai.session.AK.s1.session_started", []byte(`{"v":1,"name":"session_started","access_key":"AK","session_id":"s1"}`)},
+		"enqueued bare":              {"bai.session.AK.s1.session_enqueued", []byte(`{"v":1,"id":"x","name":"session_enqueued","access_key":"AK","session_id":"s1"}`)},
+		"agent mismatch":             {"bai.session.AK.s1.session_terminating.a2", []byte(`{"v":1,"id":"x","name":"session_terminating","access_key":"AK","session_id":"s1","agent_id":"a1"}`)},
+		"reservation off the ledger": {"bai.session.AK.s1.session_started", []byte(`{"v":1,"id":"x","name":"session_started","access_key":"AK","session_id":"s1","reservations":[{"access_key":"AK","session_id":"s1"}]}`)},
+		"bad reservation":            {"bai.session._ledger.a1.agent_ledger", []byte(`{"v":1,"id":"x","name":"agent_ledger","access_key":"_ledger","session_id":"a1","reservations":[{"access_key":"A.K","session_id":"s1"}]}`)},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -3,13 +3,12 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"sort"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
@@ -252,8 +251,9 @@ func (s *Service) plan(ctx context.Context, now time.Time) []tentative {
 // a queue of many thousands informs over a few rounds without stalling.
 const maxInfoPerRound = 1000
 
-// maxPlacementsPerBatch keeps an atomic batch (placements plus one ledger
-// entry per agent) under the server's limit of 1,000 messages.
+// maxPlacementsPerBatch bounds the publishes one commit has in flight
+// (placements plus one ledger entry per agent), well under the client's
+// limit of pending asynchronous publishes.
 const maxPlacementsPerBatch = 400
 
 // placeGroup decides what it can of one group's queue, tentatively.
@@ -419,123 +419,160 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	}
 }
 
-// commit publishes a round's placements in one atomic batch: each
-// placement carries its session's last sequence as a precondition (no
-// session placed twice, none placed after it was cancelled), and one entry
-// per agent on the agent's ledger subject carries the agent's last ledger
-// sequence (no capacity committed on a view that misses another
-// scheduler's placement there). All commit or none does; a refusal means
-// a stale view, and the round is taken again once the log has caught up.
+// commit publishes a round's placements in two steps, each a set of
+// asynchronous publishes whose acknowledgements it waits for:
+//
+//  1. per agent touched, one agent_ledger entry on the agent's ledger
+//     subject listing the round's reservations there, conditioned on the
+//     agent's last ledger sequence as this scheduler knows it;
+//  2. for each placement on an agent whose ledger entry was stored, the
+//     session_scheduled event, conditioned on the session's last sequence
+//     (no session placed twice, none placed after it was cancelled).
+//
+// Why no agent is ever over-committed (DESIGN.md section 7, invariant 1),
+// with any number of schedulers deciding at once and any crash between
+// the steps: every placement on agent X follows a stored ledger entry for
+// X that reserves it, and that entry was conditioned on the last ledger
+// sequence the deciding scheduler had seen, so when it was stored the
+// scheduler had seen every earlier entry of X's ledger. Order X's stored
+// entries E1, E2, ...; at any instant t let Ek be the last one before t.
+// A session holding capacity on X at t was placed through some Ej, j <= k.
+// For j = k, Ek's author counted it as one of its own reservations. For
+// j < k, Ek's author had seen Ej, and counted the session either as placed
+// on X (its placement was in the author's view) or as a live reservation
+// on X: a reservation is dropped from the count only when the author's
+// view shows the session placed (anywhere: once only), ended, or moved
+// past the sequence the placement is conditioned on, and then that
+// placement can never be stored (see reservation). The author counted
+// each session once (a reservation becoming a placement replaces it, see
+// round.add) and checked that the sum fits X's capacity. So at t what X
+// holds is at most what Ek's author counted, which fits.
+//
+// A refused ledger entry (a stale view of X's ledger) places nothing on X
+// this round; it is taken again once the log has caught up. A refused
+// placement (the session moved meanwhile) is not placed; its reservation
+// is void as soon as the move reaches this scheduler. A reservation whose
+// placement was never published (a crash between the steps) counts until
+// its session moves, is placed or ends; the next leader places the
+// session counting that reservation as its own (round.pick).
 func (s *Service) commit(ctx context.Context, batch []tentative) bool {
-	items := make([]batchItem, 0, len(batch)+8)
-	ledgers := map[string]*events.Event{}
-	var order []string
+	type agentBatch struct {
+		ledger *events.Event
+		items  []tentative
+		ack    jetstream.PubAckFuture
+	}
+	byAgent := map[*agent]*agentBatch{}
+	var order []*agentBatch
 	now := time.Now().UTC()
 	for _, t := range batch {
-		sess, a := t.sess, t.agent
-		ev := s.event(sess, events.EventScheduled)
-		ev.AgentID, ev.AgentEpoch, ev.Session = a.info.ID, a.info.Epoch, sess.spec
-		filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
-		items = append(items, batchItem{ev: ev, expect: sess.lastSeq, filter: filter})
-		if ledgers[a.info.ID] == nil {
-			ledgers[a.info.ID] = &events.Event{V: events.Version, ID: ev.ID + "-ledger", Name: events.EventAgentLedger, Time: now,
-				AccessKey: events.LedgerOwner, SessionID: a.info.ID, AgentID: a.info.ID}
-			order = append(order, a.info.ID)
+		ab := byAgent[t.agent]
+		if ab == nil {
+			id := t.agent.info.ID
+			ab = &agentBatch{ledger: &events.Event{V: events.Version, ID: nuid.Next(), Name: events.EventAgentLedger, Time: now,
+				AccessKey: events.LedgerOwner, SessionID: id, AgentID: id}}
+			byAgent[t.agent] = ab
+			order = append(order, ab)
 		}
+		sp := t.sess.spec
+		ab.ledger.Reservations = append(ab.ledger.Reservations, events.Reservation{
+			AccessKey: sp.AccessKey, SessionID: sp.ID, Slots: sp.Slots, Seq: t.sess.lastSeq})
+		ab.items = append(ab.items, t)
 	}
-	for _, id := range order {
-		items = append(items, batchItem{ev: ledgers[id], expect: s.st.ledger[id]})
+	// Step 1: the ledger entries.
+	for _, ab := range order {
+		ab.ack = s.publishAsync(ab.ledger, jetstream.WithExpectLastSequencePerSubject(s.st.ledger[ab.ledger.AgentID]))
 	}
-	seqs, err := s.publishBatch(ctx, items)
-	if err != nil {
-		s.refused.Add(1)
-		s.st.dirty = true // retried once the log has caught up
-		return false
-	}
-	for i, it := range items {
-		s.st.applyMine(it.ev, seqs[i])
-	}
-	s.placed.Add(int64(len(batch)))
-	return true
-}
-
-// batchItem is one message of an atomic batch and its precondition: the
-// last message on filter (its own subject when empty) has sequence expect.
-type batchItem struct {
-	ev     *events.Event
-	expect uint64
-	filter string
-}
-
-// publishBatch publishes items as one JetStream atomic batch: all are
-// stored, contiguously, or none. It returns their sequences.
-func (s *Service) publishBatch(ctx context.Context, items []batchItem) ([]uint64, error) {
-	id := nuid.Next()
-	var reply *nats.Msg
-	for i, it := range items {
-		subj, err := events.EventSubject(it.ev)
+	ok := true
+	var places []*placement
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, ab := range order {
+		seq, err := s.waitAck(wctx, ab.ack)
 		if err != nil {
-			return nil, err
-		}
-		data, err := json.Marshal(it.ev)
-		if err != nil {
-			return nil, err
-		}
-		m := nats.NewMsg(subj)
-		m.Data = data
-		m.Header.Set("Nats-Batch-Id", id)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		m.Header.Set(jetstream.MsgIDHeader, it.ev.ID)
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(it.expect, 10))
-		if it.filter != "" {
-			m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", it.filter)
-		}
-		if i < len(items)-1 {
-			// No reply: the server stages the message silently, in the
-			// order of this connection; the commit's answer says whether
-			// all of them made it (a gap is an incomplete batch, refused
-			// whole). One round trip per batch, not per message.
-			if err := s.cfg.NC.PublishMsg(m); err != nil {
-				return nil, err
-			}
+			s.refused.Add(1)
+			s.st.dirty = true // retried once the log has caught up
+			ok = false
 			continue
 		}
-		m.Header.Set("Nats-Batch-Commit", "1")
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		reply, err = s.cfg.NC.RequestMsgWithContext(rctx, m)
-		cancel()
+		s.st.applyMine(ab.ledger, seq)
+		for _, t := range ab.items {
+			places = append(places, &placement{t: t})
+		}
+	}
+	// Step 2: the placements on the agents whose entries were stored.
+	for _, p := range places {
+		sess, a := p.t.sess, p.t.agent
+		p.ev = s.event(sess, events.EventScheduled)
+		p.ev.AgentID, p.ev.AgentEpoch, p.ev.Session = a.info.ID, a.info.Epoch, sess.spec
+		filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
+		p.ack = s.publishAsync(p.ev, jetstream.WithExpectLastSequenceForSubject(sess.lastSeq, filter))
+	}
+	n := 0
+	wctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, p := range places {
+		seq, err := s.waitAck(wctx, p.ack)
 		if err != nil {
-			s.log.Warn().Err(err).Msg("placement_publish_failed")
-			return nil, err
+			s.refused.Add(1)
+			continue // its reservation is void once the move reaches us
 		}
+		s.st.applyMine(p.ev, seq)
+		n++
 	}
-	var ack struct {
-		Seq   uint64 `json:"seq"`
-		Count int    `json:"count"`
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     uint16 `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
+	s.placed.Add(int64(n))
+	return ok
+}
+
+// placement is one session_scheduled of a commit and its acknowledgement.
+type placement struct {
+	t   tentative
+	ev  *events.Event
+	ack jetstream.PubAckFuture
+}
+
+// publishAsync publishes ev with its id as the message id and opts, not
+// waiting for the acknowledgement (waitAck). A nil future means it could
+// not be sent.
+func (s *Service) publishAsync(ev *events.Event, opts ...jetstream.PublishOpt) jetstream.PubAckFuture {
+	subj, err := events.EventSubject(ev)
+	if err != nil {
+		s.log.Error().Err(err).Msg("bad_decision_subject")
+		return nil
 	}
-	if err := json.Unmarshal(reply.Data, &ack); err != nil {
-		return nil, fmt.Errorf("placement ack: %w", err)
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil
 	}
-	if ack.Error != nil {
-		err := &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode), Description: ack.Error.Description}
+	f, err := s.js.PublishAsync(subj, data, append(opts, jetstream.WithMsgID(ev.ID))...)
+	if err != nil {
+		s.log.Warn().Err(err).Str("event", string(ev.Name)).Msg("placement_publish_failed")
+		return nil
+	}
+	return f
+}
+
+// errNotSent is the outcome of a publish that never left.
+var errNotSent = errors.New("not sent")
+
+// waitAck waits for f's acknowledgement until ctx is done and returns
+// the stored sequence. An error other than a refusal leaves the outcome
+// unknown: what was stored after all reaches the state through the log.
+func (s *Service) waitAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
+	if f == nil {
+		return 0, errNotSent
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
 		if !streams.IsWrongLastSequence(err) {
-			s.log.Warn().Err(err).Msg("placement_refused")
+			s.log.Warn().Err(err).Msg("placement_publish_failed")
 		}
-		return nil, err
+		return 0, err
+	case <-ctx.Done():
+		s.log.Warn().Err(ctx.Err()).Msg("placement_ack_timeout")
+		return 0, ctx.Err()
 	}
-	if ack.Count != len(items) {
-		return nil, fmt.Errorf("placement ack: %d of %d messages", ack.Count, len(items))
-	}
-	seqs := make([]uint64, len(items))
-	for i := range seqs {
-		seqs[i] = ack.Seq - uint64(len(items)-1-i)
-	}
-	return seqs, nil
 }
 
 func (s *Service) event(sess *session, name events.Name) *events.Event {

@@ -193,6 +193,7 @@ type obsSession struct {
 	info      []events.Reason
 	placedSeq uint64
 	enqSeq    uint64
+	lastSeq   uint64 // of its last event on the log
 }
 
 func newObserver(t testing.TB, js jetstream.JetStream) *observer {
@@ -244,6 +245,7 @@ func (o *observer) apply(ev *events.Event, seq uint64) {
 	if s == nil {
 		return
 	}
+	s.lastSeq = max(s.lastSeq, seq)
 	if ev.Name == events.EventPendingInfo {
 		s.info = append(s.info, ev.Reason)
 	}

@@ -54,7 +54,21 @@ func (st *state) fill(v *vec, s slots.Set) {
 	}
 }
 
-// setUsed sets what is placed on a.
+// recount sets what counts against a's capacity from what is placed and
+// reserved there.
+func (st *state) recount(a *agent) {
+	if a.reserved.IsZero() {
+		st.setUsed(a, a.placed) // sets are replaced, never changed in place
+		return
+	}
+	used, err := a.placed.Add(a.reserved)
+	if err != nil {
+		return // beyond any capacity: nothing sane to count
+	}
+	st.setUsed(a, used)
+}
+
+// setUsed sets what counts against a's capacity.
 func (st *state) setUsed(a *agent, used slots.Set) {
 	a.used = used
 	st.fill(&a.uv, used)
@@ -150,6 +164,14 @@ func addVec(a, b vec) bool {
 		a[k] += b[k]
 	}
 	return true
+}
+
+// subVec subtracts b from a in place (b was added to a before).
+func subVec(a, b vec) {
+	b = b[:len(a)]
+	for k := range a {
+		a[k] -= b[k]
+	}
 }
 
 // agentOrder orders a group's agents as a round tries them: by id (the

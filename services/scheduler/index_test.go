@@ -179,9 +179,10 @@ func TestIndexesFollowTheLog(t *testing.T) {
 		var seq uint64
 		next := map[string]int{} // session → index of its next lifecycle event
 		var live []string
+		resv := reservations{}
 		for i := range 400 {
 			seq++
-			switch op := rng.IntN(10); {
+			switch op := rng.IntN(12); {
 			case op < 3 || len(live) == 0:
 				sid := fmt.Sprintf("s%d", i)
 				ak := []string{"AKA", "AKB", "AKC"}[rng.IntN(3)]
@@ -209,6 +210,29 @@ func TestIndexesFollowTheLog(t *testing.T) {
 				if err := st.heartbeat(info, now); err != nil {
 					t.Fatal(err)
 				}
+			case op >= 10:
+				// A ledger entry reserving one to three sessions, at their
+				// last sequence (live), or one before (void at once), or
+				// later (a view ahead of ours).
+				id := fmt.Sprintf("a%d", rng.IntN(8))
+				ev := &events.Event{V: events.Version, Name: events.EventAgentLedger, AccessKey: events.LedgerOwner, SessionID: id, AgentID: id}
+				for range 1 + rng.IntN(3) {
+					k := live[rng.IntN(len(live))]
+					sess := st.sessions[k]
+					if sess == nil {
+						continue
+					}
+					r := events.Reservation{AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, Slots: sess.spec.Slots, Seq: sess.lastSeq}
+					switch rng.IntN(4) {
+					case 0:
+						r.Seq--
+					case 1:
+						r.Seq += 2
+					}
+					ev.Reservations = append(ev.Reservations, r)
+					resv.add(id, k, r.Seq, sess.lastSeq)
+				}
+				st.apply(ev, seq)
 			default:
 				k := live[rng.IntN(len(live))]
 				sess := st.sessions[k]
@@ -225,15 +249,67 @@ func TestIndexesFollowTheLog(t *testing.T) {
 				}
 				st.apply(ev, seq)
 			}
-			if err := checkIndexes(st); err != nil {
+			if err := checkIndexes(st, resv); err != nil {
 				t.Fatalf("seed %d step %d: %v", seed, i, err)
 			}
 		}
 	}
 }
 
-// checkIndexes compares every index with what a walk of the state finds.
-func checkIndexes(st *state) error {
+// reservations are the reservations a test applied: agent → session key
+// → the highest reserved sequence that was live when applied.
+type reservations map[string]map[string]uint64
+
+// add records a reservation of k on agent at seq, applied when k's last
+// sequence was last.
+func (r reservations) add(agent, k string, seq, last uint64) {
+	if seq < last {
+		return // void on arrival
+	}
+	if r[agent] == nil {
+		r[agent] = map[string]uint64{}
+	}
+	r[agent][k] = max(r[agent][k], seq)
+}
+
+// checkIndexes compares every index with what a walk of the state finds,
+// and what counts against each agent with what is placed there plus the
+// live reservations of resv.
+func checkIndexes(st *state, resv reservations) error {
+	for _, a := range st.agents {
+		want := slots.Set{}
+		for _, sess := range st.sessions {
+			if sess.status.HoldsCapacity() && sess.agentID == a.id {
+				want, _ = want.Add(sess.slots)
+			}
+		}
+		placed := want.Clone()
+		reserved := slots.Set{}
+		live := 0
+		for k, seq := range resv[a.id] {
+			if sess := st.sessions[k]; sess != nil && sess.status == events.StatusPending && sess.lastSeq <= seq {
+				live++
+				want, _ = want.Add(sess.slots)
+				reserved, _ = reserved.Add(sess.slots)
+				if !sess.reservedOn(a) {
+					return fmt.Errorf("session %s does not list its reservation on %s", k, a.id)
+				}
+			}
+		}
+		if !c0(a.placed).Equal(placed) || !c0(a.reserved).Equal(reserved) || !c0(a.used).Equal(want) {
+			return fmt.Errorf("agent %s placed %s reserved %s used %s, want %s %s %s", a.id, a.placed, a.reserved, a.used, placed, reserved, want)
+		}
+		if len(a.resv) != live {
+			return fmt.Errorf("agent %s holds %d reservations, want %d", a.id, len(a.resv), live)
+		}
+	}
+	for k, sess := range st.sessions {
+		for _, a := range sess.resv {
+			if _, ok := a.resv[k]; !ok {
+				return fmt.Errorf("session %s lists a reservation on %s that the agent does not hold", k, a.id)
+			}
+		}
+	}
 	running := map[string]int{}
 	held := map[string]map[string]slots.Set{}
 	terminating := map[*session]struct{}{}

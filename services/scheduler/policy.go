@@ -84,6 +84,8 @@ type round struct {
 	placed  map[string]int // access key → sessions placed this round (all groups)
 	// tentative placements of this round, committed together at its end.
 	batch []tentative
+	// scratch holds an agent's used vector less a reservation (pick).
+	scratch vec
 }
 
 // newRound starts a round over group; placed is shared by the rounds of
@@ -108,11 +110,15 @@ func (r *round) used(a *agent) (vec, int64) {
 	return a.uv, a.free
 }
 
-// add places sess on a tentatively.
+// add places sess on a tentatively. A reservation of sess on a is
+// counted already: it becomes this placement.
 func (r *round) add(a *agent, sess *session) {
 	if a.tround != r.id {
 		a.tv = append(a.tv[:0], a.uv...)
 		a.tround = r.id
+	}
+	if sess.reservedOn(a) {
+		return
 	}
 	if req, ok := r.st.request(sess); ok {
 		addVec(a.tv, req)
@@ -204,9 +210,16 @@ func (r *round) overLimit(s *session) string {
 // when s fits nowhere. Dispersed and concentrated take the agent with the
 // best score, the first by id among equals; round-robin the first that
 // fits after the last one used.
+//
+// On an agent that holds a live reservation of s (a placement announced
+// and not published: a crash, or a refusal), s's own reservation is not
+// counted against it: placing s there turns the reservation into the
+// placement, counted once. Without that, a session reserved on an agent
+// it just fills could never be placed there.
 func (r *round) pick(s *session) *agent {
+	own := len(s.resv) > 0
 	for _, f := range r.failed {
-		if dominates(s.slots, f) {
+		if !own && dominates(s.slots, f) {
 			return nil // a smaller request did not fit this round
 		}
 	}
@@ -229,6 +242,12 @@ func (r *round) pick(s *session) *agent {
 			}
 			a := r.agents[j]
 			used, free := r.used(a)
+			if own && s.reservedOn(a) {
+				r.scratch = append(r.scratch[:0], used...)
+				subVec(r.scratch, req)
+				used = r.scratch
+				free = freeVec(a.cv, used)
+			}
 			if bound && best != nil && free <= bestScore {
 				continue
 			}

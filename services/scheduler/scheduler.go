@@ -83,7 +83,7 @@ type Service struct {
 	ready   chan struct{}
 	once    sync.Once
 	leading atomic.Bool
-	refused atomic.Int64 // placement batches the log refused (a stale view)
+	refused atomic.Int64 // ledger entries and placements the log refused (a stale view)
 	placed  atomic.Int64 // placements committed
 	poke    chan struct{}
 
@@ -422,9 +422,13 @@ func (s *Service) take(it input) bool {
 type Snapshot struct {
 	Pending int
 	Placed  map[string]slots.Set // agent id → sum of placed slots
-	Leader  bool
-	// Refused counts the placement batches the log refused since the
-	// start; Committed the placements it accepted.
+	// Reserved is, per agent, the sum of the live reservations (placements
+	// announced on its ledger and not yet published).
+	Reserved map[string]slots.Set
+	Leader   bool
+	// Refused counts the ledger entries and placements the log refused
+	// (or that were not acknowledged) since the start; Committed the
+	// placements it accepted.
 	Refused, Committed int64
 }
 
@@ -432,9 +436,12 @@ type Snapshot struct {
 func (s *Service) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Pending: len(s.st.pending), Placed: map[string]slots.Set{}, Leader: s.leading.Load(), Refused: s.refused.Load(), Committed: s.placed.Load()}
+	snap := Snapshot{Pending: len(s.st.pending), Placed: map[string]slots.Set{}, Reserved: map[string]slots.Set{}, Leader: s.leading.Load(), Refused: s.refused.Load(), Committed: s.placed.Load()}
 	for id, a := range s.st.agents {
-		snap.Placed[id] = a.used.Clone()
+		snap.Placed[id] = a.placed.Clone()
+		if !a.reserved.IsZero() {
+			snap.Reserved[id] = a.reserved.Clone()
+		}
 	}
 	return snap
 }

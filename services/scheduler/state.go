@@ -34,6 +34,9 @@ type session struct {
 	rvNeg bool // it asks a negative quantity of some key
 	// held: its slots are counted in state.held.
 	held bool
+	// resv lists the agents holding a live reservation of it (see
+	// reservation).
+	resv []*agent
 }
 
 // finished is what is kept of a final session: enough for --depends and
@@ -58,7 +61,29 @@ type agent struct {
 	id       string // its key in state.agents
 	info     events.AgentInfo
 	capacity slots.Set
+	// used is what counts against capacity: placed plus reserved. The
+	// vectors and free scores above follow it (setUsed).
 	used     slots.Set
+	placed   slots.Set // the slots of the sessions placed here holding capacity
+	reserved slots.Set // the slots of the live reservations in resv
+	// resv holds the live reservations on the agent's ledger, by session
+	// key.
+	resv map[string]reservation
+}
+
+// reservation is a placement announced on an agent's ledger (an
+// agent_ledger event) and maybe not (yet) published. It counts against
+// the agent's capacity while it can still become a placement: while its
+// session is PENDING and the session's last sequence is at most seq, the
+// sequence the placement is conditioned on. Once the session is placed
+// (anywhere), ends, or has any later event on its subject, a placement
+// conditioned on seq can never be stored: the reservation is void, for
+// good (a session's sequence only grows and it never returns to PENDING).
+// A session reserved several times on one agent counts once, with the
+// highest seq (the only one that can still be live).
+type reservation struct {
+	seq  uint64
+	sess *session
 }
 
 // orphan is a placement of a session that was already final (the loser of
@@ -121,7 +146,8 @@ func (st *state) agent(id string) *agent {
 	a := st.agents[id]
 	if a == nil {
 		n := len(st.keys)
-		a = &agent{id: id, capacity: slots.Set{}, used: slots.Set{}, seen: st.now(), cv: make(vec, n), uv: make(vec, n)}
+		a = &agent{id: id, capacity: slots.Set{}, used: slots.Set{}, placed: slots.Set{}, reserved: slots.Set{},
+			seen: st.now(), cv: make(vec, n), uv: make(vec, n)}
 		st.agents[id] = a
 		st.enlist(a)
 	}
@@ -143,13 +169,21 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 		return
 	}
 	if ev.Name == events.EventAgentLedger {
-		if ev.AccessKey == events.LedgerOwner && seq > st.ledger[ev.SessionID] {
-			st.ledger[ev.SessionID] = seq
+		if ev.AccessKey == events.LedgerOwner {
+			if seq > st.ledger[ev.SessionID] {
+				st.ledger[ev.SessionID] = seq
+			}
+			st.reserve(ev)
 		}
 		return
 	}
 	k := key(ev.AccessKey, ev.SessionID)
 	sess := st.sessions[k]
+	if sess != nil && len(sess.resv) > 0 {
+		// Whatever this event does to the session, its reservations may
+		// be void after it.
+		defer st.voidReservations(sess)
+	}
 	if ev.Name == events.EventEnqueued {
 		if sess != nil || ev.Session == nil {
 			return
@@ -210,8 +244,9 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	if to == events.StatusScheduled {
 		sess.agentID = ev.AgentID
 		a := st.agent(ev.AgentID)
-		if used, err := a.used.Add(sess.slots); err == nil {
-			st.setUsed(a, used)
+		if placed, err := a.placed.Add(sess.slots); err == nil {
+			a.placed = placed
+			st.recount(a)
 		}
 	}
 	if to != events.StatusPending {
@@ -223,8 +258,9 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	if to.Final() {
 		if from.HoldsCapacity() && sess.agentID != "" {
 			a := st.agent(sess.agentID)
-			if used, err := a.used.Sub(sess.slots); err == nil {
-				st.setUsed(a, used)
+			if placed, err := a.placed.Sub(sess.slots); err == nil {
+				a.placed = placed
+				st.recount(a)
 			}
 			st.dirty = true
 		}
@@ -274,4 +310,80 @@ func (st *state) agentGone(id string) {
 // live reports whether a takes placements.
 func (a *agent) live(now time.Time, timeout time.Duration) bool {
 	return !a.gone && !a.lost && !a.seen.IsZero() && now.Sub(a.seen) <= timeout
+}
+
+// reserve records the reservations of an agent_ledger event that are
+// live (see reservation). Replaying the log rebuilds them: the session's
+// events before the ledger entry are applied before it, those after it
+// void it as they come.
+func (st *state) reserve(ev *events.Event) {
+	if len(ev.Reservations) == 0 {
+		return
+	}
+	a := st.agent(ev.SessionID)
+	changed := false
+	for _, r := range ev.Reservations {
+		k := key(r.AccessKey, r.SessionID)
+		sess := st.sessions[k]
+		if sess == nil || sess.status != events.StatusPending || sess.lastSeq > r.Seq {
+			continue // void already (or never a session we could place)
+		}
+		if old, ok := a.resv[k]; ok {
+			if r.Seq > old.seq {
+				a.resv[k] = reservation{seq: r.Seq, sess: sess}
+			}
+			continue // counted once
+		}
+		// What counts is the session's own request, which is what its
+		// placement would hold (the payload's slots are the same, for
+		// the reader of the log).
+		reserved, err := a.reserved.Add(sess.slots)
+		if err != nil {
+			continue
+		}
+		if a.resv == nil {
+			a.resv = map[string]reservation{}
+		}
+		a.resv[k] = reservation{seq: r.Seq, sess: sess}
+		a.reserved = reserved
+		sess.resv = append(sess.resv, a)
+		changed = true
+	}
+	if changed {
+		st.recount(a)
+	}
+}
+
+// voidReservations drops the reservations of sess that can no longer
+// become a placement, after an event of sess.
+func (st *state) voidReservations(sess *session) {
+	k := key(sess.spec.AccessKey, sess.spec.ID)
+	keep := sess.resv[:0]
+	for _, a := range sess.resv {
+		r := a.resv[k]
+		if sess.status == events.StatusPending && sess.lastSeq <= r.seq {
+			keep = append(keep, a)
+			continue
+		}
+		delete(a.resv, k)
+		if reserved, err := a.reserved.Sub(sess.slots); err == nil {
+			a.reserved = reserved
+		}
+		st.recount(a)
+		if sess.agentID != a.id || !sess.status.HoldsCapacity() {
+			st.dirty = true // capacity freed (not turned into this placement)
+		}
+	}
+	clear(sess.resv[len(keep):])
+	sess.resv = keep
+}
+
+// reservedOn reports whether sess holds a live reservation on a.
+func (sess *session) reservedOn(a *agent) bool {
+	for _, b := range sess.resv {
+		if b == a {
+			return true
+		}
+	}
+	return false
 }
