@@ -103,6 +103,25 @@ func (rc *rawConn) denied(t *testing.T, what, subject string) {
 }
 
 // startSleeper starts a session as tn that stays running.
+// rawAgent connects as the embedded agent's NATS user; it returns the
+// connection and the agent id the user is scoped to.
+func (r *running) rawAgent(t *testing.T) (*rawConn, string) {
+	t.Helper()
+	r.srv.mu.Lock()
+	pass, agentID := r.srv.auth.passwords["bai-agent"], r.srv.auth.agentID
+	r.srv.mu.Unlock()
+	rc := &rawConn{errs: make(chan error, 64)}
+	var err error
+	rc.nc, err = nats.Connect(r.srv.ClientURL(), nats.UserInfo("bai-agent", pass), nats.NoReconnect(),
+		nats.CustomInboxPrefix(agentInboxPrefix(agentID)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rc.errs <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rc.nc.Close)
+	return rc, agentID
+}
+
 func (r *running) startSleeper(t *testing.T, tn tenant) string {
 	t.Helper()
 	code, out, errOut := r.baiAs(t, tn, "start", "python")
@@ -128,10 +147,12 @@ func TestTenantCannotSubscribeToOthers(t *testing.T) {
 	r := startServer(t, t.TempDir())
 	a, b := r.newTenant(t, "user", ""), r.newTenant(t, "user", "")
 	bSessions, _ := events.OwnerSessionsFilter(b.ak)
+	bLive, _ := events.LiveOwnerSessionsFilter(b.ak)
+	aRaw, _ := events.OwnerSessionsFilter(a.ak) // its own, but not the live copy
 	bOutput, _ := events.OwnerOutputFilter(b.ak)
 	rc := r.rawAs(t, a)
 	for _, subj := range []string{
-		bSessions, bOutput, events.AllSessionsFilter, events.AllOutputFilter, "bai.>", ">",
+		bSessions, bLive, aRaw, bOutput, events.AllSessionsFilter, events.LiveAllSessionsFilter, events.AllOutputFilter, "bai.>", "bai.live.>", ">",
 		"_INBOX.>", events.InboxPrefix(b.ak) + ".>", "$JS.API.>", "$KV.>", "$SYS.>",
 	} {
 		if _, err := rc.nc.SubscribeSync(subj); err != nil {
@@ -140,7 +161,7 @@ func TestTenantCannotSubscribeToOthers(t *testing.T) {
 		rc.denied(t, "subscribe", subj)
 	}
 	// A's own subjects are allowed, and B's session events never reach A.
-	own, _ := events.OwnerSessionsFilter(a.ak)
+	own, _ := events.LiveOwnerSessionsFilter(a.ak)
 	sub, err := rc.nc.SubscribeSync(own)
 	if err != nil {
 		t.Fatal(err)
@@ -478,7 +499,6 @@ func TestAgentIdentity(t *testing.T) {
 	var logs natstest.SyncBuffer
 	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"},
 		Log: zerolog.New(&logs).Level(zerolog.InfoLevel)})
-	srv := r.srv
 	b := r.newTenant(t, "user", "")
 	id := r.startSleeper(t, b)
 	info, err := r.clientAs(t, b).Get(context.Background(), id)
@@ -490,20 +510,10 @@ func TestAgentIdentity(t *testing.T) {
 		t.Fatalf("a service hit a NATS error:\n%s", logs.String())
 	}
 
-	srv.mu.Lock()
-	pass, agentID := srv.auth.passwords["bai-agent"], srv.auth.agentID
-	srv.mu.Unlock()
+	rc, agentID := r.rawAgent(t)
 	if agentID != info.AgentID {
 		t.Fatalf("agent user scoped to %q, session placed on %q", agentID, info.AgentID)
 	}
-	rc := &rawConn{errs: make(chan error, 64)}
-	rc.nc, err = nats.Connect(srv.ClientURL(), nats.UserInfo("bai-agent", pass), nats.NoReconnect(),
-		nats.CustomInboxPrefix(agentInboxPrefix(agentID)),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rc.errs <- err }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.nc.Close()
 	// It reads no other agent's work, no session log, no replies of others.
 	for _, subj := range []string{events.AllSessionsFilter, "bai.session.*.*.*.agent-other", "bai.work.>", "bai.work.agent-other", "_INBOX.>", "$KV.>"} {
 		if _, err := rc.nc.SubscribeSync(subj); err != nil {
@@ -731,5 +741,59 @@ func TestPolicyIdleTimeoutAndLifetime(t *testing.T) {
 	}
 	if !strings.Contains(msg, "max session lifetime of 3s") {
 		t.Fatalf("terminate request message %q", msg)
+	}
+}
+
+// TestFollowersSeeOnlyWhatTheLogStored: bai events and bai run follow the
+// live copy of the log, so an event the log refuses (here an agent's
+// event conditioned on a sequence the session is past) never reaches
+// them; what the log stores does.
+func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	b := r.newTenant(t, "user", "")
+	id := r.startSleeper(t, b)
+	cl := r.clientAs(t, b)
+	w, err := cl.Watch(context.Background(), "", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	rc, agentID := r.rawAgent(t)
+	info, err := cl.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := events.Event{V: events.Version, ID: "refused-" + id, Name: events.EventPendingInfo, Time: time.Now().UTC(),
+		AccessKey: b.ak, SessionID: id, KernelID: info.MainKernelID, AgentID: agentID, Message: "never stored"}
+	subj, _ := events.EventSubject(&refused)
+	filter, _ := events.SessionFilter(b.ak, id)
+	data, _ := json.Marshal(&refused)
+	m := nats.NewMsg(subj)
+	m.Data = data
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "1")
+	m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", filter)
+	reply, err := rc.nc.RequestMsg(m, 5*time.Second)
+	if err != nil || !strings.Contains(string(reply.Data), "wrong last sequence") {
+		t.Fatalf("the log took it: %v %s", err, reply.Data)
+	}
+	if code, out, errOut := r.baiAs(t, b, "rm", id); code != 0 {
+		t.Fatalf("rm: %d %q %q", code, out, errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		it, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("follow until terminated: %v", err)
+		}
+		if it.Event == nil {
+			continue
+		}
+		if it.Event.ID == refused.ID {
+			t.Fatalf("a follower got the event the log refused")
+		}
+		if it.Event.Name == events.EventTerminated {
+			return
+		}
 	}
 }

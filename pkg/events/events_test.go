@@ -112,6 +112,26 @@ func TestSubjects(t *testing.T) {
 	}
 }
 
+func TestLiveSubjects(t *testing.T) {
+	if f, err := LiveSessionFilter("AK", "s1"); err != nil || f != "bai.live.session.AK.s1.>" {
+		t.Fatalf("LiveSessionFilter = %q, %v", f, err)
+	}
+	if f, err := LiveOwnerSessionsFilter("AK"); err != nil || f != "bai.live.session.AK.>" {
+		t.Fatalf("LiveOwnerSessionsFilter = %q, %v", f, err)
+	}
+	if _, err := LiveSessionFilter("A.K", "s1"); !errors.Is(err, ErrBadSubject) {
+		t.Fatalf("LiveSessionFilter of a bad token: %v", err)
+	}
+	if s, err := FromLive("bai.live.session.AK.s1.session_started"); err != nil || s != "bai.session.AK.s1.session_started" {
+		t.Fatalf("FromLive = %q, %v", s, err)
+	}
+	for _, bad := range []string{"bai.session.AK.s1.session_started", "bai.live.out.AK.s1.r", "bai.live"} {
+		if _, err := FromLive(bad); !errors.Is(err, ErrBadSubject) {
+			t.Errorf("FromLive(%q) accepted", bad)
+		}
+	}
+}
+
 func TestWorkQueueSubjects(t *testing.T) {
 	if q, err := AgentQueueSubject("agent-1"); err != nil || q != "bai.work.agent-1" {
 		t.Fatalf("AgentQueueSubject = %q, %v", q, err)

@@ -103,6 +103,46 @@ func OwnerSessionsFilter(ak string) (string, error) {
 //	bai.session.>
 const AllSessionsFilter = "bai.session.>"
 
+// The live copy of the session log: the NATS server republishes every
+// event the log stores, and only those, under bai.live.session.>, with the
+// log's sequence in the Nats-Sequence header. Followers subscribe there.
+const (
+	// LiveAllSessionsFilter matches the live copy of every session event.
+	LiveAllSessionsFilter = "bai.live.session.>"
+	livePrefix            = "bai.live."
+)
+
+// LiveSessionFilter matches the live copy of one session's events.
+//
+//	bai.live.session.<ak>.<sid>.>
+func LiveSessionFilter(ak, sid string) (string, error) {
+	f, err := SessionFilter(ak, sid)
+	if err != nil {
+		return "", err
+	}
+	return livePrefix + strings.TrimPrefix(f, "bai."), nil
+}
+
+// LiveOwnerSessionsFilter matches the live copy of one access key's
+// session events.
+//
+//	bai.live.session.<ak>.>
+func LiveOwnerSessionsFilter(ak string) (string, error) {
+	f, err := OwnerSessionsFilter(ak)
+	if err != nil {
+		return "", err
+	}
+	return livePrefix + strings.TrimPrefix(f, "bai."), nil
+}
+
+// FromLive is the session log subject of a live copy's subject.
+func FromLive(subj string) (string, error) {
+	if !strings.HasPrefix(subj, livePrefix+"session.") {
+		return "", fmt.Errorf("%w: %q is not a live session subject", ErrBadSubject, subj)
+	}
+	return "bai." + strings.TrimPrefix(subj, livePrefix), nil
+}
+
 // AgentWorkFilter matches the work addressed to one agent in the session
 // log. Agents do not consume it there (see AgentQueueSubject); it is the
 // filter of the log's own record of an agent's work.

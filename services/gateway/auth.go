@@ -185,10 +185,10 @@ func (a *AuthService) handleAuth(m *nats.Msg) {
 // in the keypairs bucket.
 func Permissions(ak string, admin bool) jwt.Permissions {
 	api, _ := events.APISubject(ak, ">")
-	sessions, _ := events.OwnerSessionsFilter(ak)
+	sessions, _ := events.LiveOwnerSessionsFilter(ak)
 	output, _ := events.OwnerOutputFilter(ak)
 	if admin {
-		sessions, output = events.AllSessionsFilter, events.AllOutputFilter
+		sessions, output = events.LiveAllSessionsFilter, events.AllOutputFilter
 	}
 	var p jwt.Permissions
 	p.Pub.Allow.Add(api)

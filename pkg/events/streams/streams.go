@@ -75,8 +75,11 @@ func SessionStreamConfig(o Options) jetstream.StreamConfig {
 		Duplicates:  2 * time.Minute,
 		Replicas:    o.Replicas,
 		AllowDirect: true,
-		// A placement and its agent ledger entry commit together.
-		AllowAtomicPublish: true,
+		// Followers (bai events, bai run) read the live copy: only what
+		// the log stored, in its order. A core subscriber of the log's
+		// own subjects would also get what the log refused (a placement
+		// refused by its guard, a repeated create).
+		RePublish: &jetstream.RePublish{Source: events.AllSessionsFilter, Destination: events.LiveAllSessionsFilter},
 	}
 }
 
@@ -194,6 +197,7 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.
 		same(cfg.MaxBytes, have.MaxBytes) && same(int64(cfg.Duplicates), int64(have.Duplicates)) &&
 		have.Replicas == max(cfg.Replicas, 1) && have.AllowDirect == cfg.AllowDirect &&
 		have.AllowAtomicPublish == cfg.AllowAtomicPublish && have.Discard == cfg.Discard &&
+		(have.RePublish == nil) == (cfg.RePublish == nil) && (cfg.RePublish == nil || *have.RePublish == *cfg.RePublish) &&
 		same(int64(cfg.MaxConsumers), int64(have.MaxConsumers)) && sameSources(cfg.Sources, have.Sources) {
 		return nil
 	}

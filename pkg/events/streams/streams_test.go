@@ -34,7 +34,7 @@ func TestProvisionIsIdempotentAndUpdatesOnlyOnChange(t *testing.T) {
 		}
 	}
 	st, _ := js.Stream(ctx, Sessions)
-	if got := st.CachedInfo().Config; got.MaxAge != 30*24*time.Hour || !got.AllowAtomicPublish || got.Duplicates != 2*time.Minute {
+	if got := st.CachedInfo().Config; got.MaxAge != 30*24*time.Hour || got.RePublish == nil || got.Duplicates != 2*time.Minute {
 		t.Fatalf("session stream config %+v", got)
 	}
 	before := created()

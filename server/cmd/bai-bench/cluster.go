@@ -62,7 +62,7 @@ func startCluster(cfg clusterConfig) (*cluster, error) {
 	t0 := time.Now()
 	c := &cluster{secret: randHex(20), svcPass: randHex(20)}
 	api, _ := events.APISubject(benchAK, ">")
-	sessions, _ := events.OwnerSessionsFilter(benchAK)
+	sessions, _ := events.LiveOwnerSessionsFilter(benchAK)
 	output, _ := events.OwnerOutputFilter(benchAK)
 	opts := &natsserver.Options{
 		ServerName: "bai-bench",

@@ -56,7 +56,11 @@ func (t *tracker) since(at time.Time) int64 { return max(int64(at.Sub(t.base)), 
 // onEvent is the subscriber's handler.
 func (t *tracker) onEvent(m *nats.Msg) {
 	now := time.Now()
-	ss, err := events.ParseSessionSubject(m.Subject)
+	subj, err := events.FromLive(m.Subject)
+	if err != nil {
+		return
+	}
+	ss, err := events.ParseSessionSubject(subj)
 	if err != nil {
 		return
 	}
@@ -129,7 +133,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 		defer clients[i].Close()
 	}
 	t := newTracker(o.sessions, o.scenario == "closed")
-	filter, _ := events.OwnerSessionsFilter(benchAK)
+	filter, _ := events.LiveOwnerSessionsFilter(benchAK)
 	sub, err := clients[nClients].Conn().Subscribe(filter, t.onEvent)
 	if err != nil {
 		return err

@@ -43,7 +43,8 @@ type Watcher struct {
 	err   error // a subscription failed (permissions)
 }
 
-// Watch subscribes to the events (events.SessionFilter) and output
+// Watch subscribes to the events (their live copy: events.LiveSessionFilter,
+// what the log stored and nothing it refused) and output
 // (events.OutputFilter) of session sid owned by access key ak (empty: the
 // client's own). The subscriptions are in place on the server when Watch
 // returns, so a create sent afterwards misses nothing. Close it when done.
@@ -64,7 +65,7 @@ func (c *Client) watch(ctx context.Context, ak, sid string, flush bool) (*Watche
 	if ak == "" {
 		ak = c.ak
 	}
-	evSubj, err := events.SessionFilter(ak, sid)
+	evSubj, err := events.LiveSessionFilter(ak, sid)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +113,12 @@ func (w *Watcher) push(it Item) {
 }
 
 func (w *Watcher) onEvent(m *nats.Msg) {
-	ev, err := events.Decode(m.Subject, m.Data)
+	subj, err := events.FromLive(m.Subject)
+	if err != nil {
+		w.push(Item{Err: err})
+		return
+	}
+	ev, err := events.Decode(subj, m.Data)
 	if err != nil {
 		w.push(Item{Err: fmt.Errorf("event on %s: %w", m.Subject, err)})
 		return
