@@ -221,16 +221,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 res = [libc.ptrace(16, pid, 0, 0) for pid in [` + strconv.Itoa(os.Getpid()) + `, 1]]
 print(res)
 `}, want: "[-1, -1]\n"},
-		{name: "nats-port", run: events.RunSpec{Code: `
-import socket
-s = socket.socket()
-s.settimeout(2)
-try:
-    s.connect(("127.0.0.1", ` + port + `))
-    print("connected")
-except OSError:
-    print("refused")
-`}, want: "refused\n"},
+		{name: "nats-port", run: events.RunSpec{Code: connectCode(port)}, want: "refused\n"},
 		{name: "uid", run: events.RunSpec{Exec: `[ "$(id -u)" != 0 ] && echo unprivileged`}, want: "unprivileged\n"},
 		{name: "hostname", run: events.RunSpec{Exec: `hostname`}, want: sp.MainKernelID + "\n"},
 		{name: "setuid-root", run: events.RunSpec{Exec: `grep NoNewPrivs /proc/self/status | tr -d '\t '`}, want: "NoNewPrivs:1\n"},
@@ -252,16 +243,10 @@ except OSError:
 	}
 }
 
-// TestSandboxNetworkOnRequest: a kernel has no network unless its session
-// asks for one; then it has the host's (it reaches a port on the host's
-// loopback).
-func TestSandboxNetworkOnRequest(t *testing.T) {
-	needSandbox(t)
-	t.Parallel()
-	e := newEnv(t)
-	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-net"})
-	_, port, _ := strings.Cut(e.s.ClientURL(), "://127.0.0.1:")
-	connect := `
+// connectCode is python that prints whether it could connect to port on
+// 127.0.0.1: "connected" or "refused".
+func connectCode(port string) string {
+	return `
 import socket
 s = socket.socket()
 s.settimeout(2)
@@ -271,6 +256,18 @@ try:
 except OSError:
     print("refused")
 `
+}
+
+// TestSandboxNetworkOnRequest: a kernel has no network unless its session
+// asks for one; then it has the host's (it reaches a port on the host's
+// loopback).
+func TestSandboxNetworkOnRequest(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	e := newEnv(t)
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-net"})
+	_, port, _ := strings.Cut(e.s.ClientURL(), "://127.0.0.1:")
+	connect := connectCode(port)
 	for _, tc := range []struct {
 		network bool
 		want    string
