@@ -119,7 +119,10 @@ func fitsVec(used, req, capacity vec) bool {
 	return true
 }
 
-// scoreVec is freeScoreWith over vectors of the same length.
+// scoreVec is the free score (freeScoreWith in the tests: the sum over slot
+// kinds of the free fraction, in parts per million, after adding req)
+// over vectors of the same length. It only ranks agents; whether a session
+// fits is decided by exact slot arithmetic.
 func scoreVec(capacity, used, req vec) int64 {
 	used, req = used[:len(capacity)], req[:len(capacity)]
 	var score int64

@@ -296,20 +296,5 @@ func dominantShare(used, total slots.Set) float64 {
 	return m
 }
 
-// freeScore ranks how much room is left: the sum over slot kinds of the
-// free fraction, in parts per million. It only ranks agents; whether a
-// session fits is decided by exact slot arithmetic.
-func freeScore(capacity, used slots.Set) int64 {
-	var score int64
-	for k, c := range capacity {
-		if c <= 0 {
-			continue
-		}
-		free := c - used[k]
-		score += int64(float64(free) / float64(c) * 1e6)
-	}
-	return score
-}
-
 // Check reports what is wrong with g, before anything starts.
 func (g GroupPolicy) Check() error { return g.fill() }

@@ -24,3 +24,36 @@ func TestFreeScoreWith(t *testing.T) {
 		}
 	}
 }
+
+// The scan-based scores scoreVec and the agents' cached free scores must
+// agree with: the reference definitions.
+
+// freeScore ranks how much room is left: the sum over slot kinds of the
+// free fraction, in parts per million. It only ranks agents; whether a
+// session fits is decided by exact slot arithmetic.
+func freeScore(capacity, used slots.Set) int64 {
+	var score int64
+	for k, c := range capacity {
+		if c <= 0 {
+			continue
+		}
+		free := c - used[k]
+		score += int64(float64(free) / float64(c) * 1e6)
+	}
+	return score
+}
+
+// freeScoreWith is freeScore(capacity, used+add) without building the sum,
+// so that pick allocates nothing per agent. The sum must not overflow
+// (AddFits checked it).
+func freeScoreWith(capacity, used, add slots.Set) int64 {
+	var score int64
+	for k, c := range capacity {
+		if c <= 0 {
+			continue
+		}
+		free := c - (used[k] + add[k])
+		score += int64(float64(free) / float64(c) * 1e6)
+	}
+	return score
+}
