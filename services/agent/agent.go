@@ -322,12 +322,17 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		MaxAckPending: 1024,
 		MemoryStorage: true,
 	}
+	queue, err := s.js.Stream(ctx, streams.Work)
+	if err != nil {
+		return nil, fmt.Errorf("work queue: %w", err)
+	}
+	incarnation := uint64(queue.CachedInfo().Created.UnixNano())
 	cons, err := s.js.Consumer(ctx, streams.Work, name)
 	switch {
 	case err == nil:
 		info := cons.CachedInfo()
 		if info.NumAckPending == 0 {
-			return cons, s.started(cons)
+			return cons, s.started(cons, incarnation)
 		}
 		// The resume point first: a crash between the delete and the
 		// creation must not lose the work in between.
@@ -346,7 +351,14 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h := s.st.handled.Load(); s.st.knowsWork() && (seq == 0 || h+1 < seq) {
+		known, stream := s.st.knowsWork()
+		switch h := s.st.handled.Load(); {
+		case known && stream != 0 && stream != incarnation:
+			// The work queue was made again (its NATS store lost): the
+			// cursor counted in the old one; all of the new one is new.
+			s.log.Warn().Uint64("cursor", h).Msg("work queue made again: its work from the start")
+			cfg.DeliverPolicy, seq = jetstream.DeliverAllPolicy, 0
+		case known && (seq == 0 || h+1 < seq):
 			// The server forgot the consumer (a restart): from the cursor.
 			seq = h + 1
 		}
@@ -362,17 +374,16 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create agent consumer %s: %w", name, err)
 	}
-	return cons, s.started(cons)
+	return cons, s.started(cons, incarnation)
 }
 
 // started settles the state once the work consumer is made: no reset in
-// progress, and a cursor. A new agent's cursor starts where its consumer
-// does, saved before its first heartbeat, so before anything can be
-// placed on it.
-func (s *Service) started(cons jetstream.Consumer) error {
-	if !s.st.knowsWork() {
-		s.st.handled.Store(cons.CachedInfo().AckFloor.Stream)
-		if err := s.st.saveWork(true); err != nil {
+// progress, and a cursor in this incarnation of the work queue. A new
+// agent's cursor starts where its consumer does, saved before its first
+// heartbeat, so before anything can be placed on it.
+func (s *Service) started(cons jetstream.Consumer, incarnation uint64) error {
+	if known, stream := s.st.knowsWork(); !known || stream != incarnation {
+		if err := s.st.resetWork(cons.CachedInfo().AckFloor.Stream, incarnation); err != nil {
 			return err
 		}
 	}
@@ -425,7 +436,7 @@ func (s *Service) heartbeats(ctx context.Context) {
 			// some work again after a NATS restart, nothing worse.
 			if time.Since(saved) >= cursorSaveEvery {
 				saved = time.Now()
-				if err := s.st.saveWork(false); err != nil {
+				if err := s.st.saveWork(); err != nil {
 					s.log.Warn().Err(err).Msg("save work cursor")
 				}
 			}
@@ -447,7 +458,7 @@ func (s *Service) shutdown(ctx context.Context) {
 		k.killAll(s.log)
 	}
 	s.execs.Wait()
-	if err := s.st.saveWork(false); err != nil {
+	if err := s.st.saveWork(); err != nil {
 		s.log.Warn().Err(err).Msg("save work cursor")
 	}
 	if s.kv != nil {

@@ -827,8 +827,9 @@ func TestProcessRuntimeInterpreter(t *testing.T) {
 // TestNATSRestartForgetsConsumer: the work consumer lives in the NATS
 // server's memory, so a NATS restart forgets it; the agent makes it again
 // from its own cursor. Work placed while the agent and its consumer were
-// both gone is handled, work handled before is not handled again, and a
-// running agent picks up work placed after the restart.
+// both gone is handled, work handled before is not handled again, a
+// running agent picks up work placed after the restart, and after a
+// restart that lost the NATS store (a new work queue, counting from 1).
 func TestNATSRestartForgetsConsumer(t *testing.T) {
 	t.Parallel()
 	opts := natstest.Options(t.TempDir())
@@ -851,7 +852,7 @@ func TestNATSRestartForgetsConsumer(t *testing.T) {
 		e.s.WaitForShutdown()
 		e.s = natstest.RunServerWithOptions(t, opts)
 		e.connect()
-		if _, err := e.js.Consumer(context.Background(), streams.Work, "bai-agent-agent-n"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if _, err := e.js.Consumer(context.Background(), streams.Work, "bai-agent-agent-n"); !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			t.Fatalf("work consumer after a NATS restart: %v, want it forgotten", err)
 		}
 	}
@@ -881,6 +882,20 @@ func TestNATSRestartForgetsConsumer(t *testing.T) {
 		if c := count(e.sessionEvents(sid), events.EventKernelStarted); c != 1 {
 			t.Errorf("session %s: %d kernel_started, want 1", sid, c)
 		}
+	}
+
+	// The NATS store is lost: the work queue is made again and counts
+	// from 1, below the agent's cursor; its work is still handled.
+	opts.StoreDir = t.TempDir()
+	restart()
+	if err := streams.Provision(context.Background(), e.js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := spec("fresh")
+	fresh.Run = &events.RunSpec{ID: "r1", Code: `print("fresh")`}
+	e.schedule(b, fresh)
+	if o := e.waitExit(fresh.ID, "r1"); string(o.stdout) != "fresh\n" {
+		t.Fatalf("work in a new work queue: stdout %q", o.stdout)
 	}
 	b.stop() // before the server's cleanup
 }

@@ -55,6 +55,9 @@ type state struct {
 	mu      sync.Mutex
 	saved   uint64 // the cursor in the db
 	hasWork bool   // whether the db has a cursor at all
+	// stream is the work queue the cursor counts in: its creation time
+	// (Unix ns); a queue made again (a NATS store lost) starts at 1.
+	stream uint64
 }
 
 func openState(path string, noSync bool) (*state, error) {
@@ -282,16 +285,24 @@ func (st *state) setResumeSeq(seq uint64) error {
 	return nil
 }
 
-// metaWork is the saved work cursor (see state.handled).
-var metaWork = []byte("work")
+// metaWork is the saved work cursor (see state.handled); metaWorkStream
+// the work queue it counts in (state.stream).
+var (
+	metaWork       = []byte("work")
+	metaWorkStream = []byte("work_stream")
+)
 
 // loadWork loads the saved work cursor into handled; ok is false when the
 // db has none (an agent that never made its consumer).
 func (st *state) loadWork() (ok bool, err error) {
-	var seq uint64
+	var seq, stream uint64
 	err = st.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(metaWork); len(v) == 8 {
+		b := tx.Bucket(bucketMeta)
+		if v := b.Get(metaWork); len(v) == 8 {
 			seq, ok = binary.BigEndian.Uint64(v), true
+		}
+		if v := b.Get(metaWorkStream); len(v) == 8 {
+			stream = binary.BigEndian.Uint64(v)
 		}
 		return nil
 	})
@@ -300,29 +311,43 @@ func (st *state) loadWork() (ok bool, err error) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.saved, st.hasWork = seq, ok
+	st.saved, st.hasWork, st.stream = seq, ok, stream
 	st.handled.Store(seq)
 	return ok, nil
 }
 
-// knowsWork reports whether the db has a work cursor.
-func (st *state) knowsWork() bool {
+// knowsWork reports whether the db has a work cursor, and the work queue
+// it counts in (0: not recorded).
+func (st *state) knowsWork() (bool, uint64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.hasWork
+	return st.hasWork, st.stream
+}
+
+// resetWork sets and saves the work cursor at seq of work queue stream,
+// even below where it was.
+func (st *state) resetWork(seq, stream uint64) error {
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if err := b.Put(metaWork, binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+			return err
+		}
+		return b.Put(metaWorkStream, binary.BigEndian.AppendUint64(nil, stream))
+	})
+	if err != nil {
+		return fmt.Errorf("state: save work cursor: %w", err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.handled.Store(seq)
+	st.saved, st.hasWork, st.stream = seq, true, stream
+	return nil
 }
 
 // update runs fn in a write transaction that also saves the work cursor
 // when it moved.
 func (st *state) update(fn func(tx *bolt.Tx) error) error {
-	return st.updateWork(fn, false)
-}
-
-// updateWork is update; with force it saves the cursor even where it did
-// not move (the first one an agent saves).
-func (st *state) updateWork(fn func(tx *bolt.Tx) error, force bool) error {
 	var wrote uint64
-	saving := false
 	err := st.db.Update(func(tx *bolt.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
@@ -330,30 +355,29 @@ func (st *state) updateWork(fn func(tx *bolt.Tx) error, force bool) error {
 		st.mu.Lock()
 		saved := st.saved
 		st.mu.Unlock()
-		if h := st.handled.Load(); h > saved || force {
-			wrote, saving = h, true
+		if h := st.handled.Load(); h > saved {
+			wrote = h
 			return tx.Bucket(bucketMeta).Put(metaWork, binary.BigEndian.AppendUint64(nil, h))
 		}
 		return nil
 	})
-	if err == nil && saving {
+	if err == nil && wrote > 0 {
 		st.mu.Lock()
-		st.saved, st.hasWork = max(st.saved, wrote), true
+		st.saved = max(st.saved, wrote)
 		st.mu.Unlock()
 	}
 	return err
 }
 
-// saveWork saves the work cursor if it moved since it was last saved;
-// with force, also where it did not.
-func (st *state) saveWork(force bool) error {
+// saveWork saves the work cursor if it moved since it was last saved.
+func (st *state) saveWork() error {
 	st.mu.Lock()
 	moved := st.handled.Load() > st.saved
 	st.mu.Unlock()
-	if !moved && !force {
+	if !moved {
 		return nil
 	}
-	if err := st.updateWork(func(*bolt.Tx) error { return nil }, force); err != nil {
+	if err := st.update(func(*bolt.Tx) error { return nil }); err != nil {
 		return fmt.Errorf("state: save work cursor: %w", err)
 	}
 	return nil
