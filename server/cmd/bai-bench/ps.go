@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -110,6 +111,17 @@ func psScenario(ctx context.Context, o options, cfg clusterConfig) error {
 	rss, _ := memStatus()
 	fmt.Printf("after the fill: RSS %s, Go heap in use %s (NATS, registry and the rest together)\n",
 		mib(rss), mib(ms.HeapInuse))
+	if o.memProfile != "" {
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return err
+		}
+		err = pprof.WriteHeapProfile(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
 	if fi, err := os.Stat(filepath.Join(o.dir, "registry.db")); err == nil {
 		fmt.Printf("registry.db %s\n", mib(uint64(fi.Size())))
 	}
