@@ -103,7 +103,7 @@ func (r *reaper) session(ak, sid string) *idleSession {
 	key := ak + "/" + sid
 	is := r.sessions[key]
 	if is == nil {
-		is = &idleSession{ak: ak, sid: sid, open: map[string]bool{}}
+		is = &idleSession{ak: ak, sid: sid}
 		r.sessions[key] = is
 	}
 	return is
@@ -114,6 +114,9 @@ func (r *reaper) openRun(is *idleSession, runID string) {
 	if r.exited[k] {
 		delete(r.exited, k)
 		return
+	}
+	if is.open == nil {
+		is.open = map[string]bool{}
 	}
 	is.open[runID] = true
 }
@@ -155,17 +158,18 @@ func (r *reaper) onEvent(m jetstream.Msg) {
 	key := e.AccessKey + "/" + e.SessionID
 	switch e.Name {
 	case events.EventEnqueued:
-		is := r.session(e.AccessKey, e.SessionID)
+		// A pending session is known here only for the runs it starts
+		// with (open from the start); the others from when they start:
+		// a queue of a million sessions costs nothing here.
 		if e.Session.Run != nil {
-			r.openRun(is, e.Session.Run.ID)
+			r.openRun(r.session(e.AccessKey, e.SessionID), e.Session.Run.ID)
 		}
 		if e.Session.Type == events.TypeBatch {
-			r.openRun(is, events.StartupRunID)
+			r.openRun(r.session(e.AccessKey, e.SessionID), events.StartupRunID)
 		}
 	case events.EventStarted:
-		if is := r.sessions[key]; is != nil {
-			is.running, is.started, is.last = true, e.Time, e.Time
-		}
+		is := r.session(e.AccessKey, e.SessionID)
+		is.running, is.started, is.last = true, e.Time, e.Time
 	case events.EventExecuteRequest:
 		if is := r.sessions[key]; is != nil {
 			is.last = later(is.last, e.Time)
