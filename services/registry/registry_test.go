@@ -759,3 +759,26 @@ func TestApplyAcrossBatchesMatchesOneBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerEntriesIgnoredQuietly: the scheduler's agent ledger entries
+// share the log; the registry skips them without a word (one a placement
+// round: the server's log would fill with them).
+func TestLedgerEntriesIgnoredQuietly(t *testing.T) {
+	var logs natstest.SyncBuffer
+	st, err := openStore(filepath.Join(t.TempDir(), "registry.db"), true, zerolog.New(&logs), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	ev := events.Event{V: events.Version, ID: "l1", Name: events.EventAgentLedger, Time: time.Now().UTC(),
+		AccessKey: events.LedgerOwner, SessionID: agentID, AgentID: agentID}
+	subj, _ := events.EventSubject(&ev)
+	data, _ := json.Marshal(&ev)
+	out, applied, err := st.applyBatch([]record{{seq: 1, subject: subj, data: data}})
+	if err != nil || applied != 1 || out[0] != outIgnored {
+		t.Fatalf("applyBatch: %v %d %v", err, applied, out)
+	}
+	if logs.String() != "" {
+		t.Fatalf("logged: %s", logs.String())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,9 @@ type store struct {
 	mu     sync.Mutex
 	recent map[string]*events.SessionInfo
 }
+
+// ledgerPrefix starts the subjects of the scheduler's agent ledgers.
+const ledgerPrefix = "bai.session." + events.LedgerOwner + "."
 
 // maxRecent bounds store.recent: past it the map starts again empty.
 const maxRecent = 16384
@@ -146,6 +150,11 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 				continue
 			}
 			applied = r.seq
+			if strings.HasPrefix(r.subject, ledgerPrefix) {
+				// The scheduler's agent ledgers: no session's.
+				out[i] = outIgnored
+				continue
+			}
 			e, err := events.Decode(r.subject, r.data)
 			if err != nil {
 				st.log.Warn().Err(err).Uint64("seq", r.seq).Str("subject", r.subject).Msg("bad event terminated")
