@@ -150,9 +150,12 @@ func TestTenantCannotSubscribeToOthers(t *testing.T) {
 	bLive, _ := events.LiveOwnerSessionsFilter(b.ak)
 	aRaw, _ := events.OwnerSessionsFilter(a.ak) // its own, but not the live copy
 	bOutput, _ := events.OwnerOutputFilter(b.ak)
+	bLiveOutput, _ := events.LiveOwnerOutputFilter(b.ak)
+	aRawOutput, _ := events.OwnerOutputFilter(a.ak)
 	rc := r.rawAs(t, a)
 	for _, subj := range []string{
-		bSessions, bLive, aRaw, bOutput, events.AllSessionsFilter, events.LiveAllSessionsFilter, events.AllOutputFilter, "bai.>", "bai.live.>", ">",
+		bSessions, bLive, aRaw, bOutput, bLiveOutput, aRawOutput, events.AllSessionsFilter, events.LiveAllSessionsFilter,
+		events.AllOutputFilter, events.LiveAllOutputFilter, "bai.>", "bai.live.>", ">",
 		"_INBOX.>", events.InboxPrefix(b.ak) + ".>", "$JS.API.>", "$KV.>", "$SYS.>",
 	} {
 		if _, err := rc.nc.SubscribeSync(subj); err != nil {
@@ -745,9 +748,10 @@ func TestPolicyIdleTimeoutAndLifetime(t *testing.T) {
 }
 
 // TestFollowersSeeOnlyWhatTheLogStored: bai events and bai run follow the
-// live copy of the log, so an event the log refuses (here an agent's
-// event conditioned on a sequence the session is past) never reaches
-// them; what the log stores does.
+// live copies of the log and of the output, so an event the log refuses
+// (here an agent's event conditioned on a sequence the session is past)
+// never reaches them, nor an output chunk sent again with its id (after a
+// lost acknowledgement); what the streams store does, once.
 func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 	r := startServer(t, t.TempDir())
 	b := r.newTenant(t, "user", "")
@@ -776,15 +780,28 @@ func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 	if err != nil || !strings.Contains(string(reply.Data), "wrong last sequence") {
 		t.Fatalf("the log took it: %v %s", err, reply.Data)
 	}
+	outSubj, _ := events.OutputSubject(b.ak, id, "r1")
+	for _, c := range []struct{ stream, data, id string }{
+		{events.StreamStdout, "once\n", "chunk-1"}, {events.StreamStdout, "once\n", "chunk-1"}, {events.StreamExit, "0", "exit-1"},
+	} {
+		m := &nats.Msg{Subject: outSubj, Data: []byte(c.data), Header: nats.Header{events.HeaderStream: {c.stream}, jetstream.MsgIDHeader: {c.id}}}
+		if _, err := rc.nc.RequestMsg(m, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if code, out, errOut := r.baiAs(t, b, "rm", id); code != 0 {
 		t.Fatalf("rm: %d %q %q", code, out, errOut)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	var stdout string
 	for {
 		it, err := w.Next(ctx)
 		if err != nil {
 			t.Fatalf("follow until terminated: %v", err)
+		}
+		if it.Output != nil && it.Output.Stream == events.StreamStdout {
+			stdout += string(it.Output.Data)
 		}
 		if it.Event == nil {
 			continue
@@ -793,7 +810,10 @@ func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 			t.Fatalf("a follower got the event the log refused")
 		}
 		if it.Event.Name == events.EventTerminated {
-			return
+			break
 		}
+	}
+	if stdout != "once\n" {
+		t.Fatalf("a follower got output %q, want the chunk once", stdout)
 	}
 }

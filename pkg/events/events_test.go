@@ -125,7 +125,16 @@ func TestLiveSubjects(t *testing.T) {
 	if s, err := FromLive("bai.live.session.AK.s1.session_started"); err != nil || s != "bai.session.AK.s1.session_started" {
 		t.Fatalf("FromLive = %q, %v", s, err)
 	}
-	for _, bad := range []string{"bai.session.AK.s1.session_started", "bai.live.out.AK.s1.r", "bai.live"} {
+	if f, err := LiveOutputFilter("AK", "s1"); err != nil || f != "bai.live.out.AK.s1.>" {
+		t.Fatalf("LiveOutputFilter = %q, %v", f, err)
+	}
+	if f, err := LiveOwnerOutputFilter("AK"); err != nil || f != "bai.live.out.AK.>" {
+		t.Fatalf("LiveOwnerOutputFilter = %q, %v", f, err)
+	}
+	if s, err := FromLive("bai.live.out.AK.s1.r"); err != nil || s != "bai.out.AK.s1.r" {
+		t.Fatalf("FromLive of output = %q, %v", s, err)
+	}
+	for _, bad := range []string{"bai.session.AK.s1.session_started", "bai.out.AK.s1.r", "bai.live.api.AK.x", "bai.live"} {
 		if _, err := FromLive(bad); !errors.Is(err, ErrBadSubject) {
 			t.Errorf("FromLive(%q) accepted", bad)
 		}

@@ -103,13 +103,17 @@ func OwnerSessionsFilter(ak string) (string, error) {
 //	bai.session.>
 const AllSessionsFilter = "bai.session.>"
 
-// The live copy of the session log: the NATS server republishes every
-// event the log stores, and only those, under bai.live.session.>, with the
-// log's sequence in the Nats-Sequence header. Followers subscribe there.
+// The live copies of the session log and of the output: the NATS server
+// republishes every message the streams store, and only those, under
+// bai.live.session.> and bai.live.out.>, with the stream's sequence in the
+// Nats-Sequence header. Followers subscribe there: a publish the stream
+// refused or dropped as a duplicate never reaches them.
 const (
 	// LiveAllSessionsFilter matches the live copy of every session event.
 	LiveAllSessionsFilter = "bai.live.session.>"
-	livePrefix            = "bai.live."
+	// LiveAllOutputFilter matches the live copy of all output.
+	LiveAllOutputFilter = "bai.live.out.>"
+	livePrefix          = "bai.live."
 )
 
 // LiveSessionFilter matches the live copy of one session's events.
@@ -135,10 +139,11 @@ func LiveOwnerSessionsFilter(ak string) (string, error) {
 	return livePrefix + strings.TrimPrefix(f, "bai."), nil
 }
 
-// FromLive is the session log subject of a live copy's subject.
+// FromLive is the subject in the session log or the output stream of a
+// live copy's subject.
 func FromLive(subj string) (string, error) {
-	if !strings.HasPrefix(subj, livePrefix+"session.") {
-		return "", fmt.Errorf("%w: %q is not a live session subject", ErrBadSubject, subj)
+	if !strings.HasPrefix(subj, livePrefix+"session.") && !strings.HasPrefix(subj, livePrefix+"out.") {
+		return "", fmt.Errorf("%w: %q is not a live subject", ErrBadSubject, subj)
 	}
 	return "bai." + strings.TrimPrefix(subj, livePrefix), nil
 }
@@ -260,6 +265,29 @@ func OwnerOutputFilter(ak string) (string, error) {
 		return "", err
 	}
 	return "bai.out." + ak + ".>", nil
+}
+
+// LiveOutputFilter matches the live copy of every run's output of one
+// session.
+//
+//	bai.live.out.<ak>.<sid>.>
+func LiveOutputFilter(ak, sid string) (string, error) {
+	f, err := OutputFilter(ak, sid)
+	if err != nil {
+		return "", err
+	}
+	return livePrefix + strings.TrimPrefix(f, "bai."), nil
+}
+
+// LiveOwnerOutputFilter matches the live copy of one access key's output.
+//
+//	bai.live.out.<ak>.>
+func LiveOwnerOutputFilter(ak string) (string, error) {
+	f, err := OwnerOutputFilter(ak)
+	if err != nil {
+		return "", err
+	}
+	return livePrefix + strings.TrimPrefix(f, "bai."), nil
 }
 
 // AllOutputFilter matches all output.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -37,8 +38,8 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	}
 	if err := s.fetchUploads(ctx, k, run); err != nil {
 		log.Warn().Err(err).Msg("fetch uploaded files")
-		s.publishOutput(ctx, log, subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err)))
-		s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart)))
+		s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
+		s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
 		return exitOnStart, true
 	}
 	k.mu.Lock()
@@ -47,16 +48,16 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		// Accepted but never started: it ends as if killed at once, so
 		// that whoever follows its output is not left waiting.
 		log.Info().Msg("execution refused: kernel terminating")
-		s.publishOutput(ctx, log, subj, events.StreamStderr, []byte("bai: run cancelled: the kernel is terminating\n"))
-		s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(exitRefused)))
+		s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte("bai: run cancelled: the kernel is terminating\n")))
+		s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitRefused))))
 		return exitRefused, true
 	}
 	p, err := s.rt.Exec(ctx, k.spec, run)
 	if err != nil {
 		k.mu.Unlock()
 		log.Warn().Err(err).Msg("start execution")
-		s.publishOutput(ctx, log, subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err)))
-		s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart)))
+		s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
+		s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
 		return exitOnStart, true
 	}
 	k.procs[run.ID] = p
@@ -76,7 +77,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	if rp, ok := p.(interface{ Reason() string }); ok {
 		if reason := rp.Reason(); reason != "" {
 			log.Warn().Str("reason", reason).Int("exit_code", code).Msg("execution hit a limit of its kernel")
-			s.publishOutput(ctx, log, subj, events.StreamStderr, []byte("bai: "+reason+"\n"))
+			s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte("bai: "+reason+"\n")))
 			k.mu.Lock()
 			k.limitHit = reason
 			k.mu.Unlock()
@@ -88,7 +89,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	k.mu.Lock()
 	delete(k.procs, run.ID)
 	k.mu.Unlock()
-	s.publishOutput(ctx, log, subj, events.StreamExit, []byte(strconv.Itoa(code)))
+	s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(code))))
 	log.Debug().Int("exit_code", code).Msg("execution ended")
 	return code, true
 }
@@ -102,7 +103,7 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream str
 		case err := <-f.Err():
 			// Published again synchronously: late rather than lost.
 			log.Warn().Err(err).Str("stream", stream).Msg("output chunk not acked")
-			s.publishOutput(ctx, log, subj, stream, f.Msg().Data)
+			s.publishOutput(ctx, log, f.Msg())
 		}
 	}
 	buf := make([]byte, chunkSize)
@@ -116,7 +117,7 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream str
 					wait(f)
 				}
 				pending = pending[:0]
-				s.publishOutput(ctx, log, subj, stream, msg.Data)
+				s.publishOutput(ctx, log, msg)
 			} else {
 				pending = append(pending, f)
 				if len(pending) >= ackWindow {
@@ -138,17 +139,18 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream str
 }
 
 // publishOutput publishes one output message synchronously, retrying a few
-// times; a failure is logged: the output is lost.
-func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, subj, stream string, data []byte) {
+// times with its message id (the stream keeps it once); a failure is
+// logged: the output is lost.
+func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *nats.Msg) {
 	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		_, err := s.js.PublishMsg(pctx, outputMsg(subj, stream, data))
+		_, err := s.js.PublishMsg(pctx, msg)
 		cancel()
 		if err == nil {
 			return
 		}
 		if try == publishTries || ctx.Err() != nil {
-			log.Error().Err(err).Str("stream", stream).Msg("publish output")
+			log.Error().Err(err).Str("stream", msg.Header.Get(events.HeaderStream)).Msg("publish output")
 			return
 		}
 		if pause(ctx, time.Duration(try)*200*time.Millisecond) != nil {
@@ -157,8 +159,12 @@ func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, subj, s
 	}
 }
 
+// outputMsg is one output message with an id of its own: a message sent
+// again after a lost acknowledgement is stored once.
 func outputMsg(subj, stream string, data []byte) *nats.Msg {
-	return &nats.Msg{Subject: subj, Header: nats.Header{events.HeaderStream: []string{stream}}, Data: data}
+	return &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+		events.HeaderStream: []string{stream}, jetstream.MsgIDHeader: []string{nuid.Next()},
+	}}
 }
 
 func outputSubject(k *kernel, runID string) (string, error) {

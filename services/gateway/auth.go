@@ -186,9 +186,9 @@ func (a *AuthService) handleAuth(m *nats.Msg) {
 func Permissions(ak string, admin bool) jwt.Permissions {
 	api, _ := events.APISubject(ak, ">")
 	sessions, _ := events.LiveOwnerSessionsFilter(ak)
-	output, _ := events.OwnerOutputFilter(ak)
+	output, _ := events.LiveOwnerOutputFilter(ak)
 	if admin {
-		sessions, output = events.LiveAllSessionsFilter, events.AllOutputFilter
+		sessions, output = events.LiveAllSessionsFilter, events.LiveAllOutputFilter
 	}
 	var p jwt.Permissions
 	p.Pub.Allow.Add(api)

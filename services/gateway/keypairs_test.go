@@ -174,14 +174,14 @@ func TestPermissions(t *testing.T) {
 	if got := strings.Join(u.Pub.Allow, " "); got != "bai.api."+ak+".>" {
 		t.Fatalf("user publish %q", got)
 	}
-	if got := strings.Join(u.Sub.Allow, " "); got != "bai.live.session."+ak+".> bai.out."+ak+".> "+events.InboxPrefix(ak)+".>" {
+	if got := strings.Join(u.Sub.Allow, " "); got != "bai.live.session."+ak+".> bai.live.out."+ak+".> "+events.InboxPrefix(ak)+".>" {
 		t.Fatalf("user subscribe %q", got)
 	}
 	a := Permissions(ak, true)
 	if got := strings.Join(a.Pub.Allow, " "); got != "bai.api."+ak+".>" {
 		t.Fatalf("admin publish %q", got)
 	}
-	if got := strings.Join(a.Sub.Allow, " "); got != "bai.live.session.> bai.out.> "+events.InboxPrefix(ak)+".>" {
+	if got := strings.Join(a.Sub.Allow, " "); got != "bai.live.session.> bai.live.out.> "+events.InboxPrefix(ak)+".>" {
 		t.Fatalf("admin subscribe %q", got)
 	}
 }

@@ -126,6 +126,10 @@ func OutputStreamConfig(o Options) jetstream.StreamConfig {
 		Discard:     jetstream.DiscardOld,
 		Replicas:    o.Replicas,
 		AllowDirect: true,
+		// Followers read the live copy (see SessionStreamConfig); an
+		// output chunk sent again after a lost ack is stored, and
+		// republished, once (each carries a message id).
+		RePublish: &jetstream.RePublish{Source: events.AllOutputFilter, Destination: events.LiveAllOutputFilter},
 	}
 }
 

@@ -63,7 +63,7 @@ func startCluster(cfg clusterConfig) (*cluster, error) {
 	c := &cluster{secret: randHex(20), svcPass: randHex(20)}
 	api, _ := events.APISubject(benchAK, ">")
 	sessions, _ := events.LiveOwnerSessionsFilter(benchAK)
-	output, _ := events.OwnerOutputFilter(benchAK)
+	output, _ := events.LiveOwnerOutputFilter(benchAK)
 	opts := &natsserver.Options{
 		ServerName: "bai-bench",
 		DontListen: true,

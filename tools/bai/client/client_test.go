@@ -96,7 +96,7 @@ func TestDecodeChunk(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeChunk(tt.msg)
+			got, err := decodeChunk(tt.msg.Subject, tt.msg)
 			if tt.bad {
 				if !errors.Is(err, ErrBadReply) {
 					t.Fatalf("err = %v, want ErrBadReply", err)

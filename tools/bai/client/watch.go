@@ -69,7 +69,7 @@ func (c *Client) watch(ctx context.Context, ak, sid string, flush bool) (*Watche
 	if err != nil {
 		return nil, err
 	}
-	outSubj, err := events.OutputFilter(ak, sid)
+	outSubj, err := events.LiveOutputFilter(ak, sid)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,12 @@ func (w *Watcher) onEvent(m *nats.Msg) {
 }
 
 func (w *Watcher) onOutput(m *nats.Msg) {
-	ch, err := decodeChunk(m)
+	subj, err := events.FromLive(m.Subject)
+	if err != nil {
+		w.push(Item{Err: err})
+		return
+	}
+	ch, err := decodeChunk(subj, m)
 	if err != nil {
 		w.push(Item{Err: err})
 		return
@@ -135,10 +140,11 @@ func (w *Watcher) onOutput(m *nats.Msg) {
 	w.push(Item{Output: ch})
 }
 
-func decodeChunk(m *nats.Msg) (*Chunk, error) {
-	toks := strings.Split(m.Subject, ".")
+// decodeChunk reads output message m, stored on subj.
+func decodeChunk(subj string, m *nats.Msg) (*Chunk, error) {
+	toks := strings.Split(subj, ".")
 	if len(toks) != 5 || toks[0] != "bai" || toks[1] != "out" {
-		return nil, fmt.Errorf("%w: output on %q", ErrBadReply, m.Subject)
+		return nil, fmt.Errorf("%w: output on %q", ErrBadReply, subj)
 	}
 	ch := &Chunk{RunID: toks[4], Stream: m.Header.Get(events.HeaderStream)}
 	switch ch.Stream {
