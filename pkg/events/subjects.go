@@ -120,11 +120,7 @@ const (
 //
 //	bai.live.session.<ak>.<sid>.>
 func LiveSessionFilter(ak, sid string) (string, error) {
-	f, err := SessionFilter(ak, sid)
-	if err != nil {
-		return "", err
-	}
-	return livePrefix + strings.TrimPrefix(f, "bai."), nil
+	return live(SessionFilter(ak, sid))
 }
 
 // LiveOwnerSessionsFilter matches the live copy of one access key's
@@ -132,7 +128,11 @@ func LiveSessionFilter(ak, sid string) (string, error) {
 //
 //	bai.live.session.<ak>.>
 func LiveOwnerSessionsFilter(ak string) (string, error) {
-	f, err := OwnerSessionsFilter(ak)
+	return live(OwnerSessionsFilter(ak))
+}
+
+// live is the live copy of filter f (of the session log or the output).
+func live(f string, err error) (string, error) {
 	if err != nil {
 		return "", err
 	}
@@ -272,22 +272,14 @@ func OwnerOutputFilter(ak string) (string, error) {
 //
 //	bai.live.out.<ak>.<sid>.>
 func LiveOutputFilter(ak, sid string) (string, error) {
-	f, err := OutputFilter(ak, sid)
-	if err != nil {
-		return "", err
-	}
-	return livePrefix + strings.TrimPrefix(f, "bai."), nil
+	return live(OutputFilter(ak, sid))
 }
 
 // LiveOwnerOutputFilter matches the live copy of one access key's output.
 //
 //	bai.live.out.<ak>.>
 func LiveOwnerOutputFilter(ak string) (string, error) {
-	f, err := OwnerOutputFilter(ak)
-	if err != nil {
-		return "", err
-	}
-	return livePrefix + strings.TrimPrefix(f, "bai."), nil
+	return live(OwnerOutputFilter(ak))
 }
 
 // AllOutputFilter matches all output.
