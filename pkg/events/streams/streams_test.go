@@ -122,3 +122,26 @@ func TestWorkQueueCopiesAgentWork(t *testing.T) {
 		t.Fatalf("work queue holds %q, want %q", origins, want)
 	}
 }
+
+// TestProvisionUpgradesAnOlderSessionStream: a session log made by an
+// earlier version (atomic publish on, no live copy) is updated in place.
+func TestProvisionUpgradesAnOlderSessionStream(t *testing.T) {
+	ns := natstest.RunServer(t)
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	old := SessionStreamConfig(Options{})
+	old.RePublish, old.AllowAtomicPublish = nil, true
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := Provision(ctx, js, Options{}); err != nil {
+		t.Fatalf("provision over an older session stream: %v", err)
+	}
+	st, _ := js.Stream(ctx, Sessions)
+	if cfg := st.CachedInfo().Config; cfg.AllowAtomicPublish || cfg.RePublish == nil || cfg.RePublish.Destination != events.LiveAllSessionsFilter {
+		t.Fatalf("session stream not upgraded: %+v", cfg)
+	}
+}
