@@ -150,12 +150,18 @@ func keypairRef(data []byte) (string, error) {
 	return r.AccessKey, nil
 }
 
-func adminInfo(ctx context.Context, keys *Keys, data []byte) (any, error) {
+// refKeypair reads the request's keypair reference and the keypair.
+func refKeypair(ctx context.Context, keys *Keys, data []byte) (*Keypair, error) {
 	ak, err := keypairRef(data)
 	if err != nil {
 		return nil, err
 	}
 	kp, _, err := keys.Get(ctx, ak)
+	return kp, err
+}
+
+func adminInfo(ctx context.Context, keys *Keys, data []byte) (any, error) {
+	kp, err := refKeypair(ctx, keys, data)
 	if err != nil {
 		return nil, err
 	}
@@ -164,15 +170,11 @@ func adminInfo(ctx context.Context, keys *Keys, data []byte) (any, error) {
 }
 
 func adminRemove(ctx context.Context, keys *Keys, data []byte) (any, error) {
-	ak, err := keypairRef(data)
+	kp, err := refKeypair(ctx, keys, data)
 	if err != nil {
 		return nil, err
 	}
-	kp, _, err := keys.Get(ctx, ak)
-	if err != nil {
-		return nil, err
-	}
-	if err := keys.Delete(ctx, ak); err != nil {
+	if err := keys.Delete(ctx, kp.AccessKey); err != nil {
 		return nil, err
 	}
 	out := info(kp, "")
