@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 )
@@ -51,11 +50,10 @@ func BenchmarkParseSessionSubject(b *testing.B) {
 	}
 }
 
-// BenchmarkDecode decodes a session_scheduled with its session spec, what
-// every consumer of the log does for each placement.
-func BenchmarkDecode(b *testing.B) {
+// benchScheduled is a session_scheduled with its session spec.
+func benchScheduled() *Event {
 	now := time.Now().UTC()
-	e := &Event{
+	return &Event{
 		V: Version, ID: "e1", Name: EventScheduled, Time: now, AccessKey: "AKBENCH", SessionID: "b0000001",
 		KernelID: "k1", AgentID: "sim-00001", AgentEpoch: 1,
 		Session: &SessionSpec{
@@ -64,11 +62,17 @@ func BenchmarkDecode(b *testing.B) {
 			Domain: "default", Group: "default", ScalingGroup: "default", MainKernelID: "k1", CreatedAt: now,
 		},
 	}
+}
+
+// BenchmarkDecode decodes a session_scheduled with its session spec, what
+// every consumer of the log does for each placement.
+func BenchmarkDecode(b *testing.B) {
+	e := benchScheduled()
 	subj, err := EventSubject(e)
 	if err != nil {
 		b.Fatal(err)
 	}
-	data, err := json.Marshal(e)
+	data, err := Marshal(e)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -76,6 +80,18 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Decode(subj, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncode encodes a session_scheduled, as the scheduler does for
+// each placement.
+func BenchmarkEncode(b *testing.B) {
+	e := benchScheduled()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Marshal(e); err != nil {
 			b.Fatal(err)
 		}
 	}

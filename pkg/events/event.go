@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -225,7 +224,7 @@ func Decode(subject string, data []byte) (*Event, error) {
 		return nil, err
 	}
 	var e Event
-	if err := json.Unmarshal(data, &e); err != nil {
+	if err := Unmarshal(data, &e); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
 	}
 	if err := e.Validate(); err != nil {

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/bai-sh/bai/internal/natstest v0.0.0
+	github.com/goccy/go-json v0.12.0
 	github.com/nats-io/nats.go v1.55.0
 )
 

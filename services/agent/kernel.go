@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -674,7 +673,7 @@ func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(e)
+	data, err := events.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", e.Name, err)
 	}
@@ -712,7 +711,7 @@ func (s *Service) publishAsync(b *eventBatch, k *kernel, name events.Name) {
 	failed := len(b.futures) > 0 && b.futures[len(b.futures)-1] == nil
 	var f jetstream.PubAckFuture
 	if subj, err := events.EventSubject(e); err == nil && !failed {
-		if data, err := json.Marshal(e); err == nil {
+		if data, err := events.Marshal(e); err == nil {
 			f, _ = s.js.PublishAsync(subj, data, jetstream.WithMsgID(e.ID))
 		}
 	}
@@ -768,7 +767,7 @@ func pause(ctx context.Context, d time.Duration) error {
 }
 
 func jsonMarshal(v any) ([]byte, error) {
-	data, err := json.Marshal(v)
+	data, err := events.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode: %w", err)
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -129,7 +128,7 @@ func (st *state) kernels() ([]kernelRecord, error) {
 	err := st.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketKernels).ForEach(func(k, v []byte) error {
 			var r kernelRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := events.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("kernel %s: %w", k, err)
 			}
 			recs = append(recs, r)
@@ -161,7 +160,7 @@ func (st *state) putKernel(r kernelRecord) error {
 // putKernelRuns stores the kernel and, in the same transaction, records
 // the runs (as addRun does); added says which of them were new.
 func (st *state) putKernelRuns(r kernelRecord, runIDs ...string) (added []bool, err error) {
-	data, err := json.Marshal(r)
+	data, err := events.Marshal(r)
 	if err != nil {
 		return nil, err
 	}

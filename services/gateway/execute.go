@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -39,7 +38,7 @@ func (s *Service) execute(ctx context.Context, req micro.Request) (*events.Execu
 		return nil, err
 	}
 	var er events.ExecuteRequest
-	if err := json.Unmarshal(req.Data(), &er); err != nil {
+	if err := events.Unmarshal(req.Data(), &er); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed execute request: %v", err)
 	}
 	if !events.ValidToken(er.SessionID) {

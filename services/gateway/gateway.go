@@ -7,7 +7,6 @@ package gateway
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -237,7 +236,7 @@ func (s *Service) replyTo(reply string, v any, err error) {
 	if err != nil {
 		msg.Header.Set(events.HeaderError, err.Error())
 		msg.Header.Set(events.HeaderErrorCode, events.CodeOf(err))
-	} else if msg.Data, err = json.Marshal(v); err != nil {
+	} else if msg.Data, err = events.Marshal(v); err != nil {
 		msg.Header.Set(events.HeaderError, err.Error())
 		msg.Header.Set(events.HeaderErrorCode, events.CodeInternal)
 	}
@@ -252,7 +251,7 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 		return nil, err
 	}
 	var cr events.CreateRequest
-	if err := json.Unmarshal(req.Data(), &cr); err != nil {
+	if err := events.Unmarshal(req.Data(), &cr); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed create request: %v", err)
 	}
 	if cr.Owner != "" && cr.Owner != ak {
@@ -314,7 +313,7 @@ func (s *Service) publish(ctx context.Context, ev *events.Event, msgID string, m
 	if err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(ev)
+	data, err := events.Marshal(ev)
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +338,7 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 		return nil, err
 	}
 	var tr events.TerminateRequest
-	if err := json.Unmarshal(req.Data(), &tr); err != nil {
+	if err := events.Unmarshal(req.Data(), &tr); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed terminate request: %v", err)
 	}
 	if !events.ValidToken(tr.SessionID) {
@@ -396,13 +395,13 @@ func (s *Service) registryStatus(ctx context.Context, ak, sid string) events.Sta
 	if err != nil {
 		return events.StatusNone
 	}
-	data, _ := json.Marshal(events.GetRequest{Ref: sid})
+	data, _ := events.Marshal(events.GetRequest{Ref: sid})
 	msg, err := s.cfg.NC.RequestWithContext(ctx, subj, data)
 	if err != nil || events.ErrorFromHeader(map[string][]string(msg.Header)) != nil {
 		return events.StatusNone
 	}
 	var info events.SessionInfo
-	if json.Unmarshal(msg.Data, &info) != nil {
+	if events.Unmarshal(msg.Data, &info) != nil {
 		return events.StatusNone
 	}
 	return info.Status

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -73,7 +72,7 @@ func decode(what string, data []byte, v any) error {
 	if len(data) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(data, v); err != nil {
+	if err := events.Unmarshal(data, v); err != nil {
 		return invalid("malformed %s request: %v", what, err)
 	}
 	return nil

@@ -3,7 +3,6 @@ package registry
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -36,7 +35,7 @@ func dirKey(kind, name string) []byte { return []byte(kind + "/" + name) }
 func getDir(b *bolt.Bucket, kind, name string) (dirEntry, bool) {
 	var e dirEntry
 	v := b.Get(dirKey(kind, name))
-	if v == nil || json.Unmarshal(v, &e) != nil {
+	if v == nil || events.Unmarshal(v, &e) != nil {
 		return e, false
 	}
 	return e, true
@@ -50,7 +49,7 @@ func putDirIfAbsent(b *bolt.Bucket, kind string, e dirEntry) error {
 		e.ID = newUUID()
 	}
 	e.CreatedAt = time.Now().UTC()
-	v, err := json.Marshal(e)
+	v, err := events.Marshal(e)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -136,7 +135,7 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 				// The same as in the file: it was stored from this.
 				en.info = *info
 			} else if v := sessions.Get([]byte(key)); v != nil {
-				if err := json.Unmarshal(v, &en.info); err != nil {
+				if err := events.Unmarshal(v, &en.info); err != nil {
 					return nil, fmt.Errorf("session %s in registry database: %w", key, err)
 				}
 			}
@@ -217,7 +216,7 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			if !en.dirty {
 				continue
 			}
-			v, err := json.Marshal(&en.info)
+			v, err := events.Marshal(&en.info)
 			if err != nil {
 				return err
 			}
@@ -316,7 +315,7 @@ func (st *store) list(ak string, statuses []events.Status, limit, offset int) (e
 			}
 			sk := append(append([]byte(nil), prefix...), k[len(prefix)+9:]...)
 			var info events.SessionInfo
-			if err := json.Unmarshal(sessions.Get(sk), &info); err != nil {
+			if err := events.Unmarshal(sessions.Get(sk), &info); err != nil {
 				return fmt.Errorf("session %s in registry database: %w", sk, err)
 			}
 			decorate(tx, &info, st.idleTimeout, time.Now())
@@ -340,7 +339,7 @@ func lookup(tx *bolt.Tx, ak, ref string, idleTimeout time.Duration) (info events
 	if v == nil {
 		return info, false, nil
 	}
-	if err := json.Unmarshal(v, &info); err != nil {
+	if err := events.Unmarshal(v, &info); err != nil {
 		return info, false, fmt.Errorf("session %s/%s in registry database: %w", ak, ref, err)
 	}
 	decorate(tx, &info, idleTimeout, time.Now())
@@ -370,7 +369,7 @@ func (st *store) history(ak, ref string) (resp events.HistoryResponse, ok bool, 
 		c := tx.Bucket(bucketHistory).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var e events.Event
-			if err := json.Unmarshal(v, &e); err != nil {
+			if err := events.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("history of session %s/%s in registry database: %w", ak, resp.Session.ID, err)
 			}
 			resp.Events = append(resp.Events, e)

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -409,7 +408,7 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	if err != nil {
 		return
 	}
-	data, err := json.Marshal(ev)
+	data, err := events.Marshal(ev)
 	if err != nil {
 		return
 	}
@@ -539,7 +538,7 @@ func (s *Service) publishAsync(ev *events.Event, opts ...jetstream.PublishOpt) j
 		s.log.Error().Err(err).Msg("bad_decision_subject")
 		return nil
 	}
-	data, err := json.Marshal(ev)
+	data, err := events.Marshal(ev)
 	if err != nil {
 		return nil
 	}
@@ -605,7 +604,7 @@ func (s *Service) publishEvent(ctx context.Context, ev *events.Event, expect uin
 		s.log.Error().Err(err).Msg("bad_decision_subject")
 		return 0, err
 	}
-	data, err := json.Marshal(ev)
+	data, err := events.Marshal(ev)
 	if err != nil {
 		return 0, err
 	}

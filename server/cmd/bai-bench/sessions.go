@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,7 +67,7 @@ func (t *tracker) onEvent(m *nats.Msg) {
 	var ev struct {
 		Time time.Time `json:"time"`
 	}
-	if json.Unmarshal(m.Data, &ev) == nil && !ev.Time.IsZero() {
+	if events.Unmarshal(m.Data, &ev) == nil && !ev.Time.IsZero() {
 		t.mu.Lock()
 		t.evLat = append(t.evLat, now.Sub(ev.Time))
 		t.mu.Unlock()
@@ -153,7 +153,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	switch o.scenario {
 	case "closed":
 		fmt.Printf("closed loop: %d sessions, %d in flight\n", o.sessions, o.concurrency)
@@ -230,11 +230,17 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stopProf()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	if ctx.Err() != nil {
 		fmt.Printf("TIMEOUT: %d of %d accepted sessions RUNNING\n", t.nRun.Load(), out.accepted.Load())
 	}
 	t.report(o, &out, elapsed, time.Since(waitStart))
+	if n := t.nRun.Load(); n > 0 {
+		// Steadier than the rates on a shared machine: compare these
+		// between builds.
+		fmt.Printf("cpu: %.2fs user+sys, %.0f%% of one core; %.3f ms per RUNNING session (the whole process: NATS, services, agents, the bench's clients)\n",
+			cpu.Seconds(), 100*cpu.Seconds()/elapsed.Seconds(), float64(cpu.Microseconds())/1000/float64(n))
+	}
 	if n, a := t.nRun.Load(), out.accepted.Load(); n < a {
 		return fmt.Errorf("only %d of %d accepted sessions reached RUNNING", n, a)
 	}
@@ -311,4 +317,13 @@ func rnd(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Millisecond)
+}
+
+// cpuTime is the user and system CPU time of the whole process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -10,7 +10,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -181,7 +180,7 @@ func (c *Client) request(ctx context.Context, op string, req, resp any) error {
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(req)
+	data, err := events.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode %s request: %w", op, err)
 	}
@@ -201,7 +200,7 @@ func (c *Client) request(ctx context.Context, op string, req, resp any) error {
 	if apiErr := events.ErrorFromHeader(map[string][]string(msg.Header)); apiErr != nil {
 		return apiErr // its description already says what went wrong
 	}
-	if err := json.Unmarshal(msg.Data, resp); err != nil {
+	if err := events.Unmarshal(msg.Data, resp); err != nil {
 		return fmt.Errorf("%s: %w: %v", op, ErrBadReply, err)
 	}
 	return nil
