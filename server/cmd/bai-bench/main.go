@@ -70,7 +70,7 @@ func main() {
 	flag.IntVar(&o.cliRuns, "cli-runs", 30, "cli: runs of each command")
 	flag.StringVar(&o.baiBin, "bai", "", "cli: the bai binary (default: bai next to this one)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part to this file")
-	flag.StringVar(&o.memProfile, "memprofile", "", "ps: write a heap profile after the fill to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "ps: write a heap profile after the fill to this file; closed, open, flood: one before the measured part (FILE.base) and one after")
 	flag.StringVar(&o.tracePath, "trace", "", "write an execution trace of the measured part to this file (go tool trace -pprof=sync|sched|net)")
 	flag.DurationVar(&o.simDelay, "sim-delay", 0, "sim runtime: delay of Prepare and of Create each")
 	flag.BoolVar(&o.simNoSync, "sim-nosync", false, "sim agents write their state dbs without fsync (real agents fsync on their own hosts; not crash safe)")

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -153,6 +155,9 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := writeHeap(o.memProfile, ".base"); err != nil {
+		return err
+	}
 	start, cpu0 := time.Now(), cpuTime()
 	switch o.scenario {
 	case "closed":
@@ -231,6 +236,9 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 	}
 	stopProf()
 	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	if err := writeHeap(o.memProfile, ""); err != nil {
+		return err
+	}
 	if ctx.Err() != nil {
 		fmt.Printf("TIMEOUT: %d of %d accepted sessions RUNNING\n", t.nRun.Load(), out.accepted.Load())
 	}
@@ -326,4 +334,23 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writeHeap writes a heap profile to path+suffix when path is set. Its
+// alloc_space and alloc_objects are counted from the process's start:
+// compare with the ".base" profile written before the measured part
+// (go tool pprof -sample_index=alloc_space -diff_base P.base P).
+func writeHeap(path, suffix string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path + suffix)
+	if err != nil {
+		return err
+	}
+	err = pprof.WriteHeapProfile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
