@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -815,5 +816,58 @@ func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 	}
 	if stdout != "once\n" {
 		t.Fatalf("a follower got output %q, want the chunk once", stdout)
+	}
+}
+
+// TestFollowersGetOutputInTheOrderWritten: an output chunk the log stored
+// after later ones (here the first: the agent sends a chunk again after a
+// lost acknowledgement, once later ones are stored) reaches bai run's
+// follower and bai logs in the order it was written.
+func TestFollowersGetOutputInTheOrderWritten(t *testing.T) {
+	r := startServer(t, t.TempDir())
+	b := r.newTenant(t, "user", "")
+	id := r.startSleeper(t, b)
+	cl := r.clientAs(t, b)
+	w, err := cl.Watch(context.Background(), "", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.FromStart("r1")
+	rc, _ := r.rawAgent(t)
+	outSubj, _ := events.OutputSubject(b.ak, id, "r1")
+	for _, c := range []struct{ stream, data, n string }{
+		{events.StreamStdout, "b", "2"}, {events.StreamStderr, "E", "1"}, {events.StreamStdout, "c", "3"},
+		{events.StreamStdout, "a", "1"}, {events.StreamExit, "0", ""},
+	} {
+		m := &nats.Msg{Subject: outSubj, Data: []byte(c.data), Header: nats.Header{events.HeaderStream: {c.stream}}}
+		if c.n != "" {
+			m.Header.Set(events.HeaderChunk, c.n)
+		}
+		if _, err := rc.nc.RequestMsg(m, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []string
+	for {
+		it, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("follow until the exit: %v (so far %v)", err, got)
+		}
+		if it.Output == nil {
+			continue
+		}
+		got = append(got, it.Output.Stream+":"+string(it.Output.Data))
+		if it.Output.Stream == events.StreamExit {
+			break
+		}
+	}
+	if want := []string{"stderr:E", "stdout:a", "stdout:b", "stdout:c", "exit:"}; !slices.Equal(got, want) {
+		t.Fatalf("follower got %v, want %v", got, want)
+	}
+	if code, out, errOut := r.baiAs(t, b, "logs", id); code != 0 || out != "abc" || errOut != "E" {
+		t.Fatalf("bai logs: %d %q %q, want stdout abc, stderr E", code, out, errOut)
 	}
 }

@@ -6,6 +6,11 @@ package events
 // for a death by signal).
 const (
 	HeaderStream = "Bai-Stream"
+	// HeaderChunk numbers a run's stdout chunks, and apart from them its
+	// stderr chunks, in the order they were written, from 1. The log may
+	// store a chunk after later ones (one sent again after a lost
+	// acknowledgement): readers put them back in order with ChunkOrder.
+	HeaderChunk  = "Bai-Chunk"
 	StreamStdout = "stdout"
 	StreamStderr = "stderr"
 	StreamExit   = "exit"

@@ -62,8 +62,10 @@
 // # Output
 //
 // Every message on a run's output subject carries the header events.HeaderStream:
-// events.StreamStdout and events.StreamStderr chunks (at most 32 KiB each, in order per
-// stream, bytes intact), then one events.StreamExit message whose body is the
+// events.StreamStdout and events.StreamStderr chunks (at most 32 KiB each, bytes
+// intact, each numbered in its stream from 1 in events.HeaderChunk: the log
+// may store one sent again after later ones, and readers put it back in
+// order), then one events.StreamExit message whose body is the
 // exit code in decimal (128+signal for a signal death), published only
 // after the process exited, both pipes were drained and every chunk was
 // acknowledged by the stream.

@@ -101,16 +101,20 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream str
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			// Published again synchronously: late rather than lost.
+			// Published again synchronously: late rather than lost; its
+			// number lets readers put it back in place.
 			log.Warn().Err(err).Str("stream", stream).Msg("output chunk not acked")
 			s.publishOutput(ctx, log, f.Msg())
 		}
 	}
 	buf := make([]byte, chunkSize)
+	var seq uint64
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
+			seq++
 			msg := outputMsg(subj, stream, append([]byte(nil), buf[:n]...))
+			msg.Header[events.HeaderChunk] = []string{strconv.FormatUint(seq, 10)}
 			f, perr := s.js.PublishMsgAsync(msg)
 			if perr != nil {
 				for _, f := range pending {

@@ -64,6 +64,22 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.Outp
 		return nil, false, err
 	}
 	size, truncated := 0, false
+	// Every run is read from its start: a chunk the log stored after
+	// later ones (sent again after a lost acknowledgement) goes back in
+	// place; a run's exit comes after all its chunks.
+	order := events.NewChunkOrder[events.OutputChunk](true)
+	var ready []events.OutputChunk
+	emit := func(out []events.OutputChunk) {
+		for _, ch := range out {
+			size += len(ch.Data)
+			chunks = append(chunks, ch)
+			for size > maxLogsBytes && len(chunks) > 1 {
+				size -= len(chunks[0].Data)
+				chunks = chunks[1:]
+				truncated = true
+			}
+		}
+	}
 	for {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
@@ -84,21 +100,19 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.Outp
 				if code, err := strconv.Atoi(strings.TrimSpace(string(m.Data()))); err == nil {
 					ch.ExitCode = &code
 				}
+				ready = append(order.Flush(ready[:0], runID), ch)
 			} else {
 				ch.Data = string(m.Data())
-				size += len(ch.Data)
+				ready = order.Add(ready[:0], runID, ch.Stream, events.ChunkNumber(m.Headers().Get(events.HeaderChunk)), ch)
 			}
-			chunks = append(chunks, ch)
-			for size > maxLogsBytes && len(chunks) > 1 {
-				size -= len(chunks[0].Data)
-				chunks = chunks[1:]
-				truncated = true
-			}
+			emit(ready)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, false, err
 		}
 		if n == 0 || pending == 0 {
+			// Runs still going, or whose missing chunk was lost.
+			emit(order.Flush(ready[:0], ""))
 			return chunks, truncated, nil
 		}
 	}

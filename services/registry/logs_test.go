@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -68,5 +70,51 @@ func TestLogs(t *testing.T) {
 	}
 	if !resp.Truncated || len(resp.Chunks) != 2 || !strings.HasPrefix(resp.Chunks[0].Data, "b") || !strings.HasPrefix(resp.Chunks[1].Data, "c") {
 		t.Fatalf("truncated logs: %d chunks, truncated %v", len(resp.Chunks), resp.Truncated)
+	}
+}
+
+// outputN publishes one numbered chunk (events.HeaderChunk), as the agent
+// does.
+func (h *harness) outputN(ak, sid, run, stream string, n int, data string) {
+	h.t.Helper()
+	subj, err := events.OutputSubject(ak, sid, run)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	m := nats.NewMsg(subj)
+	m.Header.Set(events.HeaderStream, stream)
+	m.Header.Set(events.HeaderChunk, strconv.Itoa(n))
+	m.Data = []byte(data)
+	if _, err := h.js.PublishMsg(context.Background(), m); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// A chunk the log stored after later ones (the agent sent it again after
+// its acknowledgement was lost) is put back in place in logs; a run still
+// going, whose earlier chunk is still missing, shows what it has in order.
+func TestLogsPutALateChunkBackInPlace(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.enqueue("AK", "s1", "one")
+	h.outputN("AK", "s1", "r1", events.StreamStdout, 1, "a")
+	h.outputN("AK", "s1", "r1", events.StreamStdout, 3, "c")
+	h.outputN("AK", "s1", "r1", events.StreamStderr, 1, "E")
+	h.outputN("AK", "s1", "r1", events.StreamStdout, 2, "b")
+	h.output("AK", "s1", "r1", events.StreamExit, []byte("0"))
+	h.outputN("AK", "s1", "r2", events.StreamStdout, 2, "y") // r2 runs, its 1 not stored yet
+	h.outputN("AK", "s1", "r2", events.StreamStdout, 3, "z")
+
+	resp, err := request[events.LogsResponse](t, h.nc, "AK", events.OpSessionLogs, events.GetRequest{Ref: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range resp.Chunks {
+		got = append(got, c.RunID+":"+c.Stream+":"+c.Data)
+	}
+	want := []string{"r1:stdout:a", "r1:stderr:E", "r1:stdout:b", "r1:stdout:c", "r1:exit:", "r2:stdout:y", "r2:stdout:z"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("logs:\n got %v\nwant %v", got, want)
 	}
 }

@@ -393,6 +393,7 @@ func (r *runner) run(c *cli.Context) error {
 		return err
 	}
 	defer w.Close()
+	w.FromStart(st.runID)
 	if reuse || wait > 0 {
 		// Start (or find) the session without the code, wait until it
 		// runs, then execute the code in it.

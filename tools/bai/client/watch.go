@@ -40,7 +40,8 @@ type Watcher struct {
 
 	mu    sync.Mutex
 	queue []Item
-	err   error // a subscription failed (permissions)
+	err   error                      // a subscription failed (permissions)
+	order *events.ChunkOrder[*Chunk] // output chunks stored out of order
 }
 
 // Watch subscribes to the events (their live copy: events.LiveSessionFilter,
@@ -73,7 +74,7 @@ func (c *Client) watch(ctx context.Context, ak, sid string, flush bool) (*Watche
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{c: c, wake: make(chan struct{}, 1)}
+	w := &Watcher{c: c, wake: make(chan struct{}, 1), order: events.NewChunkOrder[*Chunk](false)}
 	for _, s := range []struct {
 		subj string
 		cb   nats.MsgHandler
@@ -106,10 +107,25 @@ func (w *Watcher) push(it Item) {
 	w.mu.Lock()
 	w.queue = append(w.queue, it)
 	w.mu.Unlock()
+	w.notify()
+}
+
+func (w *Watcher) notify() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// FromStart says that run started after the watcher subscribed (the
+// caller is about to ask for it): its output is delivered in the order it
+// was written from its first chunk, even when the log stored a chunk
+// after later ones. Output of other runs is put in order from the first
+// chunk the watcher saw.
+func (w *Watcher) FromStart(run string) {
+	w.mu.Lock()
+	w.order.FromStart(run)
+	w.mu.Unlock()
 }
 
 func (w *Watcher) onEvent(m *nats.Msg) {
@@ -137,7 +153,19 @@ func (w *Watcher) onOutput(m *nats.Msg) {
 		w.push(Item{Err: err})
 		return
 	}
-	w.push(Item{Output: ch})
+	w.mu.Lock()
+	var ready []*Chunk
+	if ch.Stream == events.StreamExit {
+		// Published after every chunk of the run was stored.
+		ready = append(w.order.Flush(ready, ch.RunID), ch)
+	} else {
+		ready = w.order.Add(ready, ch.RunID, ch.Stream, events.ChunkNumber(m.Header.Get(events.HeaderChunk)), ch)
+	}
+	for _, c := range ready {
+		w.queue = append(w.queue, Item{Output: c})
+	}
+	w.mu.Unlock()
+	w.notify()
 }
 
 // decodeChunk reads output message m, stored on subj.
@@ -219,7 +247,9 @@ func (w *Watcher) Next(ctx context.Context) (Item, error) {
 // Sync waits until every message the server sent before the call is in
 // the watcher's queue. Events and output arrive on two subscriptions and
 // may be queued out of their arrival order; after a final event, Sync
-// followed by TryNext until empty yields any output that arrived before it.
+// followed by TryNext until empty yields any output that arrived before it,
+// including chunks held back waiting for an earlier one (FromStart) that
+// never came.
 func (w *Watcher) Sync(ctx context.Context) error {
 	fctx, cancel := w.c.bounded(ctx)
 	defer cancel()
@@ -232,10 +262,15 @@ func (w *Watcher) Sync(ctx context.Context) error {
 	}
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	w.mu.Lock()
+	for _, c := range w.order.Flush(nil, "") {
+		w.queue = append(w.queue, Item{Output: c})
+	}
+	w.mu.Unlock()
+	return nil
 }
 
 // Close ends the subscriptions.
