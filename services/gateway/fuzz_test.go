@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -26,7 +25,7 @@ func FuzzCreateRequest(f *testing.F) {
 	s := &Service{cfg: Config{Images: DefaultImages, Domain: "default", Group: "default", ScalingGroup: "default"}, defaults: def}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var cr events.CreateRequest
-		if json.Unmarshal(data, &cr) != nil {
+		if events.Unmarshal(data, &cr) != nil {
 			return
 		}
 		spec, err := s.admit("AKIAAAAAAAAAAAAAAAAA", &cr)

@@ -26,6 +26,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -92,10 +93,13 @@ func run(o options) error {
 		defer os.RemoveAll(d)
 		o.dir = d
 	}
-	log := zerolog.Nop()
+	// The services' warnings are counted (and shown with -v): a run that
+	// stalled says why.
+	var out io.Writer = warnings
 	if o.verbose {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.WarnLevel)
+		out = zerolog.MultiLevelWriter(warnings, zerolog.ConsoleWriter{Out: os.Stderr})
 	}
+	log := zerolog.New(out).Level(zerolog.WarnLevel)
 	sync := "NATS default (sync_interval 2m)"
 	if o.syncAlways {
 		sync = "sync_interval: always"
@@ -188,3 +192,35 @@ func memStatus() (rss, hwm uint64) {
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+// warnings counts the services' warnings and keeps the first few.
+var warnings = &warnCounter{}
+
+type warnCounter struct {
+	mu    sync.Mutex
+	n     int
+	first []string
+}
+
+func (w *warnCounter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n++
+	if len(w.first) < 3 {
+		w.first = append(w.first, strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
+}
+
+// report prints how many warnings the services logged so far, if any.
+func (w *warnCounter) report() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == 0 {
+		return
+	}
+	fmt.Printf("the services logged %d warnings (-v shows them); the first:\n", w.n)
+	for _, l := range w.first {
+		fmt.Printf("  %s\n", l)
+	}
+}

@@ -243,6 +243,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 		fmt.Printf("TIMEOUT: %d of %d accepted sessions RUNNING\n", t.nRun.Load(), out.accepted.Load())
 	}
 	t.report(o, &out, elapsed, time.Since(waitStart))
+	warnings.report()
 	if n := t.nRun.Load(); n > 0 {
 		// Steadier than the rates on a shared machine: compare these
 		// between builds.
