@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
 var cpu1 = map[string]string{"cpu": "1", "mem": "1g"}
@@ -76,6 +78,52 @@ func TestLeaseFailover(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A renewal the server applied but whose answer was lost leaves the lease
+// at a revision its leader does not know: the next renewal is refused for
+// its revision, the leader finds the key still its own and leads on (it
+// used to step down and leave the cluster without placements until the
+// lease expired). A lease written by another instance makes it step down,
+// and it leads again once that lease expires.
+func TestLeaseSurvivesALostRenewalAnswer(t *testing.T) {
+	c := newCluster(t)
+	c.agent("agent-1", map[string]string{"cpu": "1", "mem": "4g"}, nil)
+	ttl := 900 * time.Millisecond
+	a := c.scheduler(Config{LeaseTTL: ttl, InstanceID: "a"})
+	leads := func(want bool) func() error {
+		return func() error {
+			if a.svc.Leader() != want {
+				return fmt.Errorf("a leads: %v, want %v", !want, want)
+			}
+			return nil
+		}
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, leads(true))
+	ctx := context.Background()
+	kv, err := c.js.KeyValue(ctx, streams.Leases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, leaseKey, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	// Three renewals later it has never stopped leading, and places.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(ttl + ttl/3); time.Now().Before(end); <-tick.C {
+		if !a.svc.Leader() {
+			t.Fatal("the leader stepped down for a renewal of its own")
+		}
+	}
+	c.enqueue("AKA", "placed", cpu1, nil)
+	c.waitStatus(10*time.Second, events.StatusRunning, "placed")
+
+	if _, err := kv.Put(ctx, leaseKey, []byte("intruder")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, leads(false))
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, leads(true))
 }
 
 // An agent killed with one session RUNNING and one CREATING: both go to

@@ -193,7 +193,7 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
-	iter, err := cons.Messages()
+	iter, err := cons.Messages(streams.FollowHeartbeat, streams.FollowExpiry)
 	if err != nil {
 		return fmt.Errorf("scheduler: session log: %w", err)
 	}
@@ -314,13 +314,22 @@ const leaseKey = "scheduler"
 // lease holds or waits for the leadership until ctx ends. The lease is a
 // key created with Create (only when absent) and renewed with Update at
 // the revision we wrote last; the bucket's TTL removes a lease no longer
-// renewed. A failed renewal steps down at once.
+// renewed. A renewal that fails is checked against the key (renew): the
+// leader steps down when the key is another's or gone, or when it could
+// not renew for so long that the lease may have expired.
+//
+// Leadership saves duplicate work; it is not what keeps placements
+// right (the log's conditions are), so a leader that keeps leading a
+// little longer than its lease on a slow network is harmless, and one
+// that steps down for a renewal whose answer was only late leaves the
+// cluster without placements until the lease expires.
 func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
 	every := s.cfg.LeaseTTL / 3
 	t := time.NewTicker(every)
 	defer t.Stop()
 	val := []byte(s.cfg.InstanceID)
 	var rev uint64
+	var renewed time.Time // the start of the last renewal that succeeded
 	// A released lease (deleted) is taken at once; an expired one (the
 	// bucket's TTL leaves no marker) on the next try.
 	var released <-chan jetstream.KeyValueEntry
@@ -329,19 +338,22 @@ func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
 		released = w.Updates()
 	}
 	for {
-		cctx, cancel := context.WithTimeout(ctx, every)
+		start := time.Now()
 		if s.leading.Load() {
-			r, err := kv.Update(cctx, leaseKey, val, rev)
-			if err != nil {
+			r, fresh, err := s.renew(ctx, kv, val, rev, renewed, every)
+			switch {
+			case err != nil:
 				if ctx.Err() == nil {
 					s.leading.Store(false)
 					s.log.Warn().Err(err).Msg("lease_lost")
 				}
-			} else {
+			case fresh:
+				rev, renewed = r, start
+			case r != 0:
 				rev = r
 			}
-		} else if r, err := kv.Create(cctx, leaseKey, val); err == nil {
-			rev = r
+		} else if r, err := s.create(ctx, kv, val, every); err == nil {
+			rev, renewed = r, start
 			s.leading.Store(true)
 			s.log.Info().Msg("lease_acquired")
 			select {
@@ -349,7 +361,6 @@ func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
 			default:
 			}
 		}
-		cancel()
 	wait:
 		for {
 			select {
@@ -367,6 +378,45 @@ func (s *Service) lease(ctx context.Context, kv jetstream.KeyValue) {
 			}
 		}
 	}
+}
+
+// create takes the lease if nobody holds it, each try bounded by timeout.
+func (s *Service) create(ctx context.Context, kv jetstream.KeyValue, val []byte, timeout time.Duration) (uint64, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return kv.Create(cctx, leaseKey, val)
+}
+
+// renew renews the lease held at revision rev, last renewed (successfully)
+// at renewed, each call to the server bounded by timeout. It returns the
+// lease's revision and whether this renewal was written now (fresh); an
+// error when the leader must step down: the key is another's or gone, or
+// no renewal succeeded for so long that the lease may have expired. A
+// renewal refused for its revision finds the key still ours when an
+// earlier renewal was applied but its answer lost: the key's revision is
+// then ours, not fresh. No answer at all leads on (0, not fresh) while the
+// last renewal holds.
+func (s *Service) renew(ctx context.Context, kv jetstream.KeyValue, val []byte, rev uint64, renewed time.Time, timeout time.Duration) (uint64, bool, error) {
+	uctx, cancel := context.WithTimeout(ctx, timeout)
+	r, err := kv.Update(uctx, leaseKey, val, rev)
+	cancel()
+	if err == nil {
+		return r, true, nil
+	}
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	e, gerr := kv.Get(gctx, leaseKey)
+	cancel()
+	switch {
+	case gerr == nil && string(e.Value()) == string(val):
+		s.log.Info().Err(err).Msg("lease_renewal_recovered")
+		return e.Revision(), false, nil
+	case gerr == nil || errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted):
+		return 0, false, fmt.Errorf("lease taken or expired: %w", err)
+	case time.Since(renewed) < s.cfg.LeaseTTL-s.cfg.LeaseTTL/3:
+		s.log.Warn().Err(err).Msg("lease_renewal_unanswered")
+		return 0, false, nil
+	}
+	return 0, false, fmt.Errorf("lease not renewed for %s: %w", time.Since(renewed).Round(time.Millisecond), err)
 }
 
 // release deletes our lease so that a standby takes over at once. A
