@@ -83,7 +83,7 @@ func (s *Service) startReaper(ctx context.Context) (*reaper, error) {
 			r.stop()
 			return nil, err
 		}
-		cc, err := cons.Consume(x.h)
+		cc, err := cons.Consume(x.h, streams.FollowHeartbeat, streams.FollowExpiry)
 		if err != nil {
 			r.stop()
 			return nil, err

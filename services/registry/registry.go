@@ -276,7 +276,7 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 // consume applies the log in batches until ctx ends (nil) or the consumer
 // fails (its error).
 func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer))
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), streams.FollowHeartbeat, streams.FollowExpiry)
 	if err != nil {
 		return fmt.Errorf("registry consume: %w", err)
 	}

@@ -35,6 +35,18 @@ const (
 	Leases = "bai_leases"
 )
 
+// Pull options of the services' long-lived consumers of the log (the
+// scheduler's, the registry's, the idle reaper's): the server sends a
+// heartbeat every second while it has nothing to deliver, and nats.go
+// remakes a consumer after two missed heartbeats. A pull consumer has been
+// seen to stop delivering under load without any error (BENCHMARKS.md,
+// third round); with the defaults (a 5 s heartbeat for an ordered consumer,
+// 15 s for a durable one) that stopped placements for 10 s.
+const (
+	FollowHeartbeat = jetstream.PullHeartbeat(time.Second)
+	FollowExpiry    = jetstream.PullExpiry(5 * time.Second)
+)
+
 // Options tune the provisioned streams.
 type Options struct {
 	// Replicas of every stream and bucket. Default 1; 3 or 5 in a cluster.
