@@ -748,12 +748,10 @@ func TestPolicyIdleTimeoutAndLifetime(t *testing.T) {
 	}
 }
 
-// TestFollowersSeeOnlyWhatTheLogStored: bai events and bai run follow the
-// live copies of the log and of the output, so an event the log refuses
-// (here an agent's event conditioned on a sequence the session is past)
-// never reaches them, nor an output chunk sent again with its id (after a
-// lost acknowledgement); what the streams store does, once.
-func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
+// followedSleeper starts a server, a tenant and a running session of it,
+// and follows the session as the tenant does (bai events, bai run).
+func followedSleeper(t *testing.T) (*running, tenant, string, *client.Client, *client.Watcher) {
+	t.Helper()
 	r := startServer(t, t.TempDir())
 	b := r.newTenant(t, "user", "")
 	id := r.startSleeper(t, b)
@@ -762,7 +760,17 @@ func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	t.Cleanup(w.Close)
+	return r, b, id, cl, w
+}
+
+// TestFollowersSeeOnlyWhatTheLogStored: bai events and bai run follow the
+// live copies of the log and of the output, so an event the log refuses
+// (here an agent's event conditioned on a sequence the session is past)
+// never reaches them, nor an output chunk sent again with its id (after a
+// lost acknowledgement); what the streams store does, once.
+func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
+	r, b, id, cl, w := followedSleeper(t)
 	rc, agentID := r.rawAgent(t)
 	info, err := cl.Get(context.Background(), id)
 	if err != nil {
@@ -824,15 +832,7 @@ func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 // lost acknowledgement, once later ones are stored) reaches bai run's
 // follower and bai logs in the order it was written.
 func TestFollowersGetOutputInTheOrderWritten(t *testing.T) {
-	r := startServer(t, t.TempDir())
-	b := r.newTenant(t, "user", "")
-	id := r.startSleeper(t, b)
-	cl := r.clientAs(t, b)
-	w, err := cl.Watch(context.Background(), "", id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	r, b, id, _, w := followedSleeper(t)
 	w.FromStart("r1")
 	rc, _ := r.rawAgent(t)
 	outSubj, _ := events.OutputSubject(b.ak, id, "r1")

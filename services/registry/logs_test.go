@@ -16,16 +16,7 @@ import (
 
 func (h *harness) output(ak, sid, run, stream string, data []byte) {
 	h.t.Helper()
-	subj, err := events.OutputSubject(ak, sid, run)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	m := nats.NewMsg(subj)
-	m.Header.Set(events.HeaderStream, stream)
-	m.Data = data
-	if _, err := h.js.PublishMsg(context.Background(), m); err != nil {
-		h.t.Fatal(err)
-	}
+	h.outputN(ak, sid, run, stream, 0, string(data))
 }
 
 // logs returns the output of a session in order, its own only, and keeps
@@ -73,8 +64,8 @@ func TestLogs(t *testing.T) {
 	}
 }
 
-// outputN publishes one numbered chunk (events.HeaderChunk), as the agent
-// does.
+// outputN publishes one output message, numbered n (events.HeaderChunk)
+// as the agent does unless n is 0.
 func (h *harness) outputN(ak, sid, run, stream string, n int, data string) {
 	h.t.Helper()
 	subj, err := events.OutputSubject(ak, sid, run)
@@ -83,7 +74,9 @@ func (h *harness) outputN(ak, sid, run, stream string, n int, data string) {
 	}
 	m := nats.NewMsg(subj)
 	m.Header.Set(events.HeaderStream, stream)
-	m.Header.Set(events.HeaderChunk, strconv.Itoa(n))
+	if n != 0 {
+		m.Header.Set(events.HeaderChunk, strconv.Itoa(n))
+	}
 	m.Data = []byte(data)
 	if _, err := h.js.PublishMsg(context.Background(), m); err != nil {
 		h.t.Fatal(err)
