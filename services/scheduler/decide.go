@@ -82,6 +82,7 @@ func (s *Service) dropOrphans(ctx context.Context) {
 // a kill order on the agent's own work subject, which it finds if it
 // comes back.
 func (s *Service) lostAgents(ctx context.Context, now time.Time) {
+	alive := map[*agent]bool{}
 	for _, sess := range s.sorted() {
 		if !sess.status.HoldsCapacity() || sess.agentID == "" {
 			continue
@@ -90,10 +91,52 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 		if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout {
 			continue
 		}
+		ok, checked := alive[a]
+		if !checked {
+			ok = s.stillBeating(ctx, a, now)
+			alive[a] = ok
+		}
+		if ok {
+			continue
+		}
 		a.lost = true
 		msg := fmt.Sprintf("agent %s silent for %s", sess.agentID, now.Sub(a.seen).Truncate(time.Millisecond))
 		s.forceEnd(ctx, sess, events.ReasonAgentLost, msg)
 	}
+}
+
+// stillBeating reads the heartbeat of agent a, silent for AgentTimeout as
+// far as the agents' watch tells, straight from the bucket. A revision
+// newer than the last the watch gave means the agent beat meanwhile and
+// the watch is behind (a consumer that stopped delivering for a while):
+// the heartbeat is applied and a is alive. A bucket that does not answer
+// declares nobody lost this time.
+func (s *Service) stillBeating(ctx context.Context, a *agent, now time.Time) bool {
+	if s.agents == nil {
+		return false
+	}
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	e, err := s.agents.Get(gctx, a.id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+		return false
+	case err != nil:
+		s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
+		return true
+	case e.Revision() <= a.rev:
+		return false
+	}
+	var info events.AgentInfo
+	if events.Unmarshal(e.Value(), &info) != nil || info.ID != a.id {
+		return false
+	}
+	if err := s.st.heartbeat(&info, now); err != nil {
+		return false
+	}
+	a.rev = e.Revision()
+	s.log.Warn().Str("agent_id", a.id).Msg("agent_watch_behind: heartbeat read from the bucket")
+	return true
 }
 
 // forceEnd moves a session to ERROR (when it is not), then TERMINATED,

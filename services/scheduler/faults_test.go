@@ -126,6 +126,34 @@ func TestLeaseSurvivesALostRenewalAnswer(t *testing.T) {
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, leads(true))
 }
 
+// An agents' watch that stopped delivering (as a consumer under load may,
+// for seconds) is not an agent lost: before it declares one lost, the
+// scheduler reads the agent's heartbeat from the bucket, and a newer one
+// keeps its sessions running. An agent that really stopped beating is
+// still declared lost while the watch is behind.
+func TestAgentWatchBehindIsNotAgentLost(t *testing.T) {
+	c := newCluster(t)
+	timeout := 300 * time.Millisecond
+	s := c.scheduler(Config{AgentTimeout: timeout})
+	a := c.agent("agent-a", map[string]string{"cpu": "2", "mem": "4g"}, nil)
+	c.enqueue("AKA", "run", cpu1, nil)
+	c.waitStatus(10*time.Second, events.StatusRunning, "run")
+	s.svc.agentWatchPaused.Store(true)
+	defer s.svc.agentWatchPaused.Store(false)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(5 * timeout); time.Now().Before(end); <-tick.C {
+		if st := c.obs.session("run").status; st != events.StatusRunning {
+			t.Fatalf("a beating agent's session went %s while the watch was behind", st)
+		}
+	}
+	a.stop()
+	c.waitStatus(10*time.Second, events.StatusTerminated, "run")
+	if r := c.obs.session("run").reason; r != events.ReasonAgentLost {
+		t.Fatalf("ended with reason %q", r)
+	}
+}
+
 // An agent killed with one session RUNNING and one CREATING: both go to
 // ERROR then TERMINATED with reason agent-lost, the capacity is released
 // and the next session goes to another agent. Healed (the same agent and

@@ -89,6 +89,11 @@ type Service struct {
 
 	mu sync.Mutex // guards st, for Snapshot
 	st *state
+	// agents is the agents' heartbeat bucket, read directly before an
+	// agent is declared lost (lostAgents).
+	agents jetstream.KeyValue
+	// agentWatchPaused drops the agent watch's updates (tests).
+	agentWatchPaused atomic.Bool
 	// infoBudget is what is left of this round's pending-info events.
 	infoBudget int
 }
@@ -162,6 +167,7 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 type input struct {
 	msg   jetstream.Msg
 	agent *events.AgentInfo
+	rev   uint64 // the agent's heartbeat's revision in the bucket
 	gone  string // an agent key deleted
 }
 
@@ -174,6 +180,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("scheduler: agents bucket: %w", err)
 	}
+	s.agents = kv
 	cons, err := s.js.OrderedConsumer(ctx, streams.Sessions, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.AllSessionsFilter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -233,7 +240,10 @@ func (s *Service) Run(ctx context.Context) error {
 				if e == nil {
 					continue // the initial values are in
 				}
-				var it input
+				if s.agentWatchPaused.Load() {
+					continue // tests: a watch that stopped delivering
+				}
+				it := input{rev: e.Revision()}
 				if e.Operation() != jetstream.KeyValuePut {
 					it.gone = e.Key()
 				} else {
@@ -445,6 +455,8 @@ func (s *Service) take(it input) bool {
 	case it.agent != nil:
 		if err := s.st.heartbeat(it.agent, time.Now()); err != nil {
 			s.log.Warn().Err(err).Str("agent_id", it.agent.ID).Msg("bad_agent_capacity")
+		} else {
+			s.st.agents[it.agent.ID].rev = it.rev
 		}
 	case it.gone != "":
 		s.st.agentGone(it.gone)

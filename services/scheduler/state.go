@@ -55,6 +55,7 @@ type agent struct {
 	free, tfree int64
 	tround      uint64
 	seen        time.Time // the last heartbeat (or when we first heard of it)
+	rev         uint64    // the revision of that heartbeat in the agents' bucket
 	gone        bool      // its heartbeat key was deleted
 	lost        bool      // declared lost; cleared by a new heartbeat
 
