@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +23,25 @@ import (
 // agentProc is a bai-agent binary run as a real subprocess.
 type agentProc struct {
 	cmd *exec.Cmd
-	log *bytes.Buffer
+	log *syncBuffer
+}
+
+// syncBuffer is the process's output, readable while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // buildAgent builds the bai-agent binary once per test.
@@ -40,15 +59,16 @@ func buildAgent(t *testing.T) string {
 	return bin
 }
 
-func startAgentProc(t *testing.T, bin, url, dataDir string) *agentProc {
+func startAgentProc(t *testing.T, bin, url, dataDir string, env ...string) *agentProc {
 	t.Helper()
-	var log bytes.Buffer
+	log := &syncBuffer{}
 	cmd := exec.Command(bin, "-nats", url, "-data-dir", dataDir, "-id", "agent-crash")
-	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return &agentProc{cmd: cmd, log: &log}
+	return &agentProc{cmd: cmd, log: log}
 }
 
 func (p *agentProc) kill9(t *testing.T) {
@@ -185,4 +205,79 @@ func TestCrashRecovery(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d sessions over 10 kill -9s: all final, runtime matches state", len(sessions))
+}
+
+// TestCrashAfterCreateBeforeRecord kills a real bai-agent (failpoint
+// after-create) when the runtime has made the kernel but the agent has
+// not recorded it: the restarted agent destroys that kernel, the
+// placement comes again, and the session runs one kernel whose initial
+// run ran once.
+func TestCrashAfterCreateBeforeRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP: builds and kills bai-agent (not in -short)")
+	}
+	t.Parallel()
+	bin := buildAgent(t)
+	e := newEnv(t)
+	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	purgeKernels(t, dir)
+	p := startAgentProc(t, bin, e.s.ClientURL(), dir, "BAI_AGENT_FAILPOINT=after-create")
+	natstest.CheckFor(t, wait, step, func() error {
+		_, err := e.js.Consumer(t.Context(), streams.Work, "bai-agent-agent-crash")
+		return err
+	})
+	sp := spec("after-create")
+	sp.Run = &events.RunSpec{ID: "init", Exec: `echo ran >> count; sleep 120`}
+	e.publish(&events.Event{Name: events.EventScheduled, AccessKey: sp.AccessKey, SessionID: sp.ID,
+		KernelID: sp.MainKernelID, AgentID: "agent-crash", AgentEpoch: 1, Session: sp})
+	err := p.cmd.Wait()
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the agent did not stop at the failpoint: %v\n%s", err, p.log.String())
+	}
+	r := agent.NewProcessRuntime(filepath.Join(dir, "kernels"), nil)
+	r.Sandbox(agent.SandboxOptions{})
+	if have, err := r.Kernels(); err != nil || fmt.Sprint(have) != fmt.Sprint([]string{sp.MainKernelID}) {
+		t.Fatalf("after the crash the runtime has %v (%v), want the unrecorded kernel", have, err)
+	}
+
+	final := startAgentProc(t, bin, e.s.ClientURL(), dir)
+	t.Cleanup(func() {
+		_ = final.cmd.Process.Signal(syscall.SIGTERM)
+		_ = final.cmd.Wait()
+		if t.Failed() {
+			t.Logf("restarted agent's log:\n%s", final.log.String())
+		}
+	})
+	count := filepath.Join(dir, "kernels", sp.MainKernelID, "count")
+	natstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		data, err := os.ReadFile(count)
+		if err != nil {
+			return err
+		}
+		if n := strings.Count(string(data), "ran"); n != 1 {
+			return fmt.Errorf("initial run ran %d times", n)
+		}
+		return nil
+	})
+	if !strings.Contains(final.log.String(), "orphan kernel killed") {
+		t.Errorf("the restarted agent did not destroy the unrecorded kernel:\n%s", final.log.String())
+	}
+	if have, err := r.Kernels(); err != nil || fmt.Sprint(have) != fmt.Sprint([]string{sp.MainKernelID}) {
+		t.Fatalf("runtime has %v (%v), want one kernel", have, err)
+	}
+	if find(e.sessionEvents(sp.ID), events.EventStarted) == nil {
+		t.Fatalf("session not started: %v", names(e.sessionEvents(sp.ID)))
+	}
+	e.publish(&events.Event{Name: events.EventTerminating, AccessKey: sp.AccessKey, SessionID: sp.ID,
+		KernelID: sp.MainKernelID, AgentID: "agent-crash", Reason: events.ReasonUserRequested})
+	e.waitEvent(sp.ID, events.EventTerminated)
+	natstest.CheckFor(t, wait, step, func() error {
+		if have, err := r.Kernels(); err != nil || len(have) != 0 {
+			return fmt.Errorf("kernels left: %v %v", have, err)
+		}
+		return nil
+	})
 }

@@ -5,10 +5,11 @@
 // durable pull consumer "bai-agent-<id>" on the work queue (streams.Work,
 // which the NATS server fills from the session log) filtered to its one
 // subject (events.AgentQueueSubject). For each placement
-// (session_scheduled) it writes the kernel's intent to its bbolt state
-// first, then walks the kernel through PREPARING, PREPARED, CREATING and
-// RUNNING, publishing each step on the log; it runs code in the kernel
-// (session_execute_request, the session's own Run, a batch session's
+// (session_scheduled) it walks the kernel through PREPARING, PREPARED,
+// CREATING and RUNNING, publishing each step on the log, then records the
+// kernel in its bbolt state (a crash before that leaves a kernel the
+// restarted agent destroys, and the placement comes again); it runs code
+// in the kernel (session_execute_request, the session's own Run, a batch session's
 // startup command) and streams stdout, stderr and the exit code to
 // events.OutputSubject; it terminates kernels on session_terminating and
 // cleans up after session_cancelled.

@@ -265,10 +265,14 @@ func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
 		s.log.Info().Str("kernel_id", spec.MainKernelID).Msg("duplicate placement ignored")
 		return nil
 	}
-	// The intent first: whatever happens next, this kernel id is taken.
-	if err := s.st.putKernel(kernelRecord{Spec: *spec, Phase: phaseStarting, CreatedAt: time.Now().UTC()}); err != nil {
-		return err
-	}
+	// Nothing is written before the kernel runs: its record is written
+	// once, with the RUNNING phase and the initial runs (start). A crash
+	// before that leaves no record, and the restarted agent destroys what
+	// the runtime made for the kernel (reconcile's Reap) before it takes
+	// any work; the placement, never acknowledged, comes again and starts
+	// the kernel afresh. So still one kernel per kernel id, and initial
+	// runs, recorded only with the record, run at most once; and a start
+	// costs one state commit, not two.
 	k = newKernel(spec, phaseStarting, s.log)
 	s.addKernel(k)
 	return s.start(ctx, k)
@@ -307,6 +311,7 @@ func (s *Service) start(ctx context.Context, k *kernel) error {
 		}
 		return s.failStart(ctx, k, err)
 	}
+	crashAt("after-create")
 	s.publishAsync(&b, k, events.EventKernelStarted)
 	s.publishAsync(&b, k, events.EventStarted)
 	if err := s.waitBatch(ctx, &b); err != nil {

@@ -31,7 +31,7 @@ const goneKeep = 7 * 24 * time.Hour
 
 // Phases of a kernel in the state.
 const (
-	phaseStarting = "starting" // the intent is written; the start may be incomplete
+	phaseStarting = "starting" // being started; written by versions before the record at RUNNING only
 	phaseRunning  = "running"  // session_started was published
 )
 
@@ -150,11 +150,6 @@ func (st *state) known(kernelID string) (bool, error) {
 		return nil
 	})
 	return ok, err
-}
-
-func (st *state) putKernel(r kernelRecord) error {
-	_, err := st.putKernelRuns(r)
-	return err
 }
 
 // putKernelRuns stores the kernel and, in the same transaction, records
