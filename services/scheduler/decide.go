@@ -80,9 +80,11 @@ func (s *Service) dropOrphans(ctx context.Context) {
 // lostAgents ends the sessions of agents silent past AgentTimeout: ERROR,
 // then TERMINATED, reason agent-lost, which releases their capacity; then
 // a kill order on the agent's own work subject, which it finds if it
-// comes back.
+// comes back. Silent means silent in the bucket too (stillBeating), not
+// only in the watch; while the bucket does not answer, nobody is lost.
 func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 	alive := map[*agent]bool{}
+	unreadable := false // the bucket did not answer: nobody is lost this tick
 	for _, sess := range s.sorted() {
 		if !sess.status.HoldsCapacity() || sess.agentID == "" {
 			continue
@@ -92,11 +94,16 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 			continue
 		}
 		ok, checked := alive[a]
-		if !checked {
-			ok = s.stillBeating(ctx, a, now)
+		if !checked && !unreadable {
+			var err error
+			ok, err = s.stillBeating(ctx, a, now)
+			if err != nil {
+				s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
+				unreadable = true
+			}
 			alive[a] = ok
 		}
-		if ok {
+		if ok || unreadable {
 			continue
 		}
 		a.lost = true
@@ -109,34 +116,33 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 // far as the agents' watch tells, straight from the bucket. A revision
 // newer than the last the watch gave means the agent beat meanwhile and
 // the watch is behind (a consumer that stopped delivering for a while):
-// the heartbeat is applied and a is alive. A bucket that does not answer
-// declares nobody lost this time.
-func (s *Service) stillBeating(ctx context.Context, a *agent, now time.Time) bool {
+// the heartbeat is applied and a is alive. An error says the bucket did
+// not answer.
+func (s *Service) stillBeating(ctx context.Context, a *agent, now time.Time) (bool, error) {
 	if s.agents == nil {
-		return false
+		return false, nil
 	}
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	e, err := s.agents.Get(gctx, a.id)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-		return false
+		return false, nil
 	case err != nil:
-		s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
-		return true
+		return false, err
 	case e.Revision() <= a.rev:
-		return false
+		return false, nil
 	}
 	var info events.AgentInfo
 	if events.Unmarshal(e.Value(), &info) != nil || info.ID != a.id {
-		return false
+		return false, nil
 	}
 	if err := s.st.heartbeat(&info, now); err != nil {
-		return false
+		return false, nil
 	}
 	a.rev = e.Revision()
 	s.log.Warn().Str("agent_id", a.id).Msg("agent_watch_behind: heartbeat read from the bucket")
-	return true
+	return true, nil
 }
 
 // forceEnd moves a session to ERROR (when it is not), then TERMINATED,
