@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,25 +21,7 @@ import (
 // agentProc is a bai-agent binary run as a real subprocess.
 type agentProc struct {
 	cmd *exec.Cmd
-	log *syncBuffer
-}
-
-// syncBuffer is the process's output, readable while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	log *natstest.SyncBuffer // its output, readable while it runs
 }
 
 // buildAgent builds the bai-agent binary once per test.
@@ -59,9 +39,25 @@ func buildAgent(t *testing.T) string {
 	return bin
 }
 
+// realAgentEnv is what a test of a real bai-agent process needs: its
+// binary, a NATS server with the streams the agent would provision
+// (before anything is published), and a data directory whose kernels are
+// removed at the end.
+func realAgentEnv(t *testing.T) (bin string, e *env, dir string) {
+	t.Helper()
+	bin = buildAgent(t)
+	e = newEnv(t)
+	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	purgeKernels(t, dir)
+	return bin, e, dir
+}
+
 func startAgentProc(t *testing.T, bin, url, dataDir string, env ...string) *agentProc {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &natstest.SyncBuffer{}
 	cmd := exec.Command(bin, "-nats", url, "-data-dir", dataDir, "-id", "agent-crash")
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = log, log
@@ -87,15 +83,8 @@ func TestCrashRecovery(t *testing.T) {
 		t.Skip("SKIP: builds and kills bai-agent (not in -short)")
 	}
 	t.Parallel()
-	bin := buildAgent(t)
-	e := newEnv(t)
-	// The streams the agent would provision, before anything is published.
-	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	bin, e, dir := realAgentEnv(t)
 	url := e.s.ClientURL()
-	dir := t.TempDir()
-	purgeKernels(t, dir)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 
 	var sessions []*events.SessionSpec
@@ -217,13 +206,7 @@ func TestCrashAfterCreateBeforeRecord(t *testing.T) {
 		t.Skip("SKIP: builds and kills bai-agent (not in -short)")
 	}
 	t.Parallel()
-	bin := buildAgent(t)
-	e := newEnv(t)
-	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	purgeKernels(t, dir)
+	bin, e, dir := realAgentEnv(t)
 	p := startAgentProc(t, bin, e.s.ClientURL(), dir, "BAI_AGENT_FAILPOINT=after-create")
 	natstest.CheckFor(t, wait, step, func() error {
 		_, err := e.js.Consumer(t.Context(), streams.Work, "bai-agent-agent-crash")

@@ -13,7 +13,6 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
-	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
 // peakRSS is a process's peak resident set (VmHWM), in bytes.
@@ -44,14 +43,7 @@ func TestLargeOutput(t *testing.T) {
 		t.Skip("SKIP: 100 MB through a real bai-agent (not in -short)")
 	}
 	t.Parallel()
-	bin := buildAgent(t)
-	e := newEnv(t)
-	// The streams the agent would provision, before anything is published.
-	if err := streams.Provision(t.Context(), e.js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	purgeKernels(t, dir)
+	bin, e, dir := realAgentEnv(t)
 	p := startAgentProc(t, bin, e.s.ClientURL(), dir)
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
