@@ -9,8 +9,8 @@
 // CREATING and RUNNING, publishing each step on the log, then records the
 // kernel in its bbolt state (a crash before that leaves a kernel the
 // restarted agent destroys, and the placement comes again); it runs code
-// in the kernel (session_execute_request, the session's own Run, a batch session's
-// startup command) and streams stdout, stderr and the exit code to
+// in the kernel (session_execute_request, the session's own Run, a batch
+// session's startup command) and streams stdout, stderr and the exit code to
 // events.OutputSubject; it terminates kernels on session_terminating and
 // cleans up after session_cancelled.
 //
