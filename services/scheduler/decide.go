@@ -133,11 +133,11 @@ func (s *Service) stillBeating(ctx context.Context, a *agent, now time.Time) (bo
 	case e.Revision() <= a.rev:
 		return false, nil
 	}
-	var info events.AgentInfo
-	if events.Unmarshal(e.Value(), &info) != nil || info.ID != a.id {
+	info, ok := decodeHeartbeat(e)
+	if !ok {
 		return false, nil
 	}
-	if err := s.st.heartbeat(&info, now); err != nil {
+	if err := s.st.heartbeat(info, now); err != nil {
 		return false, nil
 	}
 	a.rev = e.Revision()

@@ -7,7 +7,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -247,12 +246,12 @@ func (s *Service) Run(ctx context.Context) error {
 				if e.Operation() != jetstream.KeyValuePut {
 					it.gone = e.Key()
 				} else {
-					var a events.AgentInfo
-					if err := json.Unmarshal(e.Value(), &a); err != nil || !events.ValidToken(a.ID) || a.ID != e.Key() {
+					a, ok := decodeHeartbeat(e)
+					if !ok {
 						s.log.Warn().Str("key", e.Key()).Msg("bad_agent_heartbeat")
 						continue
 					}
-					it.agent = &a
+					it.agent = a
 				}
 				select {
 				case in <- it:
@@ -316,6 +315,16 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// decodeHeartbeat reads an agent's heartbeat from its entry in the agents'
+// bucket; false when it is not one (or not under the agent's own key).
+func decodeHeartbeat(e jetstream.KeyValueEntry) (*events.AgentInfo, bool) {
+	var a events.AgentInfo
+	if err := events.Unmarshal(e.Value(), &a); err != nil || !events.ValidToken(a.ID) || a.ID != e.Key() {
+		return nil, false
+	}
+	return &a, true
 }
 
 // leaseKey is the scheduler leadership's key in the leases bucket.
