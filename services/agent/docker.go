@@ -374,10 +374,21 @@ func (p *dockerProcess) Kill() error {
 	if !res.Running || res.PID == 0 {
 		return nil
 	}
-	// The exec's process and what it started (children first found, then
-	// killed together, so that none is re-parented away meanwhile).
-	pids := append(descendants(res.PID), res.PID)
-	for _, pid := range pids {
+	// The exec's process and what it started: stopped first, scan after
+	// scan until no new process shows up (a stopped process forks no
+	// more; one forked after a scan would escape it, be re-parented and
+	// hold the exec's output open), then killed together.
+	stopped := map[int]bool{}
+	for fresh := true; fresh; {
+		fresh = false
+		for _, pid := range append(descendants(res.PID), res.PID) {
+			if !stopped[pid] {
+				stopped[pid], fresh = true, true
+				_ = syscall.Kill(pid, syscall.SIGSTOP)
+			}
+		}
+	}
+	for pid := range stopped {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("kill exec pid %d: %w", pid, err)
 		}
