@@ -2,13 +2,14 @@ package server
 
 import (
 	"fmt"
+	"strings"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
-	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/perms"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
 )
@@ -16,7 +17,13 @@ import (
 // The NATS users the embedded services connect as. They are the callout's
 // auth_users: the server checks their passwords itself; every other
 // connection (every bai client) goes through the gateway's auth callout.
-var serviceUsers = []string{"bai-auth", "bai-gateway", "bai-registry", "bai-scheduler", "bai-agent"}
+var serviceUsers = []string{
+	perms.ServiceUser(perms.Auth), perms.ServiceUser(perms.Gateway), perms.ServiceUser(perms.Registry),
+	perms.ServiceUser(perms.Scheduler), agentUser,
+}
+
+// agentUser is the NATS user of the local agent.
+const agentUser = "bai-agent"
 
 // serviceAuth is the embedded server's authentication: one random
 // password per service user (kept in memory, new at each start), and the
@@ -45,10 +52,9 @@ func newServiceAuth(agentID string) (*serviceAuth, error) {
 func (a *serviceAuth) configure(opts *natsserver.Options) {
 	pub, _ := a.issuer.PublicKey()
 	for _, u := range serviceUsers {
-		user := &natsserver.User{Username: u, Password: a.passwords[u]}
-		if u == "bai-agent" {
-			user.Permissions = agentPermissions(a.agentID)
-		}
+		// Every service user has its least permissions of the table: none
+		// publishes everything.
+		user := &natsserver.User{Username: u, Password: a.passwords[u], Permissions: a.userPermissions(u)}
 		opts.Users = append(opts.Users, user)
 	}
 	opts.AuthCallout = &natsserver.AuthCallout{Issuer: pub, AuthUsers: serviceUsers}
@@ -70,61 +76,26 @@ func closeKey(ns *natsserver.Server, log zerolog.Logger, ak string) {
 	}
 }
 
-// agentInboxPrefix is the reply-inbox prefix of agent id's connection, so
-// that it reads no other connection's replies.
-func agentInboxPrefix(id string) string { return "_INBOX_AGENT_" + id }
-
-// agentPermissions confine an agent to its own role: publish session
-// events (the plain five-token subjects, or work addressed to itself:
-// never work for another agent), run output, its own heartbeat key, and
-// the JetStream API calls of its own durable work consumer; subscribe
-// only to its own inbox. It cannot read other agents' work, the keypairs
-// bucket, or delete anything. That an event concerns a kernel placed on
-// it is checked by the scheduler and registry against the placement.
-func agentPermissions(id string) *natsserver.Permissions {
-	const (
-		stream = "BAI_SESSIONS"
-		work   = "BAI_WORK"
-	)
-	durable := "bai-agent-" + id
-	uploads := "OBJ_" + events.UploadBucket
+// natsPermissions converts an identity's permissions of the table
+// (package perms) into the embedded server's.
+func natsPermissions(p perms.Permissions) *natsserver.Permissions {
 	return &natsserver.Permissions{
-		Publish: &natsserver.SubjectPermission{Allow: []string{
-			"bai.session.*.*.*",
-			"bai.session.*.*.*." + id,
-			"bai.out.>",
-			"$KV.bai_agents." + id,
-			"$JS.API.INFO",
-			// The agent provisions the streams it uses, like every
-			// service (an update with the same configuration changes
-			// nothing); it may not delete or purge them.
-			"$JS.API.STREAM.CREATE." + stream, "$JS.API.STREAM.UPDATE." + stream,
-			"$JS.API.STREAM.CREATE." + work, "$JS.API.STREAM.UPDATE." + work, "$JS.API.STREAM.INFO." + work,
-			"$JS.API.STREAM.CREATE.BAI_OUTPUT", "$JS.API.STREAM.UPDATE.BAI_OUTPUT", "$JS.API.STREAM.INFO.BAI_OUTPUT",
-			"$JS.API.STREAM.CREATE.KV_bai_agents", "$JS.API.STREAM.UPDATE.KV_bai_agents",
-			"$JS.API.STREAM.INFO." + stream,
-			"$JS.API.STREAM.INFO.KV_bai_agents",
-			// Its own durable consumer of the work queue. Only the create
-			// form that names the filter in the subject (the server checks
-			// the body against it), with its own subject: it cannot widen
-			// its consumer to others' work.
-			"$JS.API.CONSUMER.INFO." + work + "." + durable,
-			"$JS.API.CONSUMER.DELETE." + work + "." + durable,
-			"$JS.API.CONSUMER.CREATE." + work + "." + durable + ".bai.work." + id,
-			"$JS.API.CONSUMER.MSG.NEXT." + work + "." + durable,
-			"$JS.ACK." + work + "." + durable + ".>",
-			// Files uploaded for runs placed on it: read, then delete.
-			"$JS.API.STREAM.INFO." + uploads, "$JS.API.STREAM.MSG.GET." + uploads, "$JS.API.STREAM.PURGE." + uploads,
-			"$JS.API.DIRECT.GET." + uploads + ".>", "$JS.API.CONSUMER.CREATE." + uploads, "$JS.API.CONSUMER.CREATE." + uploads + ".>",
-			"$JS.API.CONSUMER.DELETE." + uploads + ".>", "$O." + events.UploadBucket + ".M.>", "$JS.FC.>",
-		},
-			// The agent ledgers are the scheduler's alone: an agent that
-			// wrote there could make placements on any agent fail their
-			// guard.
-			Deny: []string{"bai.session." + events.LedgerOwner + ".>"},
-		},
-		Subscribe: &natsserver.SubjectPermission{Allow: []string{agentInboxPrefix(id) + ".>"}},
+		Publish:   &natsserver.SubjectPermission{Allow: p.PubAllow, Deny: p.PubDeny},
+		Subscribe: &natsserver.SubjectPermission{Allow: p.SubAllow, Deny: p.SubDeny},
 	}
+}
+
+// userPermissions are the permissions of service user u (bai-<service> or
+// bai-agent, the local agent).
+func (a *serviceAuth) userPermissions(u string) *natsserver.Permissions {
+	if u == agentUser {
+		return natsPermissions(perms.AgentPermissions(a.agentID))
+	}
+	p, ok := perms.ServicePermissions(strings.TrimPrefix(u, "bai-"))
+	if !ok {
+		panic("server: no permissions for service user " + u)
+	}
+	return natsPermissions(p)
 }
 
 // localAgentID is the id the embedded agent will take (stored in its

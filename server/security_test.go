@@ -114,7 +114,7 @@ func (r *running) rawAgent(t *testing.T) (*rawConn, string) {
 	rc := &rawConn{errs: make(chan error, 64)}
 	var err error
 	rc.nc, err = nats.Connect(r.srv.ClientURL(), nats.UserInfo("bai-agent", pass), nats.NoReconnect(),
-		nats.CustomInboxPrefix(agentInboxPrefix(agentID)),
+		nats.CustomInboxPrefix(events.AgentInboxPrefix(agentID)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { rc.errs <- err }))
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
 	"github.com/bai-sh/bai/services/registry"
@@ -175,7 +176,9 @@ func (s *Server) Run(ctx context.Context) error {
 			nc.Close()
 		}
 	}()
+	// Each service reads only its own inbox (its permissions name it).
 	connect := func(name string, extra ...nats.Option) (*nats.Conn, error) {
+		extra = append([]nats.Option{nats.CustomInboxPrefix(events.ServiceInboxPrefix(name))}, extra...)
 		nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(ns), nats.UserInfo("bai-"+name, auth.passwords["bai-"+name]),
 			nats.Name("bai-" + name), nats.MaxReconnects(-1), nats.ErrorHandler(logNATSError(s.log, name))}, extra...)...)
 		if err != nil {
@@ -227,7 +230,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	services = append(services, sch)
-	if nc, err = connect("agent", nats.CustomInboxPrefix(agentInboxPrefix(agentID))); err != nil {
+	if nc, err = connect("agent", nats.CustomInboxPrefix(events.AgentInboxPrefix(agentID))); err != nil {
 		return err
 	}
 	ag, err := agent.New(agent.Config{

@@ -329,7 +329,17 @@ func ParseAPISubject(subj string) (ak, op string, err error) {
 }
 
 // InboxPrefix is the reply-inbox prefix a client with access key ak uses,
-// so that replies to one tenant never cross another's subscriptions.
+// so that replies to one tenant never cross another's subscriptions. Its
+// first token is the same for every key, so that the services' publish
+// permissions can name every tenant's inbox (TenantInboxes) and nothing
+// else.
 //
-//	_INBOX_<ak>
-func InboxPrefix(ak string) string { return "_INBOX_" + ak }
+//	_INBOX_KEY.<ak>
+func InboxPrefix(ak string) string { return tenantInboxBase + "." + ak }
+
+// TenantInboxes matches every tenant's inbox: where the services answer.
+//
+//	_INBOX_KEY.*.>
+const TenantInboxes = tenantInboxBase + ".*.>"
+
+const tenantInboxBase = "_INBOX_KEY"

@@ -41,7 +41,7 @@ func (a *AuthService) serveAdmin(keys *Keys) (func(), error) {
 			resp, err := a.asAdmin(ctx, keys, req, op, f)
 			respond(req, resp, err)
 		}
-		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), micro.HandlerFunc(h), micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
+		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), guard(a.log, h), micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			_ = svc.Stop()
 			return nil, err
 		}

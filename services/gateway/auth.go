@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
-	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/perms"
 )
 
 // AuthCalloutSubject is where the NATS server asks who a connection is.
@@ -174,24 +174,15 @@ func (a *AuthService) handleAuth(m *nats.Msg) {
 	_ = m.Respond([]byte(token))
 }
 
-// Permissions are what a connection with access key ak may do. A user
-// publishes only its own API subjects, and subscribes only to its own
-// session events, its own output and its own reply inbox: no JetStream
-// API (a consumer would bypass subscribe permissions), no KV, no object
-// store, no other key's inbox. An admin also subscribes to every
-// session's events and output; it still publishes only its own API
-// subjects, so the access key of an API subject is always the caller's
-// and the services act for another key only when the caller is an admin
-// in the keypairs bucket.
+// Permissions are what a connection with access key ak may do: the
+// user's (or admin's) row of the permission table, perms.UserPermissions,
+// as the user JWT's permissions.
 func Permissions(ak string, admin bool) jwt.Permissions {
-	api, _ := events.APISubject(ak, ">")
-	sessions, _ := events.LiveOwnerSessionsFilter(ak)
-	output, _ := events.LiveOwnerOutputFilter(ak)
-	if admin {
-		sessions, output = events.LiveAllSessionsFilter, events.LiveAllOutputFilter
-	}
+	up := perms.UserPermissions(ak, admin)
 	var p jwt.Permissions
-	p.Pub.Allow.Add(api)
-	p.Sub.Allow.Add(sessions, output, events.InboxPrefix(ak)+".>")
+	p.Pub.Allow.Add(up.PubAllow...)
+	p.Pub.Deny.Add(up.PubDeny...)
+	p.Sub.Allow.Add(up.SubAllow...)
+	p.Sub.Deny.Add(up.SubDeny...)
 	return p
 }

@@ -168,7 +168,7 @@ func (s *Service) Run(ctx context.Context) error {
 		events.OpImageList:        s.handleImageList,
 		events.OpImageAlias:       s.handleImageAlias,
 	} {
-		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), h, micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
+		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), guard(s.log, h), micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
 		}
 	}
@@ -187,10 +187,27 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// respond answers req with v, or with err's code.
+// guard is every endpoint's first step: a request whose reply subject is
+// not its requester's own inbox (events.RequestReplyAllowed: a tenant
+// naming a JetStream API call, a KV key, another tenant's inbox or log
+// as its reply) is refused without publishing anything, and logged.
+func guard(log zerolog.Logger, h micro.HandlerFunc) micro.HandlerFunc {
+	return func(req micro.Request) {
+		if ak, ok := events.RequestReplyAllowed(req.Subject(), req.Reply()); !ok {
+			log.Warn().Str("subject", clip(req.Subject())).Str("reply", clip(req.Reply())).Str("access_key", ak).
+				Msg("reply_subject_refused")
+			return
+		}
+		h(req)
+	}
+}
+
+// respond answers req with v, or with err's code. An error answer has a
+// JSON body too (events.ErrorBody): no answer is ever empty.
 func respond(req micro.Request, v any, err error) {
 	if err != nil {
-		_ = req.Error(events.CodeOf(err), err.Error(), nil)
+		code := events.CodeOf(err)
+		_ = req.Error(code, err.Error(), events.ErrorBody(code, err.Error()))
 		return
 	}
 	_ = req.RespondJSON(v)
@@ -233,12 +250,14 @@ func (s *Service) replyTo(reply string, v any, err error) {
 		return
 	}
 	msg := &nats.Msg{Subject: reply, Header: nats.Header{}}
+	if err == nil {
+		msg.Data, err = events.Marshal(v)
+	}
 	if err != nil {
+		code := events.CodeOf(err)
 		msg.Header.Set(events.HeaderError, err.Error())
-		msg.Header.Set(events.HeaderErrorCode, events.CodeOf(err))
-	} else if msg.Data, err = events.Marshal(v); err != nil {
-		msg.Header.Set(events.HeaderError, err.Error())
-		msg.Header.Set(events.HeaderErrorCode, events.CodeInternal)
+		msg.Header.Set(events.HeaderErrorCode, code)
+		msg.Data = events.ErrorBody(code, err.Error())
 	}
 	if err := s.cfg.NC.PublishMsg(msg); err != nil {
 		s.log.Warn().Err(err).Msg("reply_failed")
@@ -391,7 +410,7 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 // registryStatus asks the registry for a session's status; StatusNone
 // when it cannot say.
 func (s *Service) registryStatus(ctx context.Context, ak, sid string) events.Status {
-	subj, err := events.APISubject(ak, events.OpSessionGet)
+	subj, err := events.ServiceAPISubject(ak, events.OpSessionGet)
 	if err != nil {
 		return events.StatusNone
 	}

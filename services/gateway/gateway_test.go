@@ -180,7 +180,7 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		})
 	}
 	subj, _ := events.APISubject(ak, events.OpSessionCreate)
-	msg, err := f.nc.Request(subj, []byte("{not json"), 5*time.Second)
+	msg, err := requestAs(f.nc, ak, subj, []byte("{not json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestTerminate(t *testing.T) {
 	// Another key cannot see it.
 	other, _ := events.APISubject("AKIAOTHER00000000000", events.OpSessionTerminate)
 	data, _ = json.Marshal(events.TerminateRequest{SessionID: cr.SessionID})
-	msg, err := f.nc.Request(other, data, 5*time.Second)
+	msg, err := requestAs(f.nc, "AKIAOTHER00000000000", other, data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,14 +7,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/bai-sh/bai/pkg/events"
 )
+
+// requestAs sends a request as access key ak would: with a reply subject
+// in ak's own inbox, the only one the gateway answers.
+func requestAs(nc *nats.Conn, ak, subj string, data []byte) (*nats.Msg, error) {
+	inbox := events.InboxPrefix(ak) + "." + nats.NewInbox()[len("_INBOX."):]
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subj, inbox, data); err != nil {
+		return nil, err
+	}
+	return sub.NextMsg(5 * time.Second)
+}
 
 func (f *fixture) callAs(t *testing.T, key, op string, req, resp any) error {
 	t.Helper()
 	subj, _ := events.APISubject(key, op)
 	data, _ := json.Marshal(req)
-	msg, err := f.nc.Request(subj, data, 5*time.Second)
+	msg, err := requestAs(f.nc, key, subj, data)
 	if err != nil {
 		t.Fatalf("request %s: %v", op, err)
 	}

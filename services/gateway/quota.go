@@ -198,7 +198,7 @@ func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec)
 }
 
 func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.SessionSpec) error {
-	subj, err := events.APISubject(ak, events.OpSessionList)
+	subj, err := events.ServiceAPISubject(ak, events.OpSessionList)
 	if err != nil {
 		return events.Errorf(events.ErrInvalid, "%v", err)
 	}

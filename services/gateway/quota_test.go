@@ -33,7 +33,7 @@ func TestQuotaChecks(t *testing.T) {
 		{ID: "r1", Status: events.StatusRunning, Slots: map[string]string{"cpu": "2", "mem": "2g"}},
 	}
 	var asked events.ListRequest
-	sub, err := nc.Subscribe(events.APIPattern(events.OpSessionList), func(m *nats.Msg) {
+	sub, err := nc.Subscribe(events.ServiceAPIPattern(events.OpSessionList), func(m *nats.Msg) {
 		_ = json.Unmarshal(m.Data, &asked)
 		data, _ := json.Marshal(events.ListResponse{Sessions: sessions, Total: len(sessions)})
 		_ = m.Respond(data)

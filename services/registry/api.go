@@ -21,16 +21,18 @@ const (
 
 // handler adapts an API function to micro: it takes the caller's access
 // key from the subject, answers the result as JSON or the error with its
-// code.
+// code (and a JSON body: no answer is empty). A request whose reply
+// subject is not its requester's own inbox (events.RequestReplyAllowed)
+// is refused first, without publishing anything.
 func (s *Service) handler(h func(ak string, data []byte) (any, error)) micro.HandlerFunc {
 	return func(req micro.Request) {
-		ak, _, err := events.ParseAPISubject(req.Subject())
-		var resp any
-		if err != nil {
-			err = invalid("bad request subject %q", req.Subject())
-		} else {
-			resp, err = h(ak, req.Data())
+		ak, ok := events.RequestReplyAllowed(req.Subject(), req.Reply())
+		if !ok {
+			s.log.Warn().Str("subject", clip(req.Subject())).Str("reply", clip(req.Reply())).Str("access_key", ak).
+				Msg("reply_subject_refused")
+			return
 		}
+		resp, err := h(ak, req.Data())
 		if err == nil {
 			err = req.RespondJSON(resp)
 			if err == nil {
@@ -39,10 +41,19 @@ func (s *Service) handler(h func(ak string, data []byte) (any, error)) micro.Han
 			s.log.Warn().Err(err).Str("subject", req.Subject()).Msg("respond")
 			err = fmt.Errorf("%w: respond: %v", events.ErrInternal, err)
 		}
-		if rerr := req.Error(events.CodeOf(err), err.Error(), nil); rerr != nil {
+		code := events.CodeOf(err)
+		if rerr := req.Error(code, err.Error(), events.ErrorBody(code, err.Error())); rerr != nil {
 			s.log.Warn().Err(rerr).Str("subject", req.Subject()).Msg("respond error")
 		}
 	}
+}
+
+// clip bounds a client-chosen string in a log line.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }
 
 // invalid is a 400 whose description is exactly the message.

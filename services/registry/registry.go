@@ -392,6 +392,12 @@ func (s *Service) serve() (micro.Service, error) {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("registry endpoint %s: %w", ep.name, err)
 		}
+		// The same operation asked by another service (the gateway) on
+		// its service API subject, answered on that service's inbox.
+		if err := svc.AddEndpoint(ep.name+"_internal", s.handler(ep.h), micro.WithEndpointSubject(events.ServiceAPIPattern(ep.op))); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("registry endpoint %s: %w", ep.name, err)
+		}
 	}
 	return svc, nil
 }

@@ -194,6 +194,21 @@ func waitApplied(t *testing.T, svc *Service, seq uint64) {
 	})
 }
 
+// requestAs sends a request as access key ak would: with a reply subject
+// in ak's own inbox, the only one the registry answers on an API subject.
+func requestAs(nc *nats.Conn, ak, subj string, data []byte) (*nats.Msg, error) {
+	inbox := events.InboxPrefix(ak) + "." + nats.NewInbox()[len("_INBOX."):]
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subj, inbox, data); err != nil {
+		return nil, err
+	}
+	return sub.NextMsg(5 * time.Second)
+}
+
 // call makes one API request with a raw body and decodes the reply into T.
 func call[T any](t *testing.T, nc *nats.Conn, ak, op string, body []byte) (T, error) {
 	t.Helper()
@@ -202,7 +217,7 @@ func call[T any](t *testing.T, nc *nats.Conn, ak, op string, body []byte) (T, er
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := nc.Request(subj, body, 5*time.Second)
+	msg, err := requestAs(nc, ak, subj, body)
 	if err != nil {
 		t.Fatalf("request %s: %v", subj, err)
 	}
