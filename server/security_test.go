@@ -776,7 +776,7 @@ func TestFollowersSeeOnlyWhatTheLogStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refused := events.Event{V: events.Version, ID: "refused-" + id, Name: events.EventPendingInfo, Time: time.Now().UTC(),
+	refused := events.Event{V: events.Version, ID: "refused-" + id, Name: events.EventPullProgress, Time: time.Now().UTC(),
 		AccessKey: b.ak, SessionID: id, KernelID: info.MainKernelID, AgentID: agentID, Message: "never stored"}
 	subj, _ := events.EventSubject(&refused)
 	filter, _ := events.SessionFilter(b.ak, id)
