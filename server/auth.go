@@ -1,8 +1,10 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -111,9 +113,13 @@ func localAgentID(dataDir string) (string, error) {
 }
 
 // logNATSError logs a service connection's asynchronous errors (a
-// permissions violation among them).
-func logNATSError(log zerolog.Logger, name string) nats.ErrHandler {
+// permissions violation among them, which it also counts in violations:
+// a service that needs more than its row of the table).
+func logNATSError(log zerolog.Logger, name string, violations *atomic.Int64) nats.ErrHandler {
 	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			violations.Add(1)
+		}
 		ev := log.Warn().Err(err).Str("service", name)
 		if sub != nil {
 			ev = ev.Str("subject", sub.Subject)

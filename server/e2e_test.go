@@ -68,6 +68,10 @@ func startServerWith(t *testing.T, cfg Config) *running {
 		if err := <-done; err != nil {
 			t.Errorf("server Run: %v", err)
 		}
+		// Every service ran within its permissions (package perms).
+		if n := srv.violations.Load(); n > 0 {
+			t.Errorf("the services hit %d NATS permissions violations", n)
+		}
 	}
 	t.Cleanup(stop)
 	return &running{srv: srv, stop: stop}

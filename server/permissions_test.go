@@ -94,8 +94,8 @@ func TestReplySubjectInjection(t *testing.T) {
 		"$KV."+perms.ImagesBucket+".x", "$O."+events.UploadBucket+".M.x", "$O."+events.UploadBucket+".C.x",
 		events.InboxPrefix(b.ak)+".x", "_INBOX_"+b.ak+".x", "_INBOX.x", events.ServiceInboxPrefix(perms.Gateway)+".x",
 		bLog, bWork, bOut, bQueue, bAPI, "$SYS.REQ.USER.AUTH",
-		"", events.InboxPrefix(a.ak), events.InboxPrefix(a.ak) + ".*", events.InboxPrefix(a.ak) + ".>",
-		events.InboxPrefix(a.ak) + "..x", events.InboxPrefix(a.ak) + ".x y",
+		"", events.InboxPrefix(a.ak), events.InboxPrefix(a.ak)+".*", events.InboxPrefix(a.ak)+".>",
+		events.InboxPrefix(a.ak)+"..x", events.InboxPrefix(a.ak)+".x y",
 	)
 	// Bodies that would do harm if the request ran: B's keypair removed,
 	// B's session terminated, a session created, a policy added.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -72,6 +73,11 @@ type Server struct {
 	creds Credentials
 	ready chan struct{}
 	once  sync.Once
+
+	// violations counts the permissions violations of the services'
+	// connections: none, unless a service needs more than the table
+	// (package perms) gives it.
+	violations atomic.Int64
 
 	mu   sync.Mutex
 	ns   *natsserver.Server
@@ -180,7 +186,7 @@ func (s *Server) Run(ctx context.Context) error {
 	connect := func(name string, extra ...nats.Option) (*nats.Conn, error) {
 		extra = append([]nats.Option{nats.CustomInboxPrefix(events.ServiceInboxPrefix(name))}, extra...)
 		nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(ns), nats.UserInfo("bai-"+name, auth.passwords["bai-"+name]),
-			nats.Name("bai-" + name), nats.MaxReconnects(-1), nats.ErrorHandler(logNATSError(s.log, name))}, extra...)...)
+			nats.Name("bai-" + name), nats.MaxReconnects(-1), nats.ErrorHandler(logNATSError(s.log, name, &s.violations))}, extra...)...)
 		if err != nil {
 			return nil, fmt.Errorf("server: connect %s: %w", name, err)
 		}

@@ -30,7 +30,9 @@
 package perms
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
@@ -224,7 +226,7 @@ func GatewayPermissions() Permissions {
 	p := serviceBase(Gateway)
 	p.SubAllow = append(p.SubAllow, apiPatterns(GatewayOps, events.APIPattern)...)
 	p.PubAllow = append(p.PubAllow, events.TenantInboxes)
-	p.PubAllow = append(p.PubAllow, apiPatterns(GatewayAsksRegistry, func(op string) string { return events.ServiceAPIPattern(op) })...)
+	p.PubAllow = append(p.PubAllow, apiPatterns(GatewayAsksRegistry, events.ServiceAPIPattern)...)
 	p.PubAllow = append(p.PubAllow, provisionAll()...)
 	p.PubAllow = append(p.PubAllow, eventSubjects(GatewayEvents)...)
 	p.PubAllow = append(p.PubAllow, read(streams.Sessions)...)
@@ -428,4 +430,65 @@ func (p Permissions) clean() Permissions {
 		return out
 	}
 	return Permissions{PubAllow: dedup(p.PubAllow), PubDeny: dedup(p.PubDeny), SubAllow: dedup(p.SubAllow), SubDeny: dedup(p.SubDeny)}
+}
+
+// Identity is one row of the table: who, how it connects, what it may do.
+type Identity struct {
+	// Name of the row: user, admin, gateway, registry, scheduler, auth,
+	// agent.
+	Name string
+	// User is the NATS user name ("<access key>" for keypairs, through
+	// the auth callout; "bai-<service>"; "bai-agent-<id>" per agent in a
+	// cluster, "bai-agent" in the all-in-one server).
+	User string
+	// Inbox is the reply-inbox prefix the identity's connection uses.
+	Inbox string
+	Permissions
+}
+
+// Placeholders of Table's rows for a key and an agent id.
+const (
+	PlaceholderKey   = "AK"
+	PlaceholderAgent = "ID"
+)
+
+// Table is every identity's permissions, keypairs and agents written for
+// access key PlaceholderKey and agent id PlaceholderAgent: what
+// docs/security.md shows and the cluster configs are made from.
+func Table() []Identity {
+	rows := []Identity{
+		{Name: "user", User: PlaceholderKey, Inbox: events.InboxPrefix(PlaceholderKey), Permissions: UserPermissions(PlaceholderKey, false)},
+		{Name: "admin", User: PlaceholderKey, Inbox: events.InboxPrefix(PlaceholderKey), Permissions: UserPermissions(PlaceholderKey, true)},
+	}
+	for _, s := range Services {
+		p, _ := ServicePermissions(s)
+		rows = append(rows, Identity{Name: s, User: ServiceUser(s), Inbox: events.ServiceInboxPrefix(s), Permissions: p})
+	}
+	return append(rows, Identity{Name: "agent", User: "bai-agent-" + PlaceholderAgent,
+		Inbox: events.AgentInboxPrefix(PlaceholderAgent), Permissions: AgentPermissions(PlaceholderAgent)})
+}
+
+// Markdown is Table as the Markdown of docs/security.md: one section per
+// identity, each subject in backquotes.
+func Markdown() string {
+	var b strings.Builder
+	list := func(what string, subjects []string) {
+		if len(subjects) == 0 {
+			return
+		}
+		b.WriteString("- " + what + ":")
+		for _, s := range subjects {
+			b.WriteString(" `" + s + "`")
+		}
+		b.WriteString("\n")
+	}
+	for _, id := range Table() {
+		fmt.Fprintf(&b, "#### %s (NATS user `%s`, inbox `%s`)\n\n", id.Name, id.User, id.Inbox)
+		list("publish", id.PubAllow)
+		list("publish denied", id.PubDeny)
+		list("subscribe", id.SubAllow)
+		list("subscribe denied", id.SubDeny)
+		b.WriteString("\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/perms"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
 	"github.com/bai-sh/bai/services/registry"
@@ -61,9 +62,7 @@ func randHex(n int) string {
 func startCluster(cfg clusterConfig) (*cluster, error) {
 	t0 := time.Now()
 	c := &cluster{secret: randHex(20), svcPass: randHex(20)}
-	api, _ := events.APISubject(benchAK, ">")
-	sessions, _ := events.LiveOwnerSessionsFilter(benchAK)
-	output, _ := events.LiveOwnerOutputFilter(benchAK)
+	tenant := perms.UserPermissions(benchAK, false)
 	opts := &natsserver.Options{
 		ServerName: "bai-bench",
 		DontListen: true,
@@ -79,10 +78,8 @@ func startCluster(cfg clusterConfig) (*cluster, error) {
 		Users: []*natsserver.User{
 			{Username: "bai-service", Password: c.svcPass},
 			{Username: benchAK, Password: c.secret, Permissions: &natsserver.Permissions{
-				Publish: &natsserver.SubjectPermission{Allow: []string{api}},
-				Subscribe: &natsserver.SubjectPermission{Allow: []string{
-					sessions, output, events.InboxPrefix(benchAK) + ".>",
-				}},
+				Publish:   &natsserver.SubjectPermission{Allow: tenant.PubAllow},
+				Subscribe: &natsserver.SubjectPermission{Allow: tenant.SubAllow},
 			}},
 		},
 	}
@@ -205,7 +202,7 @@ func (c *cluster) waitReady(svcs []interface{ Ready() <-chan struct{} }) error {
 
 func (c *cluster) serviceConn(name string) (*nats.Conn, error) {
 	nc, err := nats.Connect("", nats.InProcessServer(c.ns), nats.UserInfo("bai-service", c.svcPass),
-		nats.Name("bai-"+name), nats.MaxReconnects(-1))
+		nats.Name("bai-"+name), nats.MaxReconnects(-1), nats.CustomInboxPrefix(events.ServiceInboxPrefix(name)))
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", name, err)
 	}
