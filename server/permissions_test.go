@@ -18,6 +18,8 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/perms"
 	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/services/gateway"
+	"github.com/bai-sh/bai/services/registry"
 )
 
 // allStreams are every stream and bucket of a running server (the upload
@@ -380,5 +382,21 @@ func TestServiceUsersHaveLeastPrivilege(t *testing.T) {
 	// Everything still works: B's session answers.
 	if info, err := r.clientAs(t, b).Get(context.Background(), sid); err != nil || info.Status != events.StatusRunning {
 		t.Fatalf("after: %v %+v", err, info)
+	}
+}
+
+// TestTableNamesTheServicesOwnNames: the names the permission table
+// spells out are the services' own.
+func TestTableNamesTheServicesOwnNames(t *testing.T) {
+	for got, want := range map[string]string{
+		gateway.ImagesBucket:       perms.ImagesBucket,
+		gateway.AdmissionBucket:    perms.AdmissionBucket,
+		registry.DefaultDurable:    perms.RegistryDurable,
+		gateway.KeypairsBucket:     streams.Keypairs,
+		gateway.AuthCalloutSubject: perms.AuthCalloutSubject,
+	} {
+		if got != want {
+			t.Errorf("service name %q, table %q", got, want)
+		}
 	}
 }

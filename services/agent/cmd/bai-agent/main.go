@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
 )
 
@@ -41,7 +42,13 @@ func run() error {
 	defer stop()
 
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
-	nc, err := nats.Connect(*natsURL, nats.Name("bai-agent"), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.Name("bai-agent"), nats.MaxReconnects(-1)}
+	if *id != "" {
+		// An agent's NATS permissions (perms.AgentPermissions) let it
+		// read only its own inbox.
+		opts = append(opts, nats.CustomInboxPrefix(events.AgentInboxPrefix(*id)))
+	}
+	nc, err := nats.Connect(*natsURL, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
+	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/gateway"
 )
 
@@ -33,7 +34,9 @@ func run() error {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := nats.Connect(*url, nats.Name("bai-gateway"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(*url, nats.Name("bai-gateway"), nats.MaxReconnects(-1),
+		// Its NATS permissions (package perms) let it read only this inbox.
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", *url, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/registry"
 )
 
@@ -53,7 +54,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	nc, err := nats.Connect(*natsURL, nats.Name("bai-registry"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(*natsURL, nats.Name("bai-registry"), nats.MaxReconnects(-1),
+		// Its NATS permissions (package perms) let it read only this inbox.
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix("registry")))
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", *natsURL, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/scheduler"
 )
 
@@ -39,7 +40,9 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := nats.Connect(*url, nats.Name("bai-scheduler"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(*url, nats.Name("bai-scheduler"), nats.MaxReconnects(-1),
+		// Its NATS permissions (package perms) let it read only this inbox.
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix("scheduler")))
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", *url, err)
 	}
