@@ -273,4 +273,3 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
-
