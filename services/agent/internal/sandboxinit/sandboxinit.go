@@ -105,9 +105,20 @@ func run(s *Spec) error {
 	// directory of the host that other kernels share (/var/tmp, /dev/shm,
 	// /var/crash, ...). The mounts under the hidden directories (other
 	// kernels' work directories) go instead, below.
+	// Under the directories replaced below, host mounts only show in
+	// mountinfo (another agent's kernels' work dirs under /tmp): they go
+	// first, but for those that hold a hidden directory.
+	shadowed := []string{"/home", "/tmp", "/var/tmp", "/dev/shm"}
+	for i := len(host) - 1; i >= 0; i-- {
+		if m := host[i]; under(m.point, shadowed) && !under(m.point, s.Hide) && !holds(m.point, s.Hide) {
+			if err := unmount(m.point); err != nil {
+				return err
+			}
+		}
+	}
 	for _, m := range host {
-		if m.fstype == "devpts" || under(m.point, s.Hide) {
-			continue // ptys are allocated, not written; the hidden go
+		if m.fstype == "devpts" || under(m.point, s.Hide) || under(m.point, shadowed) {
+			continue // ptys are allocated, not written; the others go
 		}
 		flags := m.flags | syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_RDONLY
 		err := syscall.Mount("", m.point, "", flags, "")
@@ -134,9 +145,8 @@ func run(s *Spec) error {
 	// deepest first.
 	for i := len(host) - 1; i >= 0; i-- {
 		if m := host[i]; under(m.point, s.Hide) {
-			err := syscall.Unmount(m.point, syscall.MNT_DETACH)
-			if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
-				return fmt.Errorf("unmount %s: %w", m.point, err)
+			if err := unmount(m.point); err != nil {
+				return err
 			}
 		}
 	}
@@ -322,6 +332,26 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// unmount detaches the mount at p from this namespace; one that is gone
+// already (with its parent) is no error.
+func unmount(p string) error {
+	err := syscall.Unmount(p, syscall.MNT_DETACH)
+	if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
+		return fmt.Errorf("unmount %s: %w", p, err)
+	}
+	return nil
+}
+
+// holds reports whether p is above one of dirs.
+func holds(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if p == "/" || strings.HasPrefix(d, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // under reports whether p is one of dirs or below one.
