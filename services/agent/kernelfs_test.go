@@ -307,6 +307,7 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
     except OSError as e:
         print(d, errno.errorcode[e.errno])
 '`, "/tmp ENOSPC\n/var/tmp ENOSPC\n/dev/shm ENOSPC\n"},
+		{"shm-semaphores", `python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2]))'`, "[1, 2]\n"},
 		{"host-read-only", `for d in ` + shared + ` / /var /dev /run; do touch $d/` + mark + ` 2>/dev/null && echo wrote $d; done; echo end`, "end\n"},
 		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e /kernels/ /proc/self/mountinfo || true`, ""},
 	}

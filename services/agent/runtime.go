@@ -552,7 +552,9 @@ func (r *ProcessRuntime) WriteFile(kernelID, rel string, data []byte) error {
 	}
 	root, err := safefs.Open(dir)
 	if err != nil {
-		return fmt.Errorf("work dir of kernel %s: %w", kernelID, err)
+		// Without the host path, which the error goes to the kernel's
+		// output.
+		return fmt.Errorf("work dir of kernel %s: %w", kernelID, errors.Unwrap(err))
 	}
 	defer root.Close()
 	own := safefs.Creator

@@ -61,8 +61,7 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_N
 
 // Root is an open directory under which files are made.
 type Root struct {
-	fd   int
-	name string
+	fd int
 }
 
 // Open opens dir (which must not itself be a symlink) as a Root.
@@ -71,7 +70,7 @@ func Open(dir string) (*Root, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: dir, Err: classify(err)}
 	}
-	return &Root{fd: fd, name: dir}, nil
+	return &Root{fd: fd}, nil
 }
 
 // Close closes the directory.
@@ -123,7 +122,7 @@ func (r *Root) WriteFile(rel string, data []byte, perm os.FileMode, own Owner) e
 		}
 		break
 	}
-	f := os.NewFile(uintptr(fd), path.Join(r.name, rel))
+	f := os.NewFile(uintptr(fd), rel)
 	err := setOwner(fd, perm, own)
 	if err == nil {
 		_, err = f.Write(data)

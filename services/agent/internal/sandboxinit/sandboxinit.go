@@ -302,6 +302,10 @@ func readMounts() ([]mount, error) {
 				m.flags |= syscall.MS_NODIRATIME
 			case "relatime":
 				m.flags |= syscall.MS_RELATIME
+			case "strictatime":
+				m.flags |= syscall.MS_STRICTATIME
+			case "nosymfollow":
+				m.flags |= 0x100 // MS_NOSYMFOLLOW
 			}
 		}
 		for i := 6; i < len(f)-1; i++ {
