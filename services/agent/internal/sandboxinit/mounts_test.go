@@ -20,7 +20,7 @@ func TestUnescape(t *testing.T) {
 func TestUnderHolds(t *testing.T) {
 	hide := []string{"/var/lib/bai", "/srv/x/"}
 	for p, want := range map[string][2]bool{
-		"/var/lib/bai":               {true, true},
+		"/var/lib/bai":               {true, false},
 		"/var/lib/bai/kernels/k-1":   {true, false},
 		"/var/lib/baiX":              {false, false},
 		"/var/lib":                   {false, true},
