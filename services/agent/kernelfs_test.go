@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -329,5 +330,52 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
 		if _, err := os.Lstat(filepath.Join(d, mark)); !os.IsNotExist(err) {
 			t.Errorf("host %s has the kernel's file after terminate: %v", d, err)
 		}
+	}
+}
+
+// TestKernelTmpCountsInMemory: what a kernel keeps in its private
+// /dev/shm, /tmp and /var/tmp is charged to its own memory cgroup.
+func TestKernelTmpCountsInMemory(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	r := agent.NewProcessRuntime(t.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
+	if notes := r.Sandbox(agent.SandboxOptions{}); len(notes) > 0 {
+		t.Fatalf("notes %q", notes)
+	}
+	t.Cleanup(func() {
+		if err := r.Purge(context.Background()); err != nil {
+			t.Errorf("purge: %v", err)
+		}
+	})
+	k := &events.SessionSpec{ID: "mem", Image: testImage, MainKernelID: "k-tmpmem", Slots: map[string]string{"cpu": "1", "mem": "512m"}}
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.Exec(t.Context(), k, events.RunSpec{ID: "r", Code: `
+def usage():
+    for l in open("/proc/self/cgroup"):
+        _, ctrl, path = l.strip().split(":", 2)
+        if "memory" in ctrl.split(","):
+            return int(open("/sys/fs/cgroup/memory" + path + "/memory.usage_in_bytes").read())
+    for l in open("/proc/self/cgroup"):
+        _, ctrl, path = l.strip().split(":", 2)
+        if ctrl == "":
+            return int(open("/sys/fs/cgroup" + path + "/memory.current").read())
+for d in ["/dev/shm", "/tmp", "/var/tmp"]:
+    before = usage()
+    with open(d + "/x", "wb") as f:
+        f.write(b"x" * (32 << 20))
+    grew = usage() - before
+    print(d, "charged" if grew >= 30 << 20 else "grew only %d" % grew)
+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(p.Stdout())
+	errOut, _ := io.ReadAll(p.Stderr())
+	code, err := p.Wait()
+	p.Close()
+	if want := "/dev/shm charged\n/tmp charged\n/var/tmp charged\n"; code != 0 || err != nil || string(out) != want {
+		t.Errorf("exit %d %v, stdout %q (stderr %q), want %q", code, err, out, errOut, want)
 	}
 }
