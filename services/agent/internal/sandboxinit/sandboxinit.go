@@ -100,14 +100,9 @@ func run(s *Spec) error {
 	if err != nil {
 		return err
 	}
-	// Every host mount read-only in here: a kernel writes only its work
-	// directory and its private temporary directories below, never a
-	// directory of the host that other kernels share (/var/tmp, /dev/shm,
-	// /var/crash, ...). The mounts under the hidden directories (other
-	// kernels' work directories) go instead, below.
-	// Under the directories replaced below, host mounts only show in
-	// mountinfo (another agent's kernels' work dirs under /tmp): they go
-	// first, but for those that hold a hidden directory.
+	// Host mounts under the directories replaced below would only show in
+	// mountinfo (another agent's kernels' work dirs under /tmp): they go,
+	// but for those that hold a hidden directory (covered below).
 	shadowed := []string{"/home", "/tmp", "/var/tmp", "/dev/shm"}
 	for i := len(host) - 1; i >= 0; i-- {
 		if m := host[i]; under(m.point, shadowed) && !under(m.point, s.Hide) && !holds(m.point, s.Hide) {
@@ -116,9 +111,14 @@ func run(s *Spec) error {
 			}
 		}
 	}
+	// Every other host mount read-only in here: a kernel writes only its
+	// work directory and its private temporary directories below, never
+	// a directory of the host that other kernels share (/var/tmp,
+	// /dev/shm, /var/crash, ...). The mounts under the hidden directories
+	// (every kernel's work directory) go instead, below.
 	for _, m := range host {
 		if m.fstype == "devpts" || under(m.point, s.Hide) || under(m.point, shadowed) {
-			continue // ptys are allocated, not written; the others go
+			continue // ptys are allocated, not written; the others go or are covered
 		}
 		flags := m.flags | syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_RDONLY
 		err := syscall.Mount("", m.point, "", flags, "")
