@@ -1,8 +1,6 @@
 package events
 
 import (
-	"fmt"
-	"strings"
 	"time"
 )
 
@@ -51,11 +49,13 @@ var SessionFields = []string{
 	"occupying_slots", "dependencies", "abusing_reports", "idle_checks",
 }
 
-// Upload limits.
+// Upload limits (CheckUploadPath has the rules of a path).
 const (
 	MaxUploadFile  = 512 << 10 // one file, sent in one request (base64 in JSON: under 1 MiB)
 	MaxUploadFiles = 100       // files of one run
-	MaxUploadPath  = 255
+	MaxUploadPath  = 255       // bytes of a path
+	MaxUploadName  = 255       // bytes of one path component (Linux's NAME_MAX)
+	MaxUploadDepth = 16        // components of a path
 )
 
 // UploadBucket is the object store that holds uploaded files, each under
@@ -72,7 +72,7 @@ func UploadObject(ak, sid, runID, path string) string {
 type UploadRequest struct {
 	SessionID string `json:"session_id"`
 	RunID     string `json:"run_id"`
-	Path      string `json:"path"` // relative, slash-separated, no ".."
+	Path      string `json:"path"` // CheckUploadPath's rules
 	Data      []byte `json:"data"`
 }
 
@@ -80,25 +80,6 @@ type UploadRequest struct {
 type UploadResponse struct {
 	Path string `json:"path"`
 	Size int    `json:"size"`
-}
-
-// CheckUploadPath validates an upload path: relative, slash-separated,
-// clean, without "..", NUL or empty components.
-func CheckUploadPath(p string) error {
-	switch {
-	case p == "" || len(p) > MaxUploadPath:
-		return fmt.Errorf("%w: upload path %q: 1 to %d bytes", ErrInvalid, p, MaxUploadPath)
-	case strings.HasPrefix(p, "/"):
-		return fmt.Errorf("%w: upload path %q is absolute", ErrInvalid, p)
-	case strings.ContainsAny(p, "\x00\\"):
-		return fmt.Errorf("%w: upload path %q has a NUL or a backslash", ErrInvalid, p)
-	}
-	for _, c := range strings.Split(p, "/") {
-		if c == "" || c == "." || c == ".." {
-			return fmt.Errorf("%w: upload path %q must be clean and stay in the work directory", ErrInvalid, p)
-		}
-	}
-	return nil
 }
 
 // ImageInfo is one image the gateway admits and the aliases that name it.

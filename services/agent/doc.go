@@ -39,14 +39,22 @@
 //     in new pid, mount, ipc, uts and network namespaces
 //     (the network namespace has only a loopback, down, unless
 //     the session asks for a network or SandboxOptions.Network); the
-//     helper joins the cgroup, mounts a fresh
-//     /proc, an empty /home with the work directory at /home/work, a
-//     private /tmp (a tmpfs, 256 MiB), hides the agent's data directory,
+//     helper joins the cgroup, makes every host mount read-only in its
+//     namespace, mounts a fresh /proc, an empty /home with the work
+//     directory at /home/work, private /tmp and /var/tmp (tmpfs, 256 MiB
+//     each) and /dev/shm (64 MiB), all gone with the execution and
+//     charged to the kernel's memory limit, hides the agent's data
+//     directory (unmounting the work directories under it, so that
+//     /proc/self/mountinfo names no other kernel),
 //     sets the host name to the kernel id, RLIMIT_CORE 0 and RLIMIT_NOFILE
 //     (1024), sets no_new_privs and starts the code as the kernel's uid; it
 //     stays the namespace's init (root, out of the code's reach), reaps
 //     orphans, and exits with the code's status, which ends every process
 //     the execution left;
+//   - the agent writes into a work directory (long code as
+//     .bai-run-<run id>, uploaded files) only through internal/safefs:
+//     resolved beneath it without following any symlink the kernel made,
+//     a new file owned by the kernel's uid;
 //   - terminating a kernel kills every process of its cgroup (setsid
 //     does not escape it), then removes the cgroup and the work directory;
 //   - an execution that hit a limit gets "bai: oom-killed", "bai:

@@ -43,6 +43,11 @@ type DockerOptions struct {
 	// GPUs are the NVIDIA devices the agent offers (see DetectGPUs); a
 	// kernel with cuda slots gets device requests for its share of them.
 	GPUs *GPUAllocator
+	// TmpSize is the size of each of a container's /tmp and /var/tmp, a
+	// tmpfs of its own (charged to its memory limit). Default 256 MiB.
+	TmpSize int64
+	// ShmSize is the size of a container's /dev/shm. Default 64 MiB.
+	ShmSize int64
 }
 
 // DockerRuntime runs each kernel as a Docker container (through the Docker
@@ -64,6 +69,12 @@ func NewDockerRuntime(ctx context.Context, opts DockerOptions) (*DockerRuntime, 
 	}
 	if opts.Pids == 0 {
 		opts.Pids = 512
+	}
+	if opts.TmpSize == 0 {
+		opts.TmpSize = 256 << 20
+	}
+	if opts.ShmSize == 0 {
+		opts.ShmSize = 64 << 20
 	}
 	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
@@ -150,9 +161,17 @@ func (r *DockerRuntime) Create(ctx context.Context, k *events.SessionSpec) error
 		return fmt.Errorf("slots of kernel %s: %w", k.MainKernelID, err)
 	}
 	pids := r.opts.Pids
+	// Temporary directories of the container's own, in memory, gone with
+	// it; nothing of the host is mounted in. The agent copies nothing
+	// into or out of a container (code travels as an argument; uploads
+	// need the process runtime), so no host path ever resolves a name the
+	// container made.
+	tmp := fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", r.opts.TmpSize)
 	hc := &container.HostConfig{
 		NetworkMode: "none",
 		Init:        boolPtr(true),
+		Tmpfs:       map[string]string{"/tmp": tmp, "/var/tmp": tmp},
+		ShmSize:     r.opts.ShmSize,
 		Resources: container.Resources{
 			NanoCPUs:  int64(set["cpu"]) * 1000, // micro-CPUs → nano-CPUs
 			Memory:    int64(set["mem"]),

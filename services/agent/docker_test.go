@@ -213,6 +213,11 @@ func TestDockerRuntime(t *testing.T) {
 	if o := e.waitExit(sp.ID, "r2"); string(o.stdout) != "lo\n/home/work\n"+sp.MainKernelID+"\n" || o.exit != "0" {
 		t.Errorf("exec: stdout %q stderr %q exit %q", o.stdout, o.stderr, o.exit)
 	}
+	// Private temporary directories: tmpfs of the container's own.
+	e.execute(a, sp, events.RunSpec{ID: "tmp", Exec: `for d in /tmp /var/tmp /dev/shm; do grep " $d tmpfs " /proc/mounts | cut -d' ' -f2,3; done`})
+	if o := e.waitExit(sp.ID, "tmp"); string(o.stdout) != "/tmp tmpfs\n/var/tmp tmpfs\n/dev/shm tmpfs\n" || o.exit != "0" {
+		t.Errorf("temporary dirs: stdout %q stderr %q exit %q", o.stdout, o.stderr, o.exit)
+	}
 
 	ins, err := c.ContainerInspect(t.Context(), "bai-"+sp.MainKernelID, client.ContainerInspectOptions{})
 	if err != nil {
@@ -221,6 +226,9 @@ func TestDockerRuntime(t *testing.T) {
 	cfg, hc := ins.Container.Config, ins.Container.HostConfig
 	if cfg.Labels["ai.bai.session-id"] != sp.ID || cfg.Labels["ai.bai.kernel-id"] != sp.MainKernelID {
 		t.Errorf("labels %v", cfg.Labels)
+	}
+	if hc.ShmSize != 64<<20 || !strings.Contains(hc.Tmpfs["/tmp"], "size=268435456") || !strings.Contains(hc.Tmpfs["/var/tmp"], "size=268435456") {
+		t.Errorf("temporary dirs: shm %d tmpfs %v", hc.ShmSize, hc.Tmpfs)
 	}
 	if hc.Memory != 128<<20 || hc.NanoCPUs != 5e8 || hc.PidsLimit == nil || *hc.PidsLimit != 512 || hc.NetworkMode != "none" {
 		t.Errorf("limits: mem %d cpus %d pids %v network %q", hc.Memory, hc.NanoCPUs, hc.PidsLimit, hc.NetworkMode)

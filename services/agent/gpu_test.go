@@ -234,8 +234,9 @@ func TestSandboxHidesOtherGPUs(t *testing.T) {
 		t.Fatal(err)
 	}
 	g = g[:2]
-	// Not under /tmp: kernels have a /tmp of their own.
-	devs, err := os.MkdirTemp("/var/tmp", "bai-gpu-test-")
+	// Where device files are (kernels have /tmp, /var/tmp and /dev/shm
+	// of their own).
+	devs, err := os.MkdirTemp("/dev", "bai-gpu-test-")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
+	"github.com/bai-sh/bai/services/agent/internal/safefs"
 )
 
 // Runtime runs kernels on this host. The agent calls Prepare, then Create,
@@ -364,13 +365,13 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	var argv []string
 	switch {
 	case run.Exec != "":
-		argv, err = r.argv(dir, home, run.ID, "/bin/sh", run.Exec)
+		argv, err = r.argv(k.MainKernelID, home, run.ID, "/bin/sh", run.Exec)
 	default:
 		bin, ierr := r.Interpreter(k.Image)
 		if ierr != nil {
 			return nil, ierr
 		}
-		argv, err = r.argv(dir, home, run.ID, bin, run.Code)
+		argv, err = r.argv(k.MainKernelID, home, run.ID, bin, run.Code)
 	}
 	if err != nil {
 		return nil, err
@@ -488,6 +489,7 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 		UID:       kernelUID(k.MainKernelID),
 		Hostname:  hostname(k.MainKernelID),
 		TmpSize:   r.sb.opts.TmpSize,
+		ShmSize:   r.sb.opts.ShmSize,
 		NoFile:    r.sb.opts.NoFile,
 	}
 	if r.sb.cg != nil {
@@ -518,18 +520,49 @@ func hostname(id string) string {
 	return id
 }
 
-// argv is [bin, "-c", src], or [bin, file] with src written to a file when
-// it is too long for one argument.
-// dir is the work directory here, home the same seen by the kernel.
-func (r *ProcessRuntime) argv(dir, home, runID, bin, src string) ([]string, error) {
+// argv is [bin, "-c", src], or [bin, file] with src written to the file
+// ".bai-run-<run id>" of the kernel's work directory when it is too long
+// for one argument (see WriteFile). home is the work directory as the
+// kernel sees it.
+func (r *ProcessRuntime) argv(kernelID, home, runID, bin, src string) ([]string, error) {
 	if len(src) <= maxInlineArg {
 		return []string{bin, "-c", src}, nil
 	}
+	if err := events.CheckRunID(runID); err != nil {
+		return nil, err
+	}
 	name := ".bai-run-" + runID
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+	if err := r.WriteFile(kernelID, name, []byte(src)); err != nil {
 		return nil, fmt.Errorf("write code of run %s: %w", runID, err)
 	}
 	return []string{bin, filepath.Join(home, name)}, nil
+}
+
+// WriteFile writes data to the file rel (slash-separated) of a kernel's
+// work directory, and the directories to it, owned by the kernel's uid
+// where it runs as one (sandboxed), mode 0644 (directories 0755). The work
+// directory is the kernel's to change at any moment: nothing in it is
+// trusted. A symlink anywhere on the path, whatever it points to, makes
+// the write fail; what has the file's name is removed first, so a write
+// never goes through a link (safefs).
+func (r *ProcessRuntime) WriteFile(kernelID, rel string, data []byte) error {
+	dir, err := r.WorkDir(kernelID)
+	if err != nil {
+		return err
+	}
+	root, err := safefs.Open(dir)
+	if err != nil {
+		// Without the host path, which the error goes to the kernel's
+		// output.
+		return fmt.Errorf("work dir of kernel %s: %w", kernelID, errors.Unwrap(err))
+	}
+	defer root.Close()
+	own := safefs.Creator
+	if r.sandboxed() {
+		uid := kernelUID(kernelID)
+		own = safefs.Owner{UID: uid, GID: uid}
+	}
+	return root.WriteFile(rel, data, 0o644, own)
 }
 
 // process is one execution of the process runtime.

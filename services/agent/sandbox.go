@@ -54,8 +54,12 @@ type SandboxOptions struct {
 	// WorkDirSize is the size limit of a kernel's work directory (a tmpfs).
 	// Default 1 GiB.
 	WorkDirSize int64
-	// TmpSize is the size limit of a kernel's private /tmp. Default 256 MiB.
+	// TmpSize is the size limit of each of a kernel's private /tmp and
+	// /var/tmp. Default 256 MiB.
 	TmpSize int64
+	// ShmSize is the size limit of a kernel's private /dev/shm. Default
+	// 64 MiB (Docker's).
+	ShmSize int64
 	// NoFile is the kernel's open files limit. Default 1024.
 	NoFile uint64
 	// DefaultMem is the memory limit of a kernel whose slots give none.
@@ -95,6 +99,9 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 	}
 	if opts.TmpSize == 0 {
 		opts.TmpSize = 256 << 20
+	}
+	if opts.ShmSize == 0 {
+		opts.ShmSize = 64 << 20
 	}
 	if opts.NoFile == 0 {
 		opts.NoFile = 1024

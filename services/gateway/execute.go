@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -38,6 +39,10 @@ func (s *Service) execute(ctx context.Context, req micro.Request) (*events.Execu
 		return nil, err
 	}
 	var er events.ExecuteRequest
+	if !utf8.Valid(req.Data()) {
+		// The decoder would turn a bad byte of a file name into U+FFFD.
+		return nil, events.Errorf(events.ErrInvalid, "malformed execute request: not UTF-8")
+	}
 	if err := events.Unmarshal(req.Data(), &er); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed execute request: %v", err)
 	}

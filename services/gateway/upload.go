@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -50,19 +51,27 @@ func (s *Service) upload(ctx context.Context, req micro.Request) (*events.Upload
 		return nil, err
 	}
 	var ur events.UploadRequest
+	if !utf8.Valid(req.Data()) {
+		// The decoder would turn a bad byte of a path into U+FFFD.
+		return nil, events.Errorf(events.ErrInvalid, "malformed upload request: not UTF-8")
+	}
 	if err := json.Unmarshal(req.Data(), &ur); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed upload request: %v", err)
 	}
 	switch {
 	case !events.ValidToken(ur.SessionID):
 		return nil, events.Errorf(events.ErrInvalid, "invalid session id %q", clip(ur.SessionID))
-	case !events.ValidToken(ur.RunID):
-		return nil, events.Errorf(events.ErrInvalid, "invalid run id %q", clip(ur.RunID))
 	case len(ur.Data) > events.MaxUploadFile:
 		return nil, events.Errorf(events.ErrInvalid, "file %s is %d bytes (at most %d)", clip(ur.Path), len(ur.Data), events.MaxUploadFile)
 	}
+	// The run id and the path name a file in the kernel's work directory
+	// (events.CheckRunID, events.CheckUploadPath): refused before anything
+	// is stored.
+	if err := events.CheckRunID(ur.RunID); err != nil {
+		return nil, events.Errorf(events.ErrInvalid, "%s", err)
+	}
 	if err := events.CheckUploadPath(ur.Path); err != nil {
-		return nil, events.Errorf(events.ErrInvalid, "%s", clip(err.Error()))
+		return nil, events.Errorf(events.ErrInvalid, "%s", err)
 	}
 	obs, err := s.uploads(ctx)
 	if err != nil {
@@ -80,6 +89,9 @@ func (s *Service) checkFiles(ctx context.Context, ak, sid string, run *events.Ru
 	if run == nil || len(run.Files) == 0 {
 		return nil
 	}
+	if err := events.CheckRunID(run.ID); err != nil {
+		return events.Errorf(events.ErrInvalid, "%s", err)
+	}
 	if len(run.Files) > events.MaxUploadFiles {
 		return events.Errorf(events.ErrInvalid, "too many files (at most %d)", events.MaxUploadFiles)
 	}
@@ -90,7 +102,7 @@ func (s *Service) checkFiles(ctx context.Context, ak, sid string, run *events.Ru
 	seen := make(map[string]bool, len(run.Files))
 	for _, p := range run.Files {
 		if err := events.CheckUploadPath(p); err != nil {
-			return events.Errorf(events.ErrInvalid, "%s", clip(err.Error()))
+			return events.Errorf(events.ErrInvalid, "%s", err)
 		}
 		if seen[p] {
 			return events.Errorf(events.ErrInvalid, "file %s given twice", p)

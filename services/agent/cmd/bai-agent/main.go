@@ -34,6 +34,8 @@ func run() error {
 	network := flag.Bool("kernel-network", false, "give kernels the host's network (default: none)")
 	pids := flag.Int64("kernel-pids", 0, "most processes of one kernel (default 512)")
 	workSize := flag.Int64("kernel-work-size", 0, "size limit of a kernel's work dir in bytes (default 1 GiB)")
+	tmpSize := flag.Int64("kernel-tmp-size", 0, "size limit of each of a kernel's private /tmp and /var/tmp in bytes (default 256 MiB)")
+	shmSize := flag.Int64("kernel-shm-size", 0, "size limit of a kernel's private /dev/shm in bytes (default 64 MiB)")
 	rtName := flag.String("runtime", "process", "kernel runtime: process, or docker (the local Docker Engine, DOCKER_HOST)")
 	shares := flag.Float64("cuda-shares-per-device", 1, "cuda.shares one GPU is worth")
 	flag.Parse()
@@ -66,7 +68,7 @@ func run() error {
 		if owner == "" {
 			owner = "default"
 		}
-		opts := agent.DockerOptions{Owner: owner, Network: *network, Pids: *pids}
+		opts := agent.DockerOptions{Owner: owner, Network: *network, Pids: *pids, TmpSize: *tmpSize, ShmSize: *shmSize}
 		if len(gpus) > 0 {
 			opts.GPUs = agent.NewGPUAllocator(gpus, *shares)
 		}
@@ -90,6 +92,7 @@ func run() error {
 		CUDASharesPerDevice: *shares,
 		Sandbox: agent.SandboxOptions{
 			Disable: *noSandbox, Network: *network, Pids: *pids, WorkDirSize: *workSize,
+			TmpSize: *tmpSize, ShmSize: *shmSize,
 		},
 	})
 	if err != nil {

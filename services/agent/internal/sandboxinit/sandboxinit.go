@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -48,7 +49,8 @@ type Spec struct {
 	Cgroups  []string `json:"cgroups"`
 	UID      int      `json:"uid"`
 	Hostname string   `json:"hostname"`
-	TmpSize  int64    `json:"tmp_size"`
+	TmpSize  int64    `json:"tmp_size"` // each of /tmp and /var/tmp
+	ShmSize  int64    `json:"shm_size"` // /dev/shm
 	NoFile   uint64   `json:"nofile"`
 	FSize    uint64   `json:"fsize"`
 }
@@ -94,8 +96,59 @@ func run(s *Spec) error {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	host, err := readMounts()
+	if err != nil {
+		return err
+	}
+	// Host mounts under the directories replaced below would only show in
+	// mountinfo (another agent's kernels' work dirs under /tmp): they go,
+	// but for those that hold a hidden directory (covered below).
+	shadowed := []string{"/home", "/tmp", "/var/tmp", "/dev/shm"}
+	for i := len(host) - 1; i >= 0; i-- {
+		if m := host[i]; under(m.point, shadowed) && !under(m.point, s.Hide) && !holds(m.point, s.Hide) {
+			if err := unmount(m.point); err != nil {
+				return err
+			}
+		}
+	}
+	// Every other host mount read-only in here: a kernel writes only its
+	// work directory and its private temporary directories below, never
+	// a directory of the host that other kernels share (/var/tmp,
+	// /dev/shm, /var/crash, ...). The mounts under the hidden directories
+	// (every kernel's work directory) go instead, below.
+	for _, m := range host {
+		if m.fstype == "devpts" || under(m.point, s.Hide) || under(m.point, shadowed) {
+			continue // ptys are allocated, not written; the others go or are covered
+		}
+		flags := m.flags | syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_RDONLY
+		err := syscall.Mount("", m.point, "", flags, "")
+		if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
+			return fmt.Errorf("make %s read-only: %w", m.point, err)
+		}
+	}
 	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := syscall.Mount("tmpfs", "/home", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64k,mode=0755"); err != nil {
+		return fmt.Errorf("mount /home: %w", err)
+	}
+	if err := os.Mkdir(WorkDir, 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount("/proc/self/fd/"+strconv.Itoa(work), WorkDir, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("mount work dir: %w", err)
+	}
+	syscall.Close(work)
+	// The mounts under the hidden directories (every kernel's work
+	// directory, this one's included: it is at WorkDir now) leave this
+	// namespace, so that /proc/self/mountinfo names no other kernel;
+	// deepest first.
+	for i := len(host) - 1; i >= 0; i-- {
+		if m := host[i]; under(m.point, s.Hide) {
+			if err := unmount(m.point); err != nil {
+				return err
+			}
+		}
 	}
 	for _, d := range s.Hide {
 		if _, err := os.Stat(d); err != nil {
@@ -113,22 +166,28 @@ func run(s *Spec) error {
 			return fmt.Errorf("hide %s: %w", f, err)
 		}
 	}
-	if err := syscall.Mount("tmpfs", "/home", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64k,mode=0755"); err != nil {
-		return fmt.Errorf("mount /home: %w", err)
-	}
-	if err := os.Mkdir(WorkDir, 0o755); err != nil {
-		return err
-	}
-	if err := syscall.Mount("/proc/self/fd/"+strconv.Itoa(work), WorkDir, "", syscall.MS_BIND, ""); err != nil {
-		return fmt.Errorf("mount work dir: %w", err)
-	}
-	syscall.Close(work)
-	opts := "mode=1777"
-	if s.TmpSize > 0 {
-		opts += ",size=" + strconv.FormatInt(s.TmpSize, 10)
-	}
-	if err := syscall.Mount("tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("mount /tmp: %w", err)
+	// Private temporary directories, each a tmpfs of its own: gone with
+	// the execution, bounded in size, and their pages charged to the
+	// kernel's memory cgroup (the writer's).
+	for _, t := range []struct {
+		dir   string
+		size  int64
+		flags uintptr
+	}{
+		{"/tmp", s.TmpSize, 0},
+		{"/var/tmp", s.TmpSize, 0},
+		{"/dev/shm", s.ShmSize, syscall.MS_NOEXEC},
+	} {
+		if fi, err := os.Lstat(t.dir); err != nil || !fi.IsDir() {
+			continue // absent or a symlink (/var/tmp -> /tmp): read-only above
+		}
+		opts := "mode=1777"
+		if t.size > 0 {
+			opts += ",size=" + strconv.FormatInt(t.size, 10)
+		}
+		if err := syscall.Mount("tmpfs", t.dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|t.flags, opts); err != nil {
+			return fmt.Errorf("mount %s: %w", t.dir, err)
+		}
 	}
 	if s.Hostname != "" {
 		if err := syscall.Sethostname([]byte(s.Hostname)); err != nil {
@@ -206,6 +265,107 @@ func finish(code int) {
 		_ = syscall.Close(fd)
 	}
 	os.Exit(code)
+}
+
+// mount is one line of /proc/self/mountinfo.
+type mount struct {
+	point  string
+	fstype string
+	flags  uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
+}
+
+// readMounts lists this namespace's mounts, parents before children.
+func readMounts() ([]mount, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	var ms []mount
+	for _, line := range strings.Split(string(data), "\n") {
+		// id parent major:minor root point options [optional...] - fstype source super
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		m := mount{point: unescape(f[4])}
+		for _, o := range strings.Split(f[5], ",") {
+			switch o {
+			case "nosuid":
+				m.flags |= syscall.MS_NOSUID
+			case "nodev":
+				m.flags |= syscall.MS_NODEV
+			case "noexec":
+				m.flags |= syscall.MS_NOEXEC
+			case "noatime":
+				m.flags |= syscall.MS_NOATIME
+			case "nodiratime":
+				m.flags |= syscall.MS_NODIRATIME
+			case "relatime":
+				m.flags |= syscall.MS_RELATIME
+			case "strictatime":
+				m.flags |= syscall.MS_STRICTATIME
+			case "nosymfollow":
+				m.flags |= 0x100 // MS_NOSYMFOLLOW
+			}
+		}
+		for i := 6; i < len(f)-1; i++ {
+			if f[i] == "-" {
+				m.fstype = f[i+1]
+				break
+			}
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescape(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unmount detaches the mount at p from this namespace; one that is gone
+// already (with its parent) is no error.
+func unmount(p string) error {
+	err := syscall.Unmount(p, syscall.MNT_DETACH)
+	if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
+		return fmt.Errorf("unmount %s: %w", p, err)
+	}
+	return nil
+}
+
+// holds reports whether p is above one of dirs.
+func holds(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if p == "/" || strings.HasPrefix(d, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// under reports whether p is one of dirs or below one.
+func under(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if p == d || strings.HasPrefix(p, strings.TrimSuffix(d, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func fcntl(fd, cmd int) (int, error) {
