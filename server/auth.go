@@ -94,6 +94,9 @@ func agentPermissions(id string) *natsserver.Permissions {
 			"bai.session.*.*.*." + id,
 			"bai.out.>",
 			"$KV.bai_agents." + id,
+			// Its own last heartbeat, read at start (its epoch continues
+			// past it after a lost state db).
+			"$JS.API.DIRECT.GET.KV_bai_agents.$KV.bai_agents." + id,
 			"$JS.API.INFO",
 			// The agent provisions the streams it uses, like every
 			// service (an update with the same configuration changes
