@@ -18,6 +18,7 @@ import (
 // kernel; a kernel it adopted or started stays. The check's own epoch
 // marks the session asked, also for a scheduler that takes over later.
 func (s *Service) checkRestarted(ctx context.Context, now time.Time) {
+	budget := maxChecksPerTick
 	for _, sess := range s.st.sessions {
 		if !sess.status.HoldsCapacity() || sess.agentID == "" || sess.epoch == 0 {
 			continue
@@ -34,5 +35,12 @@ func (s *Service) checkRestarted(ctx context.Context, now time.Time) {
 			return // the next tick tries again
 		}
 		sess.epoch = a.info.Epoch
+		if budget--; budget == 0 {
+			return // the rest next tick: a round is not held up by them
+		}
 	}
 }
+
+// maxChecksPerTick bounds the kernel checks one tick sends (each is a
+// publish the decision loop waits for).
+const maxChecksPerTick = 256
