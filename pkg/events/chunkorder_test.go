@@ -109,3 +109,54 @@ func TestChunkNumber(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkOrderBoundsHeldBytes: with chunk 1 never coming, the bytes
+// held never pass the bound; past it the order gives up the gap, says so
+// (Gaps), and what it held comes out in order.
+func TestChunkOrderBoundsHeldBytes(t *testing.T) {
+	const chunk, limit = 1000, 10_000
+	o := NewChunkOrder[[]byte](true).LimitBytes(limit, func(b []byte) int { return len(b) })
+	var out [][]byte
+	for n := uint64(2); n <= 200; n++ {
+		out = o.Add(out, "r1", "stdout", n, make([]byte, chunk))
+		if o.HeldBytes() > limit {
+			t.Fatalf("after chunk %d: %d bytes held, bound %d", n, o.HeldBytes(), limit)
+		}
+	}
+	if len(out) != 199 {
+		t.Fatalf("%d chunks out of 199 after giving up the gap", len(out))
+	}
+	gaps := o.Gaps()
+	if len(gaps) != 1 || gaps[0] != (Gap{Run: "r1", Stream: "stdout", From: 1, To: 1}) {
+		t.Fatalf("gaps %v, want chunk 1 of r1's stdout", gaps)
+	}
+	if gaps[0].String() != "run r1: stdout chunk 1 never came" {
+		t.Errorf("gap says %q", gaps[0])
+	}
+	if len(o.Gaps()) != 0 {
+		t.Error("Gaps gave the same gap twice")
+	}
+	// Chunk 1 late: out as it comes, nothing held.
+	if out = o.Add(out[:0], "r1", "stdout", 1, make([]byte, chunk)); len(out) != 1 || o.HeldBytes() != 0 {
+		t.Errorf("late chunk: %d out, %d bytes held", len(out), o.HeldBytes())
+	}
+}
+
+// TestChunkOrderFlushSaysWhatNeverCame: a run's exit flushes what is held
+// and records the gaps in it.
+func TestChunkOrderFlushSaysWhatNeverCame(t *testing.T) {
+	o := NewChunkOrder[string](true).LimitBytes(1<<20, func(s string) int { return len(s) })
+	if got := feed(o, "r1", []testChunk{{"stdout", 1}, {"stdout", 3}, {"stdout", 6}}); len(got) != 1 {
+		t.Fatalf("out before the gaps: %v", got)
+	}
+	if got := o.Flush(nil, "r1"); !slices.Equal(got, []string{"stdout3", "stdout6"}) {
+		t.Fatalf("flushed %v", got)
+	}
+	want := []Gap{{"r1", "stdout", 2, 2}, {"r1", "stdout", 4, 5}}
+	if got := o.Gaps(); !slices.Equal(got, want) {
+		t.Fatalf("gaps %v, want %v", got, want)
+	}
+	if o.HeldBytes() != 0 {
+		t.Errorf("%d bytes held after the flush", o.HeldBytes())
+	}
+}

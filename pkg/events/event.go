@@ -24,6 +24,11 @@ const (
 	EventScheduled   Name = "session_scheduled"   // addressed to the agent → SCHEDULED
 	EventCancelled   Name = "session_cancelled"   // → CANCELLED (addressed to the agent once placed)
 	EventTerminating Name = "session_terminating" // addressed to the agent → TERMINATING
+	// EventKernelCheck is addressed to the agent a session is placed on
+	// after that agent came back with another epoch (AgentEpoch, the one
+	// asked): an agent without the kernel (its state was lost) ends the
+	// session, reason kernel-lost. No status change.
+	EventKernelCheck Name = "kernel_check"
 
 	// Published by the agent.
 	EventPreparing     Name = "session_preparing"    // → PREPARING
@@ -70,6 +75,7 @@ var names = map[Name]nameInfo{
 	EventScheduled:        {status: StatusScheduled, to: toAgent},
 	EventCancelled:        {status: StatusCancelled, to: toAgentIfPlaced},
 	EventTerminating:      {status: StatusTerminating, to: toAgent},
+	EventKernelCheck:      {to: toAgent},
 	EventPreparing:        {status: StatusPreparing},
 	EventPulling:          {status: StatusPulling},
 	EventPullProgress:     {},
@@ -121,6 +127,9 @@ const (
 	ReasonNoAgent        Reason = "no-available-agent"
 	ReasonKilled         Reason = "killed"
 	ReasonAgentRestarted Reason = "agent-restarted"
+	// The agent the session is placed on has no record of its kernel
+	// (its state was lost, or it never had it): the session ends.
+	ReasonKernelLost Reason = "kernel-lost"
 	// An execution killed at its kernel's memory limit, or refused a
 	// process at its kernel's pids limit (process runtime's sandbox).
 	ReasonOOMKilled Reason = "oom-killed"

@@ -10,7 +10,11 @@ const (
 	// stderr chunks, in the order they were written, from 1. The log may
 	// store a chunk after later ones (one sent again after a lost
 	// acknowledgement): readers put them back in order with ChunkOrder.
-	HeaderChunk  = "Bai-Chunk"
+	HeaderChunk = "Bai-Chunk"
+	// HeaderEpoch is the epoch of the agent that published the message
+	// (decimal); readers can tell output of an agent incarnation from
+	// another's.
+	HeaderEpoch  = "Bai-Epoch"
 	StreamStdout = "stdout"
 	StreamStderr = "stderr"
 	StreamExit   = "exit"

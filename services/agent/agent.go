@@ -248,6 +248,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.epoch, err = st.start(s.id); err != nil {
 		return err
 	}
+	if s.kv, err = js.KeyValue(ctx, streams.Agents); err != nil {
+		return fmt.Errorf("agents bucket: %w", err)
+	}
+	if err := s.epochAfterHeartbeat(ctx); err != nil {
+		return err
+	}
 	if _, err := st.loadWork(); err != nil {
 		return err
 	}
@@ -257,9 +263,6 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
 		s.log.Warn().Err(err).Msg("prune terminated kernels")
-	}
-	if s.kv, err = js.KeyValue(ctx, streams.Agents); err != nil {
-		return fmt.Errorf("agents bucket: %w", err)
 	}
 	cons, err := s.consumer(ctx)
 	if err != nil {
@@ -388,6 +391,36 @@ func (s *Service) started(cons jetstream.Consumer, incarnation uint64) error {
 		}
 	}
 	return s.st.setResumeSeq(0)
+}
+
+// epochAfterHeartbeat makes the epoch greater than the one of the
+// heartbeat the bucket still holds for this agent id: a state db lost or
+// reset starts counting from 1 again, and the scheduler tells a new
+// incarnation by its epoch (it sends a kernel_check for every session
+// placed here under another one; see onKernelCheck). A heartbeat that
+// cannot be read is no reason not to start: logged.
+func (s *Service) epochAfterHeartbeat(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	e, err := s.kv.Get(gctx, s.id)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+			s.log.Warn().Err(err).Msg("read the last heartbeat: epoch from the state db alone")
+		}
+		return nil
+	}
+	var last events.AgentInfo
+	if err := events.Unmarshal(e.Value(), &last); err != nil || last.Epoch < s.epoch {
+		return nil
+	}
+	epoch, err := s.st.raiseEpoch(last.Epoch + 1)
+	if err != nil {
+		return err
+	}
+	s.log.Warn().Uint64("state_epoch", s.epoch).Uint64("epoch", epoch).
+		Msg("the state db is behind the last heartbeat (lost or reset): epoch raised past it")
+	s.epoch = epoch
+	return nil
 }
 
 // heartbeat stores the agent's heartbeat once.

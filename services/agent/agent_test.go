@@ -680,11 +680,11 @@ func TestCancelled(t *testing.T) {
 	if n := evs[len(evs)-1].Name; n != events.EventCancelled {
 		t.Errorf("agent published after the cancel: %v", names(evs))
 	}
-	// Execution in the cancelled session is refused silently.
-	seq = e.execute(a, sp, events.RunSpec{ID: "r1", Code: "print(1)"})
-	e.waitAcked(a, seq)
-	if o := e.output(sp.ID, "r1"); o.messages != 0 {
-		t.Errorf("output from a cancelled session")
+	// Execution in the cancelled session is refused at once, saying why:
+	// whoever follows it is not left waiting.
+	e.execute(a, sp, events.RunSpec{ID: "r1", Code: "print(1)"})
+	if o := e.waitExit(sp.ID, "r1"); o.exit != "127" || len(o.stdout) != 0 || !strings.Contains(string(o.stderr), "has ended on agent agent-1") {
+		t.Errorf("run in a cancelled session: exit %q, stdout %q, stderr %q", o.exit, o.stdout, o.stderr)
 	}
 }
 

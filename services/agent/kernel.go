@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +31,11 @@ type kernel struct {
 	// life orders the lifecycle steps of the kernel: start, terminate and
 	// a batch task's end.
 	life sync.Mutex
+
+	// ended: the session is final already (a cancel, or a kill order of
+	// the scheduler after it declared this agent lost): what the kernel
+	// still writes is not published.
+	ended atomic.Bool
 
 	mu      sync.Mutex
 	phase   string
@@ -209,6 +216,8 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 		err = s.onTerminating(ctx, e)
 	case events.EventCancelled:
 		err = s.onCancelled(ctx, e)
+	case events.EventKernelCheck:
+		err = s.onKernelCheck(ctx, e)
 	default:
 		log.Debug().Msg("ignored work message")
 	}
@@ -483,6 +492,20 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 	k := s.lookup(e)
 	if k == nil {
 		s.log.Warn().Str("session_id", e.SessionID).Str("run_id", e.Run.ID).Msg("execute request for no kernel of this agent")
+		lost, err := s.lostKernel(e.KernelID)
+		if err != nil {
+			return err
+		}
+		why := fmt.Sprintf("session %s has ended on agent %s", e.SessionID, s.id)
+		if lost {
+			why = s.lostMessage(e.KernelID)
+		}
+		if err := s.refuseRun(ctx, e.AccessKey, e.SessionID, e.Run.ID, why); err != nil {
+			return err
+		}
+		if lost {
+			return s.endLost(ctx, e)
+		}
 		return nil
 	}
 	k.mu.Lock()
@@ -490,7 +513,8 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 	k.mu.Unlock()
 	if !ok {
 		k.log.Warn().Str("run_id", e.Run.ID).Msg("execute request for a kernel not running")
-		return nil
+		return s.refuseRun(ctx, e.AccessKey, e.SessionID, e.Run.ID,
+			fmt.Sprintf("the kernel of session %s is not running on agent %s", e.SessionID, s.id))
 	}
 	added, err := s.st.addRun(k.spec.MainKernelID, e.Run.ID)
 	if err != nil {
@@ -533,12 +557,76 @@ func (s *Service) onTerminating(ctx context.Context, e *events.Event) error {
 	return s.terminate(ctx, k, reason, true)
 }
 
+// onKernelCheck answers a kernel_check, sent after this agent came back
+// with a new epoch: a session whose kernel the agent has no record of
+// (its state was lost: the kernel, if the runtime still had it, was
+// killed as an orphan) ends, reason kernel-lost. The check comes after
+// everything placed here before it, so a kernel this agent started is in
+// its map by then.
+func (s *Service) onKernelCheck(ctx context.Context, e *events.Event) error {
+	if s.lookup(e) != nil {
+		return nil
+	}
+	lost, err := s.lostKernel(e.KernelID)
+	if err != nil || !lost {
+		return err
+	}
+	return s.endLost(ctx, e)
+}
+
+// lostKernel reports whether a kernel id that no kernel of this agent has
+// was never heard of here either (neither running nor terminated): a
+// kernel this agent lost the record of.
+func (s *Service) lostKernel(kernelID string) (bool, error) {
+	if kernelID == "" {
+		return false, nil
+	}
+	known, err := s.st.known(kernelID)
+	return !known, err
+}
+
+func (s *Service) lostMessage(kernelID string) string {
+	return fmt.Sprintf("agent %s (epoch %d) has no record of kernel %s: its state was lost or reset, and a kernel it did not know was killed", s.id, s.epoch, kernelID)
+}
+
+// endLost ends the session of event e, whose kernel this agent lost:
+// kernel_terminated, then session_terminated, reason kernel-lost, and it
+// remembers the kernel as gone.
+func (s *Service) endLost(ctx context.Context, e *events.Event) error {
+	msg := s.lostMessage(e.KernelID)
+	s.log.Warn().Str("session_id", e.SessionID).Str("kernel_id", e.KernelID).Msg("session ended: kernel lost")
+	for _, n := range []events.Name{events.EventKernelExited, events.EventTerminated} {
+		ev := s.event(e.AccessKey, e.SessionID, e.KernelID, n)
+		ev.Reason, ev.Message = events.ReasonKernelLost, msg
+		if err := s.publishEvent(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return s.st.removeKernel(e.KernelID, time.Now())
+}
+
+// refuseRun ends a run that cannot run here at once: a line on its stderr
+// saying why, then its exit (exitOnStart), so that whoever follows it is
+// not left waiting.
+func (s *Service) refuseRun(ctx context.Context, ak, sid, runID, why string) error {
+	subj, err := events.OutputSubject(ak, sid, runID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errPermanent, err)
+	}
+	log := s.log.With().Str("session_id", sid).Str("run_id", runID).Logger()
+	s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte("bai: "+why+"\n")))
+	s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
+	return nil
+}
+
 // onCancelled cleans up after a cancelled session, publishing nothing.
 func (s *Service) onCancelled(ctx context.Context, e *events.Event) error {
 	k := s.lookup(e)
 	if k == nil {
 		return nil
 	}
+	// The session is final: nothing the kernel still writes is its.
+	k.ended.Store(true)
 	k.life.Lock()
 	defer k.life.Unlock()
 	return s.terminate(ctx, k, e.Reason, false)

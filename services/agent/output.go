@@ -38,8 +38,8 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	}
 	if err := s.fetchUploads(ctx, k, run); err != nil {
 		log.Warn().Err(err).Msg("fetch uploaded files")
-		s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
-		s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
+		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
+		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
 		return exitOnStart, true
 	}
 	k.mu.Lock()
@@ -48,16 +48,16 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		// Accepted but never started: it ends as if killed at once, so
 		// that whoever follows its output is not left waiting.
 		log.Info().Msg("execution refused: kernel terminating")
-		s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte("bai: run cancelled: the kernel is terminating\n")))
-		s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitRefused))))
+		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte("bai: run cancelled: the kernel is terminating\n")))
+		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitRefused))))
 		return exitRefused, true
 	}
 	p, err := s.rt.Exec(ctx, k.spec, run)
 	if err != nil {
 		k.mu.Unlock()
 		log.Warn().Err(err).Msg("start execution")
-		s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
-		s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
+		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
+		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
 		return exitOnStart, true
 	}
 	k.procs[run.ID] = p
@@ -67,8 +67,8 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	log.Debug().Msg("execution started")
 
 	var pumps sync.WaitGroup
-	pumps.Go(func() { s.pump(ctx, log, subj, events.StreamStdout, p.Stdout()) })
-	pumps.Go(func() { s.pump(ctx, log, subj, events.StreamStderr, p.Stderr()) })
+	pumps.Go(func() { s.pump(ctx, log, k, subj, events.StreamStdout, p.Stdout()) })
+	pumps.Go(func() { s.pump(ctx, log, k, subj, events.StreamStderr, p.Stderr()) })
 	code, err = p.Wait()
 	if err != nil {
 		log.Warn().Err(err).Msg("wait execution")
@@ -77,7 +77,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	if rp, ok := p.(interface{ Reason() string }); ok {
 		if reason := rp.Reason(); reason != "" {
 			log.Warn().Str("reason", reason).Int("exit_code", code).Msg("execution hit a limit of its kernel")
-			s.publishOutput(ctx, log, outputMsg(subj, events.StreamStderr, []byte("bai: "+reason+"\n")))
+			s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte("bai: "+reason+"\n")))
 			k.mu.Lock()
 			k.limitHit = reason
 			k.mu.Unlock()
@@ -89,13 +89,20 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	k.mu.Lock()
 	delete(k.procs, run.ID)
 	k.mu.Unlock()
-	s.publishOutput(ctx, log, outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(code))))
+	if k.ended.Load() {
+		log.Info().Int("exit_code", code).Msg("execution ended after its session: exit not published")
+		return code, true
+	}
+	s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(code))))
 	log.Debug().Int("exit_code", code).Msg("execution ended")
 	return code, true
 }
 
-// pump publishes r in chunks until EOF and waits for every ack.
-func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream string, r io.Reader) {
+// pump publishes r in chunks until EOF and waits for every ack. Once the
+// kernel's session is known to have ended (k.ended) it reads on but
+// publishes nothing more: the output of a session already final is not
+// its own any more.
+func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj, stream string, r io.Reader) {
 	var pending []jetstream.PubAckFuture
 	wait := func(f jetstream.PubAckFuture) {
 		select {
@@ -111,9 +118,12 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, subj, stream str
 	var seq uint64
 	for {
 		n, err := r.Read(buf)
+		if n > 0 && k.ended.Load() {
+			n = 0
+		}
 		if n > 0 {
 			seq++
-			msg := outputMsg(subj, stream, append([]byte(nil), buf[:n]...))
+			msg := s.outputMsg(subj, stream, append([]byte(nil), buf[:n]...))
 			msg.Header[events.HeaderChunk] = []string{strconv.FormatUint(seq, 10)}
 			f, perr := s.js.PublishMsgAsync(msg)
 			if perr != nil {
@@ -163,11 +173,13 @@ func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *na
 	}
 }
 
-// outputMsg is one output message with an id of its own: a message sent
-// again after a lost acknowledgement is stored once.
-func outputMsg(subj, stream string, data []byte) *nats.Msg {
+// outputMsg is one output message with an id of its own (a message sent
+// again after a lost acknowledgement is stored once), stamped with the
+// agent's epoch.
+func (s *Service) outputMsg(subj, stream string, data []byte) *nats.Msg {
 	return &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
 		events.HeaderStream: []string{stream}, jetstream.MsgIDHeader: []string{nuid.Next()},
+		events.HeaderEpoch: []string{strconv.FormatUint(s.epoch, 10)},
 	}}
 }
 

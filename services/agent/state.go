@@ -376,3 +376,21 @@ func (st *state) saveWork() error {
 	}
 	return nil
 }
+
+// raiseEpoch stores epoch min unless the stored one is higher; it returns
+// the stored epoch.
+func (st *state) raiseEpoch(min uint64) (uint64, error) {
+	epoch := min
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if v := b.Get(keyEpoch); len(v) == 8 && binary.BigEndian.Uint64(v) > epoch {
+			epoch = binary.BigEndian.Uint64(v)
+			return nil
+		}
+		return b.Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("raise agent epoch: %w", err)
+	}
+	return epoch, nil
+}

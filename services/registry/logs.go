@@ -38,7 +38,14 @@ func (s *Service) handleLogs(ak string, data []byte) (any, error) {
 	info := infoAny.(events.SessionInfo)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	chunks, truncated, err := s.readOutput(ctx, info.AccessKey, info.ID)
+	var ended time.Time
+	if info.Status.Final() && s.js != nil {
+		if ended, err = s.endedAt(ctx, info.AccessKey, info.ID); err != nil {
+			s.log.Error().Err(err).Str("session_id", info.ID).Msg("read session end")
+			return nil, events.Errorf(events.ErrInternal, "could not read the end of session %s: %v", info.ID, err)
+		}
+	}
+	chunks, truncated, err := s.readOutput(ctx, info.AccessKey, info.ID, ended)
 	if err != nil {
 		s.log.Error().Err(err).Str("session_id", info.ID).Msg("read output")
 		return nil, events.Errorf(events.ErrInternal, "could not read the output of session %s: %v", info.ID, err)
@@ -46,9 +53,38 @@ func (s *Service) handleLogs(ak string, data []byte) (any, error) {
 	return events.LogsResponse{SessionID: info.ID, Chunks: chunks, Truncated: truncated}, nil
 }
 
+// endedAt is when the log stored the event that made session sid final
+// (its first session_terminated or session_cancelled); zero when there is
+// none.
+func (s *Service) endedAt(ctx context.Context, ak, sid string) (time.Time, error) {
+	st, err := s.js.Stream(ctx, streams.Sessions)
+	if err != nil {
+		return time.Time{}, err
+	}
+	base := "bai.session." + ak + "." + sid + "."
+	var first time.Time
+	for _, subj := range []string{base + string(events.EventTerminated), base + string(events.EventCancelled),
+		base + string(events.EventCancelled) + ".*"} {
+		m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, err
+		}
+		if first.IsZero() || m.Time.Before(first) {
+			first = m.Time
+		}
+	}
+	return first, nil
+}
+
 // readOutput reads every output message of one session, oldest first,
-// keeping at most maxLogsBytes of the newest.
-func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.OutputChunk, bool, error) {
+// keeping at most maxLogsBytes of the newest. Output stored after ended
+// (when not zero), the moment the session's end was stored, is not the
+// session's: a kernel of an agent declared lost, still running for a
+// while, wrote it; it is left out.
+func (s *Service) readOutput(ctx context.Context, ak, sid string, ended time.Time) ([]events.OutputChunk, bool, error) {
 	chunks := []events.OutputChunk{}
 	if s.js == nil {
 		return chunks, false, nil
@@ -63,11 +99,17 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.Outp
 	if err != nil {
 		return nil, false, err
 	}
-	size, truncated := 0, false
+	size, truncated, stale := 0, false, 0
+	defer func() {
+		if stale > 0 {
+			s.log.Warn().Str("session_id", sid).Int("messages", stale).Msg("output stored after the session ended left out")
+		}
+	}()
 	// Every run is read from its start: a chunk the log stored after
 	// later ones (sent again after a lost acknowledgement) goes back in
 	// place; a run's exit comes after all its chunks.
-	order := events.NewChunkOrder[events.OutputChunk](true)
+	order := events.NewChunkOrder[events.OutputChunk](true).
+		LimitBytes(events.MaxHeldBytes, func(c events.OutputChunk) int { return len(c.Data) })
 	var ready []events.OutputChunk
 	emit := func(out []events.OutputChunk) {
 		for _, ch := range out {
@@ -94,6 +136,10 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string) ([]events.Outp
 				continue
 			}
 			pending = md.NumPending
+			if !ended.IsZero() && md.Timestamp.After(ended) {
+				stale++
+				continue
+			}
 			runID := m.Subject()[strings.LastIndexByte(m.Subject(), '.')+1:]
 			ch := events.OutputChunk{RunID: runID, Stream: m.Headers().Get(events.HeaderStream), Time: md.Timestamp.UTC()}
 			if ch.Stream == events.StreamExit {

@@ -111,3 +111,31 @@ func TestLogsPutALateChunkBackInPlace(t *testing.T) {
 		t.Fatalf("logs:\n got %v\nwant %v", got, want)
 	}
 }
+
+// Output stored after the session's end is not the session's (a kernel
+// of an agent declared lost, running on until the agent learns it): logs
+// leave it out, exit included; what came before the end stays.
+func TestLogsLeaveOutOutputAfterTheEnd(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.enqueue("AK", "s1", "one")
+	h.lifecycle("AK", "s1", events.StatusRunning)
+	h.outputN("AK", "s1", "r1", events.StreamStdout, 1, "before ")
+	lost := func(e *events.Event) { e.Reason = events.ReasonAgentLost }
+	h.event("AK", "s1", events.EventError, lost)
+	h.event("AK", "s1", events.EventTerminated, lost)
+	h.outputN("AK", "s1", "r1", events.StreamStdout, 2, "after")
+	h.output("AK", "s1", "r1", events.StreamExit, []byte("0"))
+
+	resp, err := request[events.LogsResponse](t, h.nc, "AK", events.OpSessionLogs, events.GetRequest{Ref: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range resp.Chunks {
+		got = append(got, c.RunID+":"+c.Stream+":"+c.Data)
+	}
+	if want := []string{"r1:stdout:before "}; !slices.Equal(got, want) {
+		t.Fatalf("logs of a session ended before its kernel stopped:\n got %v\nwant %v", got, want)
+	}
+}

@@ -28,6 +28,7 @@ func (s *Service) decide(ctx context.Context, timed bool) {
 	if timed {
 		// Time-driven checks walk every session: once a tick.
 		s.lostAgents(ctx, now)
+		s.checkRestarted(ctx, now)
 		s.pendingTimeouts(now)
 	}
 	for _, sess := range s.toTerminate() {

@@ -18,7 +18,11 @@ type session struct {
 	lastSeq  uint64    // the log sequence of the session's last event
 	enqSeq   uint64    // the sequence of its session_enqueued: FIFO order
 	agentID  string
-	failed   bool // an error or a failure was reported
+	// epoch is the epoch of its agent that last spoke of its kernel (the
+	// placement, the agent's events) or was asked about it (a
+	// kernel_check); see checkRestarted.
+	epoch  uint64
+	failed bool // an error or a failure was reported
 	// terminateReason is set while a terminate request waits to be acted on.
 	terminateReason events.Reason
 	// retries counts the rounds it did not fit at the head of a FIFO queue.
@@ -215,6 +219,10 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	}
 	if events.FromOtherAgent(sess.agentID, ev) {
 		return // an agent speaking for a kernel not on it (issue 4)
+	}
+	if ev.AgentEpoch != 0 && ev.AgentID != "" &&
+		(ev.AgentID == sess.agentID || sess.agentID == "" && ev.Name == events.EventScheduled) {
+		sess.epoch = ev.AgentEpoch
 	}
 	switch ev.Name {
 	case events.EventTerminateRequest:

@@ -86,7 +86,7 @@ var (
 	// final events of sessions that never reached (or lost) an agent.
 	SchedulerEvents = []events.Name{
 		events.EventScheduled, events.EventCancelled, events.EventTerminating, events.EventPendingInfo,
-		events.EventAgentLedger, events.EventTerminated, events.EventError,
+		events.EventAgentLedger, events.EventTerminated, events.EventError, events.EventKernelCheck,
 	}
 	// AgentEvents are the only events an agent may publish, each on the
 	// five-token session subject: the steps of its kernels. Every other
@@ -334,6 +334,9 @@ func AgentPermissions(id string) Permissions {
 	p.PubAllow = append(p.PubAllow,
 		events.AllOutputFilter,
 		kvWrite(streams.Agents, id),
+		// Its own last heartbeat, read at start: its epoch continues
+		// past it after a lost state db.
+		"$JS.API.DIRECT.GET."+kvStream(streams.Agents)+"."+kvWrite(streams.Agents, id),
 		jsInfo,
 	)
 	// The agent provisions the streams it uses, like every service (an

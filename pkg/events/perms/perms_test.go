@@ -1,6 +1,7 @@
 package perms
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,6 +124,9 @@ func TestEventsByTheirEmitterOnly(t *testing.T) {
 
 // TestSecurityDocShowsTheTable: docs/security.md shows the table as
 // enforced (regenerate its block from Markdown() when this fails).
+// update rewrites docs/security.md's generated table.
+var update = flag.Bool("update", false, "rewrite the generated table in docs/security.md")
+
 func TestSecurityDocShowsTheTable(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "security.md"))
 	if err != nil {
@@ -135,6 +139,13 @@ func TestSecurityDocShowsTheTable(t *testing.T) {
 		t.Fatalf("docs/security.md has no %q ... %q block", begin, end)
 	}
 	if got := s[i+len(begin) : j]; got != Markdown() {
-		t.Errorf("docs/security.md's table is out of date; it should read:\n%s", Markdown())
+		if *update {
+			out := s[:i+len(begin)] + Markdown() + s[j:]
+			if err := os.WriteFile(filepath.Join("..", "..", "..", "docs", "security.md"), []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Errorf("docs/security.md's table is out of date (go test ./perms -run TestSecurityDocShowsTheTable -update rewrites it); it should read:\n%s", Markdown())
 	}
 }

@@ -252,6 +252,8 @@ func (r *runner) follow(ctx context.Context, w *client.Watcher, st *runState) er
 			return err
 		}
 		switch {
+		case it.Err != nil:
+			r.errorf("warning: %v", it.Err)
 		case it.Output != nil:
 			r.chunk(st, it.Output)
 		case it.Event != nil:
@@ -266,7 +268,9 @@ func (r *runner) follow(ctx context.Context, w *client.Watcher, st *runState) er
 				return err
 			}
 			for it2, ok := w.TryNext(); ok && !st.exited; it2, ok = w.TryNext() {
-				if it2.Output != nil {
+				if it2.Err != nil {
+					r.errorf("warning: %v", it2.Err)
+				} else if it2.Output != nil {
 					r.chunk(st, it2.Output)
 				} else if it2.Event != nil {
 					st.event(it2.Event)

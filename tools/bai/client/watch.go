@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,9 +27,23 @@ type Chunk struct {
 type Item struct {
 	Event  *events.Event
 	Output *Chunk
-	// Err is a message that could not be decoded; the watch goes on.
+	// Err is a message that could not be decoded, or output that never
+	// came (wrapping ErrOutputGap); the watch goes on.
 	Err error
+
+	spilled int // Output.Data's length, kept in the watcher's spill file
 }
+
+// ErrOutputGap: chunks of a run's output never came (lost, or stored
+// too long after later ones); the output goes on without them.
+var ErrOutputGap = errors.New("output missing")
+
+// MaxQueuedBytes bounds the output a Watcher keeps in memory for its
+// caller: output arriving while that much waits is written to a temporary
+// file (removed at once; it lives until Close) and read back in turn.
+// The NATS subscription cannot be slowed down, so a caller slower than
+// the run (a terminal, a pipe) costs disk, not memory.
+const MaxQueuedBytes = 8 << 20
 
 // Watcher follows one session's events and output live, with core NATS
 // subscriptions whose pending limits are unlimited: nothing is dropped
@@ -42,6 +58,13 @@ type Watcher struct {
 	queue []Item
 	err   error                      // a subscription failed (permissions)
 	order *events.ChunkOrder[*Chunk] // output chunks stored out of order
+	// mem is the bytes of output data queued in memory; past
+	// MaxQueuedBytes data goes to spill, written at spillW and read
+	// back, in queue order, at spillR.
+	mem            int
+	spill          *os.File
+	spillW, spillR int64
+	spillErr       error // the spill file failed: output stays in memory
 }
 
 // Watch subscribes to the events (their live copy: events.LiveSessionFilter,
@@ -74,7 +97,8 @@ func (c *Client) watch(ctx context.Context, ak, sid string, flush bool) (*Watche
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{c: c, wake: make(chan struct{}, 1), order: events.NewChunkOrder[*Chunk](false)}
+	w := &Watcher{c: c, wake: make(chan struct{}, 1), order: events.NewChunkOrder[*Chunk](false).
+		LimitBytes(events.MaxHeldBytes, func(ch *Chunk) int { return len(ch.Data) })}
 	for _, s := range []struct {
 		subj string
 		cb   nats.MsgHandler
@@ -161,11 +185,70 @@ func (w *Watcher) onOutput(m *nats.Msg) {
 	} else {
 		ready = w.order.Add(ready, ch.RunID, ch.Stream, events.ChunkNumber(m.Header.Get(events.HeaderChunk)), ch)
 	}
-	for _, c := range ready {
-		w.queue = append(w.queue, Item{Output: c})
-	}
+	w.enqueue(ready)
 	w.mu.Unlock()
 	w.notify()
+}
+
+// enqueue queues output chunks, then the gaps the order gave up on; the
+// caller holds mu.
+func (w *Watcher) enqueue(chunks []*Chunk) {
+	for _, c := range chunks {
+		it := Item{Output: c}
+		if n := len(c.Data); n > 0 && w.mem+n > MaxQueuedBytes && w.spillErr == nil {
+			if err := w.spillData(c.Data); err != nil {
+				w.spillErr = err
+				w.queue = append(w.queue, Item{Err: fmt.Errorf("output beyond %d bytes kept in memory: %w", MaxQueuedBytes, err)})
+			} else {
+				it.spilled, c.Data = n, nil
+			}
+		}
+		if it.spilled == 0 {
+			w.mem += len(c.Data)
+		}
+		w.queue = append(w.queue, it)
+	}
+	for _, g := range w.order.Gaps() {
+		w.queue = append(w.queue, Item{Err: fmt.Errorf("%w: %s", ErrOutputGap, g)})
+	}
+}
+
+// spillData appends data to the spill file, made on first use.
+func (w *Watcher) spillData(data []byte) error {
+	if w.spill == nil {
+		f, err := os.CreateTemp("", "bai-output-*")
+		if err != nil {
+			return err
+		}
+		_ = os.Remove(f.Name()) // it lives while open
+		w.spill = f
+	}
+	if _, err := w.spill.WriteAt(data, w.spillW); err != nil {
+		return err
+	}
+	w.spillW += int64(len(data))
+	return nil
+}
+
+// unspill reads the data of a spilled item back; the caller holds mu.
+func (w *Watcher) unspill(it *Item) {
+	if w.spill == nil {
+		it.Output, it.Err, it.spilled = nil, fmt.Errorf("%w (%s)", ErrClosed, w.c.url), 0
+		return
+	}
+	data := make([]byte, it.spilled)
+	if _, err := w.spill.ReadAt(data, w.spillR); err != nil {
+		it.Output, it.Err = nil, fmt.Errorf("read back output kept on disk: %w", err)
+	} else {
+		it.Output.Data = data
+	}
+	w.spillR += int64(it.spilled)
+	it.spilled = 0
+	if w.spillR == w.spillW {
+		// Everything read back: the file starts over.
+		w.spillR, w.spillW = 0, 0
+		_ = w.spill.Truncate(0)
+	}
 }
 
 // decodeChunk reads output message m, stored on subj.
@@ -214,6 +297,15 @@ func (w *Watcher) TryNext() (Item, bool) {
 	it := w.queue[0]
 	w.queue[0] = Item{}
 	w.queue = w.queue[1:]
+	if len(w.queue) == 0 {
+		w.queue = nil // let a grown backing array go
+	}
+	switch {
+	case it.spilled > 0:
+		w.unspill(&it)
+	case it.Output != nil:
+		w.mem -= len(it.Output.Data)
+	}
 	return it, true
 }
 
@@ -266,17 +358,29 @@ func (w *Watcher) Sync(ctx context.Context) error {
 		return ctx.Err()
 	}
 	w.mu.Lock()
-	for _, c := range w.order.Flush(nil, "") {
-		w.queue = append(w.queue, Item{Output: c})
-	}
+	w.enqueue(w.order.Flush(nil, ""))
 	w.mu.Unlock()
 	return nil
 }
 
-// Close ends the subscriptions.
+// Queued reports the output data queued for the caller: in memory (at
+// most MaxQueuedBytes, give or take a chunk) and on disk.
+func (w *Watcher) Queued() (inMemory, onDisk int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return int64(w.mem), w.spillW - w.spillR
+}
+
+// Close ends the subscriptions and drops what is still queued.
 func (w *Watcher) Close() {
 	for _, s := range w.subs {
 		_ = s.Unsubscribe()
 		w.c.watchers.Delete(s)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.spill != nil {
+		_ = w.spill.Close()
+		w.spill, w.spillErr = nil, errors.New("watcher closed")
 	}
 }
