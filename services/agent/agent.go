@@ -235,7 +235,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := openState(s.dbPath, s.cfg.Sim != nil && s.cfg.Sim.StateNoSync)
+	st, err := openState(s.dbPath, s.cfg.Sim != nil && s.cfg.Sim.StateNoSync, s.log)
 	if err != nil {
 		return err
 	}

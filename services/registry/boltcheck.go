@@ -47,8 +47,9 @@ func openChecked(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 	case err != nil:
 		return nil, err
 	case fi.Size() == 0:
-		// An empty file is a new database (bbolt writes its meta pages).
-		return bolt.Open(path, 0o600, opts)
+		// bbolt writes its meta pages as it creates a file: an empty one
+		// is what a crash or a full disk left.
+		return nil, fmt.Errorf("%w: the file is empty", errDamaged)
 	}
 	if err := checkFile(path, fi.Size(), opts); err != nil {
 		return nil, err
