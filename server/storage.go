@@ -54,7 +54,7 @@ type storageGuard struct {
 	looked   time.Time // when free was read
 	free     int64
 	full     bool
-	logged   bool // the log says the disk is full
+	logged   bool      // the log says the disk is full
 	failed   string    // the write error seen since JetStream last started
 	restarts time.Time // the last restart
 }
