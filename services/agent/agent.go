@@ -461,6 +461,12 @@ func (s *Service) shutdown(ctx context.Context) {
 	if err := s.st.saveWork(); err != nil {
 		s.log.Warn().Err(err).Msg("save work cursor")
 	}
+	// Kernels stay for the next start to adopt (ProcessRuntime.Detach).
+	if d, ok := s.rt.(interface{ Detach() error }); ok {
+		if err := d.Detach(); err != nil {
+			s.log.Warn().Err(err).Msg("runtime_detach")
+		}
+	}
 	if s.kv != nil {
 		dctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		defer cancel()
