@@ -196,6 +196,12 @@ func (l *natsLogger) Noticef(format string, v ...any) {
 
 func (l *natsLogger) Warnf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Plaintext passwords detected") {
+		// The service users' passwords: random at each start, in memory
+		// only, never on the network (in-process connections).
+		l.log.Debug().Msg(msg)
+		return
+	}
 	l.log.Warn().Msg(msg)
 	l.storage(msg)
 }
