@@ -129,8 +129,8 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 }
 
 // probeKey is the key the scheduler writes in the agents' bucket to learn
-// whether the bucket can store; it is no agent's (no agent id starts
-// with "_"), and the agents' watch skips it.
+// whether the bucket can store; the agents' watch skips it. A failed
+// probe holds the next one back for AgentTimeout (lostAgents).
 const probeKey = "_scheduler_probe"
 
 // storageWritable writes the probe key: an error says the bucket, and so
