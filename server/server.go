@@ -18,10 +18,12 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
 	"github.com/bai-sh/bai/services/registry"
@@ -53,6 +55,18 @@ type Config struct {
 	// IdleTimeout ends a running session idle this long (reason
 	// idle-timeout). Default: the gateway's (30 minutes); negative: never.
 	IdleTimeout time.Duration
+	// OutputMaxBytes bounds the kept kernel output, which JetStream
+	// reserves on the disk. Default: 0, the output stream as it is, or
+	// streams.DefaultOutputMaxBytes (256 MiB) when it is made.
+	OutputMaxBytes int64
+	// JetStreamMaxStore is what JetStream may store in all. Default: 0,
+	// 3/4 of the disk's free space at start (NATS' default).
+	JetStreamMaxStore int64
+	// MinFreeDisk is the free space under which the server stores nothing
+	// new: requests that would write are refused as out of disk space
+	// (running sessions go on) until space is freed. Default:
+	// DefaultMinFreeDisk (64 MiB); negative: 0.
+	MinFreeDisk int64
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/bai, else ~/.local/share/bai: where
@@ -101,6 +115,19 @@ func New(cfg Config) (*Server, error) {
 	if err != nil || port < -1 || port > 65535 {
 		return nil, fmt.Errorf("%w: listen port %q", ErrConfig, portStr)
 	}
+	if cfg.OutputMaxBytes < 0 || cfg.JetStreamMaxStore < 0 {
+		return nil, fmt.Errorf("%w: negative output or JetStream store size", ErrConfig)
+	}
+	if cfg.JetStreamMaxStore > 0 && cfg.OutputMaxBytes > cfg.JetStreamMaxStore {
+		return nil, fmt.Errorf("%w: the output stream's %s do not fit in a JetStream store of %s", ErrConfig,
+			bytesText(cfg.OutputMaxBytes), bytesText(cfg.JetStreamMaxStore))
+	}
+	switch {
+	case cfg.MinFreeDisk == 0:
+		cfg.MinFreeDisk = DefaultMinFreeDisk
+	case cfg.MinFreeDisk < 0:
+		cfg.MinFreeDisk = 0
+	}
 	return &Server{
 		cfg:   cfg,
 		log:   cfg.Log.With().Str("component", "server").Logger(),
@@ -146,21 +173,24 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
+	storeDir := filepath.Join(s.cfg.DataDir, "jetstream")
 	opts := &natsserver.Options{
-		ServerName: "bai",
-		Host:       s.host,
-		Port:       s.port,
-		NoSigs:     true,
-		NoLog:      true,
-		JetStream:  true,
-		StoreDir:   filepath.Join(s.cfg.DataDir, "jetstream"),
-		SyncAlways: s.cfg.SyncAlways,
+		ServerName:        "bai",
+		Host:              s.host,
+		Port:              s.port,
+		NoSigs:            true,
+		JetStream:         true,
+		StoreDir:          storeDir,
+		SyncAlways:        s.cfg.SyncAlways,
+		JetStreamMaxStore: s.cfg.JetStreamMaxStore,
 	}
 	auth.configure(opts)
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("server: nats: %w", err)
 	}
+	guard := &storageGuard{dir: storeDir, minFree: s.cfg.MinFreeDisk, log: s.log, restart: func() error { return restartJetStream(ns) }}
+	ns.SetLogger(&natsLogger{log: s.cfg.Log.With().Str("component", "nats").Logger(), guard: guard}, false, false)
 	go ns.Start()
 	defer func() {
 		ns.Shutdown()
@@ -173,6 +203,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ns, s.url, s.auth = ns, ns.ClientURL(), auth
 	s.mu.Unlock()
 	if err := writeCredentials(s.CredentialsPath(), s.url, creds); err != nil {
+		return err
+	}
+	streamOpts := streams.Options{OutputMaxBytes: s.cfg.OutputMaxBytes}
+	if err := s.provision(ctx, ns, auth, streamOpts, storeDir); err != nil {
 		return err
 	}
 
@@ -223,7 +257,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("gateway"); err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AdminAccessKey: creds.AccessKey})
+	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AdminAccessKey: creds.AccessKey,
+		Streams: streamOpts, Storage: guard.Err})
 	if err != nil {
 		return err
 	}
@@ -231,7 +266,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("scheduler"); err != nil {
 		return err
 	}
-	sch, err := scheduler.New(scheduler.Config{NC: nc, Log: s.cfg.Log})
+	sch, err := scheduler.New(scheduler.Config{NC: nc, Log: s.cfg.Log, Streams: streamOpts})
 	if err != nil {
 		return err
 	}
@@ -251,6 +286,10 @@ func (s *Server) Run(ctx context.Context) error {
 	services = append(services, ag)
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		guard.run(gctx)
+		return nil
+	})
 	for _, svc := range services {
 		g.Go(func() error { return svc.Run(gctx) })
 	}
@@ -270,4 +309,25 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// provision makes the streams with the server's options before a service
+// starts (each provisions them too, then finds them made); a store too
+// small for the output stream's reservation is said in words.
+func (s *Server) provision(ctx context.Context, ns *natsserver.Server, auth *serviceAuth, o streams.Options, storeDir string) error {
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"))
+	if err != nil {
+		return fmt.Errorf("server: connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("server: jetstream: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := streams.Provision(pctx, js, o); err != nil {
+		return explainProvision(err, ns, o, storeDir)
+	}
+	return nil
 }

@@ -32,6 +32,9 @@ var (
 	ErrInternal = errors.New("internal error")
 	// ErrBusy: the service is overloaded; retry later (code 503).
 	ErrBusy = errors.New("busy, retry")
+	// ErrNoSpace: the server is out of disk space and stores nothing new;
+	// retry once space is freed (code 507).
+	ErrNoSpace = errors.New("out of disk space")
 )
 
 // The error codes on the wire.
@@ -44,6 +47,7 @@ const (
 	CodeQuota        = "429"
 	CodeInternal     = "500"
 	CodeBusy         = "503"
+	CodeNoSpace      = "507"
 )
 
 var codeErrs = map[string]error{
@@ -55,6 +59,7 @@ var codeErrs = map[string]error{
 	CodeQuota:        ErrQuota,
 	CodeInternal:     ErrInternal,
 	CodeBusy:         ErrBusy,
+	CodeNoSpace:      ErrNoSpace,
 }
 
 // APIError is a failed API request as the client sees it.

@@ -70,6 +70,11 @@ func EventSubject(e *Event) (string, error) {
 // key (access keys never start with '_'), so no tenant's permissions cover it.
 const LedgerOwner = "_ledger"
 
+// AgentsProbeKey is the key of the agents' bucket that the scheduler
+// writes to learn whether the bucket can store (a full disk): it is no
+// agent's heartbeat, and every reader of the bucket skips it.
+const AgentsProbeKey = "_scheduler_probe"
+
 // AgentLedgerSubject is the subject of one agent's placement ledger: a
 // session_agent_ledger event lands there with every placement on it.
 //

@@ -235,7 +235,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := openState(s.dbPath, s.cfg.Sim != nil && s.cfg.Sim.StateNoSync)
+	st, err := openState(s.dbPath, s.cfg.Sim != nil && s.cfg.Sim.StateNoSync, s.log)
 	if err != nil {
 		return err
 	}
@@ -493,6 +493,12 @@ func (s *Service) shutdown(ctx context.Context) {
 	s.execs.Wait()
 	if err := s.st.saveWork(); err != nil {
 		s.log.Warn().Err(err).Msg("save work cursor")
+	}
+	// Kernels stay for the next start to adopt (ProcessRuntime.Detach).
+	if d, ok := s.rt.(interface{ Detach() error }); ok {
+		if err := d.Detach(); err != nil {
+			s.log.Warn().Err(err).Msg("runtime_detach")
+		}
 	}
 	if s.kv != nil {
 		dctx, cancel := context.WithTimeout(ctx, publishTimeout)

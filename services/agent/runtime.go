@@ -300,6 +300,37 @@ func (r *ProcessRuntime) Purge(ctx context.Context) error {
 	return nil
 }
 
+// Detach is the runtime's part of an agent's clean stop. Kernels stay, by design:
+// their work directories (mounted tmpfs) and cgroups are left for the
+// next start to adopt, with nothing of theirs running (every execution
+// was killed and waited for; Close kills whatever a kernel's cgroup still
+// holds, a process that left its execution's process group). Where no
+// kernel is left, the parents of the kernels' cgroups are removed too:
+// then nothing of the runtime remains on the host.
+func (r *ProcessRuntime) Detach() error {
+	if !r.sandboxed() || r.sb.cg == nil {
+		return nil
+	}
+	ids, err := r.sb.cg.list()
+	if err != nil {
+		return fmt.Errorf("list kernel cgroups: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := r.sb.cg.kill(id); err != nil {
+			errs = append(errs, fmt.Errorf("kernel %s: %w", id, err))
+		}
+	}
+	if len(ids) == 0 {
+		for _, p := range r.sb.cg.parents {
+			if err := syscall.Rmdir(p); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EBUSY) {
+				errs = append(errs, fmt.Errorf("remove cgroup parent: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Kernels lists the kernels the runtime has: a work directory or a
 // cgroup, sorted.
 func (r *ProcessRuntime) Kernels() ([]string, error) {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -59,8 +60,31 @@ type state struct {
 	stream uint64
 }
 
-func openState(path string, noSync bool) (*state, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: noSync})
+// defaultOpenTimeout bounds the wait for a state db another process holds.
+const defaultOpenTimeout = 5 * time.Second
+
+// openState opens the state db at path. A damaged one (see openChecked) is
+// set aside as path.damaged-<time>, and a new one made with what could be
+// read of it (salvage): the kernels that still decode are adopted as
+// usual, the runtime's others are orphans. An epoch that could not be read
+// starts again at the Unix time, above any epoch counted before. It never
+// panics on what the file holds.
+func openState(path string, noSync bool, log zerolog.Logger) (*state, error) {
+	opts := &bolt.Options{Timeout: defaultOpenTimeout, NoSync: noSync}
+	db, err := openChecked(path, opts)
+	var saved *salvaged
+	if errors.Is(err, errDamaged) {
+		aside := path + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("open state db %s: %w; moving it aside: %v", path, err, rerr)
+		}
+		saved, _ = salvage(aside, defaultOpenTimeout)
+		log.Error().Err(err).Str("path", path).Str("moved_to", aside).
+			Int("kernels_recovered", len(saved.buckets[string(bucketKernels)])).
+			Bool("kernels_complete", saved.complete[string(bucketKernels)]).
+			Msg("agent_state_damaged: moved aside, starting from what could be read of it; kernels the runtime has that it lost are orphans")
+		db, err = openChecked(path, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open state db %s: %w", path, err)
 	}
@@ -69,6 +93,20 @@ func openState(path string, noSync bool) (*state, error) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if saved == nil {
+			return nil
+		}
+		for name, kvs := range saved.buckets {
+			b := tx.Bucket([]byte(name))
+			for _, kv := range kvs {
+				if err := b.Put(kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+		}
+		if v := saved.get(bucketMeta, keyEpoch); len(v) != 8 {
+			return tx.Bucket(bucketMeta).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, uint64(time.Now().Unix())))
 		}
 		return nil
 	})
@@ -80,24 +118,23 @@ func openState(path string, noSync bool) (*state, error) {
 }
 
 // storedID reads the agent id kept in the state db at path without holding
-// it open; "" when there is no db or no id.
+// it open; "" when there is no db or no id. A damaged db gives what can be
+// read of it (openState sets it aside).
 func storedID(path string) (string, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {
 		return "", nil
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return "", fmt.Errorf("state db %s: %w", path, err)
+	}
+	// A lock held elsewhere or a file it may not read is an error; the
+	// contents, sound or not, are read as far as they go.
+	saved, err := salvage(path, time.Second)
 	if err != nil {
 		return "", fmt.Errorf("open state db %s: %w", path, err)
 	}
-	defer db.Close()
-	var id string
-	err = db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketMeta); b != nil {
-			id = string(b.Get(keyID))
-		}
-		return nil
-	})
-	return id, err
+	return string(saved.get(bucketMeta, keyID)), nil
 }
 
 func (st *state) close() error { return st.db.Close() }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/bai-sh/bai/pkg/events"
 )
 
@@ -13,7 +15,7 @@ import (
 // start (the record, RUNNING with its initial run), with fsync. Before
 // the third round a start wrote an intent first: two commits.
 func BenchmarkKernelStartWrites(b *testing.B) {
-	st, err := openState(filepath.Join(b.TempDir(), "agent.db"), false)
+	st, err := openState(filepath.Join(b.TempDir(), "agent.db"), false, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func (s *Service) execute(ctx context.Context, req micro.Request) (*events.Execu
 		AgentID: sched.AgentID, Run: &run,
 	}
 	if _, err := s.publish(ctx, ev, ev.ID, false); err != nil {
-		return nil, events.Errorf(events.ErrInternal, "could not request execution: %v", err)
+		return nil, publishError(err, "could not request execution")
 	}
 	return &events.ExecuteResponse{SessionID: er.SessionID, RunID: run.ID, AgentID: sched.AgentID}, nil
 }

@@ -65,6 +65,12 @@ type Config struct {
 	// MaxCreating bounds the creates handled at once; beyond it a create
 	// is answered events.ErrBusy at once. Default: 256.
 	MaxCreating int
+	// Storage says why the server stores nothing now (its disk is full),
+	// nil when it does: a request that would write to the log is then
+	// answered events.ErrNoSpace with its words at once, rather than
+	// after a publish that times out. The all-in-one server sets it from
+	// its watch of the disk. Default: nil (never asked).
+	Storage func() error
 }
 
 // Service is a running gateway.
@@ -304,7 +310,7 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("session_id", spec.ID).Msg("enqueue_failed")
-		return nil, events.Errorf(events.ErrInternal, "could not enqueue session: %v", err)
+		return nil, publishError(err, "could not enqueue session")
 	}
 	s.log.Debug().Str("session_id", spec.ID).Str("access_key", ak).Bool("duplicate", ack.Duplicate).Msg("session_enqueued")
 	return &events.CreateResponse{SessionID: spec.ID, Name: spec.Name, Image: spec.Image, Duplicate: ack.Duplicate}, nil
@@ -327,7 +333,19 @@ func (s *Service) existing(ctx context.Context, cr *events.CreateRequest, spec *
 
 // publish writes ev to the session log with msgID for deduplication; with
 // mustBeFirst the log refuses it when the session already has any event.
-func (s *Service) publish(ctx context.Context, ev *events.Event, msgID string, mustBeFirst bool) (*jetstream.PubAck, error) {
+// While the server stores nothing (Config.Storage) it publishes nothing
+// and returns events.ErrNoSpace, as it does for a publish that failed then.
+func (s *Service) publish(ctx context.Context, ev *events.Event, msgID string, mustBeFirst bool) (ack *jetstream.PubAck, err error) {
+	if err := s.storageErr(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && !streams.IsWrongLastSequence(err) {
+			if serr := s.storageErr(); serr != nil {
+				err = serr
+			}
+		}
+	}()
 	subj, err := events.EventSubject(ev)
 	if err != nil {
 		return nil, err
@@ -342,6 +360,27 @@ func (s *Service) publish(ctx context.Context, ev *events.Event, msgID string, m
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, filter))
 	}
 	return s.js.Publish(ctx, subj, data, opts...)
+}
+
+// storageErr is events.ErrNoSpace with the server's words while it stores
+// nothing (Config.Storage); nil otherwise.
+func (s *Service) storageErr() error {
+	if s.cfg.Storage == nil {
+		return nil
+	}
+	if err := s.cfg.Storage(); err != nil {
+		return events.Errorf(events.ErrNoSpace, "%v", err)
+	}
+	return nil
+}
+
+// publishError is a failed publish's answer: out of disk space as it is,
+// anything else an internal error that says what could not be done.
+func publishError(err error, what string) error {
+	if errors.Is(err, events.ErrNoSpace) {
+		return err
+	}
+	return events.Errorf(events.ErrInternal, "%s: %v", what, err)
 }
 
 func (s *Service) handleTerminate(req micro.Request) {
@@ -402,7 +441,7 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 		ev.Message = "terminated by admin " + caller
 	}
 	if _, err := s.publish(ctx, ev, ev.ID, false); err != nil {
-		return nil, events.Errorf(events.ErrInternal, "could not request termination: %v", err)
+		return nil, publishError(err, "could not request termination")
 	}
 	return &events.TerminateResponse{SessionID: tr.SessionID, Status: status}, nil
 }

@@ -73,6 +73,9 @@ func (s *Service) upload(ctx context.Context, req micro.Request) (*events.Upload
 	if err := events.CheckUploadPath(ur.Path); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "%s", err)
 	}
+	if err := s.storageErr(); err != nil {
+		return nil, err
+	}
 	obs, err := s.uploads(ctx)
 	if err != nil {
 		return nil, events.Errorf(events.ErrInternal, "%v", err)

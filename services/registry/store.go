@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,12 +52,25 @@ func openStore(path string, noSync bool, log zerolog.Logger, adminAK string) (*s
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("registry database directory: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	opts := &bolt.Options{
 		Timeout:        5 * time.Second, // another process holds the file
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 		NoSync:         noSync,
-	})
+	}
+	db, err := openChecked(path, opts)
+	if errors.Is(err, errDamaged) {
+		// The registry is a projection of the log: a damaged file is set
+		// aside and the projection built again from the log (a file
+		// without an applied sequence is read from the log's start).
+		aside := path + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("open registry database %s: %w; moving it aside: %v", path, err, rerr)
+		}
+		log.Error().Err(err).Str("path", path).Str("moved_to", aside).
+			Msg("registry_database_damaged: moved aside, rebuilding the registry from the session log")
+		db, err = openChecked(path, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open registry database %s: %w", path, err)
 	}

@@ -83,16 +83,32 @@ func (s *Service) dropOrphans(ctx context.Context) {
 // a kill order on the agent's own work subject, which it finds if it
 // comes back. Silent means silent in the bucket too (stillBeating), not
 // only in the watch; while the bucket does not answer, nobody is lost.
+//
+// Silent means silent while the bucket could store, too: before anyone is
+// lost, the scheduler writes to the bucket itself (storageWritable). A
+// write that fails (the server's disk full) says the heartbeats could not
+// be stored either: nobody is lost, and once writes work again every agent
+// has AgentTimeout from then to be heard.
 func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 	alive := map[*agent]bool{}
 	unreadable := false // the bucket did not answer: nobody is lost this tick
+	probed := false
 	for _, sess := range s.sorted() {
 		if !sess.status.HoldsCapacity() || sess.agentID == "" {
 			continue
 		}
 		a := s.st.agents[sess.agentID]
-		if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout {
+		if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout || now.Sub(s.storageFailed) <= s.cfg.AgentTimeout {
 			continue
+		}
+		if !probed {
+			probed = true
+			if err := s.storageWritable(ctx); err != nil {
+				s.storageFailed = now
+				s.log.Warn().Err(err).Str("agent_id", a.id).Dur("silent", now.Sub(a.seen)).
+					Msg("agents_not_judged: the agents bucket cannot store, so a silent agent may be beating")
+				return
+			}
 		}
 		ok, checked := alive[a]
 		if !checked && !unreadable {
@@ -111,6 +127,23 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 		msg := fmt.Sprintf("agent %s silent for %s", sess.agentID, now.Sub(a.seen).Truncate(time.Millisecond))
 		s.forceEnd(ctx, sess, events.ReasonAgentLost, msg)
 	}
+}
+
+// probeKey is the key the scheduler writes in the agents' bucket to learn
+// whether the bucket can store; the agents' watch skips it. A failed
+// probe holds the next one back for AgentTimeout (lostAgents).
+const probeKey = events.AgentsProbeKey
+
+// storageWritable writes the probe key: an error says the bucket, and so
+// the agents' heartbeats, cannot be stored now.
+func (s *Service) storageWritable(ctx context.Context) error {
+	if s.agents == nil {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := s.agents.Put(pctx, probeKey, []byte(s.cfg.InstanceID))
+	return err
 }
 
 // stillBeating reads the heartbeat of agent a, silent for AgentTimeout as

@@ -93,6 +93,9 @@ type Service struct {
 	agents jetstream.KeyValue
 	// agentWatchPaused drops the agent watch's updates (tests).
 	agentWatchPaused atomic.Bool
+	// storageFailed is when a write to the agents' bucket last failed
+	// (lostAgents): no agent is lost for a silence before it.
+	storageFailed time.Time
 	// infoBudget is what is left of this round's pending-info events.
 	infoBudget int
 }
@@ -241,6 +244,9 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 				if s.agentWatchPaused.Load() {
 					continue // tests: a watch that stopped delivering
+				}
+				if e.Key() == probeKey {
+					continue // the scheduler's own write (lostAgents)
 				}
 				it := input{rev: e.Revision()}
 				if e.Operation() != jetstream.KeyValuePut {

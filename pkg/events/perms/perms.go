@@ -289,6 +289,8 @@ func SchedulerPermissions() Permissions {
 	p.PubAllow = append(p.PubAllow, read(leases)...)
 	p.PubAllow = append(p.PubAllow, follow(leases)...)
 	p.PubAllow = append(p.PubAllow, kvWrite(streams.Leases, ">"))
+	// The probe that tells a full disk from silent agents.
+	p.PubAllow = append(p.PubAllow, kvWrite(streams.Agents, events.AgentsProbeKey))
 	return p.clean()
 }
 

@@ -55,9 +55,17 @@ type Options struct {
 	SessionMaxAge time.Duration
 	// OutputMaxAge bounds kept output. Default 7 days.
 	OutputMaxAge time.Duration
-	// OutputMaxBytes bounds kept output. Default 1 GiB.
+	// OutputMaxBytes bounds kept output; JetStream reserves it on the
+	// disk. Default: DefaultOutputMaxBytes for a new stream; an existing
+	// stream keeps its own.
 	OutputMaxBytes int64
 }
+
+// DefaultOutputMaxBytes is the output stream's size when made without
+// Options.OutputMaxBytes: JetStream refuses to make a stream whose bytes
+// its store limit (by default 3/4 of the disk's free space) cannot
+// reserve, so it is sized for a laptop.
+const DefaultOutputMaxBytes = 256 << 20
 
 func (o *Options) fill() {
 	if o.Replicas <= 0 {
@@ -70,7 +78,7 @@ func (o *Options) fill() {
 		o.OutputMaxAge = 7 * 24 * time.Hour
 	}
 	if o.OutputMaxBytes <= 0 {
-		o.OutputMaxBytes = 1 << 30
+		o.OutputMaxBytes = DefaultOutputMaxBytes
 	}
 }
 
@@ -179,7 +187,8 @@ func LeasesBucketConfig(o Options, ttl time.Duration) jetstream.KeyValueConfig {
 // nats-server under -race).
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), WorkStreamConfig(o), OutputStreamConfig(o)} {
-		if err := provisionStream(ctx, js, cfg); err != nil {
+		keepBytes := cfg.Name == Output && o.OutputMaxBytes <= 0
+		if err := provisionStream(ctx, js, cfg, keepBytes); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
 	}
@@ -194,7 +203,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	return nil
 }
 
-func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+// provisionStream makes or updates the stream; keepBytes leaves the
+// MaxBytes of an existing one as it is.
+func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, keepBytes bool) error {
 	st, err := js.Stream(ctx, cfg.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, cfg)
@@ -207,6 +218,9 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.
 		return err
 	}
 	have := st.CachedInfo().Config
+	if keepBytes {
+		cfg.MaxBytes = have.MaxBytes
+	}
 	// A zero in cfg is the server's default, whatever it stored for it.
 	same := func(want, got int64) bool { return want == 0 || want == got }
 	if slices.Equal(have.Subjects, cfg.Subjects) && same(int64(cfg.MaxAge), int64(have.MaxAge)) &&

@@ -7,8 +7,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +33,9 @@ func run() error {
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "NATS client address")
 	flag.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every JetStream write (sync_interval: always)")
 	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Minute, "terminate a running session idle this long (reason idle-timeout); negative: never")
+	flag.Var((*byteSize)(&cfg.OutputMaxBytes), "output-max-bytes", "kernel output kept, reserved on the disk by JetStream (e.g. 256m, 2g); default: the output stream's own size, 256m when it is made")
+	flag.Var((*byteSize)(&cfg.JetStreamMaxStore), "jetstream-max-store", "what JetStream may store in all (e.g. 20g); default: 3/4 of the disk's free space at start")
+	flag.Var((*byteSize)(&cfg.MinFreeDisk), "min-free-disk", "free space under which the server refuses new sessions, executions and uploads as out of disk space (running sessions go on); default 64m")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 	lvl, err := zerolog.ParseLevel(*level)
@@ -53,4 +59,29 @@ func run() error {
 		}
 	}()
 	return srv.Run(ctx)
+}
+
+// byteSize is a flag of bytes: a number with an optional k, m, g or t
+// (1024-based).
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(v string) error {
+	s := strings.ToLower(strings.TrimSpace(v))
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		if i := strings.IndexByte("kmgt", s[n-1]); i >= 0 {
+			mult = int64(1) << (10 * (i + 1))
+			s = strings.TrimSuffix(s[:n-1], "i")
+		} else if strings.HasSuffix(s, "b") {
+			s = s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is not a size in bytes (e.g. 512m, 2g)", v)
+	}
+	*b = byteSize(n * mult)
+	return nil
 }

@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// errDamaged marks a state db that bbolt cannot read safely: a bad meta
+// page, a file shorter than its pages, a page that is not what its parent
+// says, a kernel record that does not decode.
+var errDamaged = errors.New("damaged database file")
+
+// openChecked opens the bbolt file at path only once a read-only pass has
+// read every page that is reachable from its meta page: bbolt trusts its
+// file, and a truncated or overwritten one makes it panic, in Open or at
+// the first touch of the bad page. The pass runs here, where a panic is
+// recovered and a fault on the mapped file (a page past its end) is a
+// panic too (debug.SetPanicOnFault); a file it cannot read returns an
+// error wrapping errDamaged. Errors of the file itself (permissions, a
+// lock held by another process, the disk) are returned as they are.
+func openChecked(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			if db != nil {
+				func() {
+					defer func() { _ = recover() }()
+					_ = db.Close()
+				}()
+			}
+			db, err = nil, fmt.Errorf("%w: %v", errDamaged, p)
+		}
+	}()
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return bolt.Open(path, 0o600, opts)
+	case err != nil:
+		return nil, err
+	case fi.Size() == 0:
+		// bbolt writes its meta pages as it creates a file: an empty one
+		// is what a crash or a full disk left.
+		return nil, fmt.Errorf("%w: the file is empty", errDamaged)
+	}
+	if err := checkFile(path, fi.Size(), opts); err != nil {
+		return nil, err
+	}
+	db, err = bolt.Open(path, 0o600, opts)
+	if err != nil && !fileError(err) {
+		err = fmt.Errorf("%w: %v", errDamaged, err)
+	}
+	return db, err
+}
+
+// checkFile reads every reachable page of the file read-only: each key and
+// value of each bucket, and decodes each kernel record.
+func checkFile(path string, size int64, opts *bolt.Options) error {
+	ro, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.Timeout})
+	if err != nil {
+		if fileError(err) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errDamaged, err)
+	}
+	defer ro.Close()
+	return ro.View(func(tx *bolt.Tx) error {
+		if tx.Size() > size {
+			return fmt.Errorf("%w: the file has %d bytes, its meta page counts %d", errDamaged, size, tx.Size())
+		}
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			kernels := string(name) == string(bucketKernels)
+			err := b.ForEach(func(k, v []byte) error {
+				if kernels {
+					var r kernelRecord
+					if err := events.Unmarshal(v, &r); err != nil {
+						return fmt.Errorf("kernel %q: %v", k, err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("%w: bucket %s: %v", errDamaged, name, err)
+			}
+			return nil
+		})
+	})
+}
+
+// fileError reports whether err is about the file rather than its
+// contents: the operating system's (permissions, the disk), or the lock
+// held by another process.
+func fileError(err error) bool {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return errors.Is(err, bolt.ErrTimeout) || errors.As(err, &pe) || errors.As(err, &errno)
+}
+
+// salvaged is what could be read from a damaged state db: each bucket's
+// readable entries, and whether a bucket could be read to its end.
+type salvaged struct {
+	buckets  map[string][][2][]byte
+	complete map[string]bool
+}
+
+// salvage reads what it can of the state db at path, bucket by bucket,
+// read-only; a bucket that breaks off keeps the entries read before (a
+// kernel record that does not decode is left out). Nothing of it panics.
+// The error is the open's, when it is about the file (fileError).
+func salvage(path string, timeout time.Duration) (*salvaged, error) {
+	s := &salvaged{buckets: map[string][][2][]byte{}, complete: map[string]bool{}}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var db *bolt.DB
+	var err error
+	func() {
+		defer func() { _ = recover() }()
+		if db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout}); err != nil {
+			db = nil
+		}
+	}()
+	if db == nil {
+		if err != nil && fileError(err) {
+			return s, err
+		}
+		return s, nil
+	}
+	defer func() {
+		defer func() { _ = recover() }()
+		_ = db.Close()
+	}()
+	for _, name := range [][]byte{bucketMeta, bucketKernels, bucketRuns, bucketGone} {
+		func() {
+			defer func() { _ = recover() }()
+			_ = db.View(func(tx *bolt.Tx) error {
+				b := tx.Bucket(name)
+				if b == nil {
+					return nil
+				}
+				err := b.ForEach(func(k, v []byte) error {
+					if v == nil {
+						return nil
+					}
+					if string(name) == string(bucketKernels) {
+						var r kernelRecord
+						if events.Unmarshal(v, &r) != nil || r.Spec.MainKernelID != string(k) {
+							return nil
+						}
+					}
+					s.buckets[string(name)] = append(s.buckets[string(name)], [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
+					return nil
+				})
+				s.complete[string(name)] = err == nil
+				return nil
+			})
+		}()
+	}
+	return s, nil
+}
+
+// get is the salvaged value of key in bucket; nil when it was not read.
+func (s *salvaged) get(bucket, key []byte) []byte {
+	for _, kv := range s.buckets[string(bucket)] {
+		if string(kv[0]) == string(key) {
+			return kv[1]
+		}
+	}
+	return nil
+}
