@@ -146,6 +146,6 @@ func TestSecurityDocShowsTheTable(t *testing.T) {
 			}
 			return
 		}
-		t.Errorf("docs/security.md's table is out of date (go test ./perms -run TestSecurityDocShowsTheTable -update rewrites it); it should read:\n%s", Markdown())
+		t.Errorf("docs/security.md's table is out of date (cd pkg/events/perms && go test -run TestSecurityDocShowsTheTable . -update rewrites it); it should read:\n%s", Markdown())
 	}
 }
