@@ -43,6 +43,9 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 			req[k] = q
 		}
 	}
+	if err := s.caps.check(s.cfg.ScalingGroup, req); err != nil {
+		return nil, err
+	}
 	if err := events.CheckEnv(cr.Env); err != nil {
 		return nil, err
 	}
