@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +152,34 @@ func TestTagNotUTF8Refused(t *testing.T) {
 	}
 	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{Image: "python", Tag: "ok β-1"}, nil); err != nil {
 		t.Fatalf("a good tag: %v", err)
+	}
+}
+
+// TestReaperIgnoresForeignAgentReports (issue 12 §4): the idle reaper
+// takes a start or an end only from the agent the session is placed on.
+// A start forged for a pending session does not get it reaped (a pending
+// session's terminate request would cancel it); an end forged by another
+// agent, or without an agent id, does not spare a running one.
+func TestReaperIgnoresForeignAgentReports(t *testing.T) {
+	f := start(t, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{SessionID: "pending", Image: "python"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.put(t, events.Event{Name: events.EventStarted, SessionID: "pending", AgentID: "ag1"})
+	f.put(t, events.Event{Name: events.EventStarted, SessionID: "pending"})
+	f.running(t, "run1")
+	f.put(t, events.Event{Name: events.EventTerminated, SessionID: "run1", AgentID: "ag2"})
+	f.running(t, "run2")
+	f.put(t, events.Event{Name: events.EventError, SessionID: "run2"})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, sid := range []string{"run1", "run2"} {
+			if r := f.terminateReason(sid); r != events.ReasonIdleTimeout {
+				return fmt.Errorf("%s: reason %q", sid, r)
+			}
+		}
+		return nil
+	})
+	if r := f.terminateReason("pending"); r != "" {
+		t.Fatalf("a pending session with a forged start was reaped: %q", r)
 	}
 }
