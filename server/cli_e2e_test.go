@@ -95,7 +95,9 @@ func TestCLIListings(t *testing.T) {
 	r.ok(t, "run", "--rm", "--name", "done-1", "-c", `print("out"); import sys; print("err", file=sys.stderr)`, "python")
 	r.waitStatus(t, "done-1", events.StatusTerminated)
 	r.ok(t, "start", "--name", "live-1", "--tag", "t1", "python")
-	r.ok(t, "run", "--enqueue-only", "--name", "queued-1", "-r", "cpu=100", "python")
+	// It fits the agent, but not beside live-1: it waits (a request no
+	// agent could ever hold would be refused at admission).
+	r.ok(t, "run", "--enqueue-only", "--name", "queued-1", "-r", "cpu=4", "python")
 	r.waitStatus(t, "queued-1", events.StatusPending)
 	// The scheduler says why it waits: wait for that too, so the listings
 	// are the same on every run.
@@ -191,7 +193,7 @@ func TestCLIListings(t *testing.T) {
 
 	// Past ten: the default shows ten and says so; --all shows every one.
 	for i := range 11 {
-		r.ok(t, "run", "--enqueue-only", "--name", fmt.Sprintf("q-%02d", i), "-r", "cpu=100", "python")
+		r.ok(t, "run", "--enqueue-only", "--name", fmt.Sprintf("q-%02d", i), "-r", "cpu=4", "python")
 	}
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := len(r.list(t)); n != 14 {
@@ -442,7 +444,7 @@ func TestCLIImageAliases(t *testing.T) {
 func TestCLIOwnerAndAccessKey(t *testing.T) {
 	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "1g"}, IdleTimeout: -1})
 	const other = "AKIAOTHER00000000000"
-	id := strings.TrimSpace(r.ok(t, "run", "--owner", other, "--name", "theirs", "-r", "cpu=100", "-c", "print(1)", "python"))
+	id := strings.TrimSpace(r.ok(t, "run", "--owner", other, "--name", "theirs", "--starts-at", "24h", "-c", "print(1)", "python"))
 	if !events.ValidToken(id) {
 		t.Fatalf("run --owner printed %q", id)
 	}

@@ -217,6 +217,16 @@ func (e *Event) Validate() error {
 	case len(e.Reservations) > 0 && e.Name != EventAgentLedger:
 		return fmt.Errorf("%w: %s with reservations", ErrBadEvent, e.Name)
 	}
+	if e.Session != nil {
+		// A spec the gateway could not have admitted, or one for another
+		// session than the envelope's (issue 12 §4).
+		if err := e.Session.Validate(); err != nil {
+			return fmt.Errorf("%w: %s with a bad session spec: %v", ErrBadEvent, e.Name, err)
+		}
+		if e.Session.ID != e.SessionID || e.Session.AccessKey != "" && e.Session.AccessKey != e.AccessKey {
+			return fmt.Errorf("%w: %s with the spec of another session", ErrBadEvent, e.Name)
+		}
+	}
 	for _, r := range e.Reservations {
 		if !ValidToken(r.AccessKey) || !ValidToken(r.SessionID) {
 			return fmt.Errorf("%w: %s reserving a bad access key or session id", ErrBadEvent, e.Name)

@@ -11,17 +11,6 @@ import (
 	"github.com/bai-sh/bai/pkg/slots"
 )
 
-// forbiddenEnv are variables a session may not set: they would let code
-// escape the image's environment or impersonate the system's own.
-var forbiddenEnv = map[string]bool{
-	"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "SHELL": true,
-	"TMPDIR": true, "PWD": true, "IFS": true, "BASH_ENV": true, "ENV": true,
-	"PYTHONPATH": true, "PYTHONHOME": true, "PYTHONSTARTUP": true,
-}
-
-// forbiddenEnvPrefixes are variable prefixes a session may not set.
-var forbiddenEnvPrefixes = []string{"LD_", "BAI_", "NATS_", "DYLD_"}
-
 // admit validates a create request and resolves it into a session spec.
 // Every error wraps events.ErrInvalid and names the offending field.
 func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpec, error) {
@@ -35,7 +24,7 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 	if name == "" {
 		short := strings.ReplaceAll(id, "-", "")
 		name = "bai-" + short[:min(8, len(short))]
-	} else if err := checkName(name); err != nil {
+	} else if err := events.CheckSessionName(name); err != nil {
 		return nil, err
 	}
 	image, err := s.resolveImage(cr.Image)
@@ -54,11 +43,14 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 			req[k] = q
 		}
 	}
-	if err := checkEnv(cr.Env); err != nil {
+	if err := s.caps.check(s.cfg.ScalingGroup, req); err != nil {
 		return nil, err
 	}
-	if len(cr.Tag) > events.MaxTagLen || !printable(cr.Tag) {
-		return nil, events.Errorf(events.ErrInvalid, "invalid tag: at most %d printable characters", events.MaxTagLen)
+	if err := events.CheckEnv(cr.Env); err != nil {
+		return nil, err
+	}
+	if err := events.CheckTag(cr.Tag); err != nil {
+		return nil, err
 	}
 	typ := cr.Type
 	switch typ {
@@ -116,57 +108,6 @@ func (s *Service) admit(ak string, cr *events.CreateRequest) (*events.SessionSpe
 		BatchTimeout:   cr.BatchTimeout,
 		Network:        cr.Network,
 	}, nil
-}
-
-// checkName applies the session name rules: 1-64 characters, letters,
-// digits, '-', '_' and '.', starting with a letter or digit.
-func checkName(name string) error {
-	ok := len(name) <= events.MaxNameLen
-	for i := 0; ok && i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		ok = alnum || (i > 0 && (c == '-' || c == '_' || c == '.'))
-	}
-	if !ok {
-		return events.Errorf(events.ErrInvalid, "invalid session name %q: use 1-%d letters, digits, '-', '_' or '.', starting with a letter or digit", clip(name), events.MaxNameLen)
-	}
-	return nil
-}
-
-func checkEnv(env map[string]string) error {
-	if len(env) > events.MaxEnvVars {
-		return events.Errorf(events.ErrInvalid, "too many environment variables (at most %d)", events.MaxEnvVars)
-	}
-	for k, v := range env {
-		if !envKey(k) {
-			return events.Errorf(events.ErrInvalid, "invalid environment variable name %q", clip(k))
-		}
-		if forbiddenEnv[k] {
-			return events.Errorf(events.ErrInvalid, "environment variable %s may not be set", k)
-		}
-		for _, p := range forbiddenEnvPrefixes {
-			if strings.HasPrefix(k, p) {
-				return events.Errorf(events.ErrInvalid, "environment variable %s may not be set (%s* is reserved)", k, p)
-			}
-		}
-		if len(v) > events.MaxEnvLen || strings.ContainsRune(v, 0) || !utf8.ValidString(v) {
-			return events.Errorf(events.ErrInvalid, "invalid value for environment variable %s", k)
-		}
-	}
-	return nil
-}
-
-func envKey(k string) bool {
-	if k == "" || len(k) > 128 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkRun(r *events.RunSpec) error {

@@ -26,11 +26,11 @@ func TestEnvRules(t *testing.T) {
 		"value not UTF-8": {"A": "\xff"},
 		"value too long":  {"A": strings.Repeat("x", events.MaxEnvLen+1)},
 	} {
-		if err := checkEnv(env); !errors.Is(err, events.ErrInvalid) {
+		if err := events.CheckEnv(env); !errors.Is(err, events.ErrInvalid) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if err := checkEnv(map[string]string{"FOO": "bar\nbaz", "_X1": ""}); err != nil {
+	if err := events.CheckEnv(map[string]string{"FOO": "bar\nbaz", "_X1": ""}); err != nil {
 		t.Fatal(err)
 	}
 }

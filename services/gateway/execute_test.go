@@ -43,7 +43,7 @@ func (f *fixture) running(t *testing.T, sid string) {
 		t.Fatal(err)
 	}
 	f.put(t, events.Event{Name: events.EventScheduled, SessionID: sid, AgentID: "ag1", Session: &events.SessionSpec{ID: sid}})
-	f.put(t, events.Event{Name: events.EventStarted, SessionID: sid})
+	f.put(t, events.Event{Name: events.EventStarted, SessionID: sid, AgentID: "ag1"})
 }
 
 func TestExecute(t *testing.T) {
@@ -60,7 +60,7 @@ func TestExecute(t *testing.T) {
 		t.Fatalf("execute in a pending session: %v", err)
 	}
 	f.put(t, events.Event{Name: events.EventScheduled, SessionID: "s1", AgentID: "ag1", Session: &events.SessionSpec{ID: "s1"}})
-	f.put(t, events.Event{Name: events.EventStarted, SessionID: "s1"})
+	f.put(t, events.Event{Name: events.EventStarted, SessionID: "s1", AgentID: "ag1"})
 
 	before := f.count(t)
 	for name, c := range map[string]struct {

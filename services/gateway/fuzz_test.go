@@ -35,7 +35,7 @@ func FuzzCreateRequest(f *testing.F) {
 			}
 			return
 		}
-		if !events.ValidToken(spec.ID) || checkName(spec.Name) != nil || checkEnv(spec.Env) != nil || spec.Image == "" {
+		if !events.ValidToken(spec.ID) || events.CheckSessionName(spec.Name) != nil || events.CheckEnv(spec.Env) != nil || spec.Image == "" {
 			t.Fatalf("admitted %+v", spec)
 		}
 		for k := range spec.Env {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,13 @@ type Config struct {
 	// after a publish that times out. The all-in-one server sets it from
 	// its watch of the disk. Default: nil (never asked).
 	Storage func() error
+	// AgentMemory is how long an agent's capacity counts at admission
+	// after its last heartbeat: a create that no agent of its scaling
+	// group seen within it could ever hold (more cpu than the largest
+	// has, a slot none offers) is refused; with no agent seen within it,
+	// every create is admitted and waits. Default: DefaultAgentMemory
+	// (an hour); negative: no such check.
+	AgentMemory time.Duration
 }
 
 // Service is a running gateway.
@@ -82,7 +90,8 @@ type Service struct {
 	stream   jetstream.Stream
 	ready    chan struct{}
 	once     sync.Once
-	quota    *quotas // resource policies (quota.go)
+	quota    *quotas     // resource policies (quota.go)
+	caps     *capacities // the agents' capacity (capacity.go)
 
 	upMu    sync.Mutex
 	upStore jetstream.ObjectStore
@@ -107,6 +116,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.AgentMemory == 0 {
+		cfg.AgentMemory = DefaultAgentMemory
+	}
 	def, err := slots.ParseMap(cfg.DefaultSlots)
 	if err != nil {
 		return nil, fmt.Errorf("%w: default slots: %v", ErrConfig, err)
@@ -128,6 +140,7 @@ func New(cfg Config) (*Service, error) {
 		ready:    make(chan struct{}),
 		images:   map[string]string{},
 		creating: make(chan struct{}, cmp.Or(max(cfg.MaxCreating, 0), 256)),
+		caps:     newCapacities(cfg.AgentMemory),
 	}, nil
 }
 
@@ -150,6 +163,16 @@ func (s *Service) Run(ctx context.Context) error {
 
 	if err := s.startImages(ctx); err != nil {
 		return err
+	}
+	// The agents' capacity, known before the first create is answered.
+	var watches sync.WaitGroup
+	defer watches.Wait()
+	wctx, stopWatches := context.WithCancel(ctx)
+	defer stopWatches()
+	if s.cfg.AgentMemory > 0 {
+		if err := s.caps.watch(wctx, s.js, &watches, s); err != nil {
+			return err
+		}
 	}
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        "bai-gateway",
@@ -276,6 +299,11 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 		return nil, err
 	}
 	var cr events.CreateRequest
+	if !utf8.Valid(req.Data()) {
+		// The JSON decoder would put U+FFFD in place of the bad bytes
+		// and admit text the user never wrote.
+		return nil, events.Errorf(events.ErrInvalid, "malformed create request: not UTF-8 text (a tag, name, variable or code holds bytes that are not UTF-8)")
+	}
 	if err := events.Unmarshal(req.Data(), &cr); err != nil {
 		return nil, events.Errorf(events.ErrInvalid, "malformed create request: %v", err)
 	}

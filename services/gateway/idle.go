@@ -19,6 +19,7 @@ const DefaultIdleTimeout = 30 * time.Minute
 // idleSession is what the reaper knows of one session.
 type idleSession struct {
 	ak, sid   string
+	agent     string // the agent it is placed on; "" until scheduled
 	running   bool
 	started   time.Time       // when it started running
 	last      time.Time       // the last activity: start, execute request, output
@@ -136,7 +137,7 @@ func (r *reaper) progress(i int, m jetstream.Msg) {
 
 // reaperEvents are the events onEvent acts on.
 var reaperEvents = map[events.Name]bool{
-	events.EventEnqueued: true, events.EventStarted: true, events.EventExecuteRequest: true,
+	events.EventEnqueued: true, events.EventScheduled: true, events.EventStarted: true, events.EventExecuteRequest: true,
 	events.EventTerminateRequest: true, events.EventTerminating: true, events.EventTerminated: true,
 	events.EventCancelled: true, events.EventError: true,
 }
@@ -156,7 +157,25 @@ func (r *reaper) onEvent(m jetstream.Msg) {
 		return
 	}
 	key := e.AccessKey + "/" + e.SessionID
+	if e.Name.AgentReport() {
+		// An agent speaks only for the kernels placed on it (issue 12
+		// §4): a forged start would have the reaper end a pending
+		// session, a forged end would spare a running one.
+		placed := ""
+		if is := r.sessions[key]; is != nil {
+			placed = is.agent
+		}
+		if events.NotFromPlacedAgent(placed, e) {
+			r.s.log.Warn().Str("event", string(e.Name)).Str("session_id", e.SessionID).Str("agent_id", e.AgentID).
+				Str("placed_on", placed).Msg("event_from_wrong_agent_refused")
+			return
+		}
+	}
 	switch e.Name {
+	case events.EventScheduled:
+		if is := r.session(e.AccessKey, e.SessionID); is.agent == "" {
+			is.agent = e.AgentID
+		}
 	case events.EventEnqueued:
 		// A pending session is known here only for the runs it starts
 		// with (open from the start); the others from when they start:

@@ -6,6 +6,15 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 )
 
+// refusedFromAgent reports whether e, an event of the session info
+// describes, speaks for a kernel that is not its publisher's (issue 12
+// §4): an agent report without the agent id of the session's placement,
+// or of a session not placed. It changes nothing and stays out of the
+// session's history. An event of an unknown session is left to apply.
+func refusedFromAgent(info *events.SessionInfo, e *events.Event) bool {
+	return info.Status != events.StatusNone && events.NotFromPlacedAgent(info.AgentID, e)
+}
+
 // apply folds e, at stream sequence seq, into info: the session's state, or
 // the zero value when the session is unknown. It reports whether the event
 // belongs to a known session (once applied), that is, whether it goes into

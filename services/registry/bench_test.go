@@ -26,7 +26,7 @@ func benchRecord(tb testing.TB, ak string, i int, names []events.Name) record {
 		V: events.Version, ID: fmt.Sprintf("e%09d", i), Name: names[i%len(names)],
 		Time: t0.Add(time.Duration(i) * time.Millisecond), AccessKey: ak, SessionID: sid,
 	}
-	if events.AddressedToAgent(e.Name, "x") {
+	if events.AddressedToAgent(e.Name, "x") || e.Name.AgentReport() {
 		e.AgentID = agentID
 	}
 	if e.Name == events.EventEnqueued || e.Name == events.EventScheduled {

@@ -140,7 +140,7 @@ func (h *harness) enqueue(ak, sid, name string) uint64 {
 func (h *harness) event(ak, sid string, name events.Name, mod ...func(*events.Event)) uint64 {
 	h.t.Helper()
 	e := events.Event{Name: name, AccessKey: ak, SessionID: sid}
-	if events.AddressedToAgent(name, "x") {
+	if events.AddressedToAgent(name, "x") || name.AgentReport() {
 		e.AgentID = agentID
 	}
 	for _, m := range mod {
@@ -402,11 +402,13 @@ func TestOutOfOrderAndDuplicates(t *testing.T) {
 		Session: &events.SessionSpec{ID: "s1", Name: "other", Image: "x"}}) // a second enqueue: ignored
 	h.event(ak, "ghost", events.EventStarted) // unknown session: ignored
 
-	// A failure before any start, then a late failure result.
+	// A failure before the start, then a late failure result and a
+	// late second placement elsewhere (absorbed: ERROR is not placed).
 	h.enqueue(ak, "s2", "two")
+	h.event(ak, "s2", events.EventScheduled, func(e *events.Event) { e.Session = &events.SessionSpec{ID: "s2"} })
 	h.event(ak, "s2", events.EventError, func(e *events.Event) { e.Reason = events.ReasonFailedToStart })
 	h.event(ak, "s2", events.EventFailure, func(e *events.Event) { c := 2; e.ExitCode = &c })
-	h.event(ak, "s2", events.EventScheduled, func(e *events.Event) { e.Session = &events.SessionSpec{ID: "s2"} })
+	h.event(ak, "s2", events.EventScheduled, func(e *events.Event) { e.AgentID = "agent-2"; e.Session = &events.SessionSpec{ID: "s2"} })
 	waitApplied(t, svc, h.last)
 
 	info := get(t, h.nc, ak, "s1")
@@ -425,7 +427,7 @@ func TestOutOfOrderAndDuplicates(t *testing.T) {
 
 	info = get(t, h.nc, ak, "s2")
 	if info.Status != events.StatusError || info.Result != events.ResultFailure || info.ExitCode == nil ||
-		*info.ExitCode != 2 || info.AgentID != "" || info.ScheduledAt != nil || info.StatusInfo != string(events.ReasonFailedToStart) {
+		*info.ExitCode != 2 || info.AgentID != agentID || info.ScheduledAt == nil || info.StatusInfo != string(events.ReasonFailedToStart) {
 		t.Errorf("s2: %+v", info)
 	}
 	h.checkHistory(ak, "s2")
@@ -449,6 +451,7 @@ func TestList(t *testing.T) {
 		h.enqueue(ak, sid, "n-"+sid)
 		switch st := want[sid]; st {
 		case events.StatusError:
+			h.lifecycle(ak, sid, events.StatusScheduled)
 			h.event(ak, sid, events.EventError)
 		default:
 			h.lifecycle(ak, sid, st)

@@ -179,8 +179,9 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			if err != nil {
 				return err
 			}
-			if events.FromOtherAgent(en.info.AgentID, e) { // issue 4: agent identity
-				st.log.Warn().Uint64("seq", r.seq).Str("agent_id", e.AgentID).Str("placed_on", en.info.AgentID).Msg("event_from_wrong_agent_refused")
+			if refusedFromAgent(&en.info, e) {
+				st.log.Warn().Uint64("seq", r.seq).Str("event", string(e.Name)).Str("session_id", e.SessionID).
+					Str("agent_id", e.AgentID).Str("placed_on", en.info.AgentID).Msg("event_from_wrong_agent_refused")
 				out[i] = outIgnored
 				continue
 			}

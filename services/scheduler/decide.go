@@ -185,13 +185,15 @@ func (s *Service) forceEnd(ctx context.Context, sess *session, reason events.Rea
 	agentID := sess.agentID
 	if sess.status != events.StatusError {
 		ev := s.event(sess, events.EventError)
-		ev.Reason, ev.Message = reason, msg
+		// The placement's agent id: an error or end of a placed session
+		// without it is refused as forged (events.NotFromPlacedAgent).
+		ev.AgentID, ev.Reason, ev.Message = agentID, reason, msg
 		if !s.decision(ctx, sess, ev) {
 			return
 		}
 	}
 	ev := s.event(sess, events.EventTerminated)
-	ev.Reason, ev.Message = reason, msg
+	ev.AgentID, ev.Reason, ev.Message = agentID, reason, msg
 	if !s.decision(ctx, sess, ev) {
 		return
 	}
@@ -241,7 +243,7 @@ func (s *Service) deadlines(ctx context.Context, now time.Time) {
 			}
 		default:
 			ev := s.event(sess, events.EventError)
-			ev.Reason, ev.Message = events.ReasonStatusTimeout, msg
+			ev.AgentID, ev.Reason, ev.Message = sess.agentID, events.ReasonStatusTimeout, msg
 			s.decision(ctx, sess, ev)
 		}
 	}

@@ -484,8 +484,9 @@ func (s *Service) take(it input) bool {
 		if err != nil {
 			s.log.Warn().Err(err).Uint64("seq", md.Sequence.Stream).Msg("bad_event")
 		} else {
-			if sess := s.st.sessions[key(ev.AccessKey, ev.SessionID)]; sess != nil && events.FromOtherAgent(sess.agentID, ev) {
-				s.log.Warn().Str("agent_id", ev.AgentID).Str("placed_on", sess.agentID).Str("session_id", ev.SessionID).Msg("event_from_wrong_agent_refused")
+			if sess := s.st.sessions[key(ev.AccessKey, ev.SessionID)]; sess != nil && events.NotFromPlacedAgent(sess.agentID, ev) {
+				s.log.Warn().Str("event", string(ev.Name)).Str("agent_id", ev.AgentID).Str("placed_on", sess.agentID).
+					Str("session_id", ev.SessionID).Uint64("seq", md.Sequence.Stream).Msg("event_from_wrong_agent_refused")
 			}
 			s.st.apply(ev, md.Sequence.Stream)
 		}

@@ -217,8 +217,8 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	if seq > sess.lastSeq {
 		sess.lastSeq = seq
 	}
-	if events.FromOtherAgent(sess.agentID, ev) {
-		return // an agent speaking for a kernel not on it (issue 4)
+	if events.NotFromPlacedAgent(sess.agentID, ev) {
+		return // an agent speaking for a kernel not on it (issue 12 §4)
 	}
 	if ev.AgentEpoch != 0 && ev.AgentID != "" &&
 		(ev.AgentID == sess.agentID || sess.agentID == "" && ev.Name == events.EventScheduled) {

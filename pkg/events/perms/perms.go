@@ -236,6 +236,10 @@ func GatewayPermissions() Permissions {
 	p.PubAllow = append(p.PubAllow, manage(keypairs)...)
 	p.PubAllow = append(p.PubAllow, read(keypairs)...)
 	p.PubAllow = append(p.PubAllow, kvWrite(streams.Keypairs, DefaultPolicyKey))
+	// The agents' capacities, watched for admission.
+	agents := kvStream(streams.Agents)
+	p.PubAllow = append(p.PubAllow, read(agents)...)
+	p.PubAllow = append(p.PubAllow, follow(agents)...)
 	for _, b := range []string{ImagesBucket, AdmissionBucket} {
 		p.PubAllow = append(p.PubAllow, manage(kvStream(b))...)
 		p.PubAllow = append(p.PubAllow, read(kvStream(b))...)

@@ -31,6 +31,7 @@ func run() error {
 		"file holding the account nkey seed of the NATS auth callout; set: this gateway also answers the callout and the keypair admin API (connect as one of the callout's auth_users)")
 	admin := flag.String("admin-access-key", os.Getenv("BAI_ADMIN_ACCESS_KEY"), "the access key with the admin role (env BAI_ADMIN_ACCESS_KEY)")
 	idle := flag.Duration("idle-timeout", gateway.DefaultIdleTimeout, "terminate a running session idle this long (reason idle-timeout); negative: never")
+	agentMemory := flag.Duration("agent-memory", gateway.DefaultAgentMemory, "refuse a create no agent heartbeating within this long could ever hold; negative: no such check")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -42,7 +43,7 @@ func run() error {
 	}
 	defer nc.Close()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle})
+	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle, AgentMemory: *agentMemory})
 	if err != nil {
 		return err
 	}
