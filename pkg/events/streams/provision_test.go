@@ -115,7 +115,7 @@ func TestProvisionKeepsWhatAnOperatorRaised(t *testing.T) {
 			t.Fatalf("edit %s: %v", name, err)
 		}
 	}
-	edit(Sessions, func(c *jetstream.StreamConfig) { c.MaxAge, c.MaxMsgs = 365*24*time.Hour, 1 << 40 })
+	edit(Sessions, func(c *jetstream.StreamConfig) { c.MaxAge, c.MaxMsgs = 365*24*time.Hour, 1<<40 })
 	edit(Output, func(c *jetstream.StreamConfig) {
 		c.MaxBytes, c.MaxAge, c.RePublish = 2<<30, 30*24*time.Hour, nil
 	})
