@@ -83,6 +83,9 @@ func (s *Service) dropOrphans(ctx context.Context) {
 // comes back. Silent means silent in the bucket too (stillBeating), not
 // only in the watch; while the bucket does not answer, nobody is lost.
 func (s *Service) lostAgents(ctx context.Context, now time.Time) {
+	if !s.agentsReadable(ctx, now) {
+		return // silence.go: no evidence while the bucket cannot be read
+	}
 	alive := map[*agent]bool{}
 	unreadable := false // the bucket did not answer: nobody is lost this tick
 	for _, sess := range s.sorted() {
@@ -100,6 +103,7 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 			if err != nil {
 				s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
 				unreadable = true
+				s.readsFailed(now)
 			}
 			alive[a] = ok
 		}

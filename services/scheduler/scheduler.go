@@ -93,6 +93,8 @@ type Service struct {
 	agents jetstream.KeyValue
 	// agentWatchPaused drops the agent watch's updates (tests).
 	agentWatchPaused atomic.Bool
+	// reads is whether the agents' bucket could be read (silence.go).
+	reads readHealth
 	// infoBudget is what is left of this round's pending-info events.
 	infoBudget int
 }
@@ -265,7 +267,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.forceLead {
 		s.leading.Store(true)
 	} else {
-		leases, err := s.js.CreateOrUpdateKeyValue(ctx, streams.LeasesBucketConfig(s.cfg.Streams, s.cfg.LeaseTTL))
+		leases, err := streams.ProvisionBucket(ctx, s.js, streams.LeasesBucketConfig(s.cfg.Streams, s.cfg.LeaseTTL))
 		if err != nil {
 			return fmt.Errorf("scheduler: leases bucket: %w", err)
 		}

@@ -26,8 +26,9 @@ func DefaultReplicas(nc *nats.Conn) int {
 	return 1
 }
 
-// replicas resolves a configured replica count: 0 is DefaultReplicas.
-func replicas(js jetstream.JetStream, n int) int {
+// ResolveReplicas resolves a configured replica count: 0 is
+// DefaultReplicas of js's connection.
+func ResolveReplicas(js jetstream.JetStream, n int) int {
 	if n > 0 {
 		return n
 	}
@@ -51,7 +52,7 @@ func replicas(js jetstream.JetStream, n int) int {
 // server's consumer creation (seen as a data race inside nats-server
 // under -race).
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
-	o.Replicas = replicas(js, o.Replicas)
+	o.Replicas = ResolveReplicas(js, o.Replicas)
 	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), WorkStreamConfig(o), OutputStreamConfig(o)} {
 		if err := provisionStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
@@ -142,7 +143,7 @@ func sameSources(want, got []*jetstream.StreamSource) bool {
 // them; its replicas, MaxBytes and MaxValueSize are raise-only. A zero
 // cfg.Replicas is DefaultReplicas.
 func ProvisionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	cfg.Replicas = replicas(js, cfg.Replicas)
+	cfg.Replicas = ResolveReplicas(js, cfg.Replicas)
 	err := raiseBacking(ctx, js, "KV_"+cfg.Bucket, func(have jetstream.StreamConfig) jetstream.StreamConfig {
 		out := have
 		if cfg.History > 0 {
@@ -180,7 +181,7 @@ func ProvisionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.
 // absent; an existing one gets cfg's TTL and raise-only replicas and
 // MaxBytes, as ProvisionBucket.
 func ProvisionObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
-	cfg.Replicas = replicas(js, cfg.Replicas)
+	cfg.Replicas = ResolveReplicas(js, cfg.Replicas)
 	err := raiseBacking(ctx, js, "OBJ_"+cfg.Bucket, func(have jetstream.StreamConfig) jetstream.StreamConfig {
 		out := have
 		if cfg.TTL > 0 {
