@@ -286,3 +286,17 @@ func Retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, er
 		wait = min(2*wait, RetryMaxWait)
 	}
 }
+
+// WaitProvision provisions with Retry: it waits, with a call of onRetry
+// per attempt, while NATS is unreachable (the connection is not up yet),
+// JetStream does not answer, or the cluster is electing. The services'
+// binaries call it before they start, with a connection made with
+// nats.RetryOnFailedConnect(true).
+func WaitProvision(ctx context.Context, js jetstream.JetStream, o Options, onRetry func(attempt int, wait time.Duration, err error)) error {
+	return Retry(ctx, onRetry, func(ctx context.Context) error {
+		if !js.Conn().IsConnected() {
+			return fmt.Errorf("not connected to NATS yet: %w", nats.ErrConnectionReconnecting)
+		}
+		return Provision(ctx, js, o)
+	})
+}
