@@ -93,6 +93,8 @@ type Service struct {
 	agents jetstream.KeyValue
 	// agentWatchPaused drops the agent watch's updates (tests).
 	agentWatchPaused atomic.Bool
+	// drainedIDs are the agents drained by an admin (drain.go).
+	drainedIDs map[string]bool
 	// reads is whether the agents' bucket could be read (silence.go).
 	reads readHealth
 	// infoBudget is what is left of this round's pending-info events.
@@ -155,6 +157,8 @@ func New(cfg Config) (*Service, error) {
 		ready: make(chan struct{}),
 		poke:  make(chan struct{}, 1),
 		st:    newState(),
+
+		drainedIDs: map[string]bool{},
 	}, nil
 }
 
@@ -170,6 +174,9 @@ type input struct {
 	agent *events.AgentInfo
 	rev   uint64 // the agent's heartbeat's revision in the bucket
 	gone  string // an agent key deleted
+	// drainID is an agent whose drain key changed: drained or not (drain.go).
+	drainID string
+	drained bool
 }
 
 // Run schedules until ctx ends.
@@ -222,6 +229,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	context.AfterFunc(ctx, iter.Stop)
 
+	agentsSub, err := s.serveAgents()
+	if err != nil {
+		return fmt.Errorf("scheduler: serve agents: %w", err)
+	}
+	defer func() { _ = agentsSub.Unsubscribe() }()
+
 	watcher, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("scheduler: watch agents: %w", err)
@@ -245,7 +258,9 @@ func (s *Service) Run(ctx context.Context) error {
 					continue // tests: a watch that stopped delivering
 				}
 				it := input{rev: e.Revision()}
-				if e.Operation() != jetstream.KeyValuePut {
+				if d, ok := drainInput(e); ok {
+					it = d
+				} else if e.Operation() != jetstream.KeyValuePut {
 					it.gone = e.Key()
 				} else {
 					a, ok := decodeHeartbeat(e)
@@ -468,7 +483,10 @@ func (s *Service) take(it input) bool {
 			s.log.Warn().Err(err).Str("agent_id", it.agent.ID).Msg("bad_agent_capacity")
 		} else {
 			s.st.agents[it.agent.ID].rev = it.rev
+			s.st.agents[it.agent.ID].drained = s.drainedIDs[it.agent.ID]
 		}
+	case it.drainID != "":
+		s.setDrained(it.drainID, it.drained)
 	case it.gone != "":
 		s.st.agentGone(it.gone)
 	case it.msg != nil:
