@@ -30,6 +30,8 @@ func run() error {
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "NATS client address")
 	flag.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every JetStream write (sync_interval: always)")
 	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Minute, "terminate a running session idle this long (reason idle-timeout); negative: never")
+	flag.StringVar(&cfg.Runtime, "runtime", envOr("BAI_RUNTIME", server.RuntimeProcess), "kernel runtime of the agent: process, or docker (the local Docker Engine, DOCKER_HOST) (env BAI_RUNTIME)")
+	flag.StringVar(&cfg.DockerInterpreter, "docker-interpreter", "", "docker runtime: the program that runs a run's code in the container, as PROGRAM -c CODE (default python3)")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 	lvl, err := zerolog.ParseLevel(*level)
@@ -53,4 +55,11 @@ func run() error {
 		}
 	}()
 	return srv.Run(ctx)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
