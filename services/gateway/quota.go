@@ -182,7 +182,7 @@ func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec)
 	}
 	p, err := q.policyOf(ctx, ak)
 	if err != nil {
-		return nil, events.Errorf(events.ErrInternal, "could not read the resource policy of %s: %v", ak, err)
+		return nil, storeError("the resource policy of "+ak, err)
 	}
 	if p == nil {
 		return func() {}, nil
