@@ -38,7 +38,9 @@ func TestNATSRestartIsNotAgentLost(t *testing.T) {
 	c := &cluster{t: t, ns: ns, nc: nc, js: js, agents: map[string]*simAgent{}, kernels: map[string]int{}}
 	c.obs = newObserver(t, js)
 
-	timeout := 2 * time.Second
+	// Longer than the test connections' reconnect wait (nats.go's 2s):
+	// an agent back on the network beats again within it.
+	timeout := 4 * time.Second
 	s := c.scheduler(Config{AgentTimeout: timeout})
 	a := c.agent("agent-a", map[string]string{"cpu": "2", "mem": "4g"}, nil)
 	b := c.agent("agent-b", map[string]string{"cpu": "2", "mem": "4g"}, nil)
@@ -53,7 +55,7 @@ func TestNATSRestartIsNotAgentLost(t *testing.T) {
 	ns.WaitForShutdown()
 	down := time.Now()
 	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if d := time.Since(down); d < 2*timeout {
+		if d := time.Since(down); d < 3*timeout/2 {
 			return fmt.Errorf("NATS down for %s only", d)
 		}
 		return nil
@@ -79,7 +81,7 @@ func TestNATSRestartIsNotAgentLost(t *testing.T) {
 	back := time.Now()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for ; time.Since(back) < 2*timeout; <-tick.C {
+	for ; time.Since(back) < 3*timeout/2; <-tick.C {
 		for _, sid := range []string{"s1", "s2", "s3", "s4"} {
 			if st := c.obs.session(sid).status; st != events.StatusRunning {
 				t.Fatalf("session %s went %s (%s) after NATS came back", sid, st, c.obs.session(sid).reason)
