@@ -67,6 +67,13 @@ type Config struct {
 	// (running sessions go on) until space is freed. Default:
 	// DefaultMinFreeDisk (64 MiB); negative: 0.
 	MinFreeDisk int64
+	// Runtime is the agent's kernel runtime: "process" (the default) or
+	// "docker" (containers on the local Docker Engine, DOCKER_HOST; images
+	// must be in the engine or pullable: docs/operations.md).
+	Runtime string
+	// DockerInterpreter runs a run's code in a docker kernel
+	// (INTERPRETER -c code). Default: the agent's, python3.
+	DockerInterpreter string
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/bai, else ~/.local/share/bai: where
@@ -106,6 +113,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:4222"
+	}
+	if err := checkRuntime(cfg.Runtime); err != nil {
+		return nil, err
 	}
 	host, portStr, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
@@ -274,8 +284,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("agent", nats.CustomInboxPrefix(events.AgentInboxPrefix(agentID))); err != nil {
 		return err
 	}
+	rt, closeRT, err := s.agentRuntime(ctx, agentID)
+	if err != nil {
+		return err
+	}
+	defer closeRT()
 	ag, err := agent.New(agent.Config{
-		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID,
+		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID, Runtime: rt,
 		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat,
 		// Kernels see none of the server's files (JetStream, credentials).
 		Sandbox: agent.SandboxOptions{Hide: []string{s.cfg.DataDir}},

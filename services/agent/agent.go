@@ -34,6 +34,9 @@ var (
 
 // Config configures an agent.
 type Config struct {
+	// Streams are the options of the streams it provisions (replicas: 0
+	// is streams.DefaultReplicas). Default: zero.
+	Streams streams.Options
 	// NC is the NATS connection. Required.
 	NC *nats.Conn
 	// WorkHeartbeat is how often the server tells a waiting work pull that
@@ -229,7 +232,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	s.js = js
-	if err := streams.Provision(ctx, js, streams.Options{}); err != nil {
+	if err := streams.Provision(ctx, js, s.cfg.Streams); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {

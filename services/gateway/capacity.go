@@ -100,8 +100,8 @@ func (c *capacities) update(e jetstream.KeyValueEntry, s *Service) {
 		// since its last heartbeat.
 		return
 	}
-	if e.Key() == events.AgentsProbeKey {
-		return // the scheduler's disk probe, no agent
+	if _, drain := events.DrainedAgent(e.Key()); drain || e.Key() == events.AgentsProbeKey {
+		return // an admin's drain key or the scheduler's disk probe: no heartbeat
 	}
 	var info events.AgentInfo
 	if err := events.Unmarshal(e.Value(), &info); err != nil || !events.ValidToken(info.ID) || info.ID != e.Key() {

@@ -196,6 +196,10 @@ func (s *Service) Run(ctx context.Context) error {
 		events.OpSessionUpload:    s.handleUpload,
 		events.OpImageList:        s.handleImageList,
 		events.OpImageAlias:       s.handleImageAlias,
+		events.OpImageAdd:         s.handleImageAdd,
+		events.OpAgentList:        s.handleAgentList,
+		events.OpAgentDrain:       s.handleAgentDrain,
+		events.OpAgentUndrain:     s.handleAgentUndrain,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), guard(s.log, h), micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)

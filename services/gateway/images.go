@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
 // ImagesBucket is the KV bucket of the image alias table: each alias or
@@ -28,10 +29,15 @@ type imageEntry struct {
 
 func imageKey(alias string) string { return base64.RawURLEncoding.EncodeToString([]byte(alias)) }
 
+func (s *Service) imagesBucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: ImagesBucket, Description: "bai image aliases", History: 1,
+		Storage: jetstream.FileStorage, Replicas: streams.ResolveReplicas(s.js, s.cfg.Streams.Replicas)}
+}
+
 // startImages opens the alias table (creating and seeding it the first
 // time) and keeps s.images in step with it until ctx ends.
 func (s *Service) startImages(ctx context.Context) error {
-	kv, err := s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ImagesBucket, Description: "bai image aliases", History: 1})
+	kv, err := s.js.CreateKeyValue(ctx, s.imagesBucketConfig())
 	switch {
 	case err == nil:
 		for alias, target := range s.cfg.Images {
@@ -41,7 +47,8 @@ func (s *Service) startImages(ctx context.Context) error {
 			}
 		}
 	case errors.Is(err, jetstream.ErrBucketExists):
-		if kv, err = s.js.KeyValue(ctx, ImagesBucket); err != nil {
+		// Made before: raised to this gateway's replicas, never lowered.
+		if kv, err = streams.ProvisionBucket(ctx, s.js, s.imagesBucketConfig()); err != nil {
 			return fmt.Errorf("gateway: image aliases: %w", err)
 		}
 	default:

@@ -171,10 +171,7 @@ type Keys struct {
 
 // OpenKeys creates (or opens) the keypairs bucket with the default policy.
 func OpenKeys(ctx context.Context, js jetstream.JetStream, replicas int) (*Keys, error) {
-	if replicas <= 0 {
-		replicas = 1
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.ProvisionBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      KeypairsBucket,
 		Description: "bai keypairs (hashed secrets) and resource policies",
 		History:     1,

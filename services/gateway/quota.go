@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/pkg/slots"
 )
 
@@ -50,13 +51,13 @@ type lease struct {
 }
 
 func newQuotas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, replicas int) (*quotas, error) {
-	keys, err := OpenKeys(ctx, js, 0)
+	keys, err := OpenKeys(ctx, js, replicas)
 	if err != nil {
 		return nil, err
 	}
-	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	leases, err := streams.ProvisionBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: AdmissionBucket, Description: "bai admission leases, one per access key",
-		History: 1, Storage: jetstream.MemoryStorage, Replicas: max(replicas, 1), MaxValueSize: 1024,
+		History: 1, Storage: jetstream.MemoryStorage, Replicas: replicas, MaxValueSize: 1024,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: admission bucket: %w", err)
@@ -181,7 +182,7 @@ func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec)
 	}
 	p, err := q.policyOf(ctx, ak)
 	if err != nil {
-		return nil, events.Errorf(events.ErrInternal, "could not read the resource policy of %s: %v", ak, err)
+		return nil, storeError("the resource policy of "+ak, err)
 	}
 	if p == nil {
 		return func() {}, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
 // uploadTTL bounds how long an uploaded file waits for its run.
@@ -25,11 +26,12 @@ func (s *Service) uploads(ctx context.Context) (jetstream.ObjectStore, error) {
 	if s.upStore != nil {
 		return s.upStore, nil
 	}
-	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	obs, err := streams.ProvisionObjectStore(ctx, s.js, jetstream.ObjectStoreConfig{
 		Bucket:      events.UploadBucket,
 		Description: "bai: files uploaded for runs, until the agent fetches them",
 		TTL:         uploadTTL,
 		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Streams.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upload store: %w", err)

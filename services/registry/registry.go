@@ -38,6 +38,9 @@ const (
 
 // Config configures a Service.
 type Config struct {
+	// Streams are the options of the streams it provisions (replicas: 0
+	// is streams.DefaultReplicas). Default: zero.
+	Streams streams.Options
 	// NC is the connection to NATS. Required.
 	NC *nats.Conn
 	// Log receives the service's logs. Default: none (zerolog.Nop()).
@@ -163,7 +166,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("registry jetstream: %w", err)
 	}
 	s.js = js
-	if err := streams.Provision(ctx, js, streams.Options{}); err != nil {
+	if err := streams.Provision(ctx, js, s.cfg.Streams); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	if st, err := js.Stream(ctx, streams.Sessions); err == nil {

@@ -90,6 +90,9 @@ func (s *Service) dropOrphans(ctx context.Context) {
 // be stored either: nobody is lost, and once writes work again every agent
 // has AgentTimeout from then to be heard.
 func (s *Service) lostAgents(ctx context.Context, now time.Time) {
+	if !s.agentsReadable(ctx, now) {
+		return // silence.go: no evidence while the bucket cannot be read
+	}
 	alive := map[*agent]bool{}
 	unreadable := false // the bucket did not answer: nobody is lost this tick
 	probed := false
@@ -117,6 +120,7 @@ func (s *Service) lostAgents(ctx context.Context, now time.Time) {
 			if err != nil {
 				s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
 				unreadable = true
+				s.readsFailed(now)
 			}
 			alive[a] = ok
 		}

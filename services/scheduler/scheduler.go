@@ -96,6 +96,10 @@ type Service struct {
 	// storageFailed is when a write to the agents' bucket last failed
 	// (lostAgents): no agent is lost for a silence before it.
 	storageFailed time.Time
+	// drainedIDs are the agents drained by an admin (drain.go).
+	drainedIDs map[string]bool
+	// reads is whether the agents' bucket could be read (silence.go).
+	reads readHealth
 	// infoBudget is what is left of this round's pending-info events.
 	infoBudget int
 }
@@ -156,6 +160,8 @@ func New(cfg Config) (*Service, error) {
 		ready: make(chan struct{}),
 		poke:  make(chan struct{}, 1),
 		st:    newState(),
+
+		drainedIDs: map[string]bool{},
 	}, nil
 }
 
@@ -171,6 +177,9 @@ type input struct {
 	agent *events.AgentInfo
 	rev   uint64 // the agent's heartbeat's revision in the bucket
 	gone  string // an agent key deleted
+	// drainID is an agent whose drain key changed: drained or not (drain.go).
+	drainID string
+	drained bool
 }
 
 // Run schedules until ctx ends.
@@ -223,6 +232,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	context.AfterFunc(ctx, iter.Stop)
 
+	agentsSub, err := s.serveAgents()
+	if err != nil {
+		return fmt.Errorf("scheduler: serve agents: %w", err)
+	}
+	defer func() { _ = agentsSub.Unsubscribe() }()
+
 	watcher, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("scheduler: watch agents: %w", err)
@@ -249,7 +264,9 @@ func (s *Service) Run(ctx context.Context) error {
 					continue // the scheduler's own write (lostAgents)
 				}
 				it := input{rev: e.Revision()}
-				if e.Operation() != jetstream.KeyValuePut {
+				if d, ok := drainInput(e); ok {
+					it = d
+				} else if e.Operation() != jetstream.KeyValuePut {
 					it.gone = e.Key()
 				} else {
 					a, ok := decodeHeartbeat(e)
@@ -271,7 +288,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.forceLead {
 		s.leading.Store(true)
 	} else {
-		leases, err := s.js.CreateOrUpdateKeyValue(ctx, streams.LeasesBucketConfig(s.cfg.Streams, s.cfg.LeaseTTL))
+		leases, err := streams.ProvisionBucket(ctx, s.js, streams.LeasesBucketConfig(s.cfg.Streams, s.cfg.LeaseTTL))
 		if err != nil {
 			return fmt.Errorf("scheduler: leases bucket: %w", err)
 		}
@@ -472,7 +489,10 @@ func (s *Service) take(it input) bool {
 			s.log.Warn().Err(err).Str("agent_id", it.agent.ID).Msg("bad_agent_capacity")
 		} else {
 			s.st.agents[it.agent.ID].rev = it.rev
+			s.st.agents[it.agent.ID].drained = s.drainedIDs[it.agent.ID]
 		}
+	case it.drainID != "":
+		s.setDrained(it.drainID, it.drained)
 	case it.gone != "":
 		s.st.agentGone(it.gone)
 	case it.msg != nil:

@@ -62,6 +62,7 @@ type agent struct {
 	rev         uint64    // the revision of that heartbeat in the agents' bucket
 	gone        bool      // its heartbeat key was deleted
 	lost        bool      // declared lost; cleared by a new heartbeat
+	drained     bool      // drained by an admin: no new placements (drain.go)
 
 	id       string // its key in state.agents
 	info     events.AgentInfo
@@ -318,7 +319,7 @@ func (st *state) agentGone(id string) {
 
 // live reports whether a takes placements.
 func (a *agent) live(now time.Time, timeout time.Duration) bool {
-	return !a.gone && !a.lost && !a.seen.IsZero() && now.Sub(a.seen) <= timeout
+	return !a.gone && !a.lost && !a.drained && !a.seen.IsZero() && now.Sub(a.seen) <= timeout
 }
 
 // reserve records the reservations of an agent_ledger event that are

@@ -103,7 +103,8 @@ var (
 var (
 	GatewayOps = []string{
 		events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload,
-		events.OpImageList, events.OpImageAlias,
+		events.OpImageList, events.OpImageAlias, events.OpImageAdd,
+		events.OpAgentList, events.OpAgentDrain, events.OpAgentUndrain,
 	}
 	RegistryOps = []string{
 		events.OpSessionList, events.OpSessionGet, events.OpSessionHistory, events.OpSessionLogs,
@@ -236,10 +237,12 @@ func GatewayPermissions() Permissions {
 	p.PubAllow = append(p.PubAllow, manage(keypairs)...)
 	p.PubAllow = append(p.PubAllow, read(keypairs)...)
 	p.PubAllow = append(p.PubAllow, kvWrite(streams.Keypairs, DefaultPolicyKey))
-	// The agents' capacities, watched for admission.
+	// The agents' capacities, watched for admission; the admins' drain
+	// keys; the leading scheduler's ledger per agent (agent list).
 	agents := kvStream(streams.Agents)
 	p.PubAllow = append(p.PubAllow, read(agents)...)
 	p.PubAllow = append(p.PubAllow, follow(agents)...)
+	p.PubAllow = append(p.PubAllow, kvWrite(streams.Agents, events.DrainKey("*")), events.SchedulerAgentsSubject)
 	for _, b := range []string{ImagesBucket, AdmissionBucket} {
 		p.PubAllow = append(p.PubAllow, manage(kvStream(b))...)
 		p.PubAllow = append(p.PubAllow, read(kvStream(b))...)
@@ -281,6 +284,9 @@ func RegistryPermissions() Permissions {
 // answers no API.
 func SchedulerPermissions() Permissions {
 	p := serviceBase(Scheduler)
+	// Its ledger per agent, asked by the gateway (bai admin agent list).
+	p.SubAllow = append(p.SubAllow, events.SchedulerAgentsSubject)
+	p.PubAllow = append(p.PubAllow, events.ServiceInboxPrefix(Gateway)+".>")
 	p.PubAllow = append(p.PubAllow, provisionAll()...)
 	p.PubAllow = append(p.PubAllow, eventSubjects(SchedulerEvents)...)
 	p.PubAllow = append(p.PubAllow, read(streams.Sessions)...)

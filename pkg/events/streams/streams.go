@@ -4,10 +4,7 @@
 package streams
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,7 +46,10 @@ const (
 
 // Options tune the provisioned streams.
 type Options struct {
-	// Replicas of every stream and bucket. Default 1; 3 or 5 in a cluster.
+	// Replicas of every stream and bucket made or raised. Default (0):
+	// DefaultReplicas of the connection, 3 in a cluster of 3 or more
+	// nodes, else 1. Provisioning never lowers the replicas of an
+	// existing stream or bucket (see Provision).
 	Replicas int
 	// SessionMaxAge bounds the session log. Default 30 days.
 	SessionMaxAge time.Duration
@@ -68,9 +68,6 @@ type Options struct {
 const DefaultOutputMaxBytes = 256 << 20
 
 func (o *Options) fill() {
-	if o.Replicas <= 0 {
-		o.Replicas = 1
-	}
 	if o.SessionMaxAge <= 0 {
 		o.SessionMaxAge = 30 * 24 * time.Hour
 	}
@@ -177,68 +174,6 @@ func LeasesBucketConfig(o Options, ttl time.Duration) jetstream.KeyValueConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	}
-}
-
-// Provision creates or updates every stream and bucket.
-//
-// A stream that exists with the wanted settings is left alone: every
-// service calls this at start, often at once, and a needless config update
-// races the server's consumer creation (seen as a data race inside
-// nats-server under -race).
-func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
-	for _, cfg := range []jetstream.StreamConfig{SessionStreamConfig(o), WorkStreamConfig(o), OutputStreamConfig(o)} {
-		keepBytes := cfg.Name == Output && o.OutputMaxBytes <= 0
-		if err := provisionStream(ctx, js, cfg, keepBytes); err != nil {
-			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
-		}
-	}
-	if _, err := js.KeyValue(ctx, Agents); errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateKeyValue(ctx, AgentsBucketConfig(o))
-		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return fmt.Errorf("provision bucket %s: %w", Agents, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("provision bucket %s: %w", Agents, err)
-	}
-	return nil
-}
-
-// provisionStream makes or updates the stream; keepBytes leaves the
-// MaxBytes of an existing one as it is.
-func provisionStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, keepBytes bool) error {
-	st, err := js.Stream(ctx, cfg.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return nil // another service made it first
-		}
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	have := st.CachedInfo().Config
-	if keepBytes {
-		cfg.MaxBytes = have.MaxBytes
-	}
-	// A zero in cfg is the server's default, whatever it stored for it.
-	same := func(want, got int64) bool { return want == 0 || want == got }
-	if slices.Equal(have.Subjects, cfg.Subjects) && same(int64(cfg.MaxAge), int64(have.MaxAge)) &&
-		same(cfg.MaxBytes, have.MaxBytes) && same(int64(cfg.Duplicates), int64(have.Duplicates)) &&
-		have.Replicas == max(cfg.Replicas, 1) && have.AllowDirect == cfg.AllowDirect &&
-		have.AllowAtomicPublish == cfg.AllowAtomicPublish && have.Discard == cfg.Discard &&
-		(have.RePublish == nil) == (cfg.RePublish == nil) && (cfg.RePublish == nil || *have.RePublish == *cfg.RePublish) &&
-		same(int64(cfg.MaxConsumers), int64(have.MaxConsumers)) && sameSources(cfg.Sources, have.Sources) {
-		return nil
-	}
-	_, err = js.UpdateStream(ctx, cfg)
-	return err
-}
-
-func sameSources(want, got []*jetstream.StreamSource) bool {
-	return slices.EqualFunc(want, got, func(w, g *jetstream.StreamSource) bool {
-		return w.Name == g.Name && slices.Equal(w.SubjectTransforms, g.SubjectTransforms)
-	})
 }
 
 // IsWrongLastSequence reports whether a publish was refused because its

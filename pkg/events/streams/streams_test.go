@@ -38,12 +38,12 @@ func TestProvisionIsIdempotentAndUpdatesOnlyOnChange(t *testing.T) {
 		t.Fatalf("session stream config %+v", got)
 	}
 	before := created()
-	if err := Provision(ctx, js, Options{SessionMaxAge: time.Hour}); err != nil {
+	if err := Provision(ctx, js, Options{SessionMaxAge: 60 * 24 * time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	st, _ = js.Stream(ctx, Sessions)
-	if st.CachedInfo().Config.MaxAge != time.Hour || !created().Equal(before) {
-		t.Fatalf("a changed option was not applied in place: %+v", st.CachedInfo().Config)
+	if st.CachedInfo().Config.MaxAge != 60*24*time.Hour || !created().Equal(before) {
+		t.Fatalf("a raised option was not applied in place: %+v", st.CachedInfo().Config)
 	}
 	if _, err := js.KeyValue(ctx, Agents); err != nil {
 		t.Fatalf("agents bucket: %v", err)
@@ -53,7 +53,7 @@ func TestProvisionIsIdempotentAndUpdatesOnlyOnChange(t *testing.T) {
 		t.Fatalf("work stream: %v", err)
 	}
 	workCreated := w.CachedInfo().Created
-	if err := Provision(ctx, js, Options{SessionMaxAge: time.Hour}); err != nil {
+	if err := Provision(ctx, js, Options{SessionMaxAge: 60 * 24 * time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	if w, _ = js.Stream(ctx, Work); !w.CachedInfo().Created.Equal(workCreated) || w.CachedInfo().Config.MaxConsumers != MaxAgentConsumers {

@@ -36,6 +36,8 @@ func run() error {
 	flag.Var((*byteSize)(&cfg.OutputMaxBytes), "output-max-bytes", "kernel output kept, reserved on the disk by JetStream (e.g. 256m, 2g); default: the output stream's own size, 256m when it is made")
 	flag.Var((*byteSize)(&cfg.JetStreamMaxStore), "jetstream-max-store", "what JetStream may store in all (e.g. 20g); default: 3/4 of the disk's free space at start")
 	flag.Var((*byteSize)(&cfg.MinFreeDisk), "min-free-disk", "free space under which the server refuses new sessions, executions and uploads as out of disk space (running sessions go on); default 64m")
+	flag.StringVar(&cfg.Runtime, "runtime", envOr("BAI_RUNTIME", server.RuntimeProcess), "kernel runtime of the agent: process, or docker (the local Docker Engine, DOCKER_HOST) (env BAI_RUNTIME)")
+	flag.StringVar(&cfg.DockerInterpreter, "docker-interpreter", "", "docker runtime: the program that runs a run's code in the container, as PROGRAM -c CODE (default python3)")
 	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 	lvl, err := zerolog.ParseLevel(*level)
@@ -84,4 +86,11 @@ func (b *byteSize) Set(v string) error {
 	}
 	*b = byteSize(n * mult)
 	return nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }

@@ -352,7 +352,7 @@ func (r *runner) app() *cli.App {
 					Subcommands: []*cli.Command{
 						r.psCommand("list", "list sessions"),
 					},
-				}, r.imageCommand(), r.keypairCommand(), r.policyCommand()},
+				}, r.imageCommand(), r.keypairCommand(), r.policyCommand(), r.agentCommand()},
 			},
 			r.eventsCommand(),
 			r.rmCommand(),

@@ -24,6 +24,16 @@ func (r *runner) imageCommand() *cli.Command {
 				Action: r.adminAction(0, 0, "", imageList),
 			},
 			{
+				Name:      "add",
+				Usage:     "register the image NAME (a full reference the agents' runtime can find), with aliases (admins only)",
+				ArgsUsage: "NAME",
+				Flags: append(globalFlags(),
+					&cli.StringSliceFlag{Name: "alias", Usage: "an `ALIAS` of the image (repeatable)"}),
+				Action: r.adminAction(1, 1, "NAME", func(c *cli.Context, cl *client.Client, a []string) (any, error) {
+					return cl.AddImage(c.Context, a[0], c.StringSlice("alias"))
+				}),
+			},
+			{
 				Name:      "alias",
 				Usage:     "point ALIAS at the image TARGET (admins only)",
 				ArgsUsage: "ALIAS TARGET",

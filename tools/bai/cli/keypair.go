@@ -156,8 +156,13 @@ func (r *runner) adminAction(min, max int, what string, f func(*cli.Context, *cl
 }
 
 func (r *runner) printAdmin(v any) error {
-	if list, ok := v.(*events.ImageListResponse); ok {
-		return r.printImages(list)
+	switch x := v.(type) {
+	case *events.ImageListResponse:
+		return r.printImages(x)
+	case *events.AgentListResponse:
+		return r.printAgents(x)
+	case *events.AgentStatus:
+		return r.printAgent(x)
 	}
 	tw := tabwriter.NewWriter(r.stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()

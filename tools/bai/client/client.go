@@ -29,8 +29,9 @@ var (
 	ErrUnreachable = errors.New("cannot reach the bai server")
 	// ErrAuth: the server refused the access key or secret key.
 	ErrAuth = errors.New("the bai server refused the credentials")
-	// ErrNotRunning: nothing answers the request's subject.
-	ErrNotRunning = errors.New("not running")
+	// ErrNotRunning: nothing answers the request's subject (the service
+	// is down or starting, or a NATS node is down).
+	ErrNotRunning = errors.New("not answering")
 	// ErrTimeout: no reply, or no awaited event, in time.
 	ErrTimeout = errors.New("timed out")
 	// ErrClosed: the connection to the server is closed.
@@ -166,7 +167,7 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 func serviceOf(op string) string {
 	switch op {
 	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload,
-		events.OpImageList, events.OpImageAlias:
+		events.OpImageList, events.OpImageAlias, events.OpImageAdd, events.OpAgentList, events.OpAgentDrain, events.OpAgentUndrain:
 		return "gateway"
 	case events.OpKeypairAdd, events.OpKeypairList, events.OpKeypairInfo, events.OpKeypairRemove, events.OpKeypairRotate, events.OpPolicyAdd, events.OpPolicyList, events.OpPolicySet:
 		return "gateway"
@@ -189,7 +190,9 @@ func (c *Client) request(ctx context.Context, op string, req, resp any) error {
 	msg, err := c.nc.RequestWithContext(ctx, subj, data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("the bai %s is %w (nothing answers %s)", serviceOf(op), ErrNotRunning, subj)
+		svc := serviceOf(op)
+		return fmt.Errorf("the bai %s is %w (no %s serves %s): bai may still be starting, or every %s or a NATS node is down; retry in a moment",
+			svc, ErrNotRunning, svc, subj, svc)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("%s: %w waiting for the bai %s: %w", op, ErrTimeout, serviceOf(op), context.DeadlineExceeded)
 	case errors.Is(err, nats.ErrConnectionClosed):
