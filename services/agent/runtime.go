@@ -376,7 +376,7 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		return nil, err
 	}
 	env := []string{
-		"PATH=" + execEnvPath,
+		"PATH=" + r.execPath(k.Image),
 		"HOME=" + home,
 		"LANG=C.UTF-8",
 		"PYTHONUNBUFFERED=1",
@@ -489,6 +489,7 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 		Hostname:  hostname(k.MainKernelID),
 		TmpSize:   r.sb.opts.TmpSize,
 		NoFile:    r.sb.opts.NoFile,
+		Bin:       r.kernelLinks(k.Image),
 	}
 	if r.sb.cg != nil {
 		spec.Cgroups = r.sb.cg.joinFiles(k.MainKernelID)
