@@ -43,6 +43,10 @@ const (
 	ExitInterrupted = 130
 )
 
+// EnvConfig names the credentials file to read instead of the data
+// dir's.
+const EnvConfig = "BAI_CONFIG"
+
 // Version is the CLI's version.
 const Version = "0.1.0"
 
@@ -54,6 +58,9 @@ type Env struct {
 	// DataDir is bai's data directory, where the credentials file
 	// (credentials.env) is read; "" reads no file.
 	DataDir string
+	// Config is the credentials file to read instead of DataDir's
+	// (BAI_CONFIG); the environment's variables still beat it.
+	Config string
 	// Stdin answers prompts (ps --all a page at a time); nil: none.
 	Stdin io.Reader
 	// Terminal makes stdout and stderr count as a terminal (for tests);
@@ -69,6 +76,7 @@ func OSEnv() Env {
 		AccessKey: os.Getenv(client.EnvAccessKey),
 		SecretKey: os.Getenv(client.EnvSecretKey),
 		DataDir:   client.DataDir(os.Getenv),
+		Config:    os.Getenv(EnvConfig),
 		Stdin:     os.Stdin,
 	}
 }
@@ -210,6 +218,10 @@ func globalFlags() []cli.Flag {
 			Usage: "NATS server `URL` (default: $BAI_NATS_URL, else the credentials file, else " + client.DefaultURL + ")",
 		},
 		&cli.StringFlag{
+			Name:  "credentials",
+			Usage: "read the URL and keys from credentials `FILE` (as bai-server writes it), before the environment's (default: $" + EnvConfig + ", after the environment's, else the data dir's credentials.env)",
+		},
+		&cli.StringFlag{
 			Name:  "output",
 			Usage: "output `FORMAT`: text or json",
 			Value: "text",
@@ -271,11 +283,34 @@ func argsBetween(c *cli.Context, min, max int, what string) ([]string, error) {
 }
 
 // resolveOptions resolves the connection settings: the URL from --nats
-// (flagURL), else $BAI_NATS_URL, else the credentials file, else
-// client.DefaultURL; the keys from the environment, else from the
-// credentials file. The file is read only when something is missing.
-func resolveOptions(flagURL string, env Env) (client.Options, error) {
+// (flagURL), else the --credentials file (flagFile), else $BAI_NATS_URL,
+// else the credentials file ($BAI_CONFIG, else the data dir's), else
+// client.DefaultURL; the keys from --credentials, else the environment,
+// else the credentials file. A file named by --credentials or
+// $BAI_CONFIG must exist; the data dir's is read only when something is
+// missing.
+func resolveOptions(flagURL, flagFile string, env Env) (client.Options, error) {
 	opts := client.Options{URL: flagURL}
+	if flagFile != "" {
+		file, err := client.ReadCredentials(flagFile)
+		if err != nil {
+			return opts, fmt.Errorf("read credentials: %w", err)
+		}
+		if file.AccessKey == "" || file.SecretKey == "" {
+			return opts, fmt.Errorf("credentials file %s sets no %s and %s", flagFile, client.EnvAccessKey, client.EnvSecretKey)
+		}
+		if opts.URL == "" {
+			opts.URL = file.NATSURL
+		}
+		if opts.URL == "" {
+			opts.URL = env.NATSURL
+		}
+		if opts.URL == "" {
+			opts.URL = client.DefaultURL
+		}
+		opts.AccessKey, opts.SecretKey = file.AccessKey, file.SecretKey
+		return opts, nil
+	}
 	if opts.URL == "" {
 		opts.URL = env.NATSURL
 	}
@@ -286,11 +321,16 @@ func resolveOptions(flagURL string, env Env) (client.Options, error) {
 	case ak == "" && sk != "":
 		return opts, fmt.Errorf("%s is set but %s is not", client.EnvSecretKey, client.EnvAccessKey)
 	}
-	path := ""
-	if (ak == "" || opts.URL == "") && env.DataDir != "" {
+	path := env.Config
+	if path == "" && env.DataDir != "" {
 		path = client.CredentialsPath(env.DataDir)
+	}
+	if (ak == "" || opts.URL == "") && path != "" {
 		file, err := client.ReadCredentials(path)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil && (env.Config != "" || !errors.Is(err, fs.ErrNotExist)) {
+			if env.Config != "" {
+				return opts, fmt.Errorf("read credentials ($%s): %w", EnvConfig, err)
+			}
 			return opts, fmt.Errorf("read credentials: %w", err)
 		}
 		if opts.URL == "" {
@@ -305,7 +345,10 @@ func resolveOptions(flagURL string, env Env) (client.Options, error) {
 	}
 	if ak == "" || sk == "" {
 		where := "set XDG_DATA_HOME or HOME to find the credentials file bai-server writes"
-		if path != "" {
+		switch {
+		case env.Config != "":
+			where = "fix $" + EnvConfig + " (" + env.Config + "), which sets none"
+		case path != "":
 			where = "start bai-server, which writes them to " + path
 		}
 		return opts, fmt.Errorf("no credentials: set %s and %s, or %s", client.EnvAccessKey, client.EnvSecretKey, where)
@@ -315,7 +358,7 @@ func resolveOptions(flagURL string, env Env) (client.Options, error) {
 }
 
 func (r *runner) connect(c *cli.Context) (*client.Client, error) {
-	opts, err := resolveOptions(global(c, "nats"), r.env)
+	opts, err := resolveOptions(global(c, "nats"), global(c, "credentials"), r.env)
 	if err != nil {
 		return nil, err
 	}
