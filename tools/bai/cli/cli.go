@@ -14,7 +14,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,8 +60,14 @@ type Env struct {
 	// Config is the credentials file to read instead of DataDir's
 	// (BAI_CONFIG); the environment's variables still beat it.
 	Config string
-	// Stdin answers prompts (ps --all a page at a time); nil: none.
+	// Stdin is the standard input; nil: none.
 	Stdin io.Reader
+	// Pager shows ps --all on a terminal, run by /bin/sh -c: $BAI_PAGER,
+	// else $PAGER, else DefaultPager (OSEnv); "" or "cat" is none.
+	Pager string
+	// Width is the terminal's width for tables (tests); 0: stdout's own
+	// when it is a terminal.
+	Width int
 	// Terminal makes stdout and stderr count as a terminal (for tests);
 	// otherwise they do when they are one.
 	Terminal bool
@@ -78,7 +83,19 @@ func OSEnv() Env {
 		DataDir:   client.DataDir(os.Getenv),
 		Config:    os.Getenv(EnvConfig),
 		Stdin:     os.Stdin,
+		Pager:     osPager(),
 	}
+}
+
+// osPager is $BAI_PAGER, else $PAGER, else DefaultPager; a variable set
+// empty means no pager.
+func osPager() string {
+	for _, v := range []string{"BAI_PAGER", "PAGER"} {
+		if p, ok := os.LookupEnv(v); ok {
+			return p
+		}
+	}
+	return DefaultPager
 }
 
 // Main runs the CLI as the bai binary does: args as os.Args (program name
@@ -95,7 +112,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // only (never from the process environment). Cancelling ctx interrupts the
 // command as Ctrl-C does. It returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) int {
-	r := &runner{env: env, stdout: stdout, stderr: stderr, stdin: env.Stdin}
+	r := &runner{env: env, stdout: stdout, stderr: stderr}
 	err := r.app().RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -182,9 +199,6 @@ type runner struct {
 	env    Env
 	stdout io.Writer
 	stderr io.Writer
-	// stdin answers prompts (ps --all on a terminal); nil: no prompts.
-	stdin io.Reader
-	in    *bufio.Reader
 }
 
 // terminal reports whether w shows on a terminal.

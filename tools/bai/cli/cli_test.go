@@ -263,9 +263,17 @@ func TestParseStatuses(t *testing.T) {
 }
 
 func TestSessionTable(t *testing.T) {
+	var buf bytes.Buffer
+	if err := writeSessionTable(&buf, sampleSessions()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ps_table.golden", buf.Bytes())
+}
+
+func sampleSessions() []events.SessionInfo {
 	t0 := time.Date(2025, 3, 1, 12, 30, 0, 0, time.UTC)
 	code := 0
-	sessions := []events.SessionInfo{
+	return []events.SessionInfo{
 		{
 			ID: "5f0c7f3e-8d1a-4b2c-9e4f-0a1b2c3d4e5f", Name: "train-1", AccessKey: "AKIA0123456789ABCDEF",
 			Image: "python:3.11", Type: events.TypeBatch, Status: events.StatusRunning,
@@ -280,11 +288,6 @@ func TestSessionTable(t *testing.T) {
 		},
 		{ID: "s3", Status: events.StatusPending, Result: events.ResultUndefined},
 	}
-	var buf bytes.Buffer
-	if err := writeSessionTable(&buf, sessions); err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "ps_table.golden", buf.Bytes())
 }
 
 func golden(t *testing.T, name string, got []byte) {
