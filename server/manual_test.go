@@ -394,3 +394,71 @@ print("after", flush=True)`
 		t.Fatalf("logs -f of no session: %d %q", code, errOut)
 	}
 }
+
+// TestShellCompletion: the bash script, loaded in a real bash, completes
+// a live session's name and id for rm, an ended one's too for logs, and
+// the image aliases (an admin's new one among them) for run.
+func TestShellCompletion(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
+	s := newShell(t, r)
+	live := strings.TrimSpace(s.ok(t, "bai start --name comp-live python"))
+	s.ok(t, "bai run --rm --name comp-done -c 'print(1)' python")
+	done := r.waitStatus(t, "comp-done", events.StatusTerminated).ID
+	s.ok(t, "bai admin image alias py:edge python:3.11-debian12")
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	for name, body := range map[string]string{
+		"bai.bash": s.ok(t, "bai completion bash"),
+		// What bash does on TAB after the words given.
+		"tab.bash": "source ./bai.bash\nCOMP_WORDS=(bai \"$@\")\nCOMP_CWORD=$#\n_bai\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n",
+	} {
+		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// complete WORDS... prints what bash offers for the last word.
+	complete := func(words ...string) []string {
+		t.Helper()
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = "'" + w + "'"
+		}
+		return strings.Fields(s.ok(t, "bash ./tab.bash "+strings.Join(quoted, " ")))
+	}
+	has := func(got []string, want ...string) bool {
+		set := map[string]bool{}
+		for _, g := range got {
+			set[g] = true
+		}
+		for _, w := range want {
+			if !set[w] {
+				return false
+			}
+		}
+		return true
+	}
+	if got := complete("rm", ""); !has(got, "comp-live", live) || has(got, done) {
+		t.Fatalf("rm <TAB>: %q (live %s, ended %s)", got, live, done)
+	}
+	if got := complete("rm", "comp-"); strings.Join(got, " ") != "comp-live" {
+		t.Fatalf("rm comp-<TAB>: %q", got)
+	}
+	if got := complete("logs", "-f", "comp-"); strings.Join(got, " ") != "comp-done comp-live" && strings.Join(got, " ") != "comp-live comp-done" {
+		t.Fatalf("logs -f comp-<TAB>: %q", got)
+	}
+	if got := complete("run", "-r", "cpu=1", "py"); !has(got, "python", "python:3.11-debian12", "py:edge") {
+		t.Fatalf("run py<TAB>: %q", got)
+	}
+	if got := complete("ev"); strings.Join(got, " ") != "events" {
+		t.Fatalf("ev<TAB>: %q", got)
+	}
+	if got := complete("ps", "--na"); strings.Join(got, " ") != "--name-only --nats" {
+		t.Fatalf("ps --na<TAB>: %q", got)
+	}
+	// A server that does not answer completes nothing, silently.
+	code, out, errOut := s.sh(t, `BAI_CONFIG=/nonexistent bai __complete rm ''`)
+	if code != 0 || out != "" || errOut != "" {
+		t.Fatalf("completion without a server: %d %q %q", code, out, errOut)
+	}
+}

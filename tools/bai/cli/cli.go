@@ -415,6 +415,8 @@ func (r *runner) app() *cli.App {
 			r.rmCommand(),
 			r.infoCommand(),
 			r.logsCommand(),
+			r.completionCommand(),
+			r.completeCommand(),
 		},
 	}
 	setUsageError(app.Commands)
