@@ -38,7 +38,10 @@ func buildBai(t *testing.T) string {
 			return
 		}
 		baiBin.path = filepath.Join(dir, "bai")
-		out, err := exec.Command("go", "build", "-o", baiBin.path, "github.com/bai-sh/bai/tools/bai").CombinedOutput()
+		// As the Makefile builds it.
+		cmd := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", baiBin.path, "github.com/bai-sh/bai/tools/bai")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			baiBin.err = fmt.Errorf("go build bai: %v\n%s", err, out)
 		}

@@ -131,6 +131,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) 
 // applying a flag writes to it: two Runs at once (a test following events
 // while another removes the session) would race. Give each Apply a copy.
 func init() {
+	cli.HelpPrinter = printHelp
 	if f, ok := cli.HelpFlag.(*cli.BoolFlag); ok {
 		cli.HelpFlag = &copyOnApply{*f}
 	}
