@@ -465,3 +465,52 @@ func TestShellCompletion(t *testing.T) {
 		t.Fatalf("completion without a server: %d %q %q", code, out, errOut)
 	}
 }
+
+// TestREADMECredentialsExample: the README's example of the credentials
+// file is the file bai-server writes, but for the path, the port and the
+// keys; and bai reads it through BAI_CONFIG and --credentials.
+func TestREADMECredentialsExample(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```\n(# bai credentials.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("no credentials example in README.md")
+	}
+	// The example, its placeholders made patterns.
+	pat := regexp.QuoteMeta(string(m[1]))
+	for _, r := range []struct{ from, to string }{
+		{regexp.QuoteMeta("/home/you/.local/share/bai/credentials.env"), `\S+/credentials\.env`},
+		{regexp.QuoteMeta("127.0.0.1:4222"), `127\.0\.0\.1:\d+`},
+		{regexp.QuoteMeta("'AKIA...'"), `'AKIA[0-9A-Z]{16}'`},
+		{regexp.QuoteMeta("BAI_SECRET_KEY='...'"), `BAI_SECRET_KEY='[^']{40}'`},
+	} {
+		if !strings.Contains(pat, r.from) {
+			t.Fatalf("the README's example has no %s", r.from)
+		}
+		pat = strings.Replace(pat, r.from, r.to, 1)
+	}
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "1g"}, IdleTimeout: -1})
+	file, err := os.ReadFile(r.srv.CredentialsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`\A` + pat + `\z`).Match(file) {
+		t.Fatalf("the credentials file\n%s\ndoes not match the README's example\n%s", file, m[1])
+	}
+	// Read through BAI_CONFIG (newShell); keys in the environment beat
+	// it, and --credentials beats them.
+	s := newShell(t, r)
+	s.ok(t, "bai ps")
+	s.env = append(s.env, "BAI_ACCESS_KEY=AKIAWRONG00000000000", "BAI_SECRET_KEY=wrong")
+	if code, _, errOut := s.sh(t, "bai ps"); code != 1 || !strings.Contains(errOut, "refused the credentials") {
+		t.Fatalf("ps with wrong keys in the environment: %d %q", code, errOut)
+	}
+	if out := s.ok(t, "bai --credentials "+r.srv.CredentialsPath()+" ps"); out != "There are no matching sessions.\n" {
+		t.Fatalf("ps --credentials: %q", out)
+	}
+	if code, _, errOut := s.sh(t, "bai --credentials /nonexistent ps"); code != 1 || !strings.Contains(errOut, "read credentials: open /nonexistent") {
+		t.Fatalf("ps --credentials of no file: %d %q", code, errOut)
+	}
+}
