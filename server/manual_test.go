@@ -459,6 +459,30 @@ func TestShellCompletion(t *testing.T) {
 	if got := complete("ps", "--na"); strings.Join(got, " ") != "--name-only --nats" {
 		t.Fatalf("ps --na<TAB>: %q", got)
 	}
+	// fish, where installed: its own completion engine on the script.
+	if _, err := exec.LookPath("fish"); err == nil {
+		rm := s.ok(t, `fish -c "bai completion fish | source; complete -C 'bai rm comp-'"`)
+		run := s.ok(t, `fish -c "bai completion fish | source; complete -C 'bai run py:'"`)
+		if rm != "comp-live\n" || !has(strings.Fields(run), "py:edge") {
+			t.Fatalf("fish: rm comp-<TAB> %q, run py:<TAB> %q", rm, run)
+		}
+	}
+	// zsh, where installed: the script's function, with compadd and
+	// _files standing in for the completion system's (they need a
+	// terminal).
+	if _, err := exec.LookPath("zsh"); err == nil {
+		if err := os.WriteFile(filepath.Join(s.dir, "bai.zsh"), []byte(s.ok(t, "bai completion zsh")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := s.ok(t, `zsh -c 'compdef() { : }; compadd() { [[ $1 == -- ]] && shift; print -l -- "$@" }; _files() { print FILES }
+source ./bai.zsh
+words=(bai rm comp-); CURRENT=3; _bai
+words=(bai run -r cpu=1 py:); CURRENT=5; _bai
+words=(bai run python ""); CURRENT=4; _bai'`)
+		if out != "comp-live\npy:edge\nFILES\n" {
+			t.Fatalf("zsh: %q", out)
+		}
+	}
 	// A server that does not answer completes nothing, silently.
 	code, out, errOut := s.sh(t, `BAI_CONFIG=/nonexistent bai __complete rm ''`)
 	if code != 0 || out != "" || errOut != "" {
