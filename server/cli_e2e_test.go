@@ -203,15 +203,42 @@ func TestCLIListings(t *testing.T) {
 	})
 	golden(t, "ps_past_ten.golden", r.normalize(t, r.ok(t, "ps", "-f", "name,status")))
 	golden(t, "ps_all.golden", r.normalize(t, r.ok(t, "ps", "--all", "-f", "name,status")))
-	// On a terminal, --all shows a page at a time and asks for more.
+	// On a terminal, --all goes through the pager; with none (cat, "")
+	// or off a terminal, it prints straight.
+	allOut := r.normalize(t, r.ok(t, "ps", "--all", "-f", "name,status"))
 	for _, c := range []struct {
-		answers, file string
-	}{{"\n", "ps_all_pages.golden"}, {"q\n", "ps_all_first_page.golden"}} {
-		code, out, errOut := r.baiEnv(t, cli.Env{Terminal: true, Stdin: strings.NewReader(c.answers)}, "ps", "--all", "-f", "name,status")
-		if code != 0 || errOut != "-- 10 of 13; Enter for more, q to stop -- " {
-			t.Fatalf("ps --all on a terminal: %d %q", code, errOut)
+		env  cli.Env
+		want string
+	}{
+		{cli.Env{Terminal: true, Pager: "sed 's/^/| /'"}, "| " + strings.ReplaceAll(strings.TrimSuffix(allOut, "\n"), "\n", "\n| ") + "\n"},
+		{cli.Env{Terminal: true, Pager: "cat"}, allOut},
+		{cli.Env{Terminal: true}, allOut},
+		{cli.Env{Pager: "sed 's/^/| /'"}, allOut},
+	} {
+		code, out, errOut := r.baiEnv(t, c.env, "ps", "--all", "-f", "name,status")
+		if code != 0 || errOut != "" || r.normalize(t, out) != c.want {
+			t.Fatalf("ps --all, terminal %v, pager %q: %d %q %q", c.env.Terminal, c.env.Pager, code, out, errOut)
 		}
-		golden(t, c.file, r.normalize(t, out))
+	}
+	// A terminal 100 wide: the table keeps what fits, Name, Session ID
+	// and Status always; --wide and output elsewhere keep every column.
+	code, narrow, _ := r.baiEnv(t, cli.Env{Terminal: true, Width: 100}, "ps")
+	_, wide, _ := r.baiEnv(t, cli.Env{Terminal: true, Width: 100}, "ps", "--wide")
+	if code != 0 || wide != r.ok(t, "ps") || !strings.HasPrefix(narrow, "Name ") {
+		t.Fatalf("ps on a terminal 100 wide: %d\n%s\n--wide:\n%s", code, narrow, wide)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(narrow, "\n"), "\n") {
+		if len(strings.TrimRight(l, " ")) > 100 {
+			t.Fatalf("ps on a terminal 100 wide printed a line of %d: %q", len(l), l)
+		}
+	}
+	for _, title := range []string{"Session ID", "Status", "Status Info", "Image"} {
+		if !strings.Contains(narrow, title) {
+			t.Fatalf("ps on a terminal 100 wide has no %s:\n%s", title, narrow)
+		}
+	}
+	if strings.Contains(narrow, "Main Kernel ID") || !strings.Contains(wide, "Main Kernel ID") {
+		t.Fatalf("ps 100 wide:\n%s\n--wide:\n%s", narrow, wide)
 	}
 	golden(t, "ps_limit_offset.golden", r.normalize(t, r.ok(t, "ps", "--limit", "3", "--offset", "11", "--name-only")))
 	golden(t, "ps_own_access_key.golden", r.normalize(t, r.ok(t, "ps", "--access-key", r.srv.Credentials().AccessKey, "--name-only", "--limit", "2")))

@@ -27,6 +27,9 @@ type OutputChunk struct {
 	Data     string    `json:"data,omitempty"`
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Time     time.Time `json:"time"`
+	// Chunk is the chunk's number in its run and stream (HeaderChunk);
+	// 0 when unknown.
+	Chunk uint64 `json:"chunk,omitempty"`
 }
 
 // LogsResponse is a session's output so far (session.logs), oldest first.

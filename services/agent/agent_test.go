@@ -403,7 +403,11 @@ func TestExecuteOutput(t *testing.T) {
 	a := e.start(agent.Config{DataDir: dir, ID: "agent-1"})
 	sp := spec("s1")
 	home, tmp := workDir(dir, sp.MainKernelID), workDir(dir, sp.MainKernelID)
-	if sandboxed(t) {
+	// The image's bin dir first (see TestImageAnswersPython): made by the
+	// first execution where the kernel is a plain process.
+	execPath := agent.KernelBinDir + ":/usr/local/bin:/usr/bin:/bin"
+	isSandboxed := sandboxed(t)
+	if isSandboxed {
 		home, tmp = agent.KernelWorkDir, "/tmp"
 	}
 	sp.Env = map[string]string{"GREETING": "hi"}
@@ -431,13 +435,16 @@ func TestExecuteOutput(t *testing.T) {
 		{name: "binary", run: events.RunSpec{Code: `import sys; sys.stdout.buffer.write(bytes(range(256))*1000)`},
 			stdout: big, exit: "0", minChunked: len(big) / (32 << 10)},
 		{name: "env-allowlist", run: events.RunSpec{Exec: `env | grep -Ev '^(PWD|SHLVL|_|OLDPWD)=' | sort`},
-			stdout: []byte("GREETING=hi\nHOME=" + home + "\nLANG=C.UTF-8\nPATH=/usr/local/bin:/usr/bin:/bin\nPYTHONUNBUFFERED=1\nTMPDIR=" + tmp + "\n"), exit: "0"},
+			stdout: []byte("GREETING=hi\nHOME=" + home + "\nLANG=C.UTF-8\nPATH=" + execPath + "\nPYTHONUNBUFFERED=1\nTMPDIR=" + tmp + "\n"), exit: "0"},
 		{name: "signal", run: events.RunSpec{Exec: `kill -9 $$`}, exit: "137"},
 		{name: "long-code", run: events.RunSpec{Code: "x = 1\n" + strings.Repeat("# filler\n", 20000) + "print(x)"}, stdout: []byte("1\n"), exit: "0"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run.ID = "r" + strconv.Itoa(i)
+			if bins, _ := filepath.Glob(filepath.Join(dir, "bin", "*")); !isSandboxed && len(bins) == 1 {
+				tc.stdout = bytes.Replace(tc.stdout, []byte("PATH="+agent.KernelBinDir), []byte("PATH="+bins[0]), 1)
+			}
 			e.execute(a, sp, tc.run)
 			o := e.waitExit(sp.ID, tc.run.ID)
 			if o.exit != tc.exit {

@@ -20,6 +20,8 @@
 // the first: a kernel is a work directory under DataDir/kernels, and each
 // execution a process started there with an environment allowlist; an
 // image maps to a local interpreter by the longest matching name prefix.
+// A shell command in a kernel finds the image's command names first on
+// its PATH (python, python3 and pip for a python image; see imagebin.go).
 // Docker (NewDockerRuntime) and sim runtimes implement the same interface.
 //
 // # The process runtime's sandbox

@@ -408,7 +408,7 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		return nil, err
 	}
 	env := []string{
-		"PATH=" + execEnvPath,
+		"PATH=" + r.execPath(k.Image),
 		"HOME=" + home,
 		"LANG=C.UTF-8",
 		"PYTHONUNBUFFERED=1",
@@ -522,6 +522,7 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 		TmpSize:   r.sb.opts.TmpSize,
 		ShmSize:   r.sb.opts.ShmSize,
 		NoFile:    r.sb.opts.NoFile,
+		Bin:       r.kernelLinks(k.Image),
 	}
 	if r.sb.cg != nil {
 		spec.Cgroups = r.sb.cg.joinFiles(k.MainKernelID)

@@ -149,7 +149,8 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string, ended time.Tim
 				ready = append(order.Flush(ready[:0], runID), ch)
 			} else {
 				ch.Data = string(m.Data())
-				ready = order.Add(ready[:0], runID, ch.Stream, events.ChunkNumber(m.Headers().Get(events.HeaderChunk)), ch)
+				ch.Chunk = events.ChunkNumber(m.Headers().Get(events.HeaderChunk))
+				ready = order.Add(ready[:0], runID, ch.Stream, ch.Chunk, ch)
 			}
 			emit(ready)
 		}

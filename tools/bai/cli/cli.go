@@ -14,7 +14,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,6 +42,10 @@ const (
 	ExitInterrupted = 130
 )
 
+// EnvConfig names the credentials file to read instead of the data
+// dir's.
+const EnvConfig = "BAI_CONFIG"
+
 // Version is the CLI's version.
 const Version = "0.1.0"
 
@@ -54,8 +57,17 @@ type Env struct {
 	// DataDir is bai's data directory, where the credentials file
 	// (credentials.env) is read; "" reads no file.
 	DataDir string
-	// Stdin answers prompts (ps --all a page at a time); nil: none.
+	// Config is the credentials file to read instead of DataDir's
+	// (BAI_CONFIG); the environment's variables still beat it.
+	Config string
+	// Stdin is the standard input; nil: none.
 	Stdin io.Reader
+	// Pager shows ps --all on a terminal, run by /bin/sh -c: $BAI_PAGER,
+	// else $PAGER, else DefaultPager (OSEnv); "" or "cat" is none.
+	Pager string
+	// Width is the terminal's width for tables (tests); 0: stdout's own
+	// when it is a terminal.
+	Width int
 	// Terminal makes stdout and stderr count as a terminal (for tests);
 	// otherwise they do when they are one.
 	Terminal bool
@@ -69,8 +81,21 @@ func OSEnv() Env {
 		AccessKey: os.Getenv(client.EnvAccessKey),
 		SecretKey: os.Getenv(client.EnvSecretKey),
 		DataDir:   client.DataDir(os.Getenv),
+		Config:    os.Getenv(EnvConfig),
 		Stdin:     os.Stdin,
+		Pager:     osPager(),
 	}
+}
+
+// osPager is $BAI_PAGER, else $PAGER, else DefaultPager; a variable set
+// empty means no pager.
+func osPager() string {
+	for _, v := range []string{"BAI_PAGER", "PAGER"} {
+		if p, ok := os.LookupEnv(v); ok {
+			return p
+		}
+	}
+	return DefaultPager
 }
 
 // Main runs the CLI as the bai binary does: args as os.Args (program name
@@ -87,7 +112,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // only (never from the process environment). Cancelling ctx interrupts the
 // command as Ctrl-C does. It returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) int {
-	r := &runner{env: env, stdout: stdout, stderr: stderr, stdin: env.Stdin}
+	r := &runner{env: env, stdout: stdout, stderr: stderr}
 	err := r.app().RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -106,6 +131,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) 
 // applying a flag writes to it: two Runs at once (a test following events
 // while another removes the session) would race. Give each Apply a copy.
 func init() {
+	cli.HelpPrinter = printHelp
 	if f, ok := cli.HelpFlag.(*cli.BoolFlag); ok {
 		cli.HelpFlag = &copyOnApply{*f}
 	}
@@ -174,9 +200,6 @@ type runner struct {
 	env    Env
 	stdout io.Writer
 	stderr io.Writer
-	// stdin answers prompts (ps --all on a terminal); nil: no prompts.
-	stdin io.Reader
-	in    *bufio.Reader
 }
 
 // terminal reports whether w shows on a terminal.
@@ -208,6 +231,10 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{
 			Name:  "nats",
 			Usage: "NATS server `URL` (default: $BAI_NATS_URL, else the credentials file, else " + client.DefaultURL + ")",
+		},
+		&cli.StringFlag{
+			Name:  "credentials",
+			Usage: "read the URL and keys from credentials `FILE` (as bai-server writes it), before the environment's (default: $" + EnvConfig + ", after the environment's, else the data dir's credentials.env)",
 		},
 		&cli.StringFlag{
 			Name:  "output",
@@ -271,11 +298,34 @@ func argsBetween(c *cli.Context, min, max int, what string) ([]string, error) {
 }
 
 // resolveOptions resolves the connection settings: the URL from --nats
-// (flagURL), else $BAI_NATS_URL, else the credentials file, else
-// client.DefaultURL; the keys from the environment, else from the
-// credentials file. The file is read only when something is missing.
-func resolveOptions(flagURL string, env Env) (client.Options, error) {
+// (flagURL), else the --credentials file (flagFile), else $BAI_NATS_URL,
+// else the credentials file ($BAI_CONFIG, else the data dir's), else
+// client.DefaultURL; the keys from --credentials, else the environment,
+// else the credentials file. A file named by --credentials or
+// $BAI_CONFIG must exist; the data dir's is read only when something is
+// missing.
+func resolveOptions(flagURL, flagFile string, env Env) (client.Options, error) {
 	opts := client.Options{URL: flagURL}
+	if flagFile != "" {
+		file, err := client.ReadCredentials(flagFile)
+		if err != nil {
+			return opts, fmt.Errorf("read credentials: %w", err)
+		}
+		if file.AccessKey == "" || file.SecretKey == "" {
+			return opts, fmt.Errorf("credentials file %s sets no %s and %s", flagFile, client.EnvAccessKey, client.EnvSecretKey)
+		}
+		if opts.URL == "" {
+			opts.URL = file.NATSURL
+		}
+		if opts.URL == "" {
+			opts.URL = env.NATSURL
+		}
+		if opts.URL == "" {
+			opts.URL = client.DefaultURL
+		}
+		opts.AccessKey, opts.SecretKey = file.AccessKey, file.SecretKey
+		return opts, nil
+	}
 	if opts.URL == "" {
 		opts.URL = env.NATSURL
 	}
@@ -286,11 +336,16 @@ func resolveOptions(flagURL string, env Env) (client.Options, error) {
 	case ak == "" && sk != "":
 		return opts, fmt.Errorf("%s is set but %s is not", client.EnvSecretKey, client.EnvAccessKey)
 	}
-	path := ""
-	if (ak == "" || opts.URL == "") && env.DataDir != "" {
+	path := env.Config
+	if path == "" && env.DataDir != "" {
 		path = client.CredentialsPath(env.DataDir)
+	}
+	if (ak == "" || opts.URL == "") && path != "" {
 		file, err := client.ReadCredentials(path)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil && (env.Config != "" || !errors.Is(err, fs.ErrNotExist)) {
+			if env.Config != "" {
+				return opts, fmt.Errorf("read credentials ($%s): %w", EnvConfig, err)
+			}
 			return opts, fmt.Errorf("read credentials: %w", err)
 		}
 		if opts.URL == "" {
@@ -305,7 +360,10 @@ func resolveOptions(flagURL string, env Env) (client.Options, error) {
 	}
 	if ak == "" || sk == "" {
 		where := "set XDG_DATA_HOME or HOME to find the credentials file bai-server writes"
-		if path != "" {
+		switch {
+		case env.Config != "":
+			where = "fix $" + EnvConfig + " (" + env.Config + "), which sets none"
+		case path != "":
 			where = "start bai-server, which writes them to " + path
 		}
 		return opts, fmt.Errorf("no credentials: set %s and %s, or %s", client.EnvAccessKey, client.EnvSecretKey, where)
@@ -315,7 +373,7 @@ func resolveOptions(flagURL string, env Env) (client.Options, error) {
 }
 
 func (r *runner) connect(c *cli.Context) (*client.Client, error) {
-	opts, err := resolveOptions(global(c, "nats"), r.env)
+	opts, err := resolveOptions(global(c, "nats"), global(c, "credentials"), r.env)
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +416,8 @@ func (r *runner) app() *cli.App {
 			r.rmCommand(),
 			r.infoCommand(),
 			r.logsCommand(),
+			r.completionCommand(),
+			r.completeCommand(),
 		},
 	}
 	setUsageError(app.Commands)

@@ -165,10 +165,13 @@ func TestResolveOptions(t *testing.T) {
 	badDir := t.TempDir()
 	writeFile(t, badDir, "export BAI_ACCESS_KEY='unterminated\n")
 	emptyDir := t.TempDir()
+	urlOnlyDir := t.TempDir()
+	writeFile(t, urlOnlyDir, "export BAI_NATS_URL=nats://u:1\n")
+	urlOnly := client.CredentialsPath(urlOnlyDir)
 
 	tests := []struct {
 		name          string
-		flag          string
+		flag, file    string
 		env           Env
 		url, ak, sk   string
 		errorContains string
@@ -190,10 +193,28 @@ func TestResolveOptions(t *testing.T) {
 		{name: "access key without secret", env: Env{AccessKey: "A", DataDir: fileDir}, errorContains: "BAI_ACCESS_KEY is set but BAI_SECRET_KEY is not"},
 		{name: "secret without access key", env: Env{SecretKey: "S"}, errorContains: "BAI_SECRET_KEY is set but BAI_ACCESS_KEY is not"},
 		{name: "bad file", env: Env{DataDir: badDir}, errorContains: client.CredentialsPath(badDir)},
+		// --credentials FILE beats the environment; --nats beats it.
+		{name: "--credentials beats env", file: client.CredentialsPath(fileDir), env: Env{NATSURL: "nats://env:1", AccessKey: "ENVAK", SecretKey: "ENVSK", DataDir: noURLDir},
+			url: "nats://file:4222", ak: "FILEAK", sk: "file sk"},
+		{name: "--nats beats --credentials", flag: "nats://flag:1", file: client.CredentialsPath(fileDir), url: "nats://flag:1", ak: "FILEAK", sk: "file sk"},
+		{name: "--credentials without url, env url", file: client.CredentialsPath(noURLDir), env: Env{NATSURL: "nats://env:1"},
+			url: "nats://env:1", ak: "FILEAK", sk: "FILESK"},
+		{name: "--credentials missing", file: client.CredentialsPath(emptyDir), env: Env{AccessKey: "A", SecretKey: "S"},
+			errorContains: "read credentials: open " + client.CredentialsPath(emptyDir) + ": no such file"},
+		{name: "--credentials bad", file: client.CredentialsPath(badDir), errorContains: "unterminated"},
+		{name: "--credentials without keys", file: urlOnly, errorContains: "credentials file " + urlOnly + " sets no BAI_ACCESS_KEY and BAI_SECRET_KEY"},
+		// $BAI_CONFIG moves the file; the environment's variables beat it.
+		{name: "BAI_CONFIG instead of the data dir's", env: Env{Config: client.CredentialsPath(fileDir), DataDir: noURLDir},
+			url: "nats://file:4222", ak: "FILEAK", sk: "file sk"},
+		{name: "env beats BAI_CONFIG", env: Env{Config: client.CredentialsPath(fileDir), AccessKey: "A", SecretKey: "S"},
+			url: "nats://file:4222", ak: "A", sk: "S"},
+		{name: "BAI_CONFIG missing", env: Env{Config: client.CredentialsPath(emptyDir), DataDir: fileDir},
+			errorContains: "read credentials ($BAI_CONFIG): open " + client.CredentialsPath(emptyDir)},
+		{name: "BAI_CONFIG without keys", env: Env{Config: urlOnly}, errorContains: "fix $BAI_CONFIG (" + urlOnly + "), which sets none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resolveOptions(tt.flag, tt.env)
+			got, err := resolveOptions(tt.flag, tt.file, tt.env)
 			if tt.errorContains != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.errorContains) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.errorContains)
@@ -242,9 +263,17 @@ func TestParseStatuses(t *testing.T) {
 }
 
 func TestSessionTable(t *testing.T) {
+	var buf bytes.Buffer
+	if err := writeSessionTable(&buf, sampleSessions()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ps_table.golden", buf.Bytes())
+}
+
+func sampleSessions() []events.SessionInfo {
 	t0 := time.Date(2025, 3, 1, 12, 30, 0, 0, time.UTC)
 	code := 0
-	sessions := []events.SessionInfo{
+	return []events.SessionInfo{
 		{
 			ID: "5f0c7f3e-8d1a-4b2c-9e4f-0a1b2c3d4e5f", Name: "train-1", AccessKey: "AKIA0123456789ABCDEF",
 			Image: "python:3.11", Type: events.TypeBatch, Status: events.StatusRunning,
@@ -259,11 +288,6 @@ func TestSessionTable(t *testing.T) {
 		},
 		{ID: "s3", Status: events.StatusPending, Result: events.ResultUndefined},
 	}
-	var buf bytes.Buffer
-	if err := writeSessionTable(&buf, sessions); err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "ps_table.golden", buf.Bytes())
 }
 
 func golden(t *testing.T, name string, got []byte) {

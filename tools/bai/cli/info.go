@@ -46,11 +46,16 @@ func (r *runner) info(c *cli.Context) error {
 func (r *runner) logsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "logs",
-		Usage:     "print a session's output so far",
+		Usage:     "print a session's output so far (-f: and follow it until the session ends)",
 		ArgsUsage: "ID|NAME",
 		Description: "Prints what the session's code wrote so far, stdout to stdout and stderr to\n" +
-			"stderr, in order. --output json prints every chunk with its run and stream.",
-		Flags:  append([]cli.Flag{accessKeyFlag()}, globalFlags()...),
+			"stderr, in order. --output json prints every chunk with its run and stream.\n" +
+			"With -f it goes on printing new output live, from any terminal, until the\n" +
+			"session is TERMINATED or CANCELLED (or Ctrl-C); --output json then prints one\n" +
+			"chunk a line.",
+		Flags: append([]cli.Flag{accessKeyFlag(),
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the output live until the session ends"},
+		}, globalFlags()...),
 		Action: r.logs,
 	}
 }
@@ -59,6 +64,9 @@ func (r *runner) logs(c *cli.Context) error {
 	ref, err := sessionArg(c)
 	if err != nil {
 		return err
+	}
+	if c.Bool("follow") {
+		return r.followLogs(c, ref)
 	}
 	out, err := outputFormat(c)
 	if err != nil {

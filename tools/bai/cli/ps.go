@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -24,14 +24,17 @@ func (r *runner) psCommand(name, usage string) *cli.Command {
 		Usage: usage,
 		Description: "Lists sessions, most recently status-changed first: by default the live ones\n" +
 			"(PENDING to TERMINATING, and ERROR), the first 10. --all lists every one\n" +
-			"(a page at a time on a terminal).\n\nFields for -f: " + fieldNames() + ".",
+			"(on a terminal through $BAI_PAGER, else $PAGER, else " + DefaultPager + ").\n" +
+			"On a terminal the table keeps the columns that fit its width (Name, Session ID\n" +
+			"and Status always); --wide prints them all.\n\nFields for -f: " + fieldNames() + ".",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "running", Usage: "only CREATING, PULLING and RUNNING sessions"},
 			&cli.BoolFlag{Name: "dead", Usage: "only CANCELLED and TERMINATED sessions"},
 			&cli.StringFlag{Name: "status", Aliases: []string{"s"}, Usage: "only sessions in `STATUS[,STATUS...]`"},
 			&cli.IntFlag{Name: "limit", Value: 10, Usage: "list at most `N` sessions"},
 			&cli.IntFlag{Name: "offset", Usage: "skip the first `N` sessions"},
-			&cli.BoolFlag{Name: "all", Usage: "list every matching session (on a terminal, --limit at a time)"},
+			&cli.BoolFlag{Name: "all", Usage: "list every matching session (on a terminal, through the pager)"},
+			&cli.BoolFlag{Name: "wide", Usage: "print every column, however wide the terminal"},
 			&cli.BoolFlag{Name: "name-only", Usage: "print only the names"},
 			&cli.BoolFlag{Name: "detail", Usage: "print more columns: tag, creation time, occupied slots"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "print the fields `FIELD[,FIELD...]`"},
@@ -162,39 +165,22 @@ func (r *runner) ps(c *cli.Context) error {
 	defer cl.Close()
 
 	req := events.ListRequest{Statuses: statuses, Limit: limit, Offset: offset, AccessKey: ak}
-	// --all: on a terminal, a page of --limit sessions at a time;
-	// otherwise every one, fetched pageSize at a time.
-	pager := all && out == "text" && r.terminal(r.stdout) && r.stdin != nil
-	if all && !pager {
+	// --all: every one, fetched pageSize at a time; on a terminal shown
+	// through the pager.
+	pager := all && out == "text" && r.terminal(r.stdout)
+	if all {
 		req.Limit = pageSize
 	}
 	var list events.ListResponse
-	for page := 0; ; page++ {
+	for {
 		resp, err := cl.List(c.Context, req)
 		if err != nil {
 			return err
 		}
 		list.Total, list.Admin = resp.Total, resp.Admin
 		req.Offset += len(resp.Sessions)
-		more := all && len(resp.Sessions) > 0 && req.Offset < resp.Total
-		if pager {
-			// A page at a time: print it, then ask for the next.
-			cols, _ := psColumns(c, resp.Admin)
-			if page == 0 && len(resp.Sessions) == 0 {
-				fmt.Fprintln(r.stdout, "There are no matching sessions.")
-			}
-			if len(resp.Sessions) > 0 {
-				if err := writeTable(r.stdout, cols, resp.Sessions, page == 0 && !c.Bool("name-only")); err != nil {
-					return err
-				}
-			}
-			if !more || !r.askMore(req.Offset, resp.Total) {
-				return nil
-			}
-			continue
-		}
 		list.Sessions = append(list.Sessions, resp.Sessions...)
-		if !more {
+		if !all || len(resp.Sessions) == 0 || req.Offset >= resp.Total {
 			break
 		}
 	}
@@ -215,51 +201,69 @@ func (r *runner) ps(c *cli.Context) error {
 		}
 		return r.printJSON(map[string]any{"sessions": rows, "total": list.Total})
 	}
-	if c.Bool("name-only") {
+	var buf bytes.Buffer
+	switch {
+	case c.Bool("name-only"):
 		for _, s := range list.Sessions {
-			fmt.Fprintln(r.stdout, s.Name)
+			fmt.Fprintln(&buf, s.Name)
 		}
-		return nil
+	case len(list.Sessions) == 0:
+		fmt.Fprintln(&buf, "There are no matching sessions.")
+	default:
+		// Fit the terminal, unless the columns were asked for.
+		width := 0
+		if !c.Bool("wide") && !c.IsSet("format") && r.terminal(r.stdout) {
+			width = r.width()
+		}
+		if err := writeTableFit(&buf, cols, list.Sessions, true, width); err != nil {
+			return err
+		}
+		if shown := offset + len(list.Sessions); shown < list.Total {
+			fmt.Fprintf(&buf, "(%d of %d sessions; use --all or --offset %d for more)\n", len(list.Sessions), list.Total, shown)
+		}
 	}
-	if len(list.Sessions) == 0 {
-		fmt.Fprintln(r.stdout, "There are no matching sessions.")
-		return nil
+	if pager {
+		return r.page(buf.Bytes())
 	}
-	if err := writeTable(r.stdout, cols, list.Sessions, true); err != nil {
-		return err
-	}
-	if shown := offset + len(list.Sessions); shown < list.Total {
-		fmt.Fprintf(r.stdout, "(%d of %d sessions; use --all or --offset %d for more)\n", len(list.Sessions), list.Total, shown)
-	}
-	return nil
-}
-
-// askMore prompts on the terminal for the next page.
-func (r *runner) askMore(shown, total int) bool {
-	fmt.Fprintf(r.stderr, "-- %d of %d; Enter for more, q to stop -- ", shown, total)
-	if r.in == nil {
-		r.in = bufio.NewReader(r.stdin)
-	}
-	line, err := r.in.ReadString('\n')
-	return err == nil && !strings.HasPrefix(strings.TrimSpace(strings.ToLower(line)), "q")
+	_, err = r.stdout.Write(buf.Bytes())
+	return err
 }
 
 // writeTable prints sessions as a table of cols; empty cells read "-".
 func writeTable(w io.Writer, cols []*field, sessions []events.SessionInfo, header bool) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	return writeTableFit(w, cols, sessions, header, 0)
+}
+
+// writeTableFit is writeTable keeping the columns that fit width (see
+// fitColumns); width <= 0 keeps them all.
+func writeTableFit(w io.Writer, cols []*field, sessions []events.SessionInfo, header bool, width int) error {
+	names := make([]string, len(cols))
+	var rows [][]string
+	titles := make([]string, len(cols))
+	for i, f := range cols {
+		names[i], titles[i] = f.name, f.title
+	}
 	if header {
-		titles := make([]string, len(cols))
-		for i, f := range cols {
-			titles[i] = f.title
-		}
-		fmt.Fprintln(tw, strings.Join(titles, "\t"))
+		rows = append(rows, titles)
 	}
 	for i := range sessions {
 		row := make([]string, len(cols))
 		for j, f := range cols {
 			row[j] = cell(text(f.value(&sessions[i])))
 		}
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		rows = append(rows, row)
+	}
+	fit := fitColumns(names, rows, width)
+	tw := tabwriter.NewWriter(w, 0, 0, colGap, ' ', 0)
+	line := make([]string, 0, len(cols))
+	for _, row := range rows {
+		line = line[:0]
+		for j, c := range row {
+			if fit[j] != 0 {
+				line = append(line, cut(c, fit[j]))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(line, "\t"))
 	}
 	return tw.Flush()
 }

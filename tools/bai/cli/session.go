@@ -27,6 +27,7 @@ func sessionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "name", Aliases: []string{"t"}, Usage: "session `NAME` (default: chosen by the server)"},
 		&cli.StringFlag{Name: "tag", Usage: "a free-form `TAG`"},
 		&cli.StringFlag{Name: "type", Usage: "session `TYPE`: interactive or batch (default: the server's)"},
+		&cli.StringFlag{Name: "startup-command", Usage: "the shell `COMMAND` line a batch session runs, then ends (needs --type batch)"},
 		&cli.StringFlag{Name: "owner", Usage: "create the session for `ACCESS_KEY` (admins only; it is enqueued, not followed)"},
 		&cli.IntFlag{Name: "priority", Value: events.DefaultPriority, Usage: "queue `PRIORITY`, 0 to 100; higher goes first"},
 		&cli.StringFlag{Name: "starts-at", Usage: "start no earlier than `TIME` (RFC 3339, or a delay such as 10m)"},
@@ -52,13 +53,15 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		return events.CreateRequest{}, err
 	}
 	req := events.CreateRequest{
-		Image:   args[0],
-		Name:    c.String("name"),
-		Tag:     c.String("tag"),
-		Type:    events.SessionType(c.String("type")),
-		Network: c.Bool("network"),
-		Slots:   c.StringSlice("resources"),
-		Owner:   c.String("owner"),
+		Image: args[0],
+		Name:  c.String("name"),
+		Tag:   c.String("tag"),
+		Type:  events.SessionType(c.String("type")),
+		// A batch session's command (bai run follows its output).
+		StartupCommand: c.String("startup-command"),
+		Network:        c.Bool("network"),
+		Slots:          c.StringSlice("resources"),
+		Owner:          c.String("owner"),
 	}
 	switch {
 	case req.Image == "":
@@ -73,6 +76,12 @@ func createRequest(c *cli.Context) (events.CreateRequest, error) {
 		return req, invalidf("invalid --owner access key %q", req.Owner)
 	case req.Type != "" && req.Type != events.TypeInteractive && req.Type != events.TypeBatch:
 		return req, invalidf("--type must be interactive or batch, not %q", req.Type)
+	case req.Type == events.TypeBatch && strings.TrimSpace(req.StartupCommand) == "":
+		return req, invalidf("a batch session needs --startup-command COMMAND")
+	case req.StartupCommand != "" && req.Type != events.TypeBatch:
+		return req, invalidf("--startup-command runs in a batch session only: add --type batch")
+	case len(req.StartupCommand) > events.MaxCodeLen:
+		return req, invalidf("--startup-command is longer than %d bytes", events.MaxCodeLen)
 	}
 	if c.IsSet("priority") {
 		p := c.Int("priority")
@@ -320,11 +329,16 @@ func (r *runner) run(c *cli.Context) error {
 			return err
 		}
 	}
-	if code == "" && exec == "" && len(files) > 0 {
+	// A batch session with nothing else to run: run follows its startup
+	// command, which ends the session.
+	startup := code == "" && exec == "" && req.StartupCommand != ""
+	if code == "" && exec == "" && len(files) > 0 && !startup {
 		code = runFileCode(files[0].remote)
 	}
 	switch {
-	case code == "" && exec == "" && !enqueueOnly:
+	case startup && len(files) > 0:
+		return invalidf("a batch session's startup command gets no files: run without FILE arguments")
+	case code == "" && exec == "" && !enqueueOnly && !startup:
 		return invalidf("no code to run: give -c CODE")
 	case code != "" && exec != "":
 		return invalidf("give -c or --exec, not both")
@@ -388,6 +402,12 @@ func (r *runner) run(c *cli.Context) error {
 		return nil
 	}
 	run := events.RunSpec{ID: st.runID, Code: code, Exec: exec}
+	if startup {
+		if reuse {
+			return fmt.Errorf("session %s (%s) exists and is live; a batch session needs a new --name", req.Name, st.sid)
+		}
+		st.runID = events.StartupRunID
+	}
 	if run.Files, err = uploadFiles(ctx, cl, st.sid, st.runID, files); err != nil {
 		return err
 	}
@@ -410,12 +430,16 @@ func (r *runner) run(c *cli.Context) error {
 		if err := r.waitRunning(ctx, cl, w, st.sid, wait, st.prog); err != nil {
 			return err
 		}
-		if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
-			return err
+		if !startup {
+			if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
+				return err
+			}
 		}
 	} else {
 		req.SessionID = st.sid
-		req.Run = &run
+		if !startup {
+			req.Run = &run
+		}
 		if _, err := cl.Create(ctx, req); err != nil {
 			return err
 		}
@@ -431,7 +455,7 @@ func (r *runner) run(c *cli.Context) error {
 		}
 		return err
 	}
-	if c.Bool("rm") && !st.final {
+	if c.Bool("rm") && !st.final && !startup {
 		r.remove(ctx, cl, w, st)
 	}
 	if st.json {

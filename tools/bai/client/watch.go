@@ -21,6 +21,9 @@ type Chunk struct {
 	Data   []byte // the output; empty on events.StreamExit
 	// ExitCode is the run's exit code, on events.StreamExit.
 	ExitCode int
+	// Number is the chunk's number in its run and stream
+	// (events.HeaderChunk); 0 when unknown.
+	Number uint64
 }
 
 // Item is one thing a Watcher delivers: exactly one of its fields is set.
@@ -183,7 +186,8 @@ func (w *Watcher) onOutput(m *nats.Msg) {
 		// Published after every chunk of the run was stored.
 		ready = append(w.order.Flush(ready, ch.RunID), ch)
 	} else {
-		ready = w.order.Add(ready, ch.RunID, ch.Stream, events.ChunkNumber(m.Header.Get(events.HeaderChunk)), ch)
+		ch.Number = events.ChunkNumber(m.Header.Get(events.HeaderChunk))
+		ready = w.order.Add(ready, ch.RunID, ch.Stream, ch.Number, ch)
 	}
 	w.enqueue(ready)
 	w.mu.Unlock()

@@ -23,6 +23,10 @@ const Env = "_BAI_SANDBOX_INIT"
 // WorkDir is where a sandboxed kernel sees its work directory.
 const WorkDir = "/home/work"
 
+// BinDir is where the helper makes the links of Spec.Bin: in the
+// kernel's root-owned /home, so the kernel cannot change them.
+const BinDir = "/home/.bai/bin"
+
 // StatusFD is the helper's file descriptor where it writes the execution's
 // exit code, as decimal digits, once nothing of it runs any more; EOF
 // without it means the helper itself failed or was killed.
@@ -53,6 +57,8 @@ type Spec struct {
 	ShmSize  int64    `json:"shm_size"` // /dev/shm
 	NoFile   uint64   `json:"nofile"`
 	FSize    uint64   `json:"fsize"`
+	// Bin are symbolic links made in BinDir: command name → target.
+	Bin map[string]string `json:"bin,omitempty"`
 }
 
 // Main returns at once where Env is unset. Else it is the helper: it sets
@@ -139,6 +145,9 @@ func run(s *Spec) error {
 		return fmt.Errorf("mount work dir: %w", err)
 	}
 	syscall.Close(work)
+	if err := makeBin(s.Bin); err != nil {
+		return err
+	}
 	// The mounts under the hidden directories (every kernel's work
 	// directory, this one's included: it is at WorkDir now) leave this
 	// namespace, so that /proc/self/mountinfo names no other kernel;
@@ -241,6 +250,32 @@ func run(s *Spec) error {
 		}
 		finish(code)
 	}
+}
+
+// makeBin makes BinDir with the links of bin.
+func makeBin(bin map[string]string) error {
+	if len(bin) == 0 {
+		return nil
+	}
+	for _, d := range []string{BinDir[:len(BinDir)-len("/bin")], BinDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("make %s: %w", BinDir, err)
+		}
+	}
+	for name, target := range bin {
+		for i := 0; i < len(name); i++ {
+			if name[i] == '/' || name[i] == 0 {
+				return fmt.Errorf("bad command name %q", name)
+			}
+		}
+		if name == "" || name == "." || name == ".." {
+			return fmt.Errorf("bad command name %q", name)
+		}
+		if err := os.Symlink(target, BinDir+"/"+name); err != nil {
+			return fmt.Errorf("make %s: %w", BinDir, err)
+		}
+	}
+	return nil
 }
 
 // finish ends every process the execution left (the init of a pid
