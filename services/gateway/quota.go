@@ -25,8 +25,11 @@ import (
 // lease per key in the KV bucket AdmissionBucket (taken with Create,
 // taken over from a dead gateway with a compare-and-set once expired,
 // given back with a revision-checked delete). The count comes from the
-// registry, whose queries wait for its projection to reach the end of the
-// log: an enqueue acknowledged before the count is in it.
+// registry's per-key usage (session.usage: unfinished and pending sessions
+// and the sum of their slots, kept in the transaction that projects the
+// log, so exact at any number of sessions), which it answers only once its
+// projection has reached the end of the log as it stood at the query, and
+// busy otherwise: every enqueue acknowledged before the count is in it.
 type quotas struct {
 	nc     *nats.Conn
 	keys   *Keys
@@ -161,18 +164,6 @@ func (q *quotas) policyOf(ctx context.Context, ak string) (*Policy, error) {
 	return p, nil
 }
 
-// unfinished are the statuses that count against a policy: every status
-// but the final ones and ERROR.
-func unfinished() []events.Status {
-	var out []events.Status
-	for _, s := range events.AllStatuses {
-		if !s.Final() && s != events.StatusError && s != events.StatusNone {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // admit checks spec against ak's policy. On success the caller must call
 // release once the session is enqueued (or refused).
 func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec) (release func(), err error) {
@@ -198,11 +189,11 @@ func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec)
 }
 
 func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.SessionSpec) error {
-	subj, err := events.APISubject(ak, events.OpSessionList)
+	subj, err := events.APISubject(ak, events.OpSessionUsage)
 	if err != nil {
 		return events.Errorf(events.ErrInvalid, "%v", err)
 	}
-	data, _ := json.Marshal(events.ListRequest{Statuses: unfinished(), Limit: 1000})
+	data, _ := json.Marshal(events.UsageRequest{SessionID: spec.ID})
 	msg, err := q.nc.RequestWithContext(ctx, subj, data)
 	if err != nil {
 		return events.Errorf(events.ErrBusy, "cannot check the resource policy now (registry: %v); retry", err)
@@ -210,26 +201,22 @@ func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.S
 	if apiErr := events.ErrorFromHeader(map[string][]string(msg.Header)); apiErr != nil {
 		return events.Errorf(events.ErrBusy, "cannot check the resource policy now (registry: %v); retry", apiErr)
 	}
-	var list events.ListResponse
-	if err := json.Unmarshal(msg.Data, &list); err != nil {
+	var usage events.UsageResponse
+	if err := json.Unmarshal(msg.Data, &usage); err != nil {
 		return events.Errorf(events.ErrInternal, "registry answer: %v", err)
 	}
-	pending := 0
-	used := slots.Set{}
-	for _, s := range list.Sessions {
-		if s.ID == spec.ID {
-			return nil // a retried create: the log answers it as a duplicate
-		}
-		if s.Status == events.StatusPending {
-			pending++
-		}
-		if occ, err := slots.ParseMap(s.Slots); err == nil {
-			if sum, err := used.Add(occ); err == nil {
-				used = sum
-			}
-		}
+	if usage.Known {
+		return nil // a retried create: the log answers it as a duplicate
 	}
-	if p.MaxConcurrentSessions > 0 && list.Total >= p.MaxConcurrentSessions {
+	used, err := slots.ParseMap(usage.Slots)
+	if err != nil {
+		return events.Errorf(events.ErrInternal, "registry answer: %v", err)
+	}
+	if used == nil {
+		used = slots.Set{}
+	}
+	pending := usage.Pending
+	if p.MaxConcurrentSessions > 0 && usage.Unfinished >= p.MaxConcurrentSessions {
 		return events.Errorf(events.ErrQuota, "You cannot run more than %d concurrent sessions", p.MaxConcurrentSessions)
 	}
 	if p.MaxPendingSessions > 0 && pending >= p.MaxPendingSessions {

@@ -18,7 +18,8 @@ import (
 )
 
 // TestQuotaChecks runs the policy checks against a registry stand-in that
-// answers session.list with a fixed set of sessions.
+// answers session.usage with fixed figures: two pending sessions of cpu=1
+// mem=1g and a running one of cpu=2 mem=2g.
 func TestQuotaChecks(t *testing.T) {
 	nc := natstest.Connect(t, natstest.RunServer(t))
 	js, _ := jetstream.New(nc)
@@ -27,15 +28,11 @@ func TestQuotaChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessions := []events.SessionInfo{
-		{ID: "p1", Status: events.StatusPending, Slots: map[string]string{"cpu": "1", "mem": "1g"}},
-		{ID: "p2", Status: events.StatusPending, Slots: map[string]string{"cpu": "1", "mem": "1g"}},
-		{ID: "r1", Status: events.StatusRunning, Slots: map[string]string{"cpu": "2", "mem": "2g"}},
-	}
-	var asked events.ListRequest
-	sub, err := nc.Subscribe(events.APIPattern(events.OpSessionList), func(m *nats.Msg) {
+	var asked events.UsageRequest
+	sub, err := nc.Subscribe(events.APIPattern(events.OpSessionUsage), func(m *nats.Msg) {
 		_ = json.Unmarshal(m.Data, &asked)
-		data, _ := json.Marshal(events.ListResponse{Sessions: sessions, Total: len(sessions)})
+		data, _ := json.Marshal(events.UsageResponse{Unfinished: 3, Pending: 2,
+			Slots: map[string]string{"cpu": "4", "mem": "4g"}, Known: asked.SessionID == "r1"})
 		_ = m.Respond(data)
 	})
 	if err != nil {
@@ -66,12 +63,10 @@ func TestQuotaChecks(t *testing.T) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
-	for _, st := range asked.Statuses {
-		if st.Final() || st == events.StatusError {
-			t.Fatalf("counted status %s", st)
-		}
+	if asked.SessionID != "new" {
+		t.Fatalf("usage asked for %+v", asked)
 	}
-	// A retried create of a session already listed passes: the log answers
+	// A retried create of a session already known passes: the log answers
 	// it as a duplicate.
 	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 1}, &events.SessionSpec{ID: "r1"}); err != nil {
 		t.Fatalf("retry: %v", err)
