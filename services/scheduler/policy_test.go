@@ -44,7 +44,7 @@ func (c *cluster) finish(sid string) {
 // then is passed over; the others wait with queue-blocked meanwhile.
 func TestFIFOSkipsAHeadThatDoesNotFitAfterRetries(t *testing.T) {
 	c := newCluster(t)
-	c.scheduler(Config{Default: GroupPolicy{SkipAfter: 5}})
+	c.scheduler(Config{Default: GroupPolicy{Policy: FIFO, SkipAfter: 5}})
 	c.enqueue("AKA", "big", map[string]string{"cpu": "4"}, nil)
 	c.enqueue("AKA", "small", cpu1, nil)
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -81,7 +81,7 @@ func TestPriorityThenLIFO(t *testing.T) {
 // Priority orders before FIFO too.
 func TestPriorityThenFIFO(t *testing.T) {
 	c := newCluster(t)
-	c.scheduler(Config{})
+	c.scheduler(Config{Default: GroupPolicy{Policy: FIFO}})
 	c.enqueue("AKA", "first", cpu1, nil)
 	c.enqueue("AKA", "second", cpu1, nil)
 	c.enqueue("AKA", "urgent", cpu1, prio(100))

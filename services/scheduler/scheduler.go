@@ -95,6 +95,9 @@ type Service struct {
 	agentWatchPaused atomic.Bool
 	// infoBudget is what is left of this round's pending-info events.
 	infoBudget int
+	// key is infoKey(keyReason, keyMsg), the last one info computed.
+	keyReason   events.Reason
+	keyMsg, key string
 }
 
 // New validates cfg and fills its defaults; it starts nothing.

@@ -27,9 +27,9 @@ func run() error {
 	url := flag.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL (user:password may be in it)")
 	leaseTTL := flag.Duration("lease-ttl", 6*time.Second, "leader lease TTL; a standby takes over within TTL+TTL/3 of the leader's death")
 	agentTimeout := flag.Duration("agent-timeout", 10*time.Second, "an agent silent this long is lost")
-	policy := flag.String("policy", "fifo", "queue policy of every scaling group: fifo, lifo or drf")
+	policy := flag.String("policy", "drf", "queue policy of every scaling group: drf, fifo or lifo")
 	selector := flag.String("selector", "dispersed", "agent selection: dispersed, concentrated or round-robin")
-	skipAfter := flag.Int("skip-after", 3, "FIFO: rounds a head that fits nowhere blocks the queue before it is passed over")
+	skipAfter := flag.Int("skip-after", 3, "FIFO: rounds a head that fits nowhere blocks the queue before it is passed over (each session behind it waits one round at most)")
 	pendingTimeout := flag.Duration("pending-timeout", 0, "cancel sessions pending longer (0: never)")
 	flag.Parse()
 	group := scheduler.GroupPolicy{Policy: scheduler.Policy(*policy), Selector: scheduler.Selector(*selector),
