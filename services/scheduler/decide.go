@@ -501,7 +501,6 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	}
 	text := s.key
 	if sess.info == text {
-		sess.infoReason, sess.infoMsg = reason, msg
 		return // the same reason, other figures
 	}
 	s.infoBudget--
