@@ -216,6 +216,9 @@ type UsageRequest struct {
 	// AccessKey asks for another key's usage: admins only. Empty: the
 	// caller's own.
 	AccessKey string `json:"access_key,omitempty"`
+	// MinSeq, when set, asks for an answer as soon as the projection has
+	// applied the log up to it, rather than up to the log's end.
+	MinSeq uint64 `json:"min_seq,omitempty"`
 }
 
 // UsageResponse answers a UsageRequest. Unfinished counts every session

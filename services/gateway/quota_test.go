@@ -15,6 +15,7 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/slots"
 )
 
 // TestQuotaChecks runs the policy checks against a registry stand-in that
@@ -29,9 +30,11 @@ func TestQuotaChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var asked events.UsageRequest
+	var applied uint64
 	sub, err := nc.Subscribe(events.APIPattern(events.OpSessionUsage), func(m *nats.Msg) {
+		asked = events.UsageRequest{}
 		_ = json.Unmarshal(m.Data, &asked)
-		data, _ := json.Marshal(events.UsageResponse{Unfinished: 3, Pending: 2,
+		data, _ := json.Marshal(events.UsageResponse{Unfinished: 3, Pending: 2, AppliedSeq: applied,
 			Slots: map[string]string{"cpu": "4", "mem": "4g"}, Known: asked.SessionID == "r1"})
 		_ = m.Respond(data)
 	})
@@ -55,7 +58,7 @@ func TestQuotaChecks(t *testing.T) {
 		"unlisted slot":  {Policy{Name: "p", TotalSlots: map[string]string{"cuda.device": "1"}}, ""},
 		"slot zero left": {Policy{Name: "p", TotalSlots: map[string]string{"cpu": "4"}}, "cpu 4 in use + 1 requested > 4"},
 	} {
-		err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &c.policy, spec)
+		err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &c.policy, spec, &keyState{})
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: %v", name, err)
@@ -68,12 +71,29 @@ func TestQuotaChecks(t *testing.T) {
 	}
 	// A retried create of a session already known passes: the log answers
 	// it as a duplicate.
-	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 1}, &events.SessionSpec{ID: "r1"}); err != nil {
+	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 1}, &events.SessionSpec{ID: "r1"}, &keyState{}); err != nil {
 		t.Fatalf("retry: %v", err)
+	}
+	// While the lease is held without a break, the gateway's own enqueues
+	// that the registry has not applied yet count too, and the registry
+	// need only have applied what the last check saw.
+	applied = 7
+	ks := &keyState{synced: true, syncSeq: 5, ledger: []admitted{{seq: 6, slots: slots.Set{"cpu": slots.Scale}}, {seq: 9, slots: slots.Set{"cpu": slots.Scale}}}}
+	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxPendingSessions: 3}, spec, ks)
+	if !errors.Is(err, events.ErrQuota) || asked.MinSeq != 5 || len(ks.ledger) != 1 || ks.syncSeq != 7 {
+		t.Fatalf("with a ledger: %v, asked %+v, ledger %v, synced to %d", err, asked, ks.ledger, ks.syncSeq)
+	}
+	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", TotalSlots: map[string]string{"cpu": "5"}}, spec, ks)
+	if !errors.Is(err, events.ErrQuota) || !strings.Contains(err.Error(), "cpu 5 in use + 1 requested > 5") {
+		t.Fatalf("slots with a ledger: %v", err)
+	}
+	applied = 9
+	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxPendingSessions: 3}, spec, ks); err != nil || len(ks.ledger) != 0 {
+		t.Fatalf("ledger applied: %v %v", err, ks.ledger)
 	}
 	// Without a registry, nothing is admitted.
 	_ = sub.Unsubscribe()
-	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 10}, spec)
+	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 10}, spec, &keyState{})
 	if !errors.Is(err, events.ErrBusy) {
 		t.Fatalf("no registry: %v", err)
 	}

@@ -164,7 +164,8 @@ func (st *store) usage(ak, sid string) (events.UsageResponse, error) {
 const usageWait = 5 * time.Second
 
 // handleUsage answers session.usage: what the caller's (or, for an admin,
-// another key's) unfinished sessions hold, as of the end of the log.
+// another key's) unfinished sessions hold, as of the end of the log (or of
+// MinSeq at least).
 func (s *Service) handleUsage(ak string, data []byte) (any, error) {
 	var req events.UsageRequest
 	if err := decode("usage", data, &req); err != nil {
@@ -177,10 +178,36 @@ func (s *Service) handleUsage(ak string, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !s.catchUp(usageWait) {
+	caught := false
+	if req.MinSeq > 0 {
+		caught = s.waitApplied(req.MinSeq, usageWait)
+	} else {
+		caught = s.catchUp(usageWait)
+	}
+	if !caught {
 		return nil, fmt.Errorf("%w: the registry has not caught up with the session log; retry", events.ErrBusy)
 	}
 	return s.withStore(func(st *store) (any, error) {
 		return st.usage(owner, req.SessionID)
 	})
+}
+
+// waitApplied waits, at most maxWait, until the projection has applied
+// the log up to seq, and reports whether it has.
+func (s *Service) waitApplied(seq uint64, maxWait time.Duration) bool {
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for {
+		s.appliedMu.Lock()
+		ch := s.appliedCh
+		s.appliedMu.Unlock()
+		if s.applied.Load() >= seq {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		}
+	}
 }

@@ -64,6 +64,10 @@ func TestUsage(t *testing.T) {
 	h.enqueue("ak2", "x", "")
 	check(n-3, n-4, held(1097))
 
+	// MinSeq: as soon as that much is applied; past the log's end, busy.
+	if u := usage(events.UsageRequest{MinSeq: h.last}); u.AppliedSeq < h.last || u.Unfinished != n-3 {
+		t.Fatalf("usage at %d: %+v", h.last, u)
+	}
 	// Known: a session the registry has, in any status.
 	if u := usage(events.UsageRequest{SessionID: "s2"}); !u.Known {
 		t.Error("s2 not known")
