@@ -263,15 +263,7 @@ func (s *Service) terminate(ctx context.Context, sess *session) {
 // placeAll runs one placement round over every scaling group, then
 // commits its placements.
 func (s *Service) placeAll(ctx context.Context, now time.Time) {
-	t0 := time.Now()
 	batch := s.plan(ctx, now)
-	t1 := time.Now()
-	nb := len(batch)
-	defer func() {
-		if time.Since(t0) > 50*time.Millisecond {
-			println("ROUND plan", t1.Sub(t0).String(), "commit", time.Since(t1).String(), nb, s.infoBudget)
-		}
-	}()
 	for len(batch) > 0 {
 		n := min(len(batch), maxPlacementsPerBatch)
 		if !s.commit(ctx, batch[:n]) {
