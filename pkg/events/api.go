@@ -209,6 +209,34 @@ type ListResponse struct {
 	Admin bool `json:"admin,omitempty"`
 }
 
+// UsageRequest asks the registry what one access key's unfinished
+// sessions hold (bai.api.<ak>.session.usage): what a resource policy
+// counts. The registry answers once its projection has applied the whole
+// log as it stood when the request came, or answers busy: never from a
+// projection behind it.
+type UsageRequest struct {
+	// SessionID, when set, asks whether that session is already known
+	// (UsageResponse.Known): a retried create.
+	SessionID string `json:"session_id,omitempty"`
+	// AccessKey asks for another key's usage: admins only. Empty: the
+	// caller's own.
+	AccessKey string `json:"access_key,omitempty"`
+	// MinSeq, when set, asks for an answer as soon as the projection has
+	// applied the log up to it, rather than up to the log's end.
+	MinSeq uint64 `json:"min_seq,omitempty"`
+}
+
+// UsageResponse answers a UsageRequest. Unfinished counts every session
+// neither final nor in ERROR; Slots sums their requested slots.
+type UsageResponse struct {
+	Unfinished int               `json:"unfinished"`
+	Pending    int               `json:"pending"`
+	Slots      map[string]string `json:"slots"`
+	Known      bool              `json:"known,omitempty"`
+	// AppliedSeq is the log sequence the answer is as of.
+	AppliedSeq uint64 `json:"applied_seq"`
+}
+
 // GetRequest asks for one session by id or name (session.get), or for its
 // event history (session.history).
 type GetRequest struct {

@@ -299,6 +299,7 @@ const (
 	OpSessionList      = "session.list"
 	OpSessionGet       = "session.get"
 	OpSessionHistory   = "session.history"
+	OpSessionUsage     = "session.usage"   // registry: what a key's unfinished sessions hold
 	OpSessionExecute   = "session.execute" // gateway: run code in a live session
 	OpSessionLogs      = "session.logs"    // registry: a session's output so far
 	OpSessionUpload    = "session.upload"  // gateway: one file for a run

@@ -331,18 +331,27 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	// What the quota ledger learns: the enqueue's sequence (0: none
+	// stored), and whether that is known.
+	var stored uint64
+	sure := false
+	defer func() { release(stored, sure) }()
 	ev := &events.Event{
 		V: events.Version, ID: nuid.Next(), Name: events.EventEnqueued, Time: spec.CreatedAt,
 		AccessKey: ak, SessionID: spec.ID, KernelID: spec.MainKernelID, Session: spec,
 	}
 	ack, err := s.publish(ctx, ev, "create."+ak+"."+spec.ID, true)
 	if streams.IsWrongLastSequence(err) {
+		sure = true
 		return s.existing(ctx, &cr, spec)
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("session_id", spec.ID).Msg("enqueue_failed")
 		return nil, publishError(err, "could not enqueue session")
+	}
+	sure = true
+	if !ack.Duplicate {
+		stored = ack.Sequence
 	}
 	s.log.Debug().Str("session_id", spec.ID).Str("access_key", ak).Bool("duplicate", ack.Duplicate).Msg("session_enqueued")
 	return &events.CreateResponse{SessionID: spec.ID, Name: spec.Name, Image: spec.Image, Duplicate: ack.Duplicate}, nil

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,15 +27,50 @@ import (
 // lease per key in the KV bucket AdmissionBucket (taken with Create,
 // taken over from a dead gateway with a compare-and-set once expired,
 // given back with a revision-checked delete). The count comes from the
-// registry, whose queries wait for its projection to reach the end of the
-// log: an enqueue acknowledged before the count is in it.
+// registry's per-key usage (session.usage: unfinished and pending sessions
+// and the sum of their slots, kept in the transaction that projects the
+// log, so exact at any number of sessions), which it answers only once its
+// projection has reached the end of the log as it stood at the query, and
+// busy otherwise: every enqueue acknowledged before the count is in it.
 type quotas struct {
 	nc     *nats.Conn
 	keys   *Keys
 	leases jetstream.KeyValue
 	mu     sync.Mutex
-	byAK   map[string]*sync.Mutex
+	byAK   map[string]*keyState
 }
+
+// keyState is one key's admissions in this gateway. While it holds the
+// key's lease without a break, no other gateway admits for the key, so
+// every admission since its first check (a full catch-up of the
+// registry) is either in the registry's answer or in ledger: later
+// checks need not wait for the registry to catch up with the log, only
+// to have applied syncSeq. The lease is kept from one admission to the
+// next while creates of the key wait here (at most maxHandoffs in a row),
+// renewed as it goes.
+type keyState struct {
+	mu      sync.Mutex
+	waiting atomic.Int32
+
+	held     bool // the lease is ours, at revision rev
+	rev      uint64
+	renewed  time.Time
+	handoffs int
+
+	synced  bool // the registry (as of syncSeq) plus ledger count every admission
+	syncSeq uint64
+	ledger  []admitted
+}
+
+// admitted is one enqueue this gateway made while holding the lease.
+type admitted struct {
+	seq   uint64
+	slots slots.Set
+}
+
+// maxHandoffs bounds the admissions one gateway makes for a key without
+// giving its lease back, so that another gateway gets its turn.
+const maxHandoffs = 256
 
 // AdmissionBucket is the KV bucket of the admission leases, one per
 // access key ("ak.<access key>") while a gateway admits for it.
@@ -62,27 +98,73 @@ func newQuotas(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, repli
 	if err != nil {
 		return nil, fmt.Errorf("gateway: admission bucket: %w", err)
 	}
-	return &quotas{nc: nc, keys: keys, leases: leases, byAK: map[string]*sync.Mutex{}}, nil
+	return &quotas{nc: nc, keys: keys, leases: leases, byAK: map[string]*keyState{}}, nil
 }
 
 // serialize holds ak's admissions: its mutex in this gateway, then its
 // lease in the cluster. It waits for a lease held by another gateway
 // until ctx ends (ErrBusy).
 func (q *quotas) serialize(ctx context.Context, ak string) (release func(), err error) {
-	unlock := q.lock(ak)
-	rev, err := q.acquire(ctx, ak)
+	ks, err := q.hold(ctx, ak)
 	if err != nil {
-		unlock()
 		return nil, err
 	}
-	return func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// A lease taken over meanwhile is the other gateway's: the
-		// revision check leaves it.
-		_ = q.leases.Delete(dctx, "ak."+ak, jetstream.LastRevision(rev))
-		unlock()
-	}, nil
+	return func() { q.unhold(ks, ak, admitted{}, true) }, nil
+}
+
+// hold takes ak's mutex, then its lease unless this gateway kept it.
+func (q *quotas) hold(ctx context.Context, ak string) (*keyState, error) {
+	q.mu.Lock()
+	ks, ok := q.byAK[ak]
+	if !ok {
+		ks = &keyState{}
+		q.byAK[ak] = ks
+	}
+	q.mu.Unlock()
+	ks.waiting.Add(1)
+	ks.mu.Lock()
+	ks.waiting.Add(-1)
+	if ks.held && time.Since(ks.renewed) > leaseTTL/3 {
+		val, _ := json.Marshal(lease{Holder: "renewed", Until: time.Now().Add(leaseTTL).UTC()})
+		if rev, err := q.leases.Update(ctx, "ak."+ak, val, ks.rev); err == nil {
+			ks.rev, ks.renewed = rev, time.Now()
+		} else {
+			ks.held = false // taken over (or unknown): take it again
+		}
+	}
+	if !ks.held {
+		rev, err := q.acquire(ctx, ak)
+		if err != nil {
+			ks.mu.Unlock()
+			return nil, err
+		}
+		ks.held, ks.rev, ks.renewed, ks.handoffs = true, rev, time.Now(), 0
+		ks.synced, ks.ledger = false, nil
+	}
+	return ks, nil
+}
+
+// unhold ends one admission: a its enqueue (seq 0: none stored), sure
+// false when whether it was stored is unknown. The lease is kept for a
+// create of the key waiting here, else given back.
+func (q *quotas) unhold(ks *keyState, ak string, a admitted, sure bool) {
+	defer ks.mu.Unlock()
+	switch {
+	case !sure:
+		ks.synced = false // the next check catches up with the log
+	case a.seq > 0 && ks.synced:
+		ks.ledger = append(ks.ledger, a)
+	}
+	ks.handoffs++
+	if ks.waiting.Load() > 0 && ks.handoffs < maxHandoffs {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A lease taken over meanwhile is the other gateway's: the revision
+	// check leaves it.
+	_ = q.leases.Delete(dctx, "ak."+ak, jetstream.LastRevision(ks.rev))
+	ks.held, ks.synced, ks.ledger = false, false, nil
 }
 
 // acquire takes ak's admission lease and returns its revision.
@@ -130,18 +212,6 @@ func leaseErr(ctx context.Context, ak string, err error) error {
 	return events.Errorf(events.ErrInternal, "could not take the admission lease of %s: %v", ak, err)
 }
 
-func (q *quotas) lock(ak string) func() {
-	q.mu.Lock()
-	m, ok := q.byAK[ak]
-	if !ok {
-		m = &sync.Mutex{}
-		q.byAK[ak] = m
-	}
-	q.mu.Unlock()
-	m.Lock()
-	return m.Unlock
-}
-
 // policyOf is the policy of ak; nil when ak has no keypair (a gateway
 // run without the auth service) or its policy sets no limit.
 func (q *quotas) policyOf(ctx context.Context, ak string) (*Policy, error) {
@@ -162,48 +232,49 @@ func (q *quotas) policyOf(ctx context.Context, ak string) (*Policy, error) {
 	return p, nil
 }
 
-// unfinished are the statuses that count against a policy: every status
-// but the final ones and ERROR.
-func unfinished() []events.Status {
-	var out []events.Status
-	for _, s := range events.AllStatuses {
-		if !s.Final() && s != events.StatusError && s != events.StatusNone {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // admit checks spec against ak's policy. On success the caller must call
-// release once the session is enqueued (or refused).
-func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec) (release func(), err error) {
+// release once the session is enqueued (seq, sure: see unhold) or not.
+func (q *quotas) admit(ctx context.Context, ak string, spec *events.SessionSpec) (release func(seq uint64, sure bool), err error) {
+	none := func(uint64, bool) {}
 	if q == nil {
-		return func() {}, nil
+		return none, nil
 	}
 	p, err := q.policyOf(ctx, ak)
 	if err != nil {
 		return nil, storeError("the resource policy of "+ak, err)
 	}
 	if p == nil {
-		return func() {}, nil
+		return none, nil
 	}
-	release, err = q.serialize(ctx, ak)
+	ks, err := q.hold(ctx, ak)
 	if err != nil {
 		return nil, err
 	}
-	if err := q.check(ctx, ak, p, spec); err != nil {
-		release()
+	if err := q.check(ctx, ak, p, spec, ks); err != nil {
+		q.unhold(ks, ak, admitted{}, true)
 		return nil, err
 	}
-	return release, nil
+	req, _ := slots.ParseMap(spec.Slots)
+	return func(seq uint64, sure bool) { q.unhold(ks, ak, admitted{seq: seq, slots: req}, sure) }, nil
 }
 
-func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.SessionSpec) error {
-	subj, err := events.ServiceAPISubject(ak, events.OpSessionList)
+// check counts ak's usage, from the registry plus, while this gateway has
+// held the lease without a break, its own enqueues the registry has not
+// applied yet (ks.ledger). Until then the other events of ak that the
+// registry has not applied are not counted: they only release (a session
+// placed or ended), save an ERROR session being terminated (counted again
+// while TERMINATING, as before its error); so the count is never under
+// what holds, but for that moment.
+func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.SessionSpec, ks *keyState) error {
+	subj, err := events.ServiceAPISubject(ak, events.OpSessionUsage)
 	if err != nil {
 		return events.Errorf(events.ErrInvalid, "%v", err)
 	}
-	data, _ := json.Marshal(events.ListRequest{Statuses: unfinished(), Limit: 1000})
+	ureq := events.UsageRequest{SessionID: spec.ID}
+	if ks.synced {
+		ureq.MinSeq = ks.syncSeq
+	}
+	data, _ := json.Marshal(ureq)
 	msg, err := q.nc.RequestWithContext(ctx, subj, data)
 	if err != nil {
 		return events.Errorf(events.ErrBusy, "cannot check the resource policy now (registry: %v); retry", err)
@@ -211,26 +282,39 @@ func (q *quotas) check(ctx context.Context, ak string, p *Policy, spec *events.S
 	if apiErr := events.ErrorFromHeader(map[string][]string(msg.Header)); apiErr != nil {
 		return events.Errorf(events.ErrBusy, "cannot check the resource policy now (registry: %v); retry", apiErr)
 	}
-	var list events.ListResponse
-	if err := json.Unmarshal(msg.Data, &list); err != nil {
+	var usage events.UsageResponse
+	if err := json.Unmarshal(msg.Data, &usage); err != nil {
 		return events.Errorf(events.ErrInternal, "registry answer: %v", err)
 	}
-	pending := 0
-	used := slots.Set{}
-	for _, s := range list.Sessions {
-		if s.ID == spec.ID {
-			return nil // a retried create: the log answers it as a duplicate
+	if usage.Known {
+		return nil // a retried create: the log answers it as a duplicate
+	}
+	used, err := slots.ParseMap(usage.Slots)
+	if err != nil {
+		return events.Errorf(events.ErrInternal, "registry answer: %v", err)
+	}
+	if used == nil {
+		used = slots.Set{}
+	}
+	if !ks.synced {
+		ks.synced, ks.ledger = true, nil // the answer counts all before it
+	}
+	ks.syncSeq = max(ks.syncSeq, usage.AppliedSeq)
+	keep := ks.ledger[:0]
+	for _, a := range ks.ledger {
+		if a.seq <= usage.AppliedSeq {
+			continue // in the registry's answer
 		}
-		if s.Status == events.StatusPending {
-			pending++
-		}
-		if occ, err := slots.ParseMap(s.Slots); err == nil {
-			if sum, err := used.Add(occ); err == nil {
-				used = sum
-			}
+		keep = append(keep, a)
+		usage.Unfinished++
+		usage.Pending++
+		if sum, err := used.Add(a.slots); err == nil {
+			used = sum
 		}
 	}
-	if p.MaxConcurrentSessions > 0 && list.Total >= p.MaxConcurrentSessions {
+	ks.ledger = keep
+	pending := usage.Pending
+	if p.MaxConcurrentSessions > 0 && usage.Unfinished >= p.MaxConcurrentSessions {
 		return events.Errorf(events.ErrQuota, "You cannot run more than %d concurrent sessions", p.MaxConcurrentSessions)
 	}
 	if p.MaxPendingSessions > 0 && pending >= p.MaxPendingSessions {

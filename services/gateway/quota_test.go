@@ -15,10 +15,12 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/slots"
 )
 
 // TestQuotaChecks runs the policy checks against a registry stand-in that
-// answers session.list with a fixed set of sessions.
+// answers session.usage with fixed figures: two pending sessions of cpu=1
+// mem=1g and a running one of cpu=2 mem=2g.
 func TestQuotaChecks(t *testing.T) {
 	nc := natstest.Connect(t, natstest.RunServer(t))
 	js, _ := jetstream.New(nc)
@@ -27,15 +29,13 @@ func TestQuotaChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessions := []events.SessionInfo{
-		{ID: "p1", Status: events.StatusPending, Slots: map[string]string{"cpu": "1", "mem": "1g"}},
-		{ID: "p2", Status: events.StatusPending, Slots: map[string]string{"cpu": "1", "mem": "1g"}},
-		{ID: "r1", Status: events.StatusRunning, Slots: map[string]string{"cpu": "2", "mem": "2g"}},
-	}
-	var asked events.ListRequest
-	sub, err := nc.Subscribe(events.ServiceAPIPattern(events.OpSessionList), func(m *nats.Msg) {
+	var asked events.UsageRequest
+	var applied uint64
+	sub, err := nc.Subscribe(events.ServiceAPIPattern(events.OpSessionUsage), func(m *nats.Msg) {
+		asked = events.UsageRequest{}
 		_ = json.Unmarshal(m.Data, &asked)
-		data, _ := json.Marshal(events.ListResponse{Sessions: sessions, Total: len(sessions)})
+		data, _ := json.Marshal(events.UsageResponse{Unfinished: 3, Pending: 2, AppliedSeq: applied,
+			Slots: map[string]string{"cpu": "4", "mem": "4g"}, Known: asked.SessionID == "r1"})
 		_ = m.Respond(data)
 	})
 	if err != nil {
@@ -58,7 +58,7 @@ func TestQuotaChecks(t *testing.T) {
 		"unlisted slot":  {Policy{Name: "p", TotalSlots: map[string]string{"cuda.device": "1"}}, ""},
 		"slot zero left": {Policy{Name: "p", TotalSlots: map[string]string{"cpu": "4"}}, "cpu 4 in use + 1 requested > 4"},
 	} {
-		err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &c.policy, spec)
+		err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &c.policy, spec, &keyState{})
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: %v", name, err)
@@ -66,19 +66,34 @@ func TestQuotaChecks(t *testing.T) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
-	for _, st := range asked.Statuses {
-		if st.Final() || st == events.StatusError {
-			t.Fatalf("counted status %s", st)
-		}
+	if asked.SessionID != "new" {
+		t.Fatalf("usage asked for %+v", asked)
 	}
-	// A retried create of a session already listed passes: the log answers
+	// A retried create of a session already known passes: the log answers
 	// it as a duplicate.
-	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 1}, &events.SessionSpec{ID: "r1"}); err != nil {
+	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 1}, &events.SessionSpec{ID: "r1"}, &keyState{}); err != nil {
 		t.Fatalf("retry: %v", err)
+	}
+	// While the lease is held without a break, the gateway's own enqueues
+	// that the registry has not applied yet count too, and the registry
+	// need only have applied what the last check saw.
+	applied = 7
+	ks := &keyState{synced: true, syncSeq: 5, ledger: []admitted{{seq: 6, slots: slots.Set{"cpu": slots.Scale}}, {seq: 9, slots: slots.Set{"cpu": slots.Scale}}}}
+	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxPendingSessions: 3}, spec, ks)
+	if !errors.Is(err, events.ErrQuota) || asked.MinSeq != 5 || len(ks.ledger) != 1 || ks.syncSeq != 7 {
+		t.Fatalf("with a ledger: %v, asked %+v, ledger %v, synced to %d", err, asked, ks.ledger, ks.syncSeq)
+	}
+	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", TotalSlots: map[string]string{"cpu": "5"}}, spec, ks)
+	if !errors.Is(err, events.ErrQuota) || !strings.Contains(err.Error(), "cpu 5 in use + 1 requested > 5") {
+		t.Fatalf("slots with a ledger: %v", err)
+	}
+	applied = 9
+	if err := q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxPendingSessions: 3}, spec, ks); err != nil || len(ks.ledger) != 0 {
+		t.Fatalf("ledger applied: %v %v", err, ks.ledger)
 	}
 	// Without a registry, nothing is admitted.
 	_ = sub.Unsubscribe()
-	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 10}, spec)
+	err = q.check(ctx, "AKIAAAAAAAAAAAAAAAAA", &Policy{Name: "p", MaxConcurrentSessions: 10}, spec, &keyState{})
 	if !errors.Is(err, events.ErrBusy) {
 		t.Fatalf("no registry: %v", err)
 	}

@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/bai-sh/bai/internal/natstest v0.0.0
 	github.com/bai-sh/bai/pkg/events v0.0.0
+	github.com/bai-sh/bai/pkg/slots v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1

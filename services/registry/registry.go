@@ -127,29 +127,30 @@ func (s *Service) setApplied(seq uint64) {
 // event the log held when it was called. A query that follows it sees
 // everything published before the query was sent: a client that subscribes
 // to live events and then asks for history misses nothing at the seam.
-func (s *Service) catchUp(maxWait time.Duration) {
+// It reports whether it got there.
+func (s *Service) catchUp(maxWait time.Duration) bool {
 	st := s.stream.Load()
 	if st == nil {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), maxWait)
 	defer cancel()
 	info, err := (*st).Info(ctx)
 	if err != nil {
-		return
+		return false
 	}
 	for {
 		s.appliedMu.Lock()
 		ch := s.appliedCh
 		s.appliedMu.Unlock()
 		if s.applied.Load() >= info.State.LastSeq {
-			return
+			return true
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			s.log.Warn().Uint64("applied_seq", s.applied.Load()).Uint64("last_seq", info.State.LastSeq).Msg("query answered before the projection caught up")
-			return
+			return false
 		}
 	}
 }
@@ -389,6 +390,7 @@ func (s *Service) serve() (micro.Service, error) {
 		{"session_list", events.OpSessionList, s.handleList},
 		{"session_get", events.OpSessionGet, s.handleGet},
 		{"session_history", events.OpSessionHistory, s.handleHistory},
+		{"session_usage", events.OpSessionUsage, s.handleUsage},
 		{"session_logs", events.OpSessionLogs, s.handleLogs},
 	} {
 		if err := svc.AddEndpoint(ep.name, s.handler(ep.h), micro.WithEndpointSubject(events.APIPattern(ep.op))); err != nil {

@@ -80,6 +80,9 @@ func openStore(path string, noSync bool, log zerolog.Logger, adminAK string) (*s
 				return err
 			}
 		}
+		if err := initUsage(tx); err != nil {
+			return err
+		}
 		return initDirectory(tx, adminAK)
 	})
 	if err != nil {
@@ -139,6 +142,7 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 		sessions, names := tx.Bucket(bucketSessions), tx.Bucket(bucketNames)
 		history, byChanged, counts := tx.Bucket(bucketHistory), tx.Bucket(bucketByChanged), tx.Bucket(bucketCounts)
 		meta := tx.Bucket(bucketMeta)
+		usage := newUsageTx(tx)
 		applied = getUint(meta, keyAppliedSeq)
 		load := func(key string) (*entry, error) {
 			if en, ok := cache[key]; ok {
@@ -219,6 +223,9 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 				if err := addCount(counts, e.AccessKey, info.Status, 1); err != nil {
 					return err
 				}
+				if err := usage.move(e.AccessKey, info.Slots, prevStatus, info.Status); err != nil {
+					return err
+				}
 			}
 			hk := make([]byte, 0, len(key)+9)
 			hk = binary.BigEndian.AppendUint64(append(append(hk, key...), '/'), r.seq)
@@ -238,6 +245,9 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			if err := sessions.Put([]byte(key), v); err != nil {
 				return err
 			}
+		}
+		if err := usage.flush(); err != nil {
+			return err
 		}
 		return putUint(meta, keyAppliedSeq, applied)
 	})

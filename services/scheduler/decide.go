@@ -23,7 +23,7 @@ func (s *Service) decide(ctx context.Context, timed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	s.infoBudget = maxInfoPerRound
+	s.infoBudget = s.st.infoTokens(now)
 	s.dropOrphans(ctx)
 	if timed {
 		// Time-driven checks walk every session: once a tick.
@@ -331,13 +331,44 @@ func (s *Service) plan(ctx context.Context, now time.Time) []tentative {
 		r := s.st.newRound(g, s.group(g), now, s.cfg.AgentTimeout, placed)
 		s.placeGroup(ctx, r, queues[g])
 		batch = append(batch, r.batch...)
+		if r.held {
+			// What it held back goes, if it fits, next round: now, not at
+			// the next tick or event.
+			s.st.dirty = true
+			select {
+			case s.poke <- struct{}{}:
+			default:
+			}
+		}
 	}
 	return batch
 }
 
-// maxInfoPerRound bounds the pending-info events one round publishes, so
-// a queue of many thousands informs over a few rounds without stalling.
-const maxInfoPerRound = 1000
+// Pending-info events are rate limited, so that a queue of many thousands
+// whose reason changes (an agent joins, a slot runs short) informs over a
+// few seconds and does not flood the log while placements go on: at most
+// infoPerSecond on average, infoBurst at once.
+const (
+	infoPerSecond = 500
+	infoBurst     = 1000
+)
+
+// infoTokens is how many pending-info events the round starting at now
+// may publish: the tokens left, refilled for the time since the last
+// round.
+func (st *state) infoTokens(now time.Time) int {
+	if st.infoAt.IsZero() {
+		st.infoLeft = infoBurst
+	} else {
+		st.infoLeft -= st.infoSpent
+		if d := now.Sub(st.infoAt); d > 0 {
+			st.infoLeft += int(min(d.Seconds()*infoPerSecond, infoBurst))
+		}
+		st.infoLeft = min(max(st.infoLeft, 0), infoBurst)
+	}
+	st.infoAt, st.infoSpent = now, 0
+	return st.infoLeft
+}
 
 // maxPlacementsPerBatch bounds the publishes one commit has in flight
 // (placements plus one ledger entry per agent), well under the client's
@@ -381,14 +412,18 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 				return false
 			}
 			if !placed && r.overLimit(sess) == "" {
-				s.info(ctx, sess, events.ReasonNoAgent, "")
+				s.info(ctx, sess, events.ReasonNoAgent, r.lastWhy)
 			}
 		}
 	default: // FIFO
-		blocked := false
+		var blocker *session
 		for _, sess := range ready {
-			if blocked {
-				s.info(ctx, sess, events.ReasonQueueBlocked, "")
+			if blocker != nil && !sess.waited {
+				// Held back behind the head this round, once: from the
+				// next it goes when it fits.
+				sess.waited = true
+				r.held = true
+				s.info(ctx, sess, events.ReasonQueueBlocked, "behind "+blocker.spec.ID)
 				continue
 			}
 			placed, ok := try(sess)
@@ -398,10 +433,10 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 			if placed || r.overLimit(sess) != "" {
 				continue // a keypair limit blocks no one else
 			}
-			s.info(ctx, sess, events.ReasonNoAgent, "")
-			if sess.retries < r.gp.SkipAfter {
+			s.info(ctx, sess, events.ReasonNoAgent, r.lastWhy)
+			if blocker == nil && sess.retries < r.gp.SkipAfter {
 				sess.retries++
-				blocked = true
+				blocker = sess
 			}
 		}
 	}
@@ -466,7 +501,7 @@ func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func
 			}
 			if !placed {
 				if r.overLimit(sess) == "" {
-					s.info(ctx, sess, events.ReasonNoAgent, "")
+					s.info(ctx, sess, events.ReasonNoAgent, r.lastWhy)
 				}
 				continue
 			}
@@ -482,15 +517,27 @@ func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func
 	return true
 }
 
-// info records on the session why it waits, once per distinct reason, as
-// a session_pending_info event that the registry shows as status_info.
+// info records on the session why it waits, once per distinct reason (see
+// infoKey), as a session_pending_info event that the registry shows as
+// status_info.
 func (s *Service) info(ctx context.Context, sess *session, reason events.Reason, msg string) {
-	text := string(reason) + msg
-	if sess.info == text || s.infoBudget <= 0 {
-		return // unchanged, or left for a later round
+	if reason == sess.infoReason && msg == sess.infoMsg {
+		return // what it says already, word for word: the common case
+	}
+	if s.infoBudget <= 0 {
+		return // left for a later round
+	}
+	if reason != s.keyReason || msg != s.keyMsg {
+		// Sessions that wait for the same reason come in a row.
+		s.keyReason, s.keyMsg, s.key = reason, msg, infoKey(reason, msg)
+	}
+	text := s.key
+	if sess.info == text {
+		return // the same reason, other figures
 	}
 	s.infoBudget--
-	sess.info = text
+	s.st.infoSpent++
+	sess.info, sess.infoReason, sess.infoMsg = text, reason, msg
 	ev := s.event(sess, events.EventPendingInfo)
 	ev.Reason, ev.Message = reason, msg
 	subj, err := events.EventSubject(ev)
@@ -503,7 +550,7 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	}
 	// Asynchronous: it only informs; the log's echo updates lastSeq.
 	if _, err := s.js.PublishAsync(subj, data, jetstream.WithMsgID(ev.ID)); err != nil {
-		sess.info = ""
+		sess.info, sess.infoReason, sess.infoMsg = "", "", ""
 	}
 }
 

@@ -15,13 +15,20 @@ type Policy string
 
 // The queue policies.
 const (
-	// FIFO places first come first served; a head that does not fit
-	// blocks the queue for SkipAfter rounds, then is passed over.
+	// FIFO places first come first served. A head that does not fit
+	// blocks the queue for SkipAfter rounds, then is passed over; but a
+	// session behind it is held back one round at most: after that it is
+	// placed when it fits, blocked queue or not (issue 13: 1,015
+	// sessions that fit nowhere, each blocking three rounds, kept the
+	// small sessions of another key waiting 270 s while there was room).
 	FIFO Policy = "fifo"
 	// LIFO places the newest first, passing over what does not fit.
 	LIFO Policy = "lifo"
 	// DRF places first the sessions of the access key with the lowest
-	// dominant share of the group's capacity.
+	// dominant share of the group's capacity, each key's in priority then
+	// enqueue order, passing over what does not fit. The default: with one
+	// key pending it is first come first served without head blocking,
+	// with several no key's backlog delays another's.
 	DRF Policy = "drf"
 )
 
@@ -37,10 +44,12 @@ const (
 
 // GroupPolicy is one scaling group's scheduling configuration.
 type GroupPolicy struct {
-	Policy   Policy   // default FIFO
+	Policy   Policy   // default DRF
 	Selector Selector // default Dispersed
 	// SkipAfter is how many placement rounds a FIFO head that fits nowhere
-	// blocks the queue before it is passed over. Default 3.
+	// blocks the queue before it is passed over. Default 3. Whatever it
+	// is, each session is held back behind a blocked head one round at
+	// most.
 	SkipAfter int
 	// PendingTimeout cancels a session pending longer (reason
 	// pending-timeout). 0: never.
@@ -50,7 +59,7 @@ type GroupPolicy struct {
 func (g *GroupPolicy) fill() error {
 	switch g.Policy {
 	case "":
-		g.Policy = FIFO
+		g.Policy = DRF
 	case FIFO, LIFO, DRF:
 	default:
 		return fmt.Errorf("%w: unknown policy %q (fifo, lifo, drf)", ErrConfig, g.Policy)
@@ -81,7 +90,12 @@ type round struct {
 	timeout time.Duration
 	agents  []*agent       // the group's agents, by id, live or not (see live)
 	failed  []slots.Set    // requests that fit nowhere this round
+	why     []string       // for each of failed, what is short (shortage)
 	placed  map[string]int // access key → sessions placed this round (all groups)
+	// lastWhy is what the last pick that found no agent found short.
+	lastWhy string
+	// held tells whether a FIFO queue held a session back this round.
+	held bool
 	// tentative placements of this round, committed together at its end.
 	batch []tentative
 	// scratch holds an agent's used vector less a reservation (pick).
@@ -218,8 +232,9 @@ func (r *round) overLimit(s *session) string {
 // it just fills could never be placed there.
 func (r *round) pick(s *session) *agent {
 	own := len(s.resv) > 0
-	for _, f := range r.failed {
+	for i, f := range r.failed {
 		if !own && dominates(s.slots, f) {
+			r.lastWhy = r.why[i]
 			return nil // a smaller request did not fit this round
 		}
 	}
@@ -267,7 +282,9 @@ func (r *round) pick(s *session) *agent {
 		}
 	}
 	if best == nil {
+		r.lastWhy = r.shortage(s)
 		r.failed = append(r.failed, s.slots)
+		r.why = append(r.why, r.lastWhy)
 	}
 	return best
 }
@@ -298,3 +315,94 @@ func dominantShare(used, total slots.Set) float64 {
 
 // Check reports what is wrong with g, before anything starts.
 func (g GroupPolicy) Check() error { return g.fill() }
+
+// shortage says why s fits on no agent of the round's group, for its
+// status_info: for each slot it asks, on how many of the live agents too
+// little of it is free, and the most that is free on any, e.g. "cpu short
+// on all 3 agents (largest free cpu=1)".
+func (r *round) shortage(s *session) string {
+	live := 0
+	for _, a := range r.agents {
+		if r.live(a) {
+			live++
+		}
+	}
+	if live == 0 {
+		if len(r.agents) == 0 {
+			return "no agent in scaling group " + r.group
+		}
+		return fmt.Sprintf("no live agent in scaling group %s (%d silent or gone)", r.group, len(r.agents))
+	}
+	keys := make([]string, 0, len(s.slots))
+	for k, q := range s.slots {
+		if q > 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		q := s.slots[k]
+		i, ok := r.st.keys[k]
+		if !ok {
+			parts = append(parts, "no agent has "+k)
+			continue
+		}
+		short := 0
+		var most slots.Quantity
+		for _, a := range r.agents {
+			if !r.live(a) {
+				continue
+			}
+			used, _ := r.used(a)
+			var free slots.Quantity
+			if i < len(a.cv) && i < len(used) {
+				free = max(a.cv[i]-used[i], 0)
+			}
+			most = max(most, free)
+			if free < q {
+				short++
+			}
+		}
+		switch {
+		case short == 0:
+		case live == 1:
+			parts = append(parts, fmt.Sprintf("%s short on the one agent (free %s=%s)", k, k, slots.FormatValue(k, most)))
+		case short == live:
+			parts = append(parts, fmt.Sprintf("%s short on all %d agents (largest free %s=%s)", k, live, k, slots.FormatValue(k, most)))
+		default:
+			parts = append(parts, fmt.Sprintf("%s short on %d of %d agents (largest free %s=%s)", k, short, live, k, slots.FormatValue(k, most)))
+		}
+	}
+	if len(parts) == 0 {
+		return fmt.Sprintf("no single agent of %d has all of it free", live)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// infoKey is what tells one pending reason from another: the message
+// without its figures (what is in parentheses, and the numbers), so that
+// a session's status_info is published again when what is short changes,
+// not each time the free capacity moves (a big queue would flood the log).
+func infoKey(reason events.Reason, msg string) string {
+	b := make([]byte, 0, len(reason)+1+len(msg))
+	b = append(append(b, reason...), ':')
+	depth := 0
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		switch {
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case depth > 0:
+		case c >= '0' && c <= '9':
+			if len(b) == 0 || b[len(b)-1] != '#' {
+				b = append(b, '#')
+			}
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}

@@ -44,7 +44,7 @@ func (c *cluster) finish(sid string) {
 // then is passed over; the others wait with queue-blocked meanwhile.
 func TestFIFOSkipsAHeadThatDoesNotFitAfterRetries(t *testing.T) {
 	c := newCluster(t)
-	c.scheduler(Config{Default: GroupPolicy{SkipAfter: 5}})
+	c.scheduler(Config{Default: GroupPolicy{Policy: FIFO, SkipAfter: 5}})
 	c.enqueue("AKA", "big", map[string]string{"cpu": "4"}, nil)
 	c.enqueue("AKA", "small", cpu1, nil)
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -81,7 +81,7 @@ func TestPriorityThenLIFO(t *testing.T) {
 // Priority orders before FIFO too.
 func TestPriorityThenFIFO(t *testing.T) {
 	c := newCluster(t)
-	c.scheduler(Config{})
+	c.scheduler(Config{Default: GroupPolicy{Policy: FIFO}})
 	c.enqueue("AKA", "first", cpu1, nil)
 	c.enqueue("AKA", "second", cpu1, nil)
 	c.enqueue("AKA", "urgent", cpu1, prio(100))
@@ -139,8 +139,10 @@ func TestDRFPlacesTheSmallUserPromptly(t *testing.T) {
 	}
 	c := newCluster(t)
 	s := c.scheduler(Config{Default: GroupPolicy{Policy: DRF}, Tick: 200 * time.Millisecond})
-	c.enqueueAsync("AKHEAVY", sids("h", 10000), cpu1)
+	// The agent first: 10,000 sessions that first wait for any agent,
+	// then for cpu, would each say so twice (20,000 pending-info events).
 	c.agent("agent-a", map[string]string{"cpu": "4", "mem": "64g"}, func(a *simAgent) { a.runFor = 20 * time.Millisecond })
+	c.enqueueAsync("AKHEAVY", sids("h", 10000), cpu1)
 	natstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if n := c.obs.count()[events.StatusTerminated]; n < 20 {
 			return fmt.Errorf("%d heavy sessions done", n)

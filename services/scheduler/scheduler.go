@@ -102,6 +102,9 @@ type Service struct {
 	reads readHealth
 	// infoBudget is what is left of this round's pending-info events.
 	infoBudget int
+	// key is infoKey(keyReason, keyMsg), the last one info computed.
+	keyReason   events.Reason
+	keyMsg, key string
 }
 
 // New validates cfg and fills its defaults; it starts nothing.

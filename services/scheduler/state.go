@@ -27,8 +27,13 @@ type session struct {
 	terminateReason events.Reason
 	// retries counts the rounds it did not fit at the head of a FIFO queue.
 	retries int
-	// info is the last pending reason published for it.
-	info string
+	// waited: a blocked FIFO queue held it back a round already.
+	waited bool
+	// info is the last pending reason published for it (infoKey), and
+	// infoReason and infoMsg what it said.
+	info       string
+	infoReason events.Reason
+	infoMsg    string
 	// termTries counts the terminating orders sent past a deadline.
 	termTries int
 	// rv is slots as a vector (see state.request); rvOK is false when it
@@ -125,6 +130,11 @@ type state struct {
 	running     map[string]int                  // access key → sessions holding capacity
 	held        map[string]map[string]slots.Set // group → access key → slots held
 	rounds      uint64                          // the last round's id
+
+	// The pending-info rate limit (decide.go infoTokens): tokens left
+	// at infoAt, and spent since.
+	infoAt              time.Time
+	infoLeft, infoSpent int
 }
 
 func newState() *state {
@@ -238,7 +248,7 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	case events.EventFailure:
 		sess.failed = true
 	case events.EventPendingInfo:
-		sess.info = string(ev.Reason) + ev.Message
+		sess.info, sess.infoReason, sess.infoMsg = infoKey(ev.Reason, ev.Message), ev.Reason, ev.Message
 	}
 	to := ev.Status()
 	if to == events.StatusNone || !events.CanTransition(sess.status, to) {

@@ -107,7 +107,7 @@ var (
 		events.OpAgentList, events.OpAgentDrain, events.OpAgentUndrain,
 	}
 	RegistryOps = []string{
-		events.OpSessionList, events.OpSessionGet, events.OpSessionHistory, events.OpSessionLogs,
+		events.OpSessionList, events.OpSessionGet, events.OpSessionHistory, events.OpSessionUsage, events.OpSessionLogs,
 	}
 	AuthOps = []string{
 		events.OpKeypairAdd, events.OpKeypairList, events.OpKeypairInfo, events.OpKeypairRemove,
@@ -116,7 +116,7 @@ var (
 	// GatewayAsksRegistry are the registry operations the gateway asks on
 	// a service API subject (events.ServiceAPISubject): a session's status
 	// before a terminate, a key's sessions for its resource policy.
-	GatewayAsksRegistry = []string{events.OpSessionGet, events.OpSessionList}
+	GatewayAsksRegistry = []string{events.OpSessionGet, events.OpSessionList, events.OpSessionUsage}
 )
 
 // AuthCalloutSubject is where the NATS server asks the auth service who a

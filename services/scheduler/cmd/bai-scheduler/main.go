@@ -37,9 +37,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	url := fs.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL (user:password may be in it)")
 	leaseTTL := fs.Duration("lease-ttl", 6*time.Second, "leader lease TTL; a standby takes over within TTL+TTL/3 of the leader's death")
 	agentTimeout := fs.Duration("agent-timeout", 10*time.Second, "an agent silent this long is lost")
-	policy := fs.String("policy", "fifo", "queue policy of every scaling group: fifo, lifo or drf")
+	policy := fs.String("policy", "drf", "queue policy of every scaling group: drf, fifo or lifo")
 	selector := fs.String("selector", "dispersed", "agent selection: dispersed, concentrated or round-robin")
-	skipAfter := fs.Int("skip-after", 3, "FIFO: rounds a head that fits nowhere blocks the queue before it is passed over")
+	skipAfter := fs.Int("skip-after", 3, "FIFO: rounds a head that fits nowhere blocks the queue before it is passed over (each session behind it waits one round at most)")
 	pendingTimeout := fs.Duration("pending-timeout", 0, "cancel sessions pending longer (0: never)")
 	replicasFlag := fs.String("replicas", os.Getenv("BAI_REPLICAS"), "replicas of the streams and buckets it makes or raises (never lowers); 0: 3 on a cluster of 3 or more nodes, else 1 (env BAI_REPLICAS)")
 	if err := fs.Parse(args); err != nil {
