@@ -125,7 +125,7 @@ func TestTagNotUTF8Refused(t *testing.T) {
 	before := f.count(t)
 	subj, _ := events.APISubject(ak, events.OpSessionCreate)
 	raw := []byte(`{"image":"python","tag":"bad-` + "\xff\xfe" + `"}`)
-	msg, err := f.nc.Request(subj, raw, 5*time.Second)
+	msg, err := requestAs(f.nc, ak, subj, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestTagNotUTF8Refused(t *testing.T) {
 	}
 	// json.Marshal turns the bad bytes into U+FFFD, as the CLI sends them.
 	// A lone surrogate escape, which the decoder turns into U+FFFD.
-	msg, err = f.nc.Request(subj, []byte(`{"image":"python","tag":"esc-\ud800"}`), 5*time.Second)
+	msg, err = requestAs(f.nc, ak, subj, []byte(`{"image":"python","tag":"esc-\ud800"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -66,7 +65,7 @@ func TestUploadRefusesBadNames(t *testing.T) {
 	for _, op := range []string{events.OpSessionUpload, events.OpSessionExecute} {
 		subj, _ := events.APISubject(ak, op)
 		body := `{"session_id":"s1","run_id":"r","path":"\xffa","data":"eA==","run":{"id":"r","exec":"true","files":["\xffa"]}}`
-		msg, err := f.nc.Request(subj, []byte(strings.ReplaceAll(body, `\xff`, "\xff")), 5*time.Second)
+		msg, err := requestAs(f.nc, ak, subj, []byte(strings.ReplaceAll(body, `\xff`, "\xff")))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -47,7 +49,7 @@ func TestWaitsForNATS(t *testing.T) {
 	opts := natstest.Options(t.TempDir())
 	opts.Port = port
 	ns := natstest.RunServerWithOptions(t, opts)
-	nc := natstest.Connect(t, ns)
+	nc := natstest.Connect(t, ns, nats.CustomInboxPrefix(events.InboxPrefix("AKTEST")))
 	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		msg, err := nc.Request("bai.api.AKTEST.image.list", nil, time.Second)
 		if err != nil {

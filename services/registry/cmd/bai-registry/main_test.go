@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -39,7 +41,7 @@ func TestWaitsForNATS(t *testing.T) {
 	})
 	opts := natstest.Options(t.TempDir())
 	opts.Port = port
-	nc := natstest.Connect(t, natstest.RunServerWithOptions(t, opts))
+	nc := natstest.Connect(t, natstest.RunServerWithOptions(t, opts), nats.CustomInboxPrefix(events.InboxPrefix("AKTEST")))
 	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		msg, err := nc.Request("bai.api.AKTEST.session.list", []byte("{}"), time.Second)
 		if err != nil {
