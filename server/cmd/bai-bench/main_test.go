@@ -11,7 +11,7 @@ import (
 func TestScenarios(t *testing.T) {
 	base := options{agents: 3, agentsConn: 2, sessions: 40, concurrency: 8, rate: 2000,
 		psSessions: 30, psQueries: 5, timeout: time.Minute}
-	for _, sc := range []string{"closed", "open", "flood", "ps"} {
+	for _, sc := range []string{"closed", "open", "flood", "floor", "ps"} {
 		t.Run(sc, func(t *testing.T) {
 			o := base
 			o.scenario = sc
