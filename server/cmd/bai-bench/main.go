@@ -130,6 +130,8 @@ func run(o options) error {
 		}
 	case "floor":
 		err = floorScenario(ctx, o)
+	case "batch":
+		err = batchScenario(ctx, o)
 	case "ps":
 		cfg.agents = 0
 		err = psScenario(ctx, o, cfg)

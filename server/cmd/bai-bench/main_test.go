@@ -21,6 +21,14 @@ func TestScenarios(t *testing.T) {
 			}
 		})
 	}
+	t.Run("batch", func(t *testing.T) {
+		o := base
+		o.scenario, o.sessions, o.concurrency = "batch", 4, 2
+		o.dir = t.TempDir()
+		if err := run(o); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("unknown", func(t *testing.T) {
 		o := base
 		o.scenario = "nope"
