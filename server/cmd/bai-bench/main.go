@@ -12,6 +12,7 @@
 //	ps      the registry holds -ps-sessions sessions; times the first page of ps (List, limit 10)
 //	floor   bai's minimal pipeline on the same embedded JetStream server, no bai services (see floor.go)
 //	batch   N real batch sessions (/bin/true, process runtime, sandboxed, a real agent): completed/s
+//	runpath one execution's agent side in parts: bare, unsandboxed, the sandbox's cost, parts of its set-up left out
 //	cli     bai run --rm -c 'print(1)' python against a real all-in-one server.Server, vs bare python3
 //
 // Every service shares this one process: the peak RSS it prints is theirs
@@ -132,6 +133,8 @@ func run(o options) error {
 		err = floorScenario(ctx, o)
 	case "batch":
 		err = batchScenario(ctx, o)
+	case "runpath":
+		err = runpathScenario(ctx, o)
 	case "ps":
 		cfg.agents = 0
 		err = psScenario(ctx, o, cfg)
