@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -24,6 +25,20 @@ func TestScenarios(t *testing.T) {
 	t.Run("batch", func(t *testing.T) {
 		o := base
 		o.scenario, o.sessions, o.concurrency = "batch", 4, 2
+		o.dir = t.TempDir()
+		if err := run(o); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("runpath", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("the sandbox needs root")
+		}
+		if _, err := findPython(); err != nil {
+			t.Skip("no python3")
+		}
+		o := base
+		o.scenario, o.cliRuns = "runpath", 1
 		o.dir = t.TempDir()
 		if err := run(o); err != nil {
 			t.Fatal(err)

@@ -216,6 +216,11 @@ func cliScenario(ctx context.Context, o options) error {
 	if _, err := timeOne(bai, "run", "--name", "live", "-c", "print(1)", "python"); err != nil {
 		return err
 	}
+	defer func() {
+		cmd := exec.Command(bai, "rm", "live")
+		cmd.Env = env
+		_ = cmd.Run()
+	}()
 	helpOne := func() (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, bai, "--help")
 		cmd.Env = env

@@ -22,8 +22,7 @@ import (
 // bare; through the process runtime unsandboxed; the sandbox's own cost
 // (a shell builtin in it); the interpreter in it; and the sandbox helper
 // run by hand with parts of its set-up left out, to see which part costs
-// what. The client side (start, connect, admission, placement, output and
-// exit delivery) is the cli scenario's, and its events' timestamps.
+// what. Then the client side, in parts (runpathClient).
 func runpathScenario(ctx context.Context, o options) error {
 	python, err := findPython()
 	if err != nil {
@@ -199,6 +198,9 @@ func runpathScenario(ctx context.Context, o options) error {
 	for _, name := range order {
 		printLat("  "+name+" wall", steps[name].wall)
 		printLat("  "+name+" cpu", steps[name].cpu)
+	}
+	if err := runpathClient(ctx, o); err != nil {
+		return err
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average at the end: %s", la)
