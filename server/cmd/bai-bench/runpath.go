@@ -194,6 +194,9 @@ func runpathScenario(ctx context.Context, o options) error {
 			printLat(p.name, cpus[j])
 		}
 	}
+	if len(order) == 0 {
+		return fmt.Errorf("runpath: the traced helper reported no steps")
+	}
 	fmt.Printf("the helper's steps (traced runs of echo 1; wall, then the helper's own CPU):\n")
 	for _, name := range order {
 		printLat("  "+name+" wall", steps[name].wall)

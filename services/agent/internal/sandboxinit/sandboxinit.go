@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"unsafe"
+	"time"
 )
 
 // Env carries the helper's Spec, as JSON.
@@ -72,24 +72,15 @@ type tracer struct {
 	steps     []string
 }
 
-func nowNS() int64 {
-	var ts syscall.Timespec
-	_ = clockGettime(1, &ts) // CLOCK_MONOTONIC
-	return ts.Nano()
-}
+// nowNS is monotonic nanoseconds since the helper's first trace step.
+func nowNS() int64 { return int64(time.Since(traceBase)) }
+
+var traceBase = time.Now()
 
 func cpuNS() int64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
-func clockGettime(clock int, ts *syscall.Timespec) error {
-	_, _, e := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, uintptr(clock), uintptr(unsafe.Pointer(ts)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 func (t *tracer) start() {
