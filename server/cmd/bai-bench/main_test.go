@@ -38,7 +38,7 @@ func TestScenarios(t *testing.T) {
 			t.Skip("no python3")
 		}
 		o := base
-		o.scenario, o.cliRuns = "runpath", 1
+		o.scenario, o.cliRuns, o.timeout = "runpath", 1, 5*time.Minute
 		o.dir = t.TempDir()
 		if err := run(o); err != nil {
 			t.Fatal(err)

@@ -79,11 +79,11 @@ func runpathScenario(ctx context.Context, o options) error {
 		Hide: []string{o.dir}, UID: kernelUID(k.MainKernelID), Hostname: "rp", TmpSize: 256 << 20, ShmSize: 64 << 20, NoFile: 1024,
 	}
 	allNS := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET)
-	byHand := func(spec helperSpec, flags uintptr) func() (time.Duration, error) {
+	byHand := func(spec helperSpec, flags uintptr, env ...string) func() (time.Duration, error) {
 		data, _ := json.Marshal(spec)
 		return func() (time.Duration, error) {
 			cmd := &exec.Cmd{Path: helper, Args: []string{"bai-sandbox"}, Dir: "/",
-				Env:         []string{"_BAI_SANDBOX_INIT" + "=" + string(data)},
+				Env:         append([]string{"_BAI_SANDBOX_INIT=" + string(data)}, env...),
 				SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Cloneflags: flags}}
 			t0 := time.Now()
 			out, err := cmd.CombinedOutput()
@@ -162,6 +162,7 @@ func runpathScenario(ctx context.Context, o options) error {
 		{"helper by hand, all namespaces: python", byHand(base, allNS)},
 		{"helper by hand, no net namespace: python", byHand(base, noNet)},
 		{"helper by hand, all, echo 1", byHand(withArgv(base, "/bin/echo", "1"), allNS)},
+		{"helper by hand, GOMAXPROCS=1 GOGC=off: echo 1", byHand(withArgv(base, "/bin/echo", "1"), allNS, "GOMAXPROCS=1", "GOGC=off")},
 		{"helper by hand, python -I", byHand(withArgv(base, python, "-I", "-c", "print(1)"), allNS)},
 		{"helper by hand, python -S", byHand(withArgv(base, python, "-S", "-c", "print(1)"), allNS)},
 		{"helper by hand, uid 0: python", byHand(withUID(base, 0), allNS)},
