@@ -127,7 +127,7 @@ func (s *Service) workRoot(req *events.AgentFilesRequest) (*safefs.Root, error) 
 	k := s.bySession[sessionKey(req.AccessKey, req.SessionID)]
 	s.mu.Unlock()
 	if k == nil || (req.KernelID != "" && k.spec.MainKernelID != req.KernelID) {
-		return nil, events.Errorf(events.ErrNotFound, "session %s has no kernel on agent %s", req.SessionID, s.id)
+		return nil, events.Errorf(events.ErrConflict, "session %s is not running on agent %s", req.SessionID, s.id)
 	}
 	k.mu.Lock()
 	running := k.phase == phaseRunning && !k.closing

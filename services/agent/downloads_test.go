@@ -198,7 +198,7 @@ sha256sum sub/deep/big.bin | cut -c1-64
 			"another session": {AccessKey: testAK, SessionID: "nope", Path: "a.txt"},
 		} {
 			var resp events.DownloadResponse
-			if err := filesAsGateway(t, gw, a, events.AgentFilesRead, r, &resp); err == nil || !strings.Contains(err.Error(), "has no kernel") {
+			if err := filesAsGateway(t, gw, a, events.AgentFilesRead, r, &resp); err == nil || !strings.Contains(err.Error(), "is not running") {
 				t.Errorf("%s: %+v %v", name, resp, err)
 			}
 		}
