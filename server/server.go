@@ -330,7 +330,8 @@ func (s *Server) Run(ctx context.Context) error {
 // starts (each provisions them too, then finds them made); a store too
 // small for the output stream's reservation is said in words.
 func (s *Server) provision(ctx context.Context, ns *natsserver.Server, auth *serviceAuth, o streams.Options, storeDir string) error {
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"))
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"),
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
 	if err != nil {
 		return fmt.Errorf("server: connect: %w", err)
 	}
