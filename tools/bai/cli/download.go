@@ -168,6 +168,15 @@ func (r *runner) download(c *cli.Context) error {
 // and time must stay the same from the first chunk to the last.
 func fetchFile(ctx context.Context, cl *client.Client, root *os.Root, info *events.SessionInfo, rel string) (*downloaded, error) {
 	local := filepath.FromSlash(rel)
+	get := func(off int64) (*events.DownloadResponse, error) {
+		return cl.Download(ctx, events.DownloadRequest{SessionID: info.ID, AccessKey: info.AccessKey, Path: rel, Offset: off})
+	}
+	// The first chunk before anything is made under root: a refused
+	// path leaves nothing behind.
+	next, err := get(0)
+	if err != nil {
+		return nil, err
+	}
 	if dir := filepath.Dir(local); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -190,10 +199,13 @@ func fetchFile(ctx context.Context, cl *client.Client, root *os.Root, info *even
 	var first *events.DownloadResponse
 	var off int64
 	for {
-		resp, err := cl.Download(ctx, events.DownloadRequest{SessionID: info.ID, AccessKey: info.AccessKey, Path: rel, Offset: off})
-		if err != nil {
-			return nil, err
+		resp := next
+		if resp == nil {
+			if resp, err = get(off); err != nil {
+				return nil, err
+			}
 		}
+		next = nil
 		n := int64(len(resp.Data))
 		switch {
 		case resp.Path != rel || resp.Offset != off || n > events.MaxDownloadChunk || resp.Size > events.MaxDownloadFile || off+n > resp.Size:
