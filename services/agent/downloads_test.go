@@ -248,10 +248,15 @@ func TestAgentFilesOutNeedsProcessRuntime(t *testing.T) {
 	e.waitEvent(sp.ID, events.EventStarted)
 	gw := natstest.Connect(t, e.s, nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
 	for _, verb := range []string{events.AgentFilesRead, events.AgentFilesList} {
-		var r events.FilesResponse
-		err := filesAsGateway(t, gw, a, verb, events.AgentFilesRequest{AccessKey: testAK, SessionID: sp.ID, KernelID: sp.MainKernelID, Path: "a.txt"}, &r)
-		if err == nil || !strings.Contains(err.Error(), "need the process runtime") {
-			t.Errorf("%s on sim: %v", verb, err)
-		}
+		// session_started is published just before the agent counts
+		// the kernel running: ask until it does.
+		natstest.CheckFor(t, wait, step, func() error {
+			var r events.FilesResponse
+			err := filesAsGateway(t, gw, a, verb, events.AgentFilesRequest{AccessKey: testAK, SessionID: sp.ID, KernelID: sp.MainKernelID, Path: "a.txt"}, &r)
+			if err == nil || !strings.Contains(err.Error(), "need the process runtime") {
+				return fmt.Errorf("%s on sim: %v", verb, err)
+			}
+			return nil
+		})
 	}
 }
