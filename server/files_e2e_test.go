@@ -112,7 +112,7 @@ print(hashlib.sha256(data).hexdigest())
 		out := r.okAs(t, a, "ls", "files")
 		for _, want := range []string{
 			"NAME", "a.txt", "toshadow -> " + shadow, "todir -> " + host, "dangling -> " + filepath.Join(host, "none"),
-			"procroot -> /proc/self/root" + shadow, "fifo", "sub ",
+			"procroot -> /proc/self/root" + shadow, "fifo", "sub ", "lrwxrwxrwx", "prw-r--r--", "-rwxr-x---",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("ls: no %q in\n%s", want, out)

@@ -216,7 +216,7 @@ func (s *Service) listFiles(req *events.AgentFilesRequest) (*events.FilesRespons
 	for _, e := range ents {
 		fi := events.FileInfo{
 			Name: shown(e.Name, events.MaxUploadName), Type: events.FileType(e.Mode), Size: e.Size,
-			Mode: e.Mode.String(), MTime: e.ModTime, Target: shown(e.Target, events.MaxLinkTarget),
+			Mode: lsMode(e.Mode), MTime: e.ModTime, Target: shown(e.Target, events.MaxLinkTarget),
 		}
 		resp.Files = append(resp.Files, fi)
 	}
@@ -247,6 +247,27 @@ func fileErr(rel string, err error) error {
 		err = pe.Err // without the host path
 	}
 	return events.Errorf(events.ErrInternal, "%s: %v", rel, err)
+}
+
+// lsMode is a mode as ls -l writes it: the type letter, then the
+// permission bits ("lrwxrwxrwx", "prw-r--r--").
+func lsMode(m fs.FileMode) string {
+	t := "-"
+	switch {
+	case m.IsDir():
+		t = "d"
+	case m&fs.ModeSymlink != 0:
+		t = "l"
+	case m&fs.ModeNamedPipe != 0:
+		t = "p"
+	case m&fs.ModeSocket != 0:
+		t = "s"
+	case m&fs.ModeCharDevice != 0:
+		t = "c"
+	case m&fs.ModeDevice != 0:
+		t = "b"
+	}
+	return t + m.Perm().String()[1:]
 }
 
 // shown is a name as a listing shows it: bytes that are not UTF-8 made

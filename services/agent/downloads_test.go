@@ -158,10 +158,10 @@ sha256sum sub/deep/big.bin | cut -c1-64
 		if f := got["tofile"]; f.Type != events.FileSymlink || f.Target != filepath.Join(s.dir, "file") {
 			t.Errorf("tofile: %+v", f)
 		}
-		if f := got["todir"]; f.Type != events.FileSymlink {
+		if f := got["todir"]; f.Type != events.FileSymlink || f.Mode != "lrwxrwxrwx" {
 			t.Errorf("todir: %+v", f)
 		}
-		if f := got["fifo"]; f.Type != events.FileOther {
+		if f := got["fifo"]; f.Type != events.FileOther || f.Mode != "prw-r--r--" {
 			t.Errorf("fifo: %+v", f)
 		}
 		var sub events.FilesResponse
