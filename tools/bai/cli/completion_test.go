@@ -48,7 +48,7 @@ func TestComplete(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "run start ps admin events rm info logs completion"},
+		{[]string{""}, "run start ps admin events rm info logs download ls completion"},
 		{[]string{"r"}, "run rm"},
 		{[]string{"admin", ""}, "session image keypair policy agent"},
 		{[]string{"admin", "session", ""}, "list"},
