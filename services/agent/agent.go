@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -79,6 +80,9 @@ type Config struct {
 	GPUs []GPU
 	// CUDASharesPerDevice is how many cuda.shares one device is. Default 1.
 	CUDASharesPerDevice float64
+	// Metrics receives the agent's collectors (metrics.go: output bytes,
+	// kernels). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 }
 
 // Service is one agent.
@@ -110,6 +114,8 @@ type Service struct {
 	mu        sync.Mutex
 	kernels   map[string]*kernel // by kernel id
 	bySession map[string]*kernel // by access key + "/" + session id
+
+	metrics *metrics // nil: no metrics (metrics.go)
 }
 
 // New validates cfg and fills its defaults. It starts nothing.
@@ -207,6 +213,9 @@ func New(cfg Config) (*Service, error) {
 	s.rt = cfg.Runtime
 	s.cfg = cfg
 	s.log = cfg.Log.With().Str("component", "agent").Str("agent_id", s.id).Logger()
+	if s.metrics, err = s.newMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
 	return s, nil
 }
 

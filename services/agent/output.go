@@ -122,6 +122,7 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj,
 			n = 0
 		}
 		if n > 0 {
+			s.metrics.wrote(stream, n)
 			seq++
 			msg := s.outputMsg(subj, stream, append([]byte(nil), buf[:n]...))
 			msg.Header[events.HeaderChunk] = []string{strconv.FormatUint(seq, 10)}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -79,6 +80,9 @@ type Config struct {
 	// every create is admitted and waits. Default: DefaultAgentMemory
 	// (an hour); negative: no such check.
 	AgentMemory time.Duration
+	// Metrics receives the gateway's collectors (metrics.go: admissions,
+	// refusals by reason). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 }
 
 // Service is a running gateway.
@@ -100,6 +104,7 @@ type Service struct {
 	images   map[string]string // alias or full reference → full reference
 	kvImages jetstream.KeyValue
 	creating chan struct{} // one token per create in progress
+	metrics  *metrics      // nil: no metrics
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -132,7 +137,12 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
 	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
 	return &Service{
+		metrics:  m,
 		cfg:      cfg,
 		log:      cfg.Log.With().Str("component", "gateway").Logger(),
 		defaults: def,
@@ -262,7 +272,9 @@ func (s *Service) handleCreate(req micro.Request) {
 	select {
 	case s.creating <- struct{}{}:
 	default:
-		respond(req, nil, events.Errorf(events.ErrBusy, "too many sessions being created; retry"))
+		err := events.Errorf(events.ErrBusy, "too many sessions being created; retry")
+		s.metrics.created(err)
+		respond(req, nil, err)
 		return
 	}
 	reply := req.Reply()
@@ -271,6 +283,7 @@ func (s *Service) handleCreate(req micro.Request) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		resp, err := s.create(ctx, req)
+		s.metrics.created(err)
 		s.replyTo(reply, resp, err)
 	}()
 }

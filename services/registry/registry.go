@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -58,6 +59,9 @@ type Config struct {
 	// IdleTimeout is the gateway's idle timeout, shown in idle_checks.
 	// Default 30 minutes; negative: none.
 	IdleTimeout time.Duration
+	// Metrics receives the registry's collectors (metrics.go: sessions
+	// by status, lag behind the log). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 
 	// noSync turns off fsync in bbolt, for benchmarks only.
 	noSync bool
@@ -101,12 +105,16 @@ func New(cfg Config) (*Service, error) {
 	if !events.ValidToken(cfg.Durable) {
 		return nil, fmt.Errorf("%w: durable name %q", ErrConfig, cfg.Durable)
 	}
-	return &Service{
+	s := &Service{
 		cfg:       cfg,
 		log:       cfg.Log.With().Str("component", "registry").Logger(),
 		ready:     make(chan struct{}),
 		appliedCh: make(chan struct{}),
-	}, nil
+	}
+	if err := s.registerMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
+	return s, nil
 }
 
 // Ready is closed once the service answers requests and consumes the log.
@@ -206,7 +214,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			s.log.Warn().Err(serr).Msg("stop micro service")
 		}
 	}()
-	s.log.Info().Str("path", s.cfg.Path).Uint64("applied_seq", applied).Msg("registry ready")
+	s.log.Info().Str("path", s.cfg.Path).Uint64("applied_seq", applied).Msg("registry_ready")
 	close(s.ready)
 
 	for {
