@@ -165,10 +165,10 @@ func New(cfg Config) (*Server, error) {
 		monHost: monHost,
 		monPort: monPort,
 		cfg:     cfg,
-		log:   cfg.Log.With().Str("component", "server").Logger(),
-		host:  host,
-		port:  port,
-		ready: make(chan struct{}),
+		log:     cfg.Log.With().Str("component", "server").Logger(),
+		host:    host,
+		port:    port,
+		ready:   make(chan struct{}),
 	}, nil
 }
 
