@@ -22,6 +22,7 @@ require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.9.0-default-no-op // indirect
 	github.com/bai-sh/bai/pkg/slots v0.0.0 // indirect
+	github.com/bai-sh/bai/pkg/svcflags v0.0.0
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect
@@ -76,3 +77,5 @@ replace (
 	github.com/bai-sh/bai/services/scheduler => ../services/scheduler
 	github.com/bai-sh/bai/tools/bai => ../tools/bai
 )
+
+replace github.com/bai-sh/bai/pkg/svcflags => ../pkg/svcflags

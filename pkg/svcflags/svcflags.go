@@ -69,6 +69,8 @@ type Common struct {
 	// LogFormat is json or console (--log-format, BAI_LOG_FORMAT).
 	// Default: console on a terminal, json otherwise.
 	LogFormat string
+	// Replicas is --replicas as given (ParseReplicas reads it).
+	Replicas string
 	// MetricsAddr is the address of the Prometheus endpoint, /metrics
 	// (--metrics-addr, BAI_METRICS_ADDR). Default: none, no endpoint.
 	MetricsAddr string
@@ -81,6 +83,8 @@ type Options struct {
 	NATS bool
 	// DataDir, when set, adds --data-dir with this default.
 	DataDir string
+	// Replicas adds --replicas (BAI_REPLICAS), read by ParseReplicas.
+	Replicas bool
 }
 
 // Register adds the common flags to fs; their defaults come from the
@@ -95,6 +99,9 @@ func Register(fs *flag.FlagSet, o Options) *Common {
 	}
 	if o.DataDir != "" {
 		fs.StringVar(&c.DataDir, "data-dir", envOr(EnvDataDir, o.DataDir), "`directory` of this service's files (env "+EnvDataDir+")")
+	}
+	if o.Replicas {
+		fs.StringVar(&c.Replicas, "replicas", os.Getenv(EnvReplicas), c.replicasUsage())
 	}
 	fs.StringVar(&c.LogLevel, "log-level", envOr(EnvLogLevel, "info"), "log `level`: debug, info, warn or error (env "+EnvLogLevel+")")
 	fs.StringVar(&c.LogFormat, "log-format", os.Getenv(EnvLogFormat),

@@ -254,7 +254,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.st = st
 	defer func() {
 		if err := st.close(); err != nil {
-			s.log.Error().Err(err).Msg("close state db")
+			s.log.Error().Err(err).Msg("close_state_db")
 		}
 	}()
 	if s.epoch, err = st.start(s.id); err != nil {
@@ -274,7 +274,7 @@ func (s *Service) Run(ctx context.Context) error {
 		s.log.Warn().Msg(n)
 	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
-		s.log.Warn().Err(err).Msg("prune terminated kernels")
+		s.log.Warn().Err(err).Msg("prune_terminated_kernels")
 	}
 	cons, err := s.consumer(ctx)
 	if err != nil {
@@ -301,7 +301,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err == nil {
 		loops.Go(func() { s.dispatch(ctx, work, it) })
 		loops.Go(func() { s.heartbeats(ctx) })
-		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent ready")
+		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent_ready")
 		close(s.ready)
 		<-ctx.Done()
 	}
@@ -358,7 +358,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if err := s.js.DeleteConsumer(ctx, streams.Work, name); err != nil {
 			return nil, fmt.Errorf("reset agent consumer %s: %w", name, err)
 		}
-		s.log.Info().Int("unacked", info.NumAckPending).Msg("work of the agent before handed again")
+		s.log.Info().Int("unacked", info.NumAckPending).Msg("work_of_the_agent_before_handed_again")
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = seq
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -371,7 +371,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		case known && stream != 0 && stream != incarnation:
 			// The work queue was made again (its NATS store lost): the
 			// cursor counted in the old one; all of the new one is new.
-			s.log.Warn().Uint64("cursor", h).Msg("work queue made again: its work from the start")
+			s.log.Warn().Uint64("cursor", h).Msg("work_queue_made_again: its work from the start")
 			cfg.DeliverPolicy, seq = jetstream.DeliverAllPolicy, 0
 		case known && (seq == 0 || h+1 < seq):
 			// The server forgot the consumer (a restart): from the cursor.
@@ -417,7 +417,7 @@ func (s *Service) epochAfterHeartbeat(ctx context.Context) error {
 	e, err := s.kv.Get(gctx, s.id)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
-			s.log.Warn().Err(err).Msg("read the last heartbeat: epoch from the state db alone")
+			s.log.Warn().Err(err).Msg("read_the_last_heartbeat: epoch from the state db alone")
 		}
 		return nil
 	}
@@ -482,7 +482,7 @@ func (s *Service) heartbeats(ctx context.Context) {
 			if time.Since(saved) >= cursorSaveEvery {
 				saved = time.Now()
 				if err := s.st.saveWork(); err != nil {
-					s.log.Warn().Err(err).Msg("save work cursor")
+					s.log.Warn().Err(err).Msg("save_work_cursor")
 				}
 			}
 		}
@@ -504,7 +504,7 @@ func (s *Service) shutdown(ctx context.Context) {
 	}
 	s.execs.Wait()
 	if err := s.st.saveWork(); err != nil {
-		s.log.Warn().Err(err).Msg("save work cursor")
+		s.log.Warn().Err(err).Msg("save_work_cursor")
 	}
 	// Kernels stay for the next start to adopt (ProcessRuntime.Detach).
 	if d, ok := s.rt.(interface{ Detach() error }); ok {
@@ -516,10 +516,10 @@ func (s *Service) shutdown(ctx context.Context) {
 		dctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		defer cancel()
 		if err := s.kv.Delete(dctx, s.id); err != nil {
-			s.log.Warn().Err(err).Msg("delete heartbeat")
+			s.log.Warn().Err(err).Msg("delete_heartbeat")
 		}
 	}
-	s.log.Info().Msg("agent stopped")
+	s.log.Info().Msg("agent_stopped")
 }
 
 // tokenize turns s into a subject token of at most n characters.

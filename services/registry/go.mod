@@ -15,6 +15,7 @@ require (
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.9.0-default-no-op // indirect
+	github.com/bai-sh/bai/pkg/svcflags v0.0.0
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/goccy/go-json v0.12.0 // indirect
@@ -41,3 +42,5 @@ replace (
 	github.com/bai-sh/bai/pkg/events => ../../pkg/events
 	github.com/bai-sh/bai/pkg/slots => ../../pkg/slots
 )
+
+replace github.com/bai-sh/bai/pkg/svcflags => ../../pkg/svcflags

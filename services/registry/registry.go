@@ -157,7 +157,7 @@ func (s *Service) catchUp(maxWait time.Duration) bool {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			s.log.Warn().Uint64("applied_seq", s.applied.Load()).Uint64("last_seq", info.State.LastSeq).Msg("query answered before the projection caught up")
+			s.log.Warn().Uint64("applied_seq", s.applied.Load()).Uint64("last_seq", info.State.LastSeq).Msg("query_answered_before_the_projection_caught_up")
 			return false
 		}
 	}
@@ -211,7 +211,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if serr := svc.Stop(); serr != nil {
-			s.log.Warn().Err(serr).Msg("stop micro service")
+			s.log.Warn().Err(serr).Msg("stop_micro_service")
 		}
 	}()
 	s.log.Info().Str("path", s.cfg.Path).Uint64("applied_seq", applied).Msg("registry_ready")
@@ -226,7 +226,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			if s.cfg.NC.IsClosed() {
 				return fmt.Errorf("registry: nats connection closed: %w", err)
 			}
-			s.log.Warn().Err(err).Msg("session log consumer lost, recreating")
+			s.log.Warn().Err(err).Msg("session_log_consumer_lost_recreating")
 			select {
 			case <-ctx.Done():
 				return nil
@@ -256,7 +256,7 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 			ci.Config.AckPolicy == jetstream.AckAllPolicy {
 			return cons, nil
 		}
-		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing session log consumer")
+		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing_session_log_consumer")
 		if err := js.DeleteConsumer(ctx, streams.Sessions, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("registry delete consumer %s: %w", name, err)
 		}
@@ -356,7 +356,7 @@ func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
 	for _, m := range batch {
 		md, err := m.Metadata()
 		if err != nil {
-			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata skipped")
+			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message_without_metadata_skipped")
 			continue
 		}
 		recs = append(recs, record{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data()})
@@ -367,12 +367,12 @@ func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
 			s.setApplied(applied)
 			if len(batch) > 0 {
 				if err := batch[len(batch)-1].Ack(); err != nil {
-					s.log.Warn().Err(err).Msg("ack applied batch")
+					s.log.Warn().Err(err).Msg("ack_applied_batch")
 				}
 			}
 			return true
 		}
-		s.log.Error().Err(err).Msg("apply batch")
+		s.log.Error().Err(err).Msg("apply_batch")
 		select {
 		case <-ctx.Done():
 			return false
