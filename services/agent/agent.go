@@ -271,7 +271,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.log = s.log.With().Uint64("epoch", s.epoch).Logger()
 	for _, n := range s.notes {
-		s.log.Warn().Msg(n)
+		s.log.Warn().Str("note", n).Msg("runtime_note")
 	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
 		s.log.Warn().Err(err).Msg("prune_terminated_kernels")
@@ -301,6 +301,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err == nil {
 		loops.Go(func() { s.dispatch(ctx, work, it) })
 		loops.Go(func() { s.heartbeats(ctx) })
+		if m, merr := s.serveMicro(); merr != nil {
+			s.log.Warn().Err(merr).Msg("micro_service_failed")
+		} else {
+			defer func() { _ = m.Stop() }()
+		}
 		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent_ready")
 		close(s.ready)
 		<-ctx.Done()

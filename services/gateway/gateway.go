@@ -210,6 +210,7 @@ func (s *Service) Run(ctx context.Context) error {
 		events.OpAgentList:        s.handleAgentList,
 		events.OpAgentDrain:       s.handleAgentDrain,
 		events.OpAgentUndrain:     s.handleAgentUndrain,
+		events.OpAdminHealth:      s.handleHealth,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), guard(s.log, h), micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)

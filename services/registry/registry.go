@@ -387,6 +387,8 @@ func (s *Service) serve() (micro.Service, error) {
 		Name:        "bai-registry",
 		Version:     "0.1.0",
 		Description: "bai session registry: list, get and history of sessions",
+		// Its status in STATS: how far it has applied the log (health.go).
+		StatsHandler: func(*micro.Endpoint) any { return s.status() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry micro service: %w", err)

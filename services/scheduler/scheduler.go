@@ -251,6 +251,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("scheduler: serve agents: %w", err)
 	}
 	defer func() { _ = agentsSub.Unsubscribe() }()
+	microSvc, err := s.serveMicro()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = microSvc.Stop() }()
 
 	watcher, err := kv.WatchAll(ctx)
 	if err != nil {
