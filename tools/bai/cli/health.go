@@ -67,7 +67,7 @@ func (r *runner) printHealth(h *events.HealthResponse) error {
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "AGENT\tSTATE\tHEARTBEAT\tANSWERED")
 	for _, a := range h.Agents {
-		age := time.Duration(a.HeartbeatAge * float64(time.Second)).Truncate(100*time.Millisecond).String() + " ago"
+		age := time.Duration(a.HeartbeatAge*float64(time.Second)).Truncate(100*time.Millisecond).String() + " ago"
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.State, age, yesNo(a.Answered))
 	}
 	fmt.Fprintln(tw)
