@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/perms"
 	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
@@ -372,7 +373,9 @@ func (s *Server) Run(ctx context.Context) error {
 // starts (each provisions them too, then finds them made); a store too
 // small for the output stream's reservation is said in words.
 func (s *Server) provision(ctx context.Context, ns *natsserver.Server, auth *serviceAuth, o streams.Options, storeDir string) error {
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"))
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"),
+		// It connects as the gateway, whose permissions let it read only this inbox.
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix(perms.Gateway)))
 	if err != nil {
 		return fmt.Errorf("server: connect: %w", err)
 	}
