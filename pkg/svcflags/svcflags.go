@@ -285,3 +285,13 @@ func envOr(k, def string) string {
 	}
 	return def
 }
+
+// FlagNames are the names of the common flags Register adds for o, for
+// the binaries' tests.
+func FlagNames(o Options) []string {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	Register(fs, o)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
