@@ -143,7 +143,7 @@ func TestAgentSpeaksOnlyForItsPlacedKernels(t *testing.T) {
 			}
 		}
 		denied = denied || enqueueDenied()
-		if !denied && (logCount(&logs, "scheduler", "bad_event", "LD_PRELOAD") == 0 || logCount(&logs, "registry", "bad event terminated", forgedSID) == 0) {
+		if !denied && (logCount(&logs, "scheduler", "bad_event", "LD_PRELOAD") == 0 || logCount(&logs, "registry", "bad_event_terminated", forgedSID) == 0) {
 			return errors.New("the forged enqueue is neither denied nor refused")
 		}
 		return nil

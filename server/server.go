@@ -19,10 +19,12 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/perms"
 	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/services/agent"
 	"github.com/bai-sh/bai/services/gateway"
@@ -79,6 +81,12 @@ type Config struct {
 	// DockerInterpreter runs a run's code in a docker kernel
 	// (INTERPRETER -c code). Default: the agent's, python3.
 	DockerInterpreter string
+	// Metrics receives every service's collectors (docs/operations.md,
+	// "Metrics"). Default: nil, no metrics.
+	Metrics prometheus.Registerer
+	// NATSMonitor is the address (host:port) of the embedded NATS
+	// server's HTTP monitoring (/varz, /jsz, ...). Default: none.
+	NATSMonitor string
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/bai, else ~/.local/share/bai: where
@@ -109,6 +117,10 @@ type Server struct {
 	ns   *natsserver.Server
 	url  string
 	auth *serviceAuth
+
+	// monHost and monPort are the NATS monitoring address (port 0: none).
+	monHost string
+	monPort int
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -143,12 +155,26 @@ func New(cfg Config) (*Server, error) {
 	case cfg.MinFreeDisk < 0:
 		cfg.MinFreeDisk = 0
 	}
+	var monHost string
+	monPort := 0
+	if cfg.NATSMonitor != "" {
+		h, p, err := net.SplitHostPort(cfg.NATSMonitor)
+		if monPort, _ = strconv.Atoi(p); err != nil || monPort < -1 || monPort > 65535 || p == "" {
+			return nil, fmt.Errorf("%w: NATS monitor address %q: want host:port", ErrConfig, cfg.NATSMonitor)
+		}
+		monHost = h
+		if monPort == 0 {
+			monPort = -1 // NATS: -1 is a free port, 0 is none
+		}
+	}
 	return &Server{
-		cfg:   cfg,
-		log:   cfg.Log.With().Str("component", "server").Logger(),
-		host:  host,
-		port:  port,
-		ready: make(chan struct{}),
+		monHost: monHost,
+		monPort: monPort,
+		cfg:     cfg,
+		log:     cfg.Log.With().Str("component", "server").Logger(),
+		host:    host,
+		port:    port,
+		ready:   make(chan struct{}),
 	}, nil
 }
 
@@ -160,6 +186,21 @@ func (s *Server) ClientURL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.url
+}
+
+// NATSMonitorURL is the embedded NATS server's monitoring URL, empty
+// without Config.NATSMonitor; valid once Ready.
+func (s *Server) NATSMonitorURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ns == nil || s.monPort == 0 {
+		return ""
+	}
+	addr := s.ns.MonitorAddr()
+	if addr == nil {
+		return ""
+	}
+	return "http://" + addr.String()
 }
 
 // Credentials are the admin keypair; valid once Ready.
@@ -198,6 +239,8 @@ func (s *Server) Run(ctx context.Context) error {
 		StoreDir:          storeDir,
 		SyncAlways:        s.cfg.SyncAlways,
 		JetStreamMaxStore: s.cfg.JetStreamMaxStore,
+		HTTPHost:          s.monHost,
+		HTTPPort:          s.monPort,
 	}
 	auth.configure(opts)
 	ns, err := natsserver.NewServer(opts)
@@ -264,7 +307,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	reg, err := registry.New(registry.Config{NC: nc, Log: s.cfg.Log, Path: filepath.Join(s.cfg.DataDir, "registry.db"),
-		AdminAccessKey: creds.AccessKey, IdleTimeout: s.cfg.IdleTimeout})
+		AdminAccessKey: creds.AccessKey, IdleTimeout: s.cfg.IdleTimeout, Metrics: s.cfg.Metrics})
 	if err != nil {
 		return err
 	}
@@ -273,7 +316,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AgentMemory: s.cfg.AgentMemory, AdminAccessKey: creds.AccessKey,
-		Streams: streamOpts, Storage: guard.Err})
+		Streams: streamOpts, Storage: guard.Err, Metrics: s.cfg.Metrics})
 	if err != nil {
 		return err
 	}
@@ -281,7 +324,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("scheduler"); err != nil {
 		return err
 	}
-	sch, err := scheduler.New(scheduler.Config{NC: nc, Log: s.cfg.Log, Streams: streamOpts})
+	sch, err := scheduler.New(scheduler.Config{NC: nc, Log: s.cfg.Log, Streams: streamOpts, Metrics: s.cfg.Metrics})
 	if err != nil {
 		return err
 	}
@@ -296,7 +339,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer closeRT()
 	ag, err := agent.New(agent.Config{
 		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID, Runtime: rt,
-		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat,
+		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat, Metrics: s.cfg.Metrics,
 		// Kernels see none of the server's files (JetStream, credentials).
 		Sandbox: agent.SandboxOptions{Hide: []string{s.cfg.DataDir}},
 	})
@@ -336,7 +379,8 @@ func (s *Server) Run(ctx context.Context) error {
 // small for the output stream's reservation is said in words.
 func (s *Server) provision(ctx context.Context, ns *natsserver.Server, auth *serviceAuth, o streams.Options, storeDir string) error {
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"),
-		nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
+		// It connects as the gateway, whose permissions let it read only this inbox.
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix(perms.Gateway)))
 	if err != nil {
 		return fmt.Errorf("server: connect: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -79,6 +80,9 @@ type Config struct {
 	GPUs []GPU
 	// CUDASharesPerDevice is how many cuda.shares one device is. Default 1.
 	CUDASharesPerDevice float64
+	// Metrics receives the agent's collectors (metrics.go: output bytes,
+	// kernels). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 }
 
 // Service is one agent.
@@ -110,6 +114,8 @@ type Service struct {
 	mu        sync.Mutex
 	kernels   map[string]*kernel // by kernel id
 	bySession map[string]*kernel // by access key + "/" + session id
+
+	metrics *metrics // nil: no metrics (metrics.go)
 }
 
 // New validates cfg and fills its defaults. It starts nothing.
@@ -207,6 +213,9 @@ func New(cfg Config) (*Service, error) {
 	s.rt = cfg.Runtime
 	s.cfg = cfg
 	s.log = cfg.Log.With().Str("component", "agent").Str("agent_id", s.id).Logger()
+	if s.metrics, err = s.newMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
 	return s, nil
 }
 
@@ -245,7 +254,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.st = st
 	defer func() {
 		if err := st.close(); err != nil {
-			s.log.Error().Err(err).Msg("close state db")
+			s.log.Error().Err(err).Msg("close_state_db")
 		}
 	}()
 	if s.epoch, err = st.start(s.id); err != nil {
@@ -262,10 +271,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.log = s.log.With().Uint64("epoch", s.epoch).Logger()
 	for _, n := range s.notes {
-		s.log.Warn().Msg(n)
+		s.log.Warn().Str("note", n).Msg("runtime_note")
 	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
-		s.log.Warn().Err(err).Msg("prune terminated kernels")
+		s.log.Warn().Err(err).Msg("prune_terminated_kernels")
 	}
 	cons, err := s.consumer(ctx)
 	if err != nil {
@@ -297,7 +306,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if err == nil {
 		loops.Go(func() { s.dispatch(ctx, work, it) })
 		loops.Go(func() { s.heartbeats(ctx) })
-		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent ready")
+		if m, merr := s.serveMicro(); merr != nil {
+			s.log.Warn().Err(merr).Msg("micro_service_failed")
+		} else {
+			defer func() { _ = m.Stop() }()
+		}
+		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent_ready")
 		close(s.ready)
 		<-ctx.Done()
 	}
@@ -354,7 +368,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if err := s.js.DeleteConsumer(ctx, streams.Work, name); err != nil {
 			return nil, fmt.Errorf("reset agent consumer %s: %w", name, err)
 		}
-		s.log.Info().Int("unacked", info.NumAckPending).Msg("work of the agent before handed again")
+		s.log.Info().Int("unacked", info.NumAckPending).Msg("work_of_the_agent_before_handed_again")
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = seq
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -367,7 +381,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		case known && stream != 0 && stream != incarnation:
 			// The work queue was made again (its NATS store lost): the
 			// cursor counted in the old one; all of the new one is new.
-			s.log.Warn().Uint64("cursor", h).Msg("work queue made again: its work from the start")
+			s.log.Warn().Uint64("cursor", h).Msg("work_queue_made_again: its work from the start")
 			cfg.DeliverPolicy, seq = jetstream.DeliverAllPolicy, 0
 		case known && (seq == 0 || h+1 < seq):
 			// The server forgot the consumer (a restart): from the cursor.
@@ -413,7 +427,7 @@ func (s *Service) epochAfterHeartbeat(ctx context.Context) error {
 	e, err := s.kv.Get(gctx, s.id)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
-			s.log.Warn().Err(err).Msg("read the last heartbeat: epoch from the state db alone")
+			s.log.Warn().Err(err).Msg("read_the_last_heartbeat: epoch from the state db alone")
 		}
 		return nil
 	}
@@ -478,7 +492,7 @@ func (s *Service) heartbeats(ctx context.Context) {
 			if time.Since(saved) >= cursorSaveEvery {
 				saved = time.Now()
 				if err := s.st.saveWork(); err != nil {
-					s.log.Warn().Err(err).Msg("save work cursor")
+					s.log.Warn().Err(err).Msg("save_work_cursor")
 				}
 			}
 		}
@@ -500,7 +514,7 @@ func (s *Service) shutdown(ctx context.Context) {
 	}
 	s.execs.Wait()
 	if err := s.st.saveWork(); err != nil {
-		s.log.Warn().Err(err).Msg("save work cursor")
+		s.log.Warn().Err(err).Msg("save_work_cursor")
 	}
 	// Kernels stay for the next start to adopt (ProcessRuntime.Detach).
 	if d, ok := s.rt.(interface{ Detach() error }); ok {
@@ -512,10 +526,10 @@ func (s *Service) shutdown(ctx context.Context) {
 		dctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		defer cancel()
 		if err := s.kv.Delete(dctx, s.id); err != nil {
-			s.log.Warn().Err(err).Msg("delete heartbeat")
+			s.log.Warn().Err(err).Msg("delete_heartbeat")
 		}
 	}
-	s.log.Info().Msg("agent stopped")
+	s.log.Info().Msg("agent_stopped")
 }
 
 // tokenize turns s into a subject token of at most n characters.

@@ -33,11 +33,11 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	log := k.log.With().Str("run_id", run.ID).Logger()
 	subj, err := outputSubject(k, run.ID)
 	if err != nil {
-		log.Error().Err(err).Msg("output subject")
+		log.Error().Err(err).Msg("output_subject")
 		return 0, false
 	}
 	if err := s.fetchUploads(ctx, k, run); err != nil {
-		log.Warn().Err(err).Msg("fetch uploaded files")
+		log.Warn().Err(err).Msg("fetch_uploaded_files")
 		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
 		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
 		return exitOnStart, true
@@ -47,7 +47,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		k.mu.Unlock()
 		// Accepted but never started: it ends as if killed at once, so
 		// that whoever follows its output is not left waiting.
-		log.Info().Msg("execution refused: kernel terminating")
+		log.Info().Msg("execution_refused: kernel terminating")
 		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte("bai: run cancelled: the kernel is terminating\n")))
 		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitRefused))))
 		return exitRefused, true
@@ -55,7 +55,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	p, err := s.rt.Exec(ctx, k.spec, run)
 	if err != nil {
 		k.mu.Unlock()
-		log.Warn().Err(err).Msg("start execution")
+		log.Warn().Err(err).Msg("start_execution")
 		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte(fmt.Sprintf("bai: %v\n", err))))
 		s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(exitOnStart))))
 		return exitOnStart, true
@@ -64,19 +64,19 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 	k.runs.Add(1)
 	k.mu.Unlock()
 	defer k.runs.Done()
-	log.Debug().Msg("execution started")
+	log.Debug().Msg("execution_started")
 
 	var pumps sync.WaitGroup
 	pumps.Go(func() { s.pump(ctx, log, k, subj, events.StreamStdout, p.Stdout()) })
 	pumps.Go(func() { s.pump(ctx, log, k, subj, events.StreamStderr, p.Stderr()) })
 	code, err = p.Wait()
 	if err != nil {
-		log.Warn().Err(err).Msg("wait execution")
+		log.Warn().Err(err).Msg("wait_execution")
 	}
 	pumps.Wait()
 	if rp, ok := p.(interface{ Reason() string }); ok {
 		if reason := rp.Reason(); reason != "" {
-			log.Warn().Str("reason", reason).Int("exit_code", code).Msg("execution hit a limit of its kernel")
+			log.Warn().Str("reason", reason).Int("exit_code", code).Msg("execution_hit_a_limit_of_its_kernel")
 			s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamStderr, []byte("bai: "+reason+"\n")))
 			k.mu.Lock()
 			k.limitHit = reason
@@ -84,17 +84,17 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		}
 	}
 	if err := p.Close(); err != nil {
-		log.Warn().Err(err).Msg("close execution output")
+		log.Warn().Err(err).Msg("close_execution_output")
 	}
 	k.mu.Lock()
 	delete(k.procs, run.ID)
 	k.mu.Unlock()
 	if k.ended.Load() {
-		log.Info().Int("exit_code", code).Msg("execution ended after its session: exit not published")
+		log.Info().Int("exit_code", code).Msg("execution_ended_after_its_session: exit not published")
 		return code, true
 	}
 	s.publishOutput(ctx, log, s.outputMsg(subj, events.StreamExit, []byte(strconv.Itoa(code))))
-	log.Debug().Int("exit_code", code).Msg("execution ended")
+	log.Debug().Int("exit_code", code).Msg("execution_ended")
 	return code, true
 }
 
@@ -110,7 +110,7 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj,
 		case err := <-f.Err():
 			// Published again synchronously: late rather than lost; its
 			// number lets readers put it back in place.
-			log.Warn().Err(err).Str("stream", stream).Msg("output chunk not acked")
+			log.Warn().Err(err).Str("stream", stream).Msg("output_chunk_not_acked")
 			s.publishOutput(ctx, log, f.Msg())
 		}
 	}
@@ -122,6 +122,7 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj,
 			n = 0
 		}
 		if n > 0 {
+			s.metrics.wrote(stream, n)
 			seq++
 			msg := s.outputMsg(subj, stream, append([]byte(nil), buf[:n]...))
 			msg.Header[events.HeaderChunk] = []string{strconv.FormatUint(seq, 10)}
@@ -142,7 +143,7 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj,
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				log.Warn().Err(err).Str("stream", stream).Msg("read output")
+				log.Warn().Err(err).Str("stream", stream).Msg("read_output")
 			}
 			break
 		}
@@ -164,7 +165,7 @@ func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *na
 			return
 		}
 		if try == publishTries || ctx.Err() != nil {
-			log.Error().Err(err).Str("stream", msg.Header.Get(events.HeaderStream)).Msg("publish output")
+			log.Error().Err(err).Str("stream", msg.Header.Get(events.HeaderStream)).Msg("publish_output")
 			return
 		}
 		if pause(ctx, time.Duration(try)*200*time.Millisecond) != nil {

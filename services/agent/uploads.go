@@ -48,7 +48,7 @@ func (s *Service) fetchUploads(ctx context.Context, k *kernel, run events.RunSpe
 			return fmt.Errorf("upload %s: %w", p, err)
 		}
 		if err := obs.Delete(ctx, name); err != nil {
-			k.log.Warn().Err(err).Str("object", name).Msg("delete uploaded file")
+			k.log.Warn().Err(err).Str("object", name).Msg("delete_uploaded_file")
 		}
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -79,6 +80,9 @@ type Config struct {
 	// every create is admitted and waits. Default: DefaultAgentMemory
 	// (an hour); negative: no such check.
 	AgentMemory time.Duration
+	// Metrics receives the gateway's collectors (metrics.go: admissions,
+	// refusals by reason). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 }
 
 // Service is a running gateway.
@@ -105,6 +109,7 @@ type Service struct {
 	fileOnce sync.Once
 	fileOps  chan struct{}
 	fileWG   sync.WaitGroup
+	metrics  *metrics // nil: no metrics
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -137,7 +142,12 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
 	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
 	return &Service{
+		metrics:  m,
 		cfg:      cfg,
 		log:      cfg.Log.With().Str("component", "gateway").Logger(),
 		defaults: def,
@@ -208,6 +218,7 @@ func (s *Service) Run(ctx context.Context) error {
 		events.OpAgentList:        s.handleAgentList,
 		events.OpAgentDrain:       s.handleAgentDrain,
 		events.OpAgentUndrain:     s.handleAgentUndrain,
+		events.OpAdminHealth:      s.handleHealth,
 	} {
 		if err := svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), guard(s.log, h), micro.WithEndpointSubject(events.APIPattern(op))); err != nil {
 			return fmt.Errorf("gateway: endpoint %s: %w", op, err)
@@ -218,6 +229,9 @@ func (s *Service) Run(ctx context.Context) error {
 	var reaper sync.WaitGroup
 	r, err := s.startReaper(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
 		return err
 	}
 	reaper.Go(func() { r.run(ctx) })
@@ -270,7 +284,9 @@ func (s *Service) handleCreate(req micro.Request) {
 	select {
 	case s.creating <- struct{}{}:
 	default:
-		respond(req, nil, events.Errorf(events.ErrBusy, "too many sessions being created; retry"))
+		err := events.Errorf(events.ErrBusy, "too many sessions being created; retry")
+		s.metrics.created(err)
+		respond(req, nil, err)
 		return
 	}
 	reply := req.Reply()
@@ -279,6 +295,7 @@ func (s *Service) handleCreate(req micro.Request) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		resp, err := s.create(ctx, req)
+		s.metrics.created(err)
 		s.replyTo(reply, resp, err)
 	}()
 }

@@ -43,7 +43,7 @@ func (s *Service) handler(h func(ak string, data []byte) (any, error)) micro.Han
 		}
 		code := events.CodeOf(err)
 		if rerr := req.Error(code, err.Error(), events.ErrorBody(code, err.Error())); rerr != nil {
-			s.log.Warn().Err(rerr).Str("subject", req.Subject()).Msg("respond error")
+			s.log.Warn().Err(rerr).Str("subject", req.Subject()).Msg("respond_error")
 		}
 	}
 }

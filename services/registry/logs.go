@@ -41,13 +41,13 @@ func (s *Service) handleLogs(ak string, data []byte) (any, error) {
 	var ended time.Time
 	if info.Status.Final() && s.js != nil {
 		if ended, err = s.endedAt(ctx, info.AccessKey, info.ID); err != nil {
-			s.log.Error().Err(err).Str("session_id", info.ID).Msg("read session end")
+			s.log.Error().Err(err).Str("session_id", info.ID).Msg("read_session_end")
 			return nil, events.Errorf(events.ErrInternal, "could not read the end of session %s: %v", info.ID, err)
 		}
 	}
 	chunks, truncated, err := s.readOutput(ctx, info.AccessKey, info.ID, ended)
 	if err != nil {
-		s.log.Error().Err(err).Str("session_id", info.ID).Msg("read output")
+		s.log.Error().Err(err).Str("session_id", info.ID).Msg("read_output")
 		return nil, events.Errorf(events.ErrInternal, "could not read the output of session %s: %v", info.ID, err)
 	}
 	return events.LogsResponse{SessionID: info.ID, Chunks: chunks, Truncated: truncated}, nil
@@ -102,7 +102,7 @@ func (s *Service) readOutput(ctx context.Context, ak, sid string, ended time.Tim
 	size, truncated, stale := 0, false, 0
 	defer func() {
 		if stale > 0 {
-			s.log.Warn().Str("session_id", sid).Int("messages", stale).Msg("output stored after the session ended left out")
+			s.log.Warn().Str("session_id", sid).Int("messages", stale).Msg("output_stored_after_the_session_ended_left_out")
 		}
 	}()
 	// Every run is read from its start: a chunk the log stored after

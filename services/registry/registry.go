@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -58,6 +59,9 @@ type Config struct {
 	// IdleTimeout is the gateway's idle timeout, shown in idle_checks.
 	// Default 30 minutes; negative: none.
 	IdleTimeout time.Duration
+	// Metrics receives the registry's collectors (metrics.go: sessions
+	// by status, lag behind the log). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 
 	// noSync turns off fsync in bbolt, for benchmarks only.
 	noSync bool
@@ -101,12 +105,16 @@ func New(cfg Config) (*Service, error) {
 	if !events.ValidToken(cfg.Durable) {
 		return nil, fmt.Errorf("%w: durable name %q", ErrConfig, cfg.Durable)
 	}
-	return &Service{
+	s := &Service{
 		cfg:       cfg,
 		log:       cfg.Log.With().Str("component", "registry").Logger(),
 		ready:     make(chan struct{}),
 		appliedCh: make(chan struct{}),
-	}, nil
+	}
+	if err := s.registerMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
+	return s, nil
 }
 
 // Ready is closed once the service answers requests and consumes the log.
@@ -149,7 +157,7 @@ func (s *Service) catchUp(maxWait time.Duration) bool {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			s.log.Warn().Uint64("applied_seq", s.applied.Load()).Uint64("last_seq", info.State.LastSeq).Msg("query answered before the projection caught up")
+			s.log.Warn().Uint64("applied_seq", s.applied.Load()).Uint64("last_seq", info.State.LastSeq).Msg("query_answered_before_the_projection_caught_up")
 			return false
 		}
 	}
@@ -203,10 +211,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if serr := svc.Stop(); serr != nil {
-			s.log.Warn().Err(serr).Msg("stop micro service")
+			s.log.Warn().Err(serr).Msg("stop_micro_service")
 		}
 	}()
-	s.log.Info().Str("path", s.cfg.Path).Uint64("applied_seq", applied).Msg("registry ready")
+	s.log.Info().Str("path", s.cfg.Path).Uint64("applied_seq", applied).Msg("registry_ready")
 	close(s.ready)
 
 	for {
@@ -218,7 +226,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			if s.cfg.NC.IsClosed() {
 				return fmt.Errorf("registry: nats connection closed: %w", err)
 			}
-			s.log.Warn().Err(err).Msg("session log consumer lost, recreating")
+			s.log.Warn().Err(err).Msg("session_log_consumer_lost_recreating")
 			select {
 			case <-ctx.Done():
 				return nil
@@ -248,7 +256,7 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 			ci.Config.AckPolicy == jetstream.AckAllPolicy {
 			return cons, nil
 		}
-		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing session log consumer")
+		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing_session_log_consumer")
 		if err := js.DeleteConsumer(ctx, streams.Sessions, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("registry delete consumer %s: %w", name, err)
 		}
@@ -348,7 +356,7 @@ func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
 	for _, m := range batch {
 		md, err := m.Metadata()
 		if err != nil {
-			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata skipped")
+			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message_without_metadata_skipped")
 			continue
 		}
 		recs = append(recs, record{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data()})
@@ -359,12 +367,12 @@ func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
 			s.setApplied(applied)
 			if len(batch) > 0 {
 				if err := batch[len(batch)-1].Ack(); err != nil {
-					s.log.Warn().Err(err).Msg("ack applied batch")
+					s.log.Warn().Err(err).Msg("ack_applied_batch")
 				}
 			}
 			return true
 		}
-		s.log.Error().Err(err).Msg("apply batch")
+		s.log.Error().Err(err).Msg("apply_batch")
 		select {
 		case <-ctx.Done():
 			return false
@@ -379,6 +387,8 @@ func (s *Service) serve() (micro.Service, error) {
 		Name:        "bai-registry",
 		Version:     "0.1.0",
 		Description: "bai session registry: list, get and history of sessions",
+		// Its status in STATS: how far it has applied the log (health.go).
+		StatsHandler: func(*micro.Endpoint) any { return s.status() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry micro service: %w", err)

@@ -174,7 +174,7 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			}
 			e, err := events.Decode(r.subject, r.data)
 			if err != nil {
-				st.log.Warn().Err(err).Uint64("seq", r.seq).Str("subject", r.subject).Msg("bad event terminated")
+				st.log.Warn().Err(err).Uint64("seq", r.seq).Str("subject", r.subject).Msg("bad_event_terminated")
 				out[i] = outBad
 				continue
 			}
@@ -191,7 +191,7 @@ func (st *store) applyBatch(recs []record) ([]outcome, uint64, error) {
 			}
 			prevStatus, prevChanged := en.info.Status, en.info.StatusChanged
 			if !apply(&en.info, e, r.seq) {
-				st.log.Info().Uint64("seq", r.seq).Str("subject", r.subject).Msg("event of unknown session ignored")
+				st.log.Info().Uint64("seq", r.seq).Str("subject", r.subject).Msg("event_of_unknown_session_ignored")
 				out[i] = outIgnored
 				continue
 			}

@@ -651,6 +651,7 @@ func (s *Service) commit(ctx context.Context, batch []tentative) bool {
 			s.refused.Add(1)
 			continue // its reservation is void once the move reaches us
 		}
+		s.metrics.placed(p.t.sess.spec.ScalingGroup, p.ev.Time.Sub(p.t.sess.since))
 		s.st.applyMine(p.ev, seq)
 		n++
 	}

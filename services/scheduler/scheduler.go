@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -61,6 +62,10 @@ type Config struct {
 	// forceLead makes the instance lead without a lease (tests of a split
 	// brain).
 	forceLead bool
+	// Metrics receives the scheduler's collectors (metrics.go: placements
+	// and their latency, queue depth per group, the agents' capacity,
+	// use and heartbeat age). Default: nil, no metrics.
+	Metrics prometheus.Registerer
 }
 
 // DefaultDeadlines are the status deadlines when Config.Deadlines has none.
@@ -105,6 +110,8 @@ type Service struct {
 	// key is infoKey(keyReason, keyMsg), the last one info computed.
 	keyReason   events.Reason
 	keyMsg, key string
+	// metrics are nil without Config.Metrics (metrics.go).
+	metrics *metrics
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -156,7 +163,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
 	}
-	return &Service{
+	s := &Service{
 		cfg:   cfg,
 		log:   cfg.Log.With().Str("component", "scheduler").Str("instance", cfg.InstanceID).Logger(),
 		js:    js,
@@ -165,7 +172,11 @@ func New(cfg Config) (*Service, error) {
 		st:    newState(),
 
 		drainedIDs: map[string]bool{},
-	}, nil
+	}
+	if s.metrics, err = s.newMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
+	return s, nil
 }
 
 // Leader reports whether this instance leads now.
@@ -240,6 +251,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("scheduler: serve agents: %w", err)
 	}
 	defer func() { _ = agentsSub.Unsubscribe() }()
+	microSvc, err := s.serveMicro()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = microSvc.Stop() }()
 
 	watcher, err := kv.WatchAll(ctx)
 	if err != nil {

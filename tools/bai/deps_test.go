@@ -17,6 +17,9 @@ var forbidden = []string{
 	"github.com/docker/",
 	"github.com/containerd/",
 	"github.com/opencontainers/",
+	// The services' metrics and flags (issue 15): not in the CLI.
+	"github.com/prometheus/",
+	"github.com/bai-sh/bai/pkg/svcflags",
 }
 
 func TestDeps(t *testing.T) {

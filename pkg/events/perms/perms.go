@@ -106,6 +106,7 @@ var (
 		events.OpSessionDownload, events.OpSessionFiles,
 		events.OpImageList, events.OpImageAlias, events.OpImageAdd,
 		events.OpAgentList, events.OpAgentDrain, events.OpAgentUndrain,
+		events.OpAdminHealth,
 	}
 	RegistryOps = []string{
 		events.OpSessionList, events.OpSessionGet, events.OpSessionHistory, events.OpSessionUsage, events.OpSessionLogs,
@@ -210,12 +211,17 @@ func apiPatterns(ops []string, pattern func(string) string) []string {
 	return out
 }
 
+// healthReplies is where every service and agent answers the gateway's
+// health pings (events.HealthInboxPrefix).
+const healthReplies = events.HealthInboxPrefix + ".>"
+
 // serviceBase is what every service has: the account's JetStream info,
 // its own inbox (JetStream answers, acks and consumer deliveries arrive
-// there) and micro's discovery subjects.
+// there) and micro's discovery subjects, answered to the gateway's
+// health inbox.
 func serviceBase(name string) Permissions {
 	return Permissions{
-		PubAllow: []string{jsInfo},
+		PubAllow: []string{jsInfo, healthReplies},
 		SubAllow: []string{events.ServiceInboxPrefix(name) + ".>", srvAll},
 	}
 }
@@ -234,6 +240,10 @@ func GatewayPermissions() Permissions {
 	p.PubAllow = append(p.PubAllow, apiPatterns(GatewayAsksRegistry, events.ServiceAPIPattern)...)
 	p.PubAllow = append(p.PubAllow, provisionAll()...)
 	p.PubAllow = append(p.PubAllow, eventSubjects(GatewayEvents)...)
+	// admin.health: micro's ping and stats to every service, answered on
+	// the health inbox.
+	p.PubAllow = append(p.PubAllow, "$SRV.PING", "$SRV.STATS")
+	p.SubAllow = append(p.SubAllow, healthReplies)
 	p.PubAllow = append(p.PubAllow, read(streams.Sessions)...)
 	p.PubAllow = append(p.PubAllow, follow(streams.Sessions)...)
 	p.PubAllow = append(p.PubAllow, follow(streams.Output)...)
@@ -328,6 +338,9 @@ func AuthPermissions() Permissions {
 	return p.clean()
 }
 
+// AgentService is the agents' micro service name.
+const AgentService = "bai-agent"
+
 // AgentDurable is the durable consumer of agent id on the work queue.
 func AgentDurable(id string) string { return "bai-agent-" + id }
 
@@ -351,6 +364,11 @@ func AgentPermissions(id string) Permissions {
 		PubAllow: eventSubjects(AgentEvents),
 		SubAllow: []string{events.AgentInboxPrefix(id) + ".>"},
 	}
+	// Its micro service (ping, info, stats, status) for the gateway's
+	// health report, answered on the health inbox only. Micro names an
+	// instance with a random id, hence the last wildcard.
+	p.SubAllow = append(p.SubAllow, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*."+AgentService, "$SRV.*."+AgentService+".*")
+	p.PubAllow = append(p.PubAllow, healthReplies)
 	p.PubAllow = append(p.PubAllow,
 		events.AllOutputFilter,
 		kvWrite(streams.Agents, id),

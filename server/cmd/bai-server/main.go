@@ -1,12 +1,18 @@
 // Command bai-server runs the whole bai mesh in one process: an embedded
 // NATS server with JetStream on disk, the gateway, scheduler, registry and
 // an agent for this host.
+//
+// It takes the common flags of every bai binary (package svcflags:
+// --data-dir, --log-level, --log-format, --metrics-addr and their BAI_*
+// variables); it embeds its NATS server, so it has no --nats.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/signal"
@@ -17,50 +23,71 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/bai-sh/bai/pkg/svcflags"
 	"github.com/bai-sh/bai/server"
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bai-server:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := server.Config{}
-	flag.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir(), "directory for JetStream, the registry, agent state and credentials")
-	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "NATS client address")
-	flag.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every JetStream write (sync_interval: always)")
-	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Minute, "terminate a running session idle this long (reason idle-timeout); negative: never")
-	flag.Var((*byteSize)(&cfg.OutputMaxBytes), "output-max-bytes", "kernel output kept, reserved on the disk by JetStream (e.g. 256m, 2g); default: the output stream's own size, 256m when it is made")
-	flag.Var((*byteSize)(&cfg.JetStreamMaxStore), "jetstream-max-store", "what JetStream may store in all (e.g. 20g); default: 3/4 of the disk's free space at start")
-	flag.Var((*byteSize)(&cfg.MinFreeDisk), "min-free-disk", "free space under which the server refuses new sessions, executions and uploads as out of disk space (running sessions go on); default 64m")
-	flag.StringVar(&cfg.Runtime, "runtime", envOr("BAI_RUNTIME", server.RuntimeProcess), "kernel runtime of the agent: process, or docker (the local Docker Engine, DOCKER_HOST) (env BAI_RUNTIME)")
-	flag.StringVar(&cfg.DockerInterpreter, "docker-interpreter", "", "docker runtime: the program that runs a run's code in the container, as PROGRAM -c CODE (default python3)")
-	level := flag.String("log-level", "info", "log level: debug, info, warn, error")
-	flag.Parse()
-	lvl, err := zerolog.ParseLevel(*level)
-	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	fs := flag.NewFlagSet("bai-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	common := svcflags.Register(fs, svcflags.Options{DataDir: server.DefaultDataDir()})
+	fs.StringVar(&cfg.NATSMonitor, "nats-monitor", os.Getenv("BAI_NATS_MONITOR"), "open the embedded NATS server's HTTP monitoring (/varz, /jsz, ...) on `ADDR` (e.g. 127.0.0.1:8222); default: closed (env BAI_NATS_MONITOR)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "NATS client address")
+	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every JetStream write (sync_interval: always)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Minute, "terminate a running session idle this long (reason idle-timeout); negative: never")
+	fs.Var((*byteSize)(&cfg.OutputMaxBytes), "output-max-bytes", "kernel output kept, reserved on the disk by JetStream (e.g. 256m, 2g); default: the output stream's own size, 256m when it is made")
+	fs.Var((*byteSize)(&cfg.JetStreamMaxStore), "jetstream-max-store", "what JetStream may store in all (e.g. 20g); default: 3/4 of the disk's free space at start")
+	fs.Var((*byteSize)(&cfg.MinFreeDisk), "min-free-disk", "free space under which the server refuses new sessions, executions and uploads as out of disk space (running sessions go on); default 64m")
+	fs.StringVar(&cfg.Runtime, "runtime", envOr("BAI_RUNTIME", server.RuntimeProcess), "kernel runtime of the agent: process, or docker (the local Docker Engine, DOCKER_HOST) (env BAI_RUNTIME)")
+	fs.StringVar(&cfg.DockerInterpreter, "docker-interpreter", "", "docker runtime: the program that runs a run's code in the container, as PROGRAM -c CODE (default python3)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
 	}
-	cfg.Log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(lvl).With().Timestamp().Logger()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	cfg.DataDir = common.DataDir
+	log, err := common.Logger(stderr, "bai-server")
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	metrics, stopMetrics, err := common.StartMetrics(log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	cfg.Metrics = metrics
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
 	}
+	common.Started(log, func(e *zerolog.Event) {
+		e.Str("listen", cfg.Listen).Str("runtime", cfg.Runtime).Str("nats_monitor", cfg.NATSMonitor)
+	})
 	go func() {
 		select {
 		case <-srv.Ready():
-			fmt.Printf("bai server ready on %s\ncredentials: %s (bai reads it; or: source %s)\ntry: bin/bai run --rm -c 'print(\"hello world\")' python\n",
+			fmt.Fprintf(stdout, "bai server ready on %s\ncredentials: %s (bai reads it; or: source %s)\ntry: bin/bai run --rm -c 'print(\"hello world\")' python\n",
 				srv.ClientURL(), srv.CredentialsPath(), srv.CredentialsPath())
 		case <-ctx.Done():
 		}
 	}()
-	return srv.Run(ctx)
+	if err := srv.Run(ctx); err != nil {
+		return err
+	}
+	svcflags.Stopped(log)
+	return nil
 }
 
 // byteSize is a flag of bytes: a number with an optional k, m, g or t

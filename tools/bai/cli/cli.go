@@ -410,7 +410,7 @@ func (r *runner) app() *cli.App {
 					Subcommands: []*cli.Command{
 						r.psCommand("list", "list sessions"),
 					},
-				}, r.imageCommand(), r.keypairCommand(), r.policyCommand(), r.agentCommand()},
+				}, r.imageCommand(), r.keypairCommand(), r.policyCommand(), r.agentCommand(), r.healthCommand()},
 			},
 			r.eventsCommand(),
 			r.rmCommand(),

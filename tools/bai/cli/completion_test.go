@@ -50,7 +50,7 @@ func TestComplete(t *testing.T) {
 	}{
 		{[]string{""}, "run start ps admin events rm info logs download ls completion"},
 		{[]string{"r"}, "run rm"},
-		{[]string{"admin", ""}, "session image keypair policy agent"},
+		{[]string{"admin", ""}, "session image keypair policy agent health"},
 		{[]string{"admin", "session", ""}, "list"},
 		{[]string{"logs", "--f"}, "--follow"},
 		{[]string{"ps", "--w"}, "--wide"},

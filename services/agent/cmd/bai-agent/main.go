@@ -1,5 +1,9 @@
 // Command bai-agent runs one bai agent: it offers this host's capacity and
 // runs the kernels placed on it.
+//
+// It takes the common flags of every bai binary (package svcflags:
+// --nats, --nats-creds, --data-dir, --log-level, --log-format,
+// --metrics-addr, --replicas and their BAI_* variables).
 package main
 
 import (
@@ -11,16 +15,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/pkg/svcflags"
 	"github.com/bai-sh/bai/services/agent"
 )
 
@@ -36,8 +38,8 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bai-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS server URL (env BAI_NATS_URL); user:password may be in it")
-	dataDir := fs.String("data-dir", defaultDataDir(), "state db and kernel work directories")
+	common := svcflags.Register(fs, svcflags.Options{NATS: true, Replicas: true, DataDir: defaultDataDir()})
+	dataDir := &common.DataDir
 	id := fs.String("id", "", "agent id (default: the stored one, else agent-<hostname>)")
 	group := fs.String("scaling-group", "default", "scaling group")
 	noSandbox := fs.Bool("no-sandbox", false, "run kernels as plain processes even as root (no namespaces, cgroups or uid change)")
@@ -48,34 +50,39 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	shmSize := fs.Int64("kernel-shm-size", 0, "size limit of a kernel's private /dev/shm in bytes (default 64 MiB)")
 	rtName := fs.String("runtime", "process", "kernel runtime: process, or docker (the local Docker Engine, DOCKER_HOST)")
 	shares := fs.Float64("cuda-shares-per-device", 1, "cuda.shares one GPU is worth")
-	replicasFlag := fs.String("replicas", os.Getenv("BAI_REPLICAS"), "replicas of the streams and buckets it makes or raises (never lowers); 0: 3 on a cluster of 3 or more nodes, else 1 (env BAI_REPLICAS)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	replicas, err := parseReplicas(*replicasFlag)
+	replicas, err := svcflags.ParseReplicas(common.Replicas)
 	if err != nil {
 		return err
 	}
 
-	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr}).With().Timestamp().Logger()
-	natsOpts := natsOptions("bai-agent", log)
+	log, err := common.Logger(stderr, "bai-agent")
+	if err != nil {
+		return err
+	}
+	metrics, stopMetrics, err := common.StartMetrics(log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	common.Started(log, func(e *zerolog.Event) { e.Str("agent_id", *id).Str("runtime", *rtName).Str("scaling_group", *group) })
+	var extra []nats.Option
 	if *id != "" {
 		// An agent's NATS permissions (perms.AgentPermissions) let it
 		// read only its own inbox.
-		natsOpts = append(natsOpts, nats.CustomInboxPrefix(events.AgentInboxPrefix(*id)))
+		extra = append(extra, nats.CustomInboxPrefix(events.AgentInboxPrefix(*id)))
 	}
-	nc, err := nats.Connect(*natsURL, natsOpts...)
-	if err != nil {
-		return fmt.Errorf("connect to NATS: %w", err)
-	}
-	defer nc.Close()
 	opts := streams.Options{Replicas: replicas}
-	if err := waitNATS(ctx, nc, opts, log); err != nil {
+	nc, err := common.Connect(ctx, "bai-agent", log, opts, extra...)
+	if err != nil {
 		return err
 	}
+	defer nc.Close()
 
 	var rt agent.Runtime
 	switch *rtName {
@@ -112,6 +119,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Runtime:             rt,
 		CUDASharesPerDevice: *shares,
 		Streams:             opts,
+		Metrics:             metrics,
 		Sandbox: agent.SandboxOptions{
 			Disable: *noSandbox, Network: *network, Pids: *pids, WorkDirSize: *workSize,
 			TmpSize: *tmpSize, ShmSize: *shmSize,
@@ -123,51 +131,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := svc.Run(ctx); err != nil {
 		return err
 	}
-	return nc.Drain()
-}
-
-// natsOptions connect for good: the first connection is retried while
-// the server is unreachable, and a lost one reconnects without end, each
-// with a log line.
-func natsOptions(name string, log zerolog.Logger) []nats.Option {
-	return []nats.Option{
-		nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
-		nats.ConnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats_connected") }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats_disconnected") }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats_reconnected") }),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats_unreachable_retrying") }),
-	}
-}
-
-// waitNATS returns once the streams are provisioned, retrying while NATS
-// is unreachable or electing.
-func waitNATS(ctx context.Context, nc *nats.Conn, opts streams.Options, log zerolog.Logger) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
+	if err := nc.Drain(); err != nil {
 		return err
 	}
-	return streams.WaitProvision(ctx, js, opts, func(attempt int, wait time.Duration, err error) {
-		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("nats_not_ready_waiting")
-	})
-}
-
-// parseReplicas reads --replicas (or BAI_REPLICAS): empty is 0.
-func parseReplicas(v string) (int, error) {
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > 5 {
-		return 0, fmt.Errorf("--replicas (BAI_REPLICAS) %q: want 0 (from the cluster size) or a count from 1 to 5", v)
-	}
-	return n, nil
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
+	svcflags.Stopped(log)
+	return nil
 }
 
 // defaultDataDir is $XDG_DATA_HOME/bai/agent, else ~/.local/share/bai/agent.

@@ -4,6 +4,10 @@
 // still electing its leaders, it retries (with a log line per attempt,
 // backing off up to 10 s) until the streams are provisioned; after a
 // disconnect it reconnects for ever.
+//
+// It takes the common flags of every bai binary (package svcflags:
+// --nats, --nats-creds, --log-level, --log-format, --metrics-addr,
+// --replicas and their BAI_* variables).
 package main
 
 import (
@@ -15,17 +19,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
+	"github.com/bai-sh/bai/pkg/svcflags"
 	"github.com/bai-sh/bai/services/gateway"
 )
 
@@ -41,41 +43,50 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bai-gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("nats", envOr("BAI_NATS_URL", nats.DefaultURL), "NATS URL, or comma-separated URLs of a cluster (user:password may be in it) (env BAI_NATS_URL)")
+	common := svcflags.Register(fs, svcflags.Options{NATS: true, Replicas: true})
 	seedFile := fs.String("auth-issuer-seed-file", os.Getenv("BAI_AUTH_ISSUER_SEED_FILE"),
 		"file holding the account nkey seed of the NATS auth callout; set: this gateway also answers the callout and the keypair admin API (connect as one of the callout's auth_users)")
 	admin := fs.String("admin-access-key", os.Getenv("BAI_ADMIN_ACCESS_KEY"), "the access key with the admin role (env BAI_ADMIN_ACCESS_KEY)")
 	idle := fs.Duration("idle-timeout", gateway.DefaultIdleTimeout, "terminate a running session idle this long (reason idle-timeout); negative: never")
 	agentMemory := fs.Duration("agent-memory", gateway.DefaultAgentMemory, "refuse a create no agent heartbeating within this long could ever hold; negative: no such check")
-	replicasFlag := fs.String("replicas", os.Getenv("BAI_REPLICAS"), "replicas of the streams and buckets it makes or raises (never lowers); 0: 3 on a cluster of 3 or more nodes, else 1 (env BAI_REPLICAS)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	replicas, err := parseReplicas(*replicasFlag)
+	replicas, err := svcflags.ParseReplicas(common.Replicas)
 	if err != nil {
 		return err
 	}
-	log := zerolog.New(stderr).With().Timestamp().Logger()
-	nc, err := nats.Connect(*url, append(natsOptions("bai-gateway", log),
-		// Its NATS permissions (package perms) let it read only this inbox.
-		nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))...)
+	log, err := common.Logger(stderr, "bai-gateway")
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", *url, err)
+		return err
+	}
+	metrics, stopMetrics, err := common.StartMetrics(log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	common.Started(log, func(e *zerolog.Event) { e.Bool("auth_callout", *seedFile != "") })
+	opts := streams.Options{Replicas: replicas}
+	// Its NATS permissions (package perms) let it read only this inbox.
+	nc, err := common.Connect(ctx, "bai-gateway", log, opts, nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
+	if err != nil {
+		return err
 	}
 	defer nc.Close()
-	opts := streams.Options{Replicas: replicas}
-	if err := waitNATS(ctx, nc, opts, log); err != nil {
-		return err
-	}
-	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle, AgentMemory: *agentMemory, Streams: opts})
+	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle, AgentMemory: *agentMemory, Streams: opts,
+		Metrics: metrics})
 	if err != nil {
 		return err
 	}
 	if *seedFile == "" {
-		return svc.Run(ctx)
+		if err := svc.Run(ctx); err != nil {
+			return err
+		}
+		svcflags.Stopped(log)
+		return nil
 	}
 	seed, err := os.ReadFile(*seedFile)
 	if err != nil {
@@ -102,49 +113,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if aerr := <-authDone; err == nil {
 		err = aerr
 	}
+	if err == nil {
+		svcflags.Stopped(log)
+	}
 	return err
-}
-
-// natsOptions connect for good: the first connection is retried while
-// the server is unreachable, and a lost one reconnects without end, each
-// with a log line.
-func natsOptions(name string, log zerolog.Logger) []nats.Option {
-	return []nats.Option{
-		nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
-		nats.ConnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats_connected") }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats_disconnected") }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats_reconnected") }),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats_unreachable_retrying") }),
-	}
-}
-
-// waitNATS returns once the streams are provisioned, retrying while NATS
-// is unreachable or electing.
-func waitNATS(ctx context.Context, nc *nats.Conn, opts streams.Options, log zerolog.Logger) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	return streams.WaitProvision(ctx, js, opts, func(attempt int, wait time.Duration, err error) {
-		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("nats_not_ready_waiting")
-	})
-}
-
-// parseReplicas reads --replicas (or BAI_REPLICAS): empty is 0.
-func parseReplicas(v string) (int, error) {
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > 5 {
-		return 0, fmt.Errorf("--replicas (BAI_REPLICAS) %q: want 0 (from the cluster size) or a count from 1 to 5", v)
-	}
-	return n, nil
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
