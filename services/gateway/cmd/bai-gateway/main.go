@@ -48,6 +48,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	idle := fs.Duration("idle-timeout", gateway.DefaultIdleTimeout, "terminate a running session idle this long (reason idle-timeout); negative: never")
 	agentMemory := fs.Duration("agent-memory", gateway.DefaultAgentMemory, "refuse a create no agent heartbeating within this long could ever hold; negative: no such check")
 	replicasFlag := fs.String("replicas", os.Getenv("BAI_REPLICAS"), "replicas of the streams and buckets it makes or raises (never lowers); 0: 3 on a cluster of 3 or more nodes, else 1 (env BAI_REPLICAS)")
+	bootstrapFile := fs.String("bootstrap-admin-file", os.Getenv("BAI_BOOTSTRAP_ADMIN_FILE"),
+		"with --auth-issuer-seed-file: make the cluster's first admin keypair and write it to this credentials file (0600) when the file is missing; when it is there, make sure its keypair is an admin (env BAI_BOOTSTRAP_ADMIN_FILE)")
+	publicURL := fs.String("public-url", os.Getenv("BAI_PUBLIC_NATS_URL"), "the NATS URL(s) bai clients use, written into the --bootstrap-admin-file (env BAI_PUBLIC_NATS_URL)")
+	insecure := fs.Bool("insecure-no-auth", false, "serve even when the NATS server requires no authentication (then any access key works with any secret: trials only)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -57,6 +61,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	replicas, err := parseReplicas(*replicasFlag)
 	if err != nil {
 		return err
+	}
+	if *bootstrapFile != "" && *seedFile == "" {
+		return errors.New("--bootstrap-admin-file needs --auth-issuer-seed-file: only the gateway running the auth callout stores keypairs")
 	}
 	log := zerolog.New(stderr).With().Timestamp().Logger()
 	nc, err := nats.Connect(*url, append(natsOptions("bai-gateway", log),
@@ -68,6 +75,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer nc.Close()
 	opts := streams.Options{Replicas: replicas}
 	if err := waitNATS(ctx, nc, opts, log); err != nil {
+		return err
+	}
+	if err := checkAuth(nc, *insecure, log); err != nil {
 		return err
 	}
 	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle, AgentMemory: *agentMemory, Streams: opts})
@@ -97,12 +107,53 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		cancel() // the gateway stops with its callout
 		authDone <- err
 	}()
+	bootDone := make(chan error, 1)
+	go func() {
+		if *bootstrapFile == "" {
+			bootDone <- nil
+			return
+		}
+		select {
+		case <-auth.Ready():
+		case <-ctx.Done():
+			bootDone <- nil
+			return
+		}
+		ak, created, err := auth.Keys().BootstrapAdmin(ctx, *bootstrapFile, *publicURL)
+		if err != nil {
+			cancel() // a gateway asked for an admin it cannot make stops
+			bootDone <- err
+			return
+		}
+		log.Info().Str("access_key", ak).Bool("created", created).Str("file", *bootstrapFile).Msg("bootstrap_admin")
+		bootDone <- nil
+	}()
 	err = svc.Run(ctx)
 	cancel()
+	if berr := <-bootDone; berr != nil {
+		err = berr
+	}
 	if aerr := <-authDone; err == nil {
 		err = aerr
 	}
 	return err
+}
+
+// checkAuth refuses a NATS server that authenticates no one: there, any
+// client may publish on any key's subjects, so an access key works with
+// any secret. --insecure-no-auth serves anyway, with a warning. A server
+// with users or an auth callout is accepted even when this gateway runs
+// no callout (another gateway may; without one, no client connects).
+func checkAuth(nc *nats.Conn, insecure bool, log zerolog.Logger) error {
+	if nc.AuthRequired() {
+		return nil
+	}
+	if !insecure {
+		return errors.New("the NATS server requires no authentication, so any access key would work with any secret: " +
+			"run NATS with the auth callout (deploy/nats, docs/operations.md) or, for a trial, pass --insecure-no-auth")
+	}
+	log.Warn().Msg("insecure_no_auth: the NATS server authenticates no one; any access key works with any secret")
+	return nil
 }
 
 // natsOptions connect for good: the first connection is retried while
