@@ -53,6 +53,10 @@ type Spec struct {
 	// Agents are the agent ids that get a NATS user each (bai-agent-<id>,
 	// permissions perms.AgentPermissions(id)). Default: agent-1..agent-3.
 	Agents []string
+	// Registries is the count of registry replicas: each its own NATS user
+	// and durable consumer of the log (RegistryUser(i), RegistryDurable(i)).
+	// Default 2.
+	Registries int
 	// StoreDir is the JetStream directory of a node without its own.
 	// Default /var/lib/bai/nats.
 	StoreDir string
@@ -103,6 +107,12 @@ func (s *Spec) fill() error {
 	}
 	if s.Agents == nil {
 		s.Agents = DefaultAgents(3)
+	}
+	if s.Registries == 0 {
+		s.Registries = 2
+	}
+	if s.Registries < 0 || s.Registries > 16 {
+		return fmt.Errorf("%w: %d registries: 1 to 16", ErrSpec, s.Registries)
 	}
 	if s.StoreDir == "" {
 		s.StoreDir = "/var/lib/bai/nats"
@@ -331,6 +341,19 @@ func envName(s string) string {
 	}, s)
 }
 
+// RegistryUser is the NATS user of registry replica i (1-based):
+// bai-registry, bai-registry-2, ...
+func RegistryUser(i int) string { return RegistryDurable(i) }
+
+// RegistryDurable is the durable consumer of registry replica i: the
+// first has the registry's default name.
+func RegistryDurable(i int) string {
+	if i == 1 {
+		return perms.RegistryDurable
+	}
+	return perms.RegistryDurable + "-" + strconv.Itoa(i)
+}
+
 // AgentUser is the NATS user of agent id in a cluster.
 func AgentUser(id string) string { return "bai-agent-" + id }
 
@@ -357,8 +380,11 @@ func Users(spec Spec) ([]User, error) {
 	users := []User{
 		{Name: perms.ServiceUser(perms.Gateway), Perms: perms.Merge(perms.GatewayPermissions(), perms.AuthPermissions()),
 			Why: "bai-gateway with --auth-issuer-seed-file: the gateway and the auth callout on one connection"},
-		{Name: perms.ServiceUser(perms.Registry), Perms: perms.RegistryPermissions(), Why: "bai-registry"},
-		{Name: perms.ServiceUser(perms.Scheduler), Perms: perms.SchedulerPermissions(), Why: "bai-scheduler"},
+		{Name: perms.ServiceUser(perms.Scheduler), Perms: perms.SchedulerPermissions(), Why: "bai-scheduler (any number: one leads)"},
+	}
+	for i := 1; i <= spec.Registries; i++ {
+		users = append(users, User{Name: RegistryUser(i), Perms: perms.RegistryPermissionsFor(RegistryDurable(i)),
+			Why: "bai-registry --durable " + RegistryDurable(i)})
 	}
 	for _, a := range spec.Agents {
 		users = append(users, User{Name: AgentUser(a), Perms: perms.AgentPermissions(a), Why: "bai-agent --id " + a})

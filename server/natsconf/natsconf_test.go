@@ -88,7 +88,7 @@ func TestGeneratedConfigsParse(t *testing.T) {
 			opts.JetStreamMaxStore != DefaultMaxFileStore || !opts.SyncAlways {
 			t.Fatalf("%s: options %+v", n.Name, opts)
 		}
-		if opts.AuthCallout == nil || opts.AuthCallout.Issuer != os.Getenv(IssuerVar) || len(opts.AuthCallout.AuthUsers) != 7 {
+		if opts.AuthCallout == nil || opts.AuthCallout.Issuer != os.Getenv(IssuerVar) || len(opts.AuthCallout.AuthUsers) != 8 {
 			t.Fatalf("%s: auth callout %+v", n.Name, opts.AuthCallout)
 		}
 		byName := map[string]*natsserver.User{}
@@ -137,7 +137,7 @@ func TestSecretsKeepWhatIsThere(t *testing.T) {
 	if second["BAI_NATS_PASS_AGENT_A2"] == "" || len(second) != len(first)+1 {
 		t.Fatalf("the new agent's password: %v", second)
 	}
-	for _, f := range []string{NATSEnvFile, IssuerSeedFile, "gateway.env", "agent-a2.env", "ops.env"} {
+	for _, f := range []string{NATSEnvFile, IssuerSeedFile, "gateway.env", "agents/a2.env", "ops.env"} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", f, err, st)
@@ -246,7 +246,7 @@ func TestGeneratedClusterRuns(t *testing.T) {
 		t.Fatalf("session log replicas %d, want 3 (from the cluster size)", r)
 	}
 
-	agEnv, _ := ReadEnv(filepath.Join(dir, "agent-agent-1.env"))
+	agEnv, _ := ReadEnv(filepath.Join(dir, "agents/agent-1.env"))
 	perr := make(chan error, 1)
 	ag, err := nats.Connect(agEnv["BAI_NATS_URL"], nats.CustomInboxPrefix(events.AgentInboxPrefix("agent-1")),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { perr <- err }))

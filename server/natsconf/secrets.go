@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/bai-sh/bai/pkg/events/perms"
 )
 
 // The files Secrets writes (all 0600).
@@ -28,8 +30,14 @@ const (
 )
 
 // ServiceEnvFile is the environment file of a service or agent user
-// (gateway.env, agent-<id>.env, ...): its BAI_NATS_URL with its password.
-func ServiceEnvFile(user string) string { return strings.TrimPrefix(user, "bai-") + ".env" }
+// (gateway.env, ops.env, agents/<id>.env): its BAI_NATS_URL with its
+// password.
+func ServiceEnvFile(user string) string {
+	if id, ok := strings.CutPrefix(user, "bai-agent-"); ok {
+		return filepath.Join("agents", id+".env")
+	}
+	return strings.TrimPrefix(user, "bai-") + ".env"
+}
 
 // Secrets writes the installation's secrets into dir: NATSEnvFile,
 // IssuerSeedFile, and ServiceEnvFile per user of Users(spec). It keeps
@@ -41,7 +49,7 @@ func Secrets(dir string, spec Spec) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "agents"), 0o700); err != nil {
 		return fmt.Errorf("natsconf: secrets dir: %w", err)
 	}
 	env, err := readEnv(filepath.Join(dir, NATSEnvFile))
@@ -93,6 +101,9 @@ func Secrets(dir string, spec Spec) error {
 	for _, u := range users {
 		content := fmt.Sprintf("# %s's NATS connection, written by bai-deploy secrets. Keep it 0600.\nBAI_NATS_URL=%s\n",
 			u.Name, ClientURLs(spec, u.Name, env[PasswordVar(u.Name)]))
+		if strings.HasPrefix(u.Name, perms.RegistryDurable) {
+			content += "BAI_REGISTRY_DURABLE=" + u.Name + "\n"
+		}
 		if err := writeFile(filepath.Join(dir, ServiceEnvFile(u.Name)), []byte(content)); err != nil {
 			return err
 		}

@@ -3,7 +3,7 @@
 //
 //	bai-deploy config  [flags] --out DIR   NATS configs: DIR/nats-N.conf per node, DIR/auth.conf
 //	bai-deploy secrets [flags] --out DIR   DIR/nats.env (passwords, issuer key), DIR/auth-issuer.seed,
-//	                                       DIR/<service>.env and DIR/agent-<id>.env (BAI_NATS_URL)
+//	                                       DIR/<service>.env and DIR/agents/<id>.env (BAI_NATS_URL)
 //
 // The configs hold no secret (they name environment variables) and are
 // the same on every installation; secrets are made once and kept on a
@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	nodes := fs.Int("nodes", 3, "NATS nodes of the cluster: nats-1..nats-N")
 	hosts := fs.String("hosts", "", "comma-separated host of each node, in order (default: the node names, as in compose); host:client:cluster:http sets ports too")
 	agents := fs.String("agents", "agent-1,agent-2,agent-3", "comma-separated agent ids, one NATS user each")
+	registries := fs.Int("registries", 2, "registry replicas: NATS users bai-registry, bai-registry-2, ..., each with its own durable consumer")
 	cluster := fs.String("cluster", "bai", "cluster name")
 	storeDir := fs.String("store-dir", "/var/lib/bai/nats", "JetStream directory on each node")
 	maxStore := fs.String("max-file-store", "8g", "JetStream file store of each node (k, m, g, t: 1024-based); at least the output stream + 1g")
@@ -64,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	spec := natsconf.Spec{Cluster: *cluster, StoreDir: *storeDir, Sync: *syncFlag, Listen: *listen}
+	spec := natsconf.Spec{Registries: *registries, Cluster: *cluster, StoreDir: *storeDir, Sync: *syncFlag, Listen: *listen}
 	var err error
 	if spec.MaxFileStore, err = parseSize(*maxStore); err != nil {
 		return fmt.Errorf("--max-file-store: %w", err)
