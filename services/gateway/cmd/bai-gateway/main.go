@@ -80,6 +80,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := checkAuth(nc, *insecure, log); err != nil {
 		return err
 	}
+	if err := waitKeypairs(ctx, nc, replicas, log); err != nil {
+		return err
+	}
 	svc, err := gateway.New(gateway.Config{NC: nc, Log: log, AdminAccessKey: *admin, IdleTimeout: *idle, AgentMemory: *agentMemory, Streams: opts})
 	if err != nil {
 		return err
@@ -179,6 +182,32 @@ func waitNATS(ctx context.Context, nc *nats.Conn, opts streams.Options, log zero
 	return streams.WaitProvision(ctx, js, opts, func(attempt int, wait time.Duration, err error) {
 		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("nats_not_ready_waiting")
 	})
+}
+
+// waitKeypairs makes the keypairs bucket, retrying (with a log line)
+// while a cluster still elects its leaders: the gateway and its callout
+// then find it made, where a single attempt of theirs would fail the start.
+func waitKeypairs(ctx context.Context, nc *nats.Conn, replicas int, log zerolog.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := gateway.OpenKeys(actx, js, replicas)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("keypairs_not_ready_waiting")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }
 
 // parseReplicas reads --replicas (or BAI_REPLICAS): empty is 0.
