@@ -347,8 +347,9 @@ func (c *cluster) streamLeader(t *testing.T, js jetstream.JetStream) string {
 	return leader
 }
 
-// healthy waits until every replica of the session log is current again.
-func (c *cluster) healthy(t *testing.T, js jetstream.JetStream) {
+// healthy waits until every replica of the session log is current again,
+// node (when not empty) among them: a restarted node has caught up.
+func (c *cluster) healthy(t *testing.T, js jetstream.JetStream, node string) {
 	waitFor(t, 90*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -360,10 +361,15 @@ func (c *cluster) healthy(t *testing.T, js jetstream.JetStream) {
 		if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
 			return fmt.Errorf("cluster %+v", info.Cluster)
 		}
+		seen := node == "" || info.Cluster.Leader == node
 		for _, r := range info.Cluster.Replicas {
 			if !r.Current || r.Offline {
 				return fmt.Errorf("replica %s not current", r.Name)
 			}
+			seen = seen || r.Name == node
+		}
+		if !seen {
+			return fmt.Errorf("%s is not among the log's current replicas yet", node)
 		}
 		return nil
 	})
@@ -415,7 +421,7 @@ func TestCluster(t *testing.T) {
 		}
 		return nil
 	})
-	c.healthy(t, js)
+	c.healthy(t, js, "")
 	fmt.Printf("cluster up in %s\n", time.Since(start).Round(time.Millisecond))
 
 	// Load: workers create batch sessions (sleep 1) with their own ids,
@@ -487,7 +493,7 @@ func TestCluster(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		p.start(t)
 		c.note("restarted NATS %s", name)
-		c.healthy(t, js)
+		c.healthy(t, js, name)
 		c.note("session log current on all replicas again")
 	}
 	victim := c.nats[1]
@@ -496,7 +502,7 @@ func TestCluster(t *testing.T) {
 	time.Sleep(agentTimeout + 4*time.Second)
 	victim.signal(syscall.SIGCONT)
 	c.note("SIGCONT NATS %s", victim.name)
-	c.healthy(t, js)
+	c.healthy(t, js, victim.name)
 
 	if l := c.schedulerLeader(); l != nil {
 		c.note("kill -9 scheduler leader %s", l.name)
