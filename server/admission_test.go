@@ -71,7 +71,7 @@ func TestImpossibleRequestsRefusedAtAdmission(t *testing.T) {
 	}
 	id := resp.SessionID
 	waitStatus(t, cl, id, func(i *events.SessionInfo) bool {
-		return i.Status == events.StatusPending && i.StatusInfo == string(events.ReasonNoAgent)
+		return i.Status == events.StatusPending && strings.HasPrefix(i.StatusInfo, string(events.ReasonNoAgent))
 	})
 	if _, err := cl.Terminate(ctx, busy); err != nil {
 		t.Fatal(err)

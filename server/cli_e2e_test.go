@@ -220,21 +220,21 @@ func TestCLIListings(t *testing.T) {
 			t.Fatalf("ps --all, terminal %v, pager %q: %d %q %q", c.env.Terminal, c.env.Pager, code, out, errOut)
 		}
 	}
-	// A terminal 100 wide: the table keeps what fits, Name, Session ID
+	// A terminal 160 wide: the table keeps what fits, Name, Session ID
 	// and Status always; --wide and output elsewhere keep every column.
-	code, narrow, _ := r.baiEnv(t, cli.Env{Terminal: true, Width: 100}, "ps")
-	_, wide, _ := r.baiEnv(t, cli.Env{Terminal: true, Width: 100}, "ps", "--wide")
+	code, narrow, _ := r.baiEnv(t, cli.Env{Terminal: true, Width: 160}, "ps")
+	_, wide, _ := r.baiEnv(t, cli.Env{Terminal: true, Width: 160}, "ps", "--wide")
 	if code != 0 || wide != r.ok(t, "ps") || !strings.HasPrefix(narrow, "Name ") {
-		t.Fatalf("ps on a terminal 100 wide: %d\n%s\n--wide:\n%s", code, narrow, wide)
+		t.Fatalf("ps on a terminal 160 wide: %d\n%s\n--wide:\n%s", code, narrow, wide)
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(narrow, "\n"), "\n") {
-		if len(strings.TrimRight(l, " ")) > 100 {
-			t.Fatalf("ps on a terminal 100 wide printed a line of %d: %q", len(l), l)
+		if len(strings.TrimRight(l, " ")) > 160 {
+			t.Fatalf("ps on a terminal 160 wide printed a line of %d: %q", len(l), l)
 		}
 	}
 	for _, title := range []string{"Session ID", "Status", "Status Info", "Image"} {
 		if !strings.Contains(narrow, title) {
-			t.Fatalf("ps on a terminal 100 wide has no %s:\n%s", title, narrow)
+			t.Fatalf("ps on a terminal 160 wide has no %s:\n%s", title, narrow)
 		}
 	}
 	if strings.Contains(narrow, "Main Kernel ID") || !strings.Contains(wide, "Main Kernel ID") {

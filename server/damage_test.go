@@ -20,7 +20,7 @@ func TestDamagedFilesAtStart(t *testing.T) {
 	for range 3 {
 		r.ok(t, "run", "--rm", "-c", "print(1)", "python")
 	}
-	r.ok(t, "run", "--enqueue-only", "--name", "queued", "-r", "cpu=100", "python")
+	r.ok(t, "run", "--enqueue-only", "--name", "queued", "--starts-at", "24h", "python")
 	var want []string
 	for _, s := range r.list(t) {
 		want = append(want, s.ID)

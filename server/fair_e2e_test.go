@@ -19,7 +19,9 @@ func TestBacklogOfOneKeyDelaysNoOther(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,015 creates")
 	}
-	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "2", "mem": "2g"}, IdleTimeout: -1})
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "2", "mem": "2g"}, IdleTimeout: -1,
+		// Sessions that fit no agent must wait here, not be refused.
+		AgentMemory: -1})
 	admin := r.client(t)
 	ok, refusals := createMany(t, admin, 1015, events.CreateRequest{Image: "python", Slots: []string{"cpu=4", "mem=64m"}})
 	if ok != 1015 {

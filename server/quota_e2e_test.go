@@ -55,7 +55,9 @@ func TestQuotasPastAPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,450 creates")
 	}
-	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "64m"}})
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "1", "mem": "64m"},
+		// Sessions that fit no agent must wait here, not be refused.
+		AgentMemory: -1})
 	admin := r.client(t)
 	ctx := context.Background()
 	for _, p := range []events.PolicyInfo{

@@ -55,6 +55,11 @@ type Config struct {
 	// IdleTimeout ends a running session idle this long (reason
 	// idle-timeout). Default: the gateway's (30 minutes); negative: never.
 	IdleTimeout time.Duration
+	// AgentMemory is the gateway's: how long an agent's capacity counts
+	// at admission after its last heartbeat, against which a create no
+	// agent could ever hold is refused. Default: gateway.DefaultAgentMemory;
+	// negative: no such check (every create is admitted and waits).
+	AgentMemory time.Duration
 	// OutputMaxBytes bounds the kept kernel output, which JetStream
 	// reserves on the disk. Default: 0, the output stream as it is, or
 	// streams.DefaultOutputMaxBytes (256 MiB) when it is made.
@@ -267,7 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("gateway"); err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AdminAccessKey: creds.AccessKey,
+	gw, err := gateway.New(gateway.Config{NC: nc, Log: s.cfg.Log, IdleTimeout: s.cfg.IdleTimeout, AgentMemory: s.cfg.AgentMemory, AdminAccessKey: creds.AccessKey,
 		Streams: streamOpts, Storage: guard.Err})
 	if err != nil {
 		return err
@@ -330,7 +335,8 @@ func (s *Server) Run(ctx context.Context) error {
 // starts (each provisions them too, then finds them made); a store too
 // small for the output stream's reservation is said in words.
 func (s *Server) provision(ctx context.Context, ns *natsserver.Server, auth *serviceAuth, o streams.Options, storeDir string) error {
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"))
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.UserInfo("bai-gateway", auth.passwords["bai-gateway"]), nats.Name("bai-provision"),
+		nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
 	if err != nil {
 		return fmt.Errorf("server: connect: %w", err)
 	}

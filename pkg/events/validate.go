@@ -27,29 +27,32 @@ func CheckRunID(id string) error {
 // UTF-8, relative and slash-separated, at most MaxUploadDepth components
 // of at most MaxUploadName bytes each, none empty, "." or "..", and no
 // NUL, backslash, newline or other control character anywhere.
-func CheckUploadPath(p string) error {
+func CheckUploadPath(p string) error { return checkPath("upload path", p) }
+
+// checkPath is CheckUploadPath's rules, its errors naming the path kind.
+func checkPath(kind, p string) error {
 	switch {
 	case p == "" || len(p) > MaxUploadPath:
-		return fmt.Errorf("%w: upload path %q: 1 to %d bytes", ErrInvalid, clipName(p), MaxUploadPath)
+		return fmt.Errorf("%w: %s %q: 1 to %d bytes", ErrInvalid, kind, clipName(p), MaxUploadPath)
 	case !utf8.ValidString(p):
-		return fmt.Errorf("%w: upload path %q is not UTF-8", ErrInvalid, clipName(p))
+		return fmt.Errorf("%w: %s %q is not UTF-8", ErrInvalid, kind, clipName(p))
 	case strings.HasPrefix(p, "/"):
-		return fmt.Errorf("%w: upload path %q is absolute", ErrInvalid, clipName(p))
+		return fmt.Errorf("%w: %s %q is absolute", ErrInvalid, kind, clipName(p))
 	case strings.ContainsAny(p, "\x00\\"):
-		return fmt.Errorf("%w: upload path %q has a NUL or a backslash", ErrInvalid, clipName(p))
+		return fmt.Errorf("%w: %s %q has a NUL or a backslash", ErrInvalid, kind, clipName(p))
 	case strings.IndexFunc(p, unicode.IsControl) >= 0:
-		return fmt.Errorf("%w: upload path %q has a newline or another control character", ErrInvalid, clipName(p))
+		return fmt.Errorf("%w: %s %q has a newline or another control character", ErrInvalid, kind, clipName(p))
 	}
 	parts := strings.Split(p, "/")
 	if len(parts) > MaxUploadDepth {
-		return fmt.Errorf("%w: upload path %q has %d components (at most %d)", ErrInvalid, clipName(p), len(parts), MaxUploadDepth)
+		return fmt.Errorf("%w: %s %q has %d components (at most %d)", ErrInvalid, kind, clipName(p), len(parts), MaxUploadDepth)
 	}
 	for _, c := range parts {
 		switch {
 		case c == "" || c == "." || c == "..":
-			return fmt.Errorf("%w: upload path %q must be clean and stay in the work directory", ErrInvalid, clipName(p))
+			return fmt.Errorf("%w: %s %q must be clean and stay in the work directory", ErrInvalid, kind, clipName(p))
 		case len(c) > MaxUploadName:
-			return fmt.Errorf("%w: upload path %q has a component over %d bytes", ErrInvalid, clipName(p), MaxUploadName)
+			return fmt.Errorf("%w: %s %q has a component over %d bytes", ErrInvalid, kind, clipName(p), MaxUploadName)
 		}
 	}
 	return nil

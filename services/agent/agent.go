@@ -290,6 +290,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	if err == nil {
+		if err = s.serveFiles(ctx, &loops); err != nil { // bai download, bai ls (downloads.go)
+			it.Stop()
+		}
+	}
+	if err == nil {
 		loops.Go(func() { s.dispatch(ctx, work, it) })
 		loops.Go(func() { s.heartbeats(ctx) })
 		s.log.Info().Str("runtime", s.rt.Name()).Interface("capacity", s.capacity).Msg("agent ready")

@@ -535,11 +535,15 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 	if !r.sb.opts.Network && !k.Network {
 		flags |= syscall.CLONE_NEWNET
 	}
+	// The helper is a Go program that runs on one thread and allocates
+	// next to nothing: one P and no collector make its runtime's start
+	// cheaper (bai-bench -scenario runpath: about 3 ms of CPU less per
+	// execution). The execution gets Spec.Env, not these.
 	return &exec.Cmd{
 		Path:        r.sb.exe,
 		Args:        []string{"bai-sandbox"},
 		Dir:         "/",
-		Env:         []string{sandboxInitEnv + "=" + string(data)},
+		Env:         []string{sandboxInitEnv + "=" + string(data), "GOMAXPROCS=1", "GOGC=off"},
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Cloneflags: flags},
 	}, nil
 }

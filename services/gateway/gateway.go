@@ -100,6 +100,11 @@ type Service struct {
 	images   map[string]string // alias or full reference → full reference
 	kvImages jetstream.KeyValue
 	creating chan struct{} // one token per create in progress
+
+	// Files out (download.go): one token per file request in progress.
+	fileOnce sync.Once
+	fileOps  chan struct{}
+	fileWG   sync.WaitGroup
 }
 
 // New validates cfg and fills its defaults; it starts nothing.
@@ -188,12 +193,15 @@ func (s *Service) Run(ctx context.Context) error {
 			s.creating <- struct{}{}
 		}
 	}()
+	defer s.fileWG.Wait() // file requests in progress (download.go)
 	defer svc.Stop()
 	for op, h := range map[string]micro.HandlerFunc{
 		events.OpSessionCreate:    s.handleCreate,
 		events.OpSessionTerminate: s.handleTerminate,
 		events.OpSessionExecute:   s.handleExecute,
 		events.OpSessionUpload:    s.handleUpload,
+		events.OpSessionDownload:  s.handleDownload,
+		events.OpSessionFiles:     s.handleFiles,
 		events.OpImageList:        s.handleImageList,
 		events.OpImageAlias:       s.handleImageAlias,
 		events.OpImageAdd:         s.handleImageAdd,

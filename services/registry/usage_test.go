@@ -54,6 +54,8 @@ func TestUsage(t *testing.T) {
 	h.lifecycle(ak, "s0", events.StatusRunning)
 	h.lifecycle(ak, "s1", events.StatusCancelled)
 	h.lifecycle(ak, "s2", events.StatusTerminated)
+	// An agent reports only for a session placed on it: s3 runs first.
+	h.lifecycle(ak, "s3", events.StatusRunning)
 	h.event(ak, "s3", events.EventError)
 	check(n-3, n-4, held(1097))
 	h.event(ak, "s3", events.EventTerminating) // ERROR → TERMINATING: counted again

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
@@ -36,7 +38,17 @@ func TestDrainedAgentTakesNoNewWork(t *testing.T) {
 	}
 	view := func() events.SchedulerAgents {
 		t.Helper()
-		msg, err := c.nc.Request(events.SchedulerAgentsSubject, nil, 5*time.Second)
+		// Answered only on a service's inbox (the gateway asks).
+		inbox := events.ServiceInboxPrefix("gateway") + "." + nats.NewInbox()[len("_INBOX."):]
+		sub, err := c.nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		if err := c.nc.PublishRequest(events.SchedulerAgentsSubject, inbox, nil); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := sub.NextMsg(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -321,15 +321,23 @@ func (g GroupPolicy) Check() error { return g.fill() }
 // little of it is free, and the most that is free on any, e.g. "cpu short
 // on all 3 agents (largest free cpu=1)".
 func (r *round) shortage(s *session) string {
-	live := 0
+	live, drained := 0, 0
 	for _, a := range r.agents {
-		if r.live(a) {
+		switch {
+		case r.live(a):
 			live++
+		case a.drained:
+			drained++
 		}
 	}
 	if live == 0 {
-		if len(r.agents) == 0 {
+		switch {
+		case len(r.agents) == 0:
 			return "no agent in scaling group " + r.group
+		case drained == len(r.agents):
+			return fmt.Sprintf("every agent of scaling group %s is drained (%d)", r.group, drained)
+		case drained > 0:
+			return fmt.Sprintf("no live agent in scaling group %s (%d drained, %d silent or gone)", r.group, drained, len(r.agents)-drained)
 		}
 		return fmt.Sprintf("no live agent in scaling group %s (%d silent or gone)", r.group, len(r.agents))
 	}

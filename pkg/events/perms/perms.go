@@ -103,6 +103,7 @@ var (
 var (
 	GatewayOps = []string{
 		events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload,
+		events.OpSessionDownload, events.OpSessionFiles,
 		events.OpImageList, events.OpImageAlias, events.OpImageAdd,
 		events.OpAgentList, events.OpAgentDrain, events.OpAgentUndrain,
 	}
@@ -117,6 +118,9 @@ var (
 	// a service API subject (events.ServiceAPISubject): a session's status
 	// before a terminate, a key's sessions for its resource policy.
 	GatewayAsksRegistry = []string{events.OpSessionGet, events.OpSessionList, events.OpSessionUsage}
+	// AgentFileVerbs are the file requests the gateway asks an agent
+	// (events.AgentFilesSubject): bai download and bai ls.
+	AgentFileVerbs = []string{events.AgentFilesRead, events.AgentFilesList}
 )
 
 // AuthCalloutSubject is where the NATS server asks the auth service who a
@@ -254,6 +258,8 @@ func GatewayPermissions() Permissions {
 	p.PubAllow = append(p.PubAllow, read(uploads)...)
 	p.PubAllow = append(p.PubAllow, follow(uploads)...)
 	p.PubAllow = append(p.PubAllow, jsAPI+"STREAM.PURGE."+uploads, "$O."+events.UploadBucket+".>")
+	// Files out: it asks a session's agent for a chunk or a listing.
+	p.PubAllow = append(p.PubAllow, apiPatterns(AgentFileVerbs, events.AgentFilesPattern)...)
 	return p.clean()
 }
 
@@ -335,8 +341,10 @@ func AgentDurable(id string) string { return "bai-agent-" + id }
 // kernels' events (AgentEvents only, on the five-token session subjects:
 // never work for an agent, a create, a placement or a ledger entry), run
 // output, its own heartbeat key, the JetStream calls of its own durable
-// consumer of the work queue, and read-then-delete of uploaded files;
-// subscribe only to its own inbox. It cannot read other agents' work, the
+// consumer of the work queue, read-then-delete of uploaded files, and
+// answers to the gateway's file requests (on the gateway's inbox);
+// subscribe only to its own inbox and to the gateway's file requests
+// addressed to it (events.AgentFilesSubject). It cannot read other agents' work, the
 // keypairs bucket, or delete a stream. That an event concerns a kernel
 // placed on it is checked by the scheduler and the registry against the
 // placement.
@@ -378,6 +386,13 @@ func AgentPermissions(id string) Permissions {
 		jsAPI+"DIRECT.GET."+uploads+".>", jsAPI+"CONSUMER.CREATE."+uploads, jsAPI+"CONSUMER.CREATE."+uploads+".>",
 		jsAPI+"CONSUMER.DELETE."+uploads+".>", "$O."+events.UploadBucket+".M.>", jsFC+uploads+".>",
 	)
+	// Files out: the gateway's requests for its own kernels' files,
+	// answered on the gateway's inbox only.
+	for _, v := range AgentFileVerbs {
+		subj, _ := events.AgentFilesSubject(id, v)
+		p.SubAllow = append(p.SubAllow, subj)
+	}
+	p.PubAllow = append(p.PubAllow, events.ServiceInboxPrefix(Gateway)+".>")
 	// The agent ledgers are the scheduler's alone: an agent that wrote
 	// there could make placements on any agent fail their guard.
 	p.PubDeny = []string{"bai.session." + events.LedgerOwner + ".>"}

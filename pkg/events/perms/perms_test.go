@@ -149,3 +149,41 @@ func TestSecurityDocShowsTheTable(t *testing.T) {
 		t.Errorf("docs/security.md's table is out of date (cd pkg/events/perms && go test -run TestSecurityDocShowsTheTable . -update rewrites it); it should read:\n%s", Markdown())
 	}
 }
+
+// TestFilesOutOnlyGatewayToItsAgent: only the gateway asks an agent for
+// files, each agent reads only the requests addressed to it, and answers
+// only on the gateway's inbox; no tenant publishes or reads either side.
+func TestFilesOutOnlyGatewayToItsAgent(t *testing.T) {
+	const ak = "AKIAAAAAAAAAAAAAAAAA"
+	for _, v := range AgentFileVerbs {
+		own, _ := events.AgentFilesSubject("ID", v)
+		other, _ := events.AgentFilesSubject("other", v)
+		for _, id := range Table() {
+			wantPub := id.Name == Gateway
+			if got := pubAllowed(id.Permissions, own); got != wantPub {
+				t.Errorf("%s: publish %s = %v", id.Name, own, got)
+			}
+			if subAllowed(id.Permissions, other) {
+				t.Errorf("%s may read %s", id.Name, other)
+			}
+			if got := subAllowed(id.Permissions, own); got != (id.Name == "agent") {
+				t.Errorf("%s: subscribe %s = %v", id.Name, own, got)
+			}
+		}
+		for _, admin := range []bool{false, true} {
+			if u := UserPermissions(ak, admin); pubAllowed(u, own) || subAllowed(u, own) {
+				t.Errorf("user (admin %v) may use %s", admin, own)
+			}
+		}
+	}
+	agent := AgentPermissions("ID")
+	if !pubAllowed(agent, events.ServiceInboxPrefix(Gateway)+".x.y") {
+		t.Error("agent cannot answer the gateway")
+	}
+	for _, subj := range []string{events.ServiceInboxPrefix(Registry) + ".x", events.ServiceInboxPrefix(Scheduler) + ".x",
+		events.InboxPrefix(ak) + ".x", events.AgentInboxPrefix("other") + ".x"} {
+		if pubAllowed(agent, subj) {
+			t.Errorf("agent may publish %s", subj)
+		}
+	}
+}

@@ -10,6 +10,9 @@
 //	open    sessions created at a target rate (-rate) for M sessions; latency from the intended send time
 //	flood   open loop far beyond capacity: counts busy answers and errors, then waits for the backlog
 //	ps      the registry holds -ps-sessions sessions; times the first page of ps (List, limit 10)
+//	floor   bai's minimal pipeline on the same embedded JetStream server, no bai services (see floor.go)
+//	batch   N real batch sessions (/bin/true, process runtime, sandboxed, a real agent): completed/s
+//	runpath one execution's agent side in parts: bare, unsandboxed, the sandbox's cost, parts of its set-up left out
 //	cli     bai run --rm -c 'print(1)' python against a real all-in-one server.Server, vs bare python3
 //
 // Every service shares this one process: the peak RSS it prints is theirs
@@ -54,11 +57,12 @@ type options struct {
 	simNoSync   bool
 	timeout     time.Duration
 	verbose     bool
+	noFloor     bool
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "closed", "closed, open, flood, ps or cli")
+	flag.StringVar(&o.scenario, "scenario", "closed", "closed, open, flood, floor, batch, ps or cli")
 	flag.IntVar(&o.agents, "agents", 1000, "sim agents")
 	flag.IntVar(&o.agentsConn, "agents-per-conn", 1, "sim agents sharing one NATS connection")
 	flag.IntVar(&o.sessions, "sessions", 20000, "sessions to create")
@@ -76,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.simDelay, "sim-delay", 0, "sim runtime: delay of Prepare and of Create each")
 	flag.BoolVar(&o.simNoSync, "sim-nosync", false, "sim agents write their state dbs without fsync (real agents fsync on their own hosts; not crash safe)")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
+	flag.BoolVar(&o.noFloor, "no-floor", false, "closed: do not run the floor (bai/floor) after the closed loop")
 	flag.BoolVar(&o.verbose, "v", false, "log the services' warnings to stderr")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -119,7 +124,17 @@ func run(o options) error {
 	var err error
 	switch o.scenario {
 	case "closed", "open", "flood":
-		err = sessionsScenario(ctx, o, cfg)
+		var res closedResult
+		err = sessionsScenario(ctx, o, cfg, &res)
+		if err == nil && o.scenario == "closed" && !o.noFloor {
+			err = floorAfter(ctx, o, res)
+		}
+	case "floor":
+		err = floorScenario(ctx, o)
+	case "batch":
+		err = batchScenario(ctx, o)
+	case "runpath":
+		err = runpathScenario(ctx, o)
 	case "ps":
 		cfg.agents = 0
 		err = psScenario(ctx, o, cfg)

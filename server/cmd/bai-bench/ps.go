@@ -211,7 +211,24 @@ func cliScenario(ctx context.Context, o options) error {
 		}
 		return d, nil
 	}
-	var py, bi []time.Duration
+	// The live session of the exec figure: made by the first run, reused
+	// by the others (bai run --name finds it).
+	if _, err := timeOne(bai, "run", "--name", "live", "-c", "print(1)", "python"); err != nil {
+		return err
+	}
+	defer func() {
+		cmd := exec.Command(bai, "rm", "live")
+		cmd.Env = env
+		_ = cmd.Run()
+	}()
+	helpOne := func() (time.Duration, error) {
+		cmd := exec.CommandContext(ctx, bai, "--help")
+		cmd.Env = env
+		t0 := time.Now()
+		err := cmd.Run()
+		return time.Since(t0), err
+	}
+	var py, bi, live, help []time.Duration
 	for i := range o.cliRuns + 2 {
 		dp, err := timeOne(python, "-c", "print(1)")
 		if err != nil {
@@ -221,14 +238,28 @@ func cliScenario(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
+		dl, err := timeOne(bai, "run", "--name", "live", "-c", "print(1)", "python")
+		if err != nil {
+			return err
+		}
+		dh, err := helpOne()
+		if err != nil {
+			return err
+		}
 		if i >= 2 { // two warm-up runs each
-			py, bi = append(py, dp), append(bi, db)
+			py, bi, live, help = append(py, dp), append(bi, db), append(live, dl), append(help, dh)
 		}
 	}
 	fmt.Printf("%d runs each, alternating, after 2 warm-up runs each:\n", o.cliRuns)
 	printLat("python3 -c 'print(1)'", py)
 	printLat("bai run --rm (process)", bi)
-	fmt.Printf("median overhead of bai run over bare python3: %v\n", rnd(median(bi)-median(py)))
+	printLat("bai run --name live (exec)", live)
+	printLat("bai --help (client start)", help)
+	fmt.Printf("median overhead of bai run --rm over bare python3: %v\n", rnd(median(bi)-median(py)))
+	fmt.Printf("median overhead of an exec into a live session over bare python3: %v\n", rnd(median(live)-median(py)))
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average at the end: %s", la)
+	}
 	return nil
 }
 

@@ -112,7 +112,14 @@ func (o *outcomes) record(err error) {
 	}
 }
 
-func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
+// closedResult is a closed loop's figure, for the floor beside it.
+type closedResult struct {
+	n       int
+	elapsed time.Duration
+	cpu     time.Duration
+}
+
+func sessionsScenario(ctx context.Context, o options, cfg clusterConfig, res *closedResult) error {
 	fmt.Printf("starting NATS, gateway, scheduler, registry and %d sim agents (%d per connection, sim delay %v, state db fsync %v)...\n",
 		o.agents, max(o.agentsConn, 1), o.simDelay, !o.simNoSync)
 	c, err := startCluster(cfg)
@@ -244,6 +251,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig) error {
 	}
 	t.report(o, &out, elapsed, time.Since(waitStart))
 	warnings.report()
+	*res = closedResult{n: int(t.nRun.Load()), elapsed: elapsed, cpu: cpu}
 	if n := t.nRun.Load(); n > 0 {
 		// Steadier than the rates on a shared machine: compare these
 		// between builds.

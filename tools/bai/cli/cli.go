@@ -416,6 +416,8 @@ func (r *runner) app() *cli.App {
 			r.rmCommand(),
 			r.infoCommand(),
 			r.logsCommand(),
+			r.downloadCommand(),
+			r.lsCommand(),
 			r.completionCommand(),
 			r.completeCommand(),
 		},

@@ -189,6 +189,8 @@ func (r *runner) complete(ctx context.Context, cmds []*cli.Command, words []stri
 	switch {
 	case sessionCommands[cmd.Name]:
 		return filterPrefix(r.completeSessions(ctx, before, sessionStatuses(cmd.Name)), cur)
+	case (cmd.Name == "download" || cmd.Name == "ls") && positional == 0:
+		return filterPrefix(r.completeSessions(ctx, before, events.DefaultListStatuses), cur)
 	case (cmd.Name == "run" || cmd.Name == "start") && positional == 0:
 		return filterPrefix(r.completeImages(ctx, before), cur)
 	}

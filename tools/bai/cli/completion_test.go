@@ -48,9 +48,9 @@ func TestComplete(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "run start ps admin events rm info logs completion"},
+		{[]string{""}, "run start ps admin events rm info logs download ls completion"},
 		{[]string{"r"}, "run rm"},
-		{[]string{"admin", ""}, "session image keypair policy"},
+		{[]string{"admin", ""}, "session image keypair policy agent"},
 		{[]string{"admin", "session", ""}, "list"},
 		{[]string{"logs", "--f"}, "--follow"},
 		{[]string{"ps", "--w"}, "--wide"},

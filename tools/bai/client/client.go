@@ -167,6 +167,7 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 func serviceOf(op string) string {
 	switch op {
 	case events.OpSessionCreate, events.OpSessionTerminate, events.OpSessionExecute, events.OpSessionUpload,
+		events.OpSessionDownload, events.OpSessionFiles,
 		events.OpImageList, events.OpImageAlias, events.OpImageAdd, events.OpAgentList, events.OpAgentDrain, events.OpAgentUndrain:
 		return "gateway"
 	case events.OpKeypairAdd, events.OpKeypairList, events.OpKeypairInfo, events.OpKeypairRemove, events.OpKeypairRotate, events.OpPolicyAdd, events.OpPolicyList, events.OpPolicySet:
@@ -328,6 +329,26 @@ func (c *Client) Images(ctx context.Context) (*events.ImageListResponse, error) 
 func (c *Client) SetImageAlias(ctx context.Context, alias, target string) (*events.ImageListResponse, error) {
 	var resp events.ImageListResponse
 	if err := c.request(ctx, events.OpImageAlias, events.ImageAliasRequest{Alias: alias, Target: target}, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Download returns one chunk of a file of a session's work directory
+// (at most events.MaxDownloadChunk bytes from req.Offset on).
+func (c *Client) Download(ctx context.Context, req events.DownloadRequest) (*events.DownloadResponse, error) {
+	var resp events.DownloadResponse
+	if err := c.request(ctx, events.OpSessionDownload, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Files lists a directory of a session's work directory (Path "" the
+// work directory itself).
+func (c *Client) Files(ctx context.Context, req events.FilesRequest) (*events.FilesResponse, error) {
+	var resp events.FilesResponse
+	if err := c.request(ctx, events.OpSessionFiles, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -1,7 +1,8 @@
-// Package safefs creates and writes files inside a directory that an
-// untrusted process writes too (a kernel's work directory), on behalf of a
-// privileged one (the agent, as root), so that nothing the untrusted
-// process put there can redirect a write out of it.
+// Package safefs creates, writes, reads and lists files inside a directory
+// that an untrusted process writes too (a kernel's work directory), on
+// behalf of a privileged one (the agent, as root), so that nothing the
+// untrusted process put there can redirect a write or a read out of it
+// (read.go has the read side: OpenFile, Lstat, ReadDir).
 //
 // Every path is resolved one component at a time from an open directory,
 // with openat2(2) and RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Env carries the helper's Spec, as JSON.
@@ -59,7 +60,54 @@ type Spec struct {
 	FSize    uint64   `json:"fsize"`
 	// Bin are symbolic links made in BinDir: command name → target.
 	Bin map[string]string `json:"bin,omitempty"`
+	// Trace writes each set-up step's wall and CPU time to stderr (the
+	// bench's runpath scenario); never set by the agent.
+	Trace bool `json:"trace,omitempty"`
 }
+
+// tracer times the set-up's steps where Spec.Trace asks for it.
+type tracer struct {
+	on        bool
+	wall, cpu int64
+	steps     []string
+}
+
+// nowNS is monotonic nanoseconds since the helper's first trace step.
+func nowNS() int64 { return int64(time.Since(traceBase)) }
+
+var traceBase = time.Now()
+
+func cpuNS() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func (t *tracer) start() {
+	if t.on {
+		t.wall, t.cpu = nowNS(), cpuNS()
+	}
+}
+
+// step records the time since the last step.
+func (t *tracer) step(name string) {
+	if !t.on {
+		return
+	}
+	w, c := nowNS(), cpuNS()
+	t.steps = append(t.steps, fmt.Sprintf("%s %d %d", name, (w-t.wall)/1000, (c-t.cpu)/1000))
+	t.wall, t.cpu = w, c
+}
+
+// flush writes the steps to stderr: "bai-trace NAME WALL_US CPU_US".
+func (t *tracer) flush() {
+	for _, s := range t.steps {
+		fmt.Fprintf(os.Stderr, "bai-trace %s\n", s)
+	}
+	t.steps = nil
+}
+
+var trace tracer
 
 // Main returns at once where Env is unset. Else it is the helper: it sets
 // the sandbox up, runs the execution and exits with its status; it never
@@ -76,6 +124,8 @@ func Main() {
 	}
 	var spec Spec
 	err := json.Unmarshal([]byte(data), &spec)
+	trace.on = spec.Trace
+	trace.start()
 	if err == nil {
 		err = run(&spec)
 	}
@@ -95,6 +145,7 @@ func run(s *Spec) error {
 			return fmt.Errorf("join cgroup: %w", err)
 		}
 	}
+	trace.step("cgroups")
 	work, err := syscall.Open(s.WorkDir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open work dir: %w", err)
@@ -102,10 +153,12 @@ func run(s *Spec) error {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	trace.step("private")
 	host, err := readMounts()
 	if err != nil {
 		return err
 	}
+	trace.step("readmounts")
 	// Host mounts under the directories replaced below would only show in
 	// mountinfo (another agent's kernels' work dirs under /tmp): they go,
 	// but for those that hold a hidden directory (covered below).
@@ -117,6 +170,7 @@ func run(s *Spec) error {
 			}
 		}
 	}
+	trace.step("unmount-shadowed")
 	// Every other host mount read-only in here: a kernel writes only its
 	// work directory and its private temporary directories below, never
 	// a directory of the host that other kernels share (/var/tmp,
@@ -132,9 +186,11 @@ func run(s *Spec) error {
 			return fmt.Errorf("make %s read-only: %w", m.point, err)
 		}
 	}
+	trace.step("remount-ro")
 	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	trace.step("proc")
 	if err := syscall.Mount("tmpfs", "/home", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64k,mode=0755"); err != nil {
 		return fmt.Errorf("mount /home: %w", err)
 	}
@@ -148,6 +204,7 @@ func run(s *Spec) error {
 	if err := makeBin(s.Bin); err != nil {
 		return err
 	}
+	trace.step("home-workdir-bin")
 	// The mounts under the hidden directories (every kernel's work
 	// directory, this one's included: it is at WorkDir now) leave this
 	// namespace, so that /proc/self/mountinfo names no other kernel;
@@ -159,6 +216,7 @@ func run(s *Spec) error {
 			}
 		}
 	}
+	trace.step("unmount-hidden")
 	for _, d := range s.Hide {
 		if _, err := os.Stat(d); err != nil {
 			continue // under a directory hidden already
@@ -175,6 +233,7 @@ func run(s *Spec) error {
 			return fmt.Errorf("hide %s: %w", f, err)
 		}
 	}
+	trace.step("hide")
 	// Private temporary directories, each a tmpfs of its own: gone with
 	// the execution, bounded in size, and their pages charged to the
 	// kernel's memory cgroup (the writer's).
@@ -198,6 +257,7 @@ func run(s *Spec) error {
 			return fmt.Errorf("mount %s: %w", t.dir, err)
 		}
 	}
+	trace.step("tmpfs")
 	if s.Hostname != "" {
 		if err := syscall.Sethostname([]byte(s.Hostname)); err != nil {
 			return fmt.Errorf("set host name: %w", err)
@@ -220,6 +280,7 @@ func run(s *Spec) error {
 	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, 38, 1, 0, 0, 0, 0); e != 0 {
 		return fmt.Errorf("no_new_privs: %w", e)
 	}
+	trace.step("hostname-rlimits-nnp")
 	uid := uint32(s.UID)
 	pid, err := syscall.ForkExec(s.Argv[0], s.Argv, &syscall.ProcAttr{
 		Dir:   WorkDir,
@@ -230,6 +291,7 @@ func run(s *Spec) error {
 	if err != nil {
 		return fmt.Errorf("start %s: %w", s.Argv[0], err)
 	}
+	trace.step("forkexec")
 	// This helper stays the namespace's init, as root (no execution can
 	// signal or trace it): it reaps orphans until the execution ends.
 	for {
@@ -244,6 +306,7 @@ func run(s *Spec) error {
 		if got != pid {
 			continue
 		}
+		trace.step("execution")
 		code := ws.ExitStatus()
 		if ws.Signaled() {
 			code = 128 + int(ws.Signal())
@@ -293,6 +356,8 @@ func finish(code int) {
 			break // ECHILD: none left
 		}
 	}
+	trace.step("finish")
+	trace.flush()
 	if statusOK {
 		_, _ = syscall.Write(StatusFD, []byte(strconv.Itoa(code)))
 	}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/server"
+	"github.com/bai-sh/bai/tools/bai/client"
+)
+
+// batchScenario runs -sessions real batch sessions, -concurrency at a
+// time (closed loop), on a real all-in-one server.Server: its one agent
+// on the process runtime, sandboxed where the bench is root, each
+// session's startup command /bin/true. A session is complete when its
+// session_terminated reaches the bench's subscriber (after
+// session_success, the task's exit code 0). It reports completed/s: the
+// figure to hold against a batch scheduler's jobs/s (Slurm's
+// `sbatch --wrap=true`).
+func batchScenario(ctx context.Context, o options) error {
+	srv, err := server.New(server.Config{
+		DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways,
+		// Capacity for every session in flight: the figure is the
+		// pipeline's, not the host's core count.
+		AgentCapacity: map[string]string{"cpu": "100000", "mem": "100000g"},
+	})
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(sctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	creds := srv.Credentials()
+	cl, err := client.Connect(ctx, client.Options{URL: srv.ClientURL(), AccessKey: creds.AccessKey,
+		SecretKey: creds.SecretKey, Timeout: 30 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	fmt.Printf("batch: %d sessions of /bin/true, %d in flight, one real agent (process runtime; sandboxed: %v, the bench's euid is %d)\n",
+		o.sessions, o.concurrency, os.Geteuid() == 0, os.Geteuid())
+
+	n := o.sessions
+	fin := make([]chan struct{}, n)
+	for i := range fin {
+		fin[i] = make(chan struct{})
+	}
+	var completed, succeeded, failed atomic.Int64
+	filter, _ := events.LiveOwnerSessionsFilter(creds.AccessKey)
+	sub, err := cl.Conn().Subscribe(filter, func(m *nats.Msg) {
+		subj, err := events.FromLive(m.Subject)
+		if err != nil {
+			return
+		}
+		ss, err := events.ParseSessionSubject(subj)
+		if err != nil || len(ss.SessionID) < 2 || ss.SessionID[0] != 'j' {
+			return
+		}
+		i, err := strconv.Atoi(ss.SessionID[1:])
+		if err != nil || i < 0 || i >= n {
+			return
+		}
+		switch ss.Name {
+		case events.EventSuccess:
+			succeeded.Add(1)
+		case events.EventFailure:
+			failed.Add(1)
+		case events.EventTerminated:
+			select {
+			case <-fin[i]:
+			default:
+				completed.Add(1)
+				close(fin[i])
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := cl.Conn().Flush(); err != nil {
+		return err
+	}
+	lat := make([]time.Duration, n)
+	var (
+		errOnce  sync.Once
+		firstErr error
+		next     atomic.Int64
+		wg       sync.WaitGroup
+	)
+	start, cpu0, child0 := time.Now(), cpuTime(), childCPUTime()
+	for range max(o.concurrency, 1) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				for {
+					_, err := cl.Create(ctx, events.CreateRequest{
+						SessionID: fmt.Sprintf("j%07d", i), Image: "python", Type: events.TypeBatch,
+						StartupCommand: "/bin/true", Slots: []string{"cpu=1", "mem=64m"},
+					})
+					if errors.Is(err, events.ErrBusy) && ctx.Err() == nil {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					if err != nil {
+						errOnce.Do(func() { firstErr = err })
+						return
+					}
+					break
+				}
+				select {
+				case <-fin[i]:
+					lat[i] = time.Since(t0)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed, cpu, child := time.Since(start), cpuTime()-cpu0, childCPUTime()-child0
+	errOnce.Do(func() {})
+	c := completed.Load()
+	fmt.Printf("completed %d of %d (success %d, failure %d) in %v: %.0f completed/s\n",
+		c, n, succeeded.Load(), failed.Load(), elapsed.Round(time.Millisecond), float64(c)/elapsed.Seconds())
+	var ls []time.Duration
+	for _, d := range lat {
+		if d > 0 {
+			ls = append(ls, d)
+		}
+	}
+	printLat("create→terminated", ls)
+	if c > 0 {
+		fmt.Printf("cpu: %.2fs user+sys of this process (server, agent, bench), %.3f ms per session; the sandboxes and /bin/true: %.3f ms per session\n",
+			cpu.Seconds(), float64(cpu.Microseconds())/1000/float64(c), float64(child.Microseconds())/1000/float64(c))
+	}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average at the end: %s", la)
+	}
+	switch {
+	case firstErr != nil:
+		return firstErr
+	case int(c) < n:
+		return fmt.Errorf("only %d of %d batch sessions completed: %w", c, n, ctx.Err())
+	case failed.Load() > 0:
+		return fmt.Errorf("%d batch sessions failed", failed.Load())
+	}
+	return nil
+}
+
+// childCPUTime is the user and system CPU time of this process's waited-for
+// children (the sandbox helpers and what they ran).
+func childCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
