@@ -277,14 +277,20 @@ func GatewayPermissions() Permissions {
 // inboxes and the gateway's service API requests on the gateway's inbox;
 // provisions the streams; consumes the log with its durable consumer;
 // follows the output (logs); reads keypairs (the admin role).
-func RegistryPermissions() Permissions {
+func RegistryPermissions() Permissions { return RegistryPermissionsFor(RegistryDurable) }
+
+// RegistryPermissionsFor are the permissions of a registry whose durable
+// consumer of the log is durable (bai-registry --durable): each registry
+// replica of a cluster has its own consumer, so each reads the whole log
+// (one shared durable would split the log between them).
+func RegistryPermissionsFor(durable string) Permissions {
 	p := serviceBase(Registry)
 	p.SubAllow = append(p.SubAllow, apiPatterns(RegistryOps, events.APIPattern)...)
 	p.SubAllow = append(p.SubAllow, apiPatterns(RegistryOps, events.ServiceAPIPattern)...)
 	p.PubAllow = append(p.PubAllow, events.TenantInboxes, events.ServiceInboxPrefix(Gateway)+".>")
 	p.PubAllow = append(p.PubAllow, provisionAll()...)
 	p.PubAllow = append(p.PubAllow, read(streams.Sessions)...)
-	d := streams.Sessions + "." + RegistryDurable
+	d := streams.Sessions + "." + durable
 	p.PubAllow = append(p.PubAllow,
 		jsAPI+"CONSUMER.INFO."+d, jsAPI+"CONSUMER.DELETE."+d,
 		jsAPI+"CONSUMER.CREATE."+d, jsAPI+"CONSUMER.CREATE."+d+".>",

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -33,7 +34,7 @@ func TestWaitsForNATS(t *testing.T) {
 	logs := &natstest.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--idle-timeout", "-1s"}, logs)
+		done <- run(ctx, []string{"--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--idle-timeout", "-1s", "--insecure-no-auth"}, logs)
 	}()
 	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n := strings.Count(logs.String(), "nats_not_ready_waiting"); n < 2 {
@@ -59,13 +60,17 @@ func TestWaitsForNATS(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &resp); err != nil || len(resp.Images) == 0 {
 			return fmt.Errorf("image list %q: %v", msg.Data, err)
 		}
+		// It answers image.list before it has finished starting.
+		if !strings.Contains(logs.String(), "gateway_ready") {
+			return errors.New("not ready yet")
+		}
 		return nil
 	})
 	cancel()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("run: %v", err)
+			t.Fatalf("run: %v\n%s", err, logs.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the gateway did not stop")
