@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
@@ -34,9 +36,11 @@ func TestDrainedAgentTakesNoNewWork(t *testing.T) {
 	if _, err := kv.Put(ctx, events.DrainKey("agent-a"), rec); err != nil {
 		t.Fatal(err)
 	}
+	// The leader answers on a service inbox only (the gateway's).
+	gw := natstest.Connect(t, c.ns, nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
 	view := func() events.SchedulerAgents {
 		t.Helper()
-		msg, err := c.nc.Request(events.SchedulerAgentsSubject, nil, 5*time.Second)
+		msg, err := gw.Request(events.SchedulerAgentsSubject, nil, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -114,13 +113,12 @@ func BenchmarkRound1000Agents10000Sessions(b *testing.B) {
 	}
 	enqueue(10_000)
 	s := &Service{st: st, cfg: Config{AgentTimeout: time.Minute}}
-	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		if len(s.toTerminate()) != 0 {
 			b.Fatal("terminate requests")
 		}
-		if batch := s.plan(ctx, now); len(batch) != 1 {
+		if batch := s.place(newPlan(), now); len(batch) != 1 {
 			b.Fatalf("%d placements", len(batch))
 		}
 	}

@@ -86,8 +86,13 @@ type Service struct {
 	placed  atomic.Int64 // placements committed
 	poke    chan struct{}
 
-	mu sync.Mutex // guards st, for Snapshot
+	// mu guards st against the readers (Snapshot, the agents' view):
+	// the decision loop, the only writer, holds it while it writes or
+	// plans, never while it waits for the log (decide).
+	mu sync.Mutex
 	st *state
+	// sub publishes the decision loop's plans (submit.go).
+	sub submitter
 	// agents is the agents' heartbeat bucket, read directly before an
 	// agent is declared lost (lostAgents).
 	agents jetstream.KeyValue
@@ -112,6 +117,23 @@ func New(cfg Config) (*Service, error) {
 	if cfg.NC == nil {
 		return nil, fmt.Errorf("%w: NC is required", ErrConfig)
 	}
+	js, err := jetstream.New(cfg.NC)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
+	}
+	s, err := newService(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.js = js
+	s.sub = &jsSubmitter{js: js, log: s.log}
+	return s, nil
+}
+
+// newService validates cfg but its connection and fills its defaults;
+// the Service it returns has no connection nor submitter yet (New gives
+// them; the planner's tests give it a recorder).
+func newService(cfg Config) (*Service, error) {
 	if cfg.AgentTimeout < 0 || cfg.Tick < 0 || cfg.LeaseTTL < 0 || cfg.TerminateRetries < 0 {
 		return nil, fmt.Errorf("%w: negative duration or count", ErrConfig)
 	}
@@ -152,14 +174,10 @@ func New(cfg Config) (*Service, error) {
 		deadlines[st] = d
 	}
 	cfg.Deadlines = deadlines
-	js, err := jetstream.New(cfg.NC)
-	if err != nil {
-		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
-	}
+	log := cfg.Log.With().Str("component", "scheduler").Str("instance", cfg.InstanceID).Logger()
 	return &Service{
 		cfg:   cfg,
-		log:   cfg.Log.With().Str("component", "scheduler").Str("instance", cfg.InstanceID).Logger(),
-		js:    js,
+		log:   log,
 		ready: make(chan struct{}),
 		poke:  make(chan struct{}, 1),
 		st:    newState(),
