@@ -664,6 +664,9 @@ func (s *Service) batch(p *plan, places []tentative) *batch {
 				AccessKey: events.LedgerOwner, SessionID: id, AgentID: id}}
 			byAgent[t.agent] = le
 			b.ledgers = append(b.ledgers, le)
+			if p.ledgerSeq == nil {
+				p.ledgerSeq = map[string]uint64{}
+			}
 			if _, ok := p.ledgerSeq[id]; !ok {
 				p.ledgerSeq[id] = s.st.ledger[id]
 			}

@@ -101,15 +101,17 @@ type placement struct {
 	stored bool
 }
 
-func newPlan() *plan {
-	return &plan{ledgerSeq: map[string]uint64{}, decided: map[*session]bool{}}
-}
+// newPlan is an empty plan; its maps are made when first written.
+func newPlan() *plan { return &plan{} }
 
 // decide adds a guarded decision about sess with evs, unless the plan has
 // one about sess already; it returns the decision (nil when it has).
 func (p *plan) decide(sess *session, evs ...*events.Event) *decision {
 	if p.decided[sess] {
 		return nil
+	}
+	if p.decided == nil {
+		p.decided = map[*session]bool{}
 	}
 	p.decided[sess] = true
 	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
