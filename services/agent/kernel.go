@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
 // Publishing: each try's timeout and how many tries.
@@ -748,7 +748,7 @@ func (s *Service) publishSession(ctx context.Context, ak, sid, kid string, name 
 func (s *Service) event(ak, sid, kid string, name events.Name) *events.Event {
 	return &events.Event{
 		V:          events.Version,
-		ID:         nuid.Next(),
+		ID:         events.NewID(),
 		Name:       name,
 		Time:       time.Now().UTC(),
 		AccessKey:  ak,
@@ -762,17 +762,12 @@ func (s *Service) event(ak, sid, kid string, name events.Name) *events.Event {
 // publishEvent publishes e on its subject, synchronously, with its id as
 // the message id, retrying a few times.
 func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
-	subj, err := events.EventSubject(e)
-	if err != nil {
+	if _, err := events.EventSubject(e); err != nil {
 		return err
-	}
-	data, err := events.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", e.Name, err)
 	}
 	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		_, err = s.js.Publish(pctx, subj, data, jetstream.WithMsgID(e.ID))
+		_, err := streams.Publish(pctx, s.js, e, streams.Guard{})
 		cancel()
 		if err == nil {
 			return nil
@@ -803,10 +798,8 @@ func (s *Service) publishAsync(b *eventBatch, k *kernel, name events.Name) {
 	// ahead of that one: waitBatch publishes both, in order.
 	failed := len(b.futures) > 0 && b.futures[len(b.futures)-1] == nil
 	var f jetstream.PubAckFuture
-	if subj, err := events.EventSubject(e); err == nil && !failed {
-		if data, err := events.Marshal(e); err == nil {
-			f, _ = s.js.PublishAsync(subj, data, jetstream.WithMsgID(e.ID))
-		}
+	if !failed {
+		f, _ = streams.PublishAsync(s.js, e, streams.Guard{})
 	}
 	b.futures = append(b.futures, f)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -178,7 +177,7 @@ func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *na
 // agent's epoch.
 func (s *Service) outputMsg(subj, stream string, data []byte) *nats.Msg {
 	return &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
-		events.HeaderStream: []string{stream}, jetstream.MsgIDHeader: []string{nuid.Next()},
+		events.HeaderStream: []string{stream}, jetstream.MsgIDHeader: []string{events.NewID()},
 		events.HeaderEpoch: []string{strconv.FormatUint(s.epoch, 10)},
 	}}
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
@@ -660,7 +659,7 @@ func (s *Service) batch(p *plan, places []tentative) *batch {
 		le := byAgent[t.agent]
 		if le == nil {
 			id := t.agent.info.ID
-			le = &ledgerEntry{agent: t.agent, ev: &events.Event{V: events.Version, ID: nuid.Next(), Name: events.EventAgentLedger, Time: now,
+			le = &ledgerEntry{agent: t.agent, ev: &events.Event{V: events.Version, ID: events.NewID(), Name: events.EventAgentLedger, Time: now,
 				AccessKey: events.LedgerOwner, SessionID: id, AgentID: id}}
 			byAgent[t.agent] = le
 			b.ledgers = append(b.ledgers, le)
@@ -685,7 +684,7 @@ func (s *Service) batch(p *plan, places []tentative) *batch {
 
 func (s *Service) event(sess *session, name events.Name) *events.Event {
 	return &events.Event{
-		V: events.Version, ID: nuid.Next(), Name: name, Time: s.st.now().UTC(),
+		V: events.Version, ID: events.NewID(), Name: name, Time: s.st.now().UTC(),
 		AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, KernelID: sess.spec.MainKernelID,
 	}
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -153,7 +152,7 @@ func newService(cfg Config) (*Service, error) {
 		cfg.TerminateRetries = 2
 	}
 	if cfg.InstanceID == "" {
-		cfg.InstanceID = nuid.Next()
+		cfg.InstanceID = events.NewID()
 	}
 	if err := cfg.Default.fill(); err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nuid"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
@@ -143,7 +142,7 @@ func newSim(t *testing.T, cfg Config) *sim {
 func (m *sim) publish(ev *events.Event) {
 	ev.V = events.Version
 	if ev.ID == "" {
-		ev.ID = nuid.Next()
+		ev.ID = events.NewID()
 	}
 	if ev.Time.IsZero() {
 		ev.Time = m.now

@@ -31,7 +31,7 @@ const decisionTimeout = 5 * time.Second
 func (j *jsSubmitter) submit(ctx context.Context, p *plan) {
 	for _, list := range p.orders {
 		for _, o := range list {
-			if _, err := j.publish(ctx, o.ev, 0, ""); err != nil {
+			if _, err := j.publish(ctx, o.ev, streams.Guard{}); err != nil {
 				break // the rest at the next step
 			}
 			o.stored = true
@@ -40,7 +40,7 @@ func (j *jsSubmitter) submit(ctx context.Context, p *plan) {
 	for _, d := range p.decisions {
 		expect := d.expect
 		for _, ev := range d.evs {
-			seq, err := j.publish(ctx, ev, expect, d.filter)
+			seq, err := j.publish(ctx, ev, streams.Guard{Filter: d.filter, Seq: expect})
 			if err != nil {
 				break
 			}
@@ -48,7 +48,7 @@ func (j *jsSubmitter) submit(ctx context.Context, p *plan) {
 			expect = seq
 		}
 		if d.kill != nil && len(d.seqs) == len(d.evs) {
-			_, err := j.publish(ctx, d.kill, 0, "")
+			_, err := j.publish(ctx, d.kill, streams.Guard{})
 			d.killStored = err == nil
 		}
 	}
@@ -70,7 +70,7 @@ func (j *jsSubmitter) commit(ctx context.Context, p *plan, b *batch) bool {
 	// Step 1: the ledger entries.
 	acks := make([]jetstream.PubAckFuture, len(b.ledgers))
 	for i, le := range b.ledgers {
-		acks[i] = j.publishAsync(le.ev, jetstream.WithExpectLastSequencePerSubject(p.ledgerSeq[le.ev.AgentID]))
+		acks[i] = j.publishAsync(le.ev, streams.Guard{OwnSubject: true, Seq: p.ledgerSeq[le.ev.AgentID]})
 	}
 	ok := true
 	wctx, cancel := context.WithTimeout(ctx, decisionTimeout)
@@ -93,7 +93,7 @@ func (j *jsSubmitter) commit(ctx context.Context, p *plan, b *batch) bool {
 	}
 	packs := make([]jetstream.PubAckFuture, len(places))
 	for i, pl := range places {
-		packs[i] = j.publishAsync(pl.ev, jetstream.WithExpectLastSequenceForSubject(pl.expect, pl.filter))
+		packs[i] = j.publishAsync(pl.ev, streams.Guard{Filter: pl.filter, Seq: pl.expect})
 	}
 	wctx, cancel = context.WithTimeout(ctx, decisionTimeout)
 	defer cancel()
@@ -107,20 +107,10 @@ func (j *jsSubmitter) commit(ctx context.Context, p *plan, b *batch) bool {
 	return ok
 }
 
-// publishAsync publishes ev with its id as the message id and opts, not
-// waiting for the acknowledgement (waitAck). A nil future means it could
-// not be sent.
-func (j *jsSubmitter) publishAsync(ev *events.Event, opts ...jetstream.PublishOpt) jetstream.PubAckFuture {
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		j.log.Error().Err(err).Msg("bad_decision_subject")
-		return nil
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return nil
-	}
-	f, err := j.js.PublishAsync(subj, data, append(opts, jetstream.WithMsgID(ev.ID))...)
+// publishAsync publishes ev with guard g, not waiting for the
+// acknowledgement (waitAck). A nil future means it could not be sent.
+func (j *jsSubmitter) publishAsync(ev *events.Event, g streams.Guard) jetstream.PubAckFuture {
+	f, err := streams.PublishAsync(j.js, ev, g)
 	if err != nil {
 		j.log.Warn().Err(err).Str("event", string(ev.Name)).Msg("placement_publish_failed")
 		return nil
@@ -128,18 +118,9 @@ func (j *jsSubmitter) publishAsync(ev *events.Event, opts ...jetstream.PublishOp
 	return f
 }
 
-// inform publishes ev with its id as the message id, not waiting for
-// the acknowledgement.
+// inform publishes ev, not waiting for the acknowledgement.
 func (j *jsSubmitter) inform(ev *events.Event) error {
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		return err
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = j.js.PublishAsync(subj, data, jetstream.WithMsgID(ev.ID))
+	_, err := streams.PublishAsync(j.js, ev, streams.Guard{})
 	return err
 }
 
@@ -167,26 +148,12 @@ func (j *jsSubmitter) waitAck(ctx context.Context, f jetstream.PubAckFuture) (ui
 	}
 }
 
-// publish publishes ev with its id as the message id and, when filter is
-// set, the condition that the last message matching filter has sequence
-// expect; it waits for the acknowledgement (at most decisionTimeout).
-func (j *jsSubmitter) publish(ctx context.Context, ev *events.Event, expect uint64, filter string) (uint64, error) {
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		j.log.Error().Err(err).Msg("bad_decision_subject")
-		return 0, err
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return 0, err
-	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
-	if filter != "" {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect, filter))
-	}
+// publish publishes ev with guard g (the zero Guard: none) and waits
+// for the acknowledgement (at most decisionTimeout).
+func (j *jsSubmitter) publish(ctx context.Context, ev *events.Event, g streams.Guard) (uint64, error) {
 	pctx, cancel := context.WithTimeout(ctx, decisionTimeout)
 	defer cancel()
-	ack, err := j.js.Publish(pctx, subj, data, opts...)
+	ack, err := streams.Publish(pctx, j.js, ev, g)
 	if err != nil {
 		if !streams.IsWrongLastSequence(err) {
 			j.log.Warn().Err(err).Str("session_id", ev.SessionID).Str("event", string(ev.Name)).Msg("decision_publish_failed")
