@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
 )
