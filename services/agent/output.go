@@ -42,7 +42,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		return exitOnStart, true
 	}
 	k.mu.Lock()
-	if k.closing || s.stopping.Load() {
+	if k.ph.closed() || s.stopping.Load() {
 		k.mu.Unlock()
 		// Accepted but never started: it ends as if killed at once, so
 		// that whoever follows its output is not left waiting.
