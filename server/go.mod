@@ -14,7 +14,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.17
 	github.com/rs/zerolog v1.35.1
-	golang.org/x/sync v0.20.0
+	golang.org/x/sync v0.24.0
 )
 
 require (
