@@ -102,15 +102,8 @@ func (a *serviceAuth) userPermissions(u string) *natsserver.Permissions {
 
 // localAgentID is the id the embedded agent will take (stored in its
 // state db, else made from the host name), learnt before NATS starts so
-// that its NATS user can be scoped to it. agent.New reads only its
-// config and state db here; the connection is never used.
-func localAgentID(dataDir string) (string, error) {
-	probe, err := agent.New(agent.Config{NC: &nats.Conn{}, DataDir: dataDir, Capacity: map[string]string{"cpu": "1"}})
-	if err != nil {
-		return "", err
-	}
-	return probe.ID(), nil
-}
+// that its NATS user can be scoped to it.
+func localAgentID(dataDir string) (string, error) { return agent.LocalID(dataDir) }
 
 // logNATSError logs a service connection's asynchronous errors (a
 // permissions violation among them, which it also counts in violations:

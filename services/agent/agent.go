@@ -152,14 +152,11 @@ func New(cfg Config) (*Service, error) {
 		retrying:  make(map[uint64]struct{}),
 	}
 	if cfg.ID == "" {
-		id, err := storedID(s.dbPath)
+		id, err := localID(s.dbPath, host)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 		cfg.ID = id
-	}
-	if cfg.ID == "" {
-		cfg.ID = "agent-" + tokenize(host, events.MaxTokenLen-len("agent-"))
 	}
 	if !events.ValidToken(cfg.ID) {
 		return nil, fmt.Errorf("%w: agent id %q is not a token", ErrConfig, cfg.ID)

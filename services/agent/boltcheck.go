@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -101,7 +102,7 @@ func checkFile(path string, size int64, opts *bolt.Options) error {
 func fileError(err error) bool {
 	var pe *fs.PathError
 	var errno syscall.Errno
-	return errors.Is(err, bolt.ErrTimeout) || errors.As(err, &pe) || errors.As(err, &errno)
+	return errors.Is(err, berrors.ErrTimeout) || errors.As(err, &pe) || errors.As(err, &errno)
 }
 
 // salvaged is what could be read from a damaged state db: each bucket's

@@ -316,12 +316,6 @@ func (c *cgroups) list() ([]string, error) {
 	return ids, nil
 }
 
-// exists reports whether the kernel has a cgroup.
-func (c *cgroups) exists(id string) bool {
-	_, err := os.Stat(c.dir("pids", id))
-	return err == nil
-}
-
 // counters are the kernel's limit hits so far: OOM kills and refused forks.
 func (c *cgroups) counters(id string) (oomKills, pidsMax int64) {
 	if c.v2 {

@@ -76,7 +76,7 @@ func NewDockerRuntime(ctx context.Context, opts DockerOptions) (*DockerRuntime, 
 	if opts.ShmSize == 0 {
 		opts.ShmSize = 64 << 20
 	}
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
@@ -312,23 +312,12 @@ func (r *DockerRuntime) Exec(ctx context.Context, k *events.SessionSpec, run eve
 	if run.Exec == "" {
 		argv = []string{r.opts.Interpreter, "-c", run.Code}
 	}
-	env := []string{"PATH=" + execEnvPath, "HOME=" + KernelWorkDir, "LANG=C.UTF-8", "PYTHONUNBUFFERED=1"}
-	keys := make([]string, 0, len(k.Env))
-	for key := range k.Env {
-		keys = append(keys, key)
-	}
-	sort.Strings(keys)
-	for _, key := range keys {
-		if key == "" || strings.ContainsAny(key, "=\x00") || strings.ContainsRune(k.Env[key], 0) {
-			continue
-		}
-		env = append(env, key+"="+k.Env[key])
-	}
+	var gpus string
+	var hasGPUs bool
 	if r.opts.GPUs != nil {
-		if v, ok := r.opts.GPUs.Visible(k.MainKernelID); ok {
-			env = append(env, "CUDA_VISIBLE_DEVICES="+v)
-		}
+		gpus, hasGPUs = r.opts.GPUs.Visible(k.MainKernelID)
 	}
+	env := execEnv([]string{"PATH=" + execEnvPath, "HOME=" + KernelWorkDir, "LANG=C.UTF-8", "PYTHONUNBUFFERED=1"}, k.Env, gpus, hasGPUs)
 	cr, err := r.c.ExecCreate(ctx, containerName(k.MainKernelID), client.ExecCreateOptions{
 		AttachStdout: true, AttachStderr: true, Env: env, WorkingDir: KernelWorkDir, Cmd: argv,
 	})

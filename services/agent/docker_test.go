@@ -29,7 +29,7 @@ import (
 // answers.
 func dockerClient(t *testing.T) *client.Client {
 	t.Helper()
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		_, err = c.Ping(ctx, client.PingOptions{})

@@ -129,10 +129,7 @@ func (s *Service) workRoot(req *events.AgentFilesRequest) (*safefs.Root, error) 
 	if k == nil || (req.KernelID != "" && k.spec.MainKernelID != req.KernelID) {
 		return nil, events.Errorf(events.ErrConflict, "session %s is not running on agent %s", req.SessionID, s.id)
 	}
-	k.mu.Lock()
-	running := k.phase == phaseRunning && !k.closing
-	k.mu.Unlock()
-	if !running {
+	if !k.phase().takesRuns() {
 		return nil, events.Errorf(events.ErrConflict, "session %s is not running", req.SessionID)
 	}
 	fr, ok := s.rt.(fileReader)

@@ -5,71 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
-	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
 )
 
-// Publishing: each try's timeout and how many tries.
-const (
-	publishTimeout = 5 * time.Second
-	publishTries   = 4
-)
-
-// kernel is one kernel the agent has.
-type kernel struct {
-	spec *events.SessionSpec
-	log  zerolog.Logger
-
-	// life orders the lifecycle steps of the kernel: start, terminate and
-	// a batch task's end.
-	life sync.Mutex
-
-	// ended: the session is final already (a cancel, or a kill order of
-	// the scheduler after it declared this agent lost): what the kernel
-	// still writes is not published.
-	ended atomic.Bool
-
-	mu      sync.Mutex
-	phase   string
-	closing bool // terminating: no new executions
-	procs   map[string]Process
-	// limitHit is the last limit an execution hit ("oom-killed", ...).
-	limitHit string
-	runs     sync.WaitGroup // running executions; Add under mu, only while !closing
-}
-
-func newKernel(spec *events.SessionSpec, phase string, log zerolog.Logger) *kernel {
-	return &kernel{
-		spec:  spec,
-		phase: phase,
-		procs: make(map[string]Process),
-		log: log.With().Str("session_id", spec.ID).Str("kernel_id", spec.MainKernelID).
-			Str("access_key", spec.AccessKey).Logger(),
-	}
-}
-
-// killAll kills every running execution of the kernel.
-func (k *kernel) killAll(log zerolog.Logger) {
-	k.mu.Lock()
-	procs := make([]Process, 0, len(k.procs))
-	for _, p := range k.procs {
-		procs = append(procs, p)
-	}
-	k.mu.Unlock()
-	for _, p := range procs {
-		if err := p.Kill(); err != nil {
-			log.Warn().Err(err).Msg("kill execution")
-		}
-	}
-}
+// The agent's work loop: dispatch reads the work consumer in log order,
+// handle acts on one work message (a case per event name: add a handler
+// for a new kind of work there), and the on* handlers below do each
+// kind's part, using the kernel lifecycle (lifecycle.go) and publishing
+// through publish.go.
 
 func sessionKey(ak, sid string) string { return ak + "/" + sid }
 
@@ -121,7 +68,7 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			s.advance(msg, s.handle(work, msg))
 			continue
 		}
-		s.log.Error().Err(err).Msg("agent work consumer failed")
+		s.log.Error().Err(err).Msg("agent_work_consumer_failed")
 		it.Stop()
 		for {
 			if pause(ctx, time.Second) != nil {
@@ -134,7 +81,7 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			if err == nil {
 				break
 			}
-			s.log.Error().Err(err).Msg("resume agent work consumer")
+			s.log.Error().Err(err).Msg("resume_agent_work_consumer")
 		}
 	}
 }
@@ -163,7 +110,7 @@ func (s *Service) release(it jetstream.MessagesContext) {
 
 func (s *Service) nak(msg jetstream.Msg) {
 	if err := msg.Nak(); err != nil {
-		s.log.Warn().Err(err).Msg("nak work message")
+		s.log.Warn().Err(err).Msg("nak_work_message")
 	}
 }
 
@@ -199,9 +146,9 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 		e, err = events.Decode(subj, msg.Data())
 	}
 	if err != nil {
-		s.log.Warn().Err(err).Str("subject", subj).Msg("bad work message")
+		s.log.Warn().Err(err).Str("subject", subj).Msg("bad_work_message")
 		if err := msg.Term(); err != nil {
-			s.log.Warn().Err(err).Msg("terminate bad work message")
+			s.log.Warn().Err(err).Msg("terminate_bad_work_message")
 		}
 		return true
 	}
@@ -219,19 +166,19 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 	case events.EventKernelCheck:
 		err = s.onKernelCheck(ctx, e)
 	default:
-		log.Debug().Msg("ignored work message")
+		log.Debug().Msg("ignored_work_message")
 	}
 	if errors.Is(err, errPermanent) {
-		log.Warn().Err(err).Msg("refused work message")
+		log.Warn().Err(err).Msg("refused_work_message")
 		if err := msg.Term(); err != nil {
-			log.Warn().Err(err).Msg("terminate work message")
+			log.Warn().Err(err).Msg("terminate_work_message")
 		}
 		return true
 	}
 	if err != nil {
-		log.Error().Err(err).Msg("handle work message")
+		log.Error().Err(err).Msg("handle_work_message")
 		if err := msg.NakWithDelay(time.Second); err != nil {
-			log.Warn().Err(err).Msg("nak work message")
+			log.Warn().Err(err).Msg("nak_work_message")
 		}
 		return false
 	}
@@ -239,7 +186,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 	// the ack wait, which the handlers absorb as they absorb any
 	// redelivery.
 	if err := msg.Ack(); err != nil {
-		log.Warn().Err(err).Msg("ack work message")
+		log.Warn().Err(err).Msg("ack_work_message")
 	}
 	return true
 }
@@ -257,10 +204,7 @@ func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
 	k := s.kernels[spec.MainKernelID]
 	s.mu.Unlock()
 	if k != nil {
-		k.mu.Lock()
-		starting := k.phase == phaseStarting && !k.closing
-		k.mu.Unlock()
-		if !starting {
+		if !k.phase().startable() {
 			return nil // a duplicate
 		}
 		// An earlier try failed half way: finish it.
@@ -271,7 +215,7 @@ func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
 		return err
 	}
 	if known {
-		s.log.Info().Str("kernel_id", spec.MainKernelID).Msg("duplicate placement ignored")
+		s.log.Info().Str("kernel_id", spec.MainKernelID).Msg("duplicate_placement_ignored")
 		return nil
 	}
 	// Nothing is written before the kernel runs: its record is written
@@ -287,203 +231,6 @@ func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
 	return s.start(ctx, k)
 }
 
-// start walks a kernel from its placement to RUNNING, then starts its
-// initial executions. A step already done is done again
-// harmlessly (the projections absorb duplicate events).
-func (s *Service) start(ctx context.Context, k *kernel) error {
-	k.life.Lock()
-	defer k.life.Unlock()
-	k.mu.Lock()
-	closing := k.closing
-	k.mu.Unlock()
-	if closing {
-		return nil
-	}
-	spec := k.spec
-	// The lifecycle events go out asynchronously, in order on the agent's
-	// one connection, and every one is acknowledged by the log before
-	// start returns (and so before the work message is acked): a crash
-	// before then redelivers the placement.
-	var b eventBatch
-	s.publishAsync(&b, k, events.EventPreparing)
-	if err := s.rt.Prepare(ctx, spec); err != nil {
-		if err := s.waitBatch(ctx, &b); err != nil {
-			return err
-		}
-		return s.failStart(ctx, k, err)
-	}
-	s.publishAsync(&b, k, events.EventPrepared)
-	s.publishAsync(&b, k, events.EventCreating)
-	if err := s.rt.Create(ctx, spec); err != nil {
-		if err := s.waitBatch(ctx, &b); err != nil {
-			return err
-		}
-		return s.failStart(ctx, k, err)
-	}
-	crashAt("after-create")
-	s.publishAsync(&b, k, events.EventKernelStarted)
-	s.publishAsync(&b, k, events.EventStarted)
-	if err := s.waitBatch(ctx, &b); err != nil {
-		return err
-	}
-	// The initial runs are recorded with the phase, in one write: they
-	// run at most once, as any run.
-	var initial []events.RunSpec
-	if spec.Run != nil {
-		initial = append(initial, *spec.Run)
-	}
-	if spec.Type == events.TypeBatch && spec.StartupCommand != "" {
-		initial = append(initial, events.RunSpec{ID: events.StartupRunID, Exec: spec.StartupCommand})
-	}
-	ids := make([]string, len(initial))
-	for i, r := range initial {
-		ids[i] = r.ID
-	}
-	added, err := s.st.putKernelRuns(kernelRecord{Spec: *spec, Phase: phaseRunning, CreatedAt: time.Now().UTC()}, ids...)
-	if err != nil {
-		return err
-	}
-	k.mu.Lock()
-	k.phase = phaseRunning
-	k.mu.Unlock()
-	k.log.Info().Msg("kernel started")
-	var runs []events.RunSpec
-	for i, r := range initial {
-		if added[i] {
-			runs = append(runs, r)
-		} else {
-			k.log.Info().Str("run_id", r.ID).Msg("duplicate run ignored")
-		}
-	}
-	if len(runs) > 0 {
-		s.execs.Go(func() { s.runInitial(ctx, k, runs) })
-	}
-	return nil
-}
-
-// pullReporter is a runtime that reports its image pulls: Prepare calls
-// report with -1 when a pull starts, then with the percent done, from
-// Prepare's own goroutine.
-type pullReporter interface {
-	ReportPulls(report func(k *events.SessionSpec, progress int))
-}
-
-// reportPull publishes PULLING, then kernel_pull_progress events. A
-// failed publish is logged: progress is advisory.
-func (s *Service) reportPull(ctx context.Context) func(*events.SessionSpec, int) {
-	return func(spec *events.SessionSpec, progress int) {
-		s.mu.Lock()
-		k := s.kernels[spec.MainKernelID]
-		s.mu.Unlock()
-		if k == nil {
-			return
-		}
-		var err error
-		if progress < 0 {
-			err = s.publish(ctx, k, events.EventPulling, nil)
-		} else {
-			err = s.publish(ctx, k, events.EventPullProgress, func(e *events.Event) { e.Progress = &progress })
-		}
-		if err != nil {
-			k.log.Warn().Err(err).Msg("publish pull progress")
-		}
-	}
-}
-
-// failStart reports a kernel that could not start and forgets it.
-func (s *Service) failStart(ctx context.Context, k *kernel, cause error) error {
-	k.log.Warn().Err(cause).Msg("kernel failed to start")
-	if err := s.rt.Destroy(ctx, k.spec); err != nil {
-		k.log.Warn().Err(err).Msg("destroy kernel")
-	}
-	msg := cause.Error()
-	for _, n := range []events.Name{events.EventFailure, events.EventError, events.EventTerminated} {
-		if err := s.publish(ctx, k, n, func(e *events.Event) {
-			e.Reason = events.ReasonFailedToStart
-			e.Message = msg
-		}); err != nil {
-			return err
-		}
-	}
-	return s.forget(k)
-}
-
-// forget removes the kernel from the state (remembering it is gone) and
-// from memory.
-func (s *Service) forget(k *kernel) error {
-	k.mu.Lock()
-	k.closing = true
-	k.mu.Unlock()
-	if err := s.st.removeKernel(k.spec.MainKernelID, time.Now()); err != nil {
-		return err
-	}
-	s.dropKernel(k)
-	return nil
-}
-
-// runInitial runs the initial runs start recorded: the session's own Run,
-// then a batch session's startup command, whose exit code ends the
-// session.
-func (s *Service) runInitial(ctx context.Context, k *kernel, runs []events.RunSpec) {
-	var code int
-	startup := false
-	for _, r := range runs {
-		c, ran := s.execute(ctx, k, r)
-		if r.ID == events.StartupRunID {
-			code, startup = c, ran
-		}
-	}
-	if !startup {
-		return
-	}
-	k.life.Lock()
-	defer k.life.Unlock()
-	k.mu.Lock()
-	closing := k.closing
-	k.mu.Unlock()
-	if closing {
-		return // terminated meanwhile: that termination reports the end
-	}
-	result, reason := events.EventSuccess, events.ReasonTaskFinished
-	if code != 0 {
-		result = events.EventFailure
-	}
-	if s.stopping.Load() {
-		reason = events.ReasonKilled
-	}
-	k.mu.Lock()
-	hit := k.limitHit
-	k.mu.Unlock()
-	err := s.publish(ctx, k, result, func(e *events.Event) {
-		e.ExitCode = &code
-		if code != 0 && hit != "" {
-			reason, msg, _ := strings.Cut(hit, " ")
-			e.Reason, e.Message = events.Reason(reason), strings.Trim(msg, "()")
-		}
-	})
-	if err == nil {
-		err = s.terminate(ctx, k, reason, true)
-	}
-	if err != nil {
-		k.log.Error().Err(err).Msg("end batch session")
-	}
-}
-
-// executeOnce runs one execution unless the kernel ran this run id before;
-// ran is false when it did not run.
-func (s *Service) executeOnce(ctx context.Context, k *kernel, run events.RunSpec) (code int, ran bool) {
-	added, err := s.st.addRun(k.spec.MainKernelID, run.ID)
-	if err != nil {
-		k.log.Error().Err(err).Str("run_id", run.ID).Msg("record run")
-		return 0, false
-	}
-	if !added {
-		k.log.Info().Str("run_id", run.ID).Msg("duplicate run ignored")
-		return 0, false
-	}
-	return s.execute(ctx, k, run)
-}
-
 // onExecute runs code in a kernel of this agent, in its own goroutine.
 func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 	if !events.ValidToken(e.Run.ID) {
@@ -491,7 +238,7 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 	}
 	k := s.lookup(e)
 	if k == nil {
-		s.log.Warn().Str("session_id", e.SessionID).Str("run_id", e.Run.ID).Msg("execute request for no kernel of this agent")
+		s.log.Warn().Str("session_id", e.SessionID).Str("run_id", e.Run.ID).Msg("execute_request_for_no_kernel_of_this_agent")
 		lost, err := s.lostKernel(e.KernelID)
 		if err != nil {
 			return err
@@ -508,11 +255,8 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 		}
 		return nil
 	}
-	k.mu.Lock()
-	ok := k.phase == phaseRunning && !k.closing
-	k.mu.Unlock()
-	if !ok {
-		k.log.Warn().Str("run_id", e.Run.ID).Msg("execute request for a kernel not running")
+	if !k.phase().takesRuns() {
+		k.log.Warn().Str("run_id", e.Run.ID).Msg("execute_request_for_a_kernel_not_running")
 		return s.refuseRun(ctx, e.AccessKey, e.SessionID, e.Run.ID,
 			fmt.Sprintf("the kernel of session %s is not running on agent %s", e.SessionID, s.id))
 	}
@@ -521,7 +265,7 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 		return err
 	}
 	if !added {
-		k.log.Info().Str("run_id", e.Run.ID).Msg("duplicate run ignored")
+		k.log.Info().Str("run_id", e.Run.ID).Msg("duplicate_run_ignored")
 		return nil
 	}
 	run := *e.Run
@@ -549,7 +293,7 @@ func (s *Service) onTerminating(ctx context.Context, e *events.Event) error {
 		}
 		// Never heard of it: end the session so it does not hang in
 		// TERMINATING.
-		s.log.Warn().Str("session_id", e.SessionID).Msg("terminate for no kernel of this agent")
+		s.log.Warn().Str("session_id", e.SessionID).Msg("terminate_for_no_kernel_of_this_agent")
 		return s.publishSession(ctx, e.AccessKey, e.SessionID, e.KernelID, events.EventTerminated, reason)
 	}
 	k.life.Lock()
@@ -594,7 +338,7 @@ func (s *Service) lostMessage(kernelID string) string {
 // remembers the kernel as gone.
 func (s *Service) endLost(ctx context.Context, e *events.Event) error {
 	msg := s.lostMessage(e.KernelID)
-	s.log.Warn().Str("session_id", e.SessionID).Str("kernel_id", e.KernelID).Msg("session ended: kernel lost")
+	s.log.Warn().Str("session_id", e.SessionID).Str("kernel_id", e.KernelID).Msg("session_ended: kernel lost")
 	for _, n := range []events.Name{events.EventKernelExited, events.EventTerminated} {
 		ev := s.event(e.AccessKey, e.SessionID, e.KernelID, n)
 		ev.Reason, ev.Message = events.ReasonKernelLost, msg
@@ -630,239 +374,4 @@ func (s *Service) onCancelled(ctx context.Context, e *events.Event) error {
 	k.life.Lock()
 	defer k.life.Unlock()
 	return s.terminate(ctx, k, e.Reason, false)
-}
-
-// terminate kills the kernel's executions, waits until their exits are
-// published, destroys the kernel, reports it (when report) and forgets
-// it. The caller holds k.life.
-func (s *Service) terminate(ctx context.Context, k *kernel, reason events.Reason, report bool) error {
-	k.mu.Lock()
-	k.closing = true
-	k.mu.Unlock()
-	k.killAll(k.log)
-	k.runs.Wait()
-	if err := s.rt.Destroy(ctx, k.spec); err != nil {
-		return err
-	}
-	if report {
-		for _, n := range []events.Name{events.EventKernelExited, events.EventTerminated} {
-			if err := s.publish(ctx, k, n, func(e *events.Event) { e.Reason = reason }); err != nil {
-				return err
-			}
-		}
-	}
-	if err := s.forget(k); err != nil {
-		return err
-	}
-	k.log.Info().Str("reason", string(reason)).Bool("reported", report).Msg("kernel terminated")
-	return nil
-}
-
-// reconcile adopts the kernels of the state that the runtime still has and
-// reports the others terminated; it finishes starts that were cut short.
-func (s *Service) reconcile(ctx context.Context) error {
-	recs, err := s.st.kernels()
-	if err != nil {
-		return err
-	}
-	for i := range recs {
-		spec := &recs[i].Spec
-		k := newKernel(spec, recs[i].Phase, s.log)
-		s.addKernel(k)
-		if recs[i].Phase == phaseStarting {
-			// The placement may be acked already: finish the start here.
-			if err := s.start(ctx, k); err != nil {
-				return fmt.Errorf("resume start of kernel %s: %w", spec.MainKernelID, err)
-			}
-			continue
-		}
-		exists, err := s.rt.Exists(ctx, spec)
-		if err != nil {
-			return err
-		}
-		// A batch task does not survive its agent: its session ends.
-		if exists && !(spec.Type == events.TypeBatch && spec.StartupCommand != "") {
-			if a, ok := s.rt.(adopter); ok {
-				// The executions of the agent before lost their output
-				// pipes: they end; the kernel and its files stay.
-				if err := a.Adopt(ctx, spec); err != nil {
-					return fmt.Errorf("adopt kernel %s: %w", spec.MainKernelID, err)
-				}
-			}
-			k.log.Info().Msg("kernel adopted")
-			continue
-		}
-		k.life.Lock()
-		err = s.terminate(ctx, k, events.ReasonAgentRestarted, true)
-		k.life.Unlock()
-		if err != nil {
-			return err
-		}
-	}
-	if r, ok := s.rt.(reaper); ok {
-		keep := make(map[string]bool, len(recs))
-		for i := range recs {
-			keep[recs[i].Spec.MainKernelID] = true
-		}
-		ids, err := r.Reap(ctx, keep)
-		for _, id := range ids {
-			s.log.Warn().Str("kernel_id", id).Msg("orphan kernel killed: not in the agent's state")
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// adopter is a runtime that must be told of a kernel adopted after a
-// restart.
-type adopter interface {
-	Adopt(ctx context.Context, k *events.SessionSpec) error
-}
-
-// reaper is a runtime that can find and destroy kernels the agent's state
-// does not have (orphans of a crash between the runtime's create and the
-// state's write, or of a lost state); it returns their ids.
-type reaper interface {
-	Reap(ctx context.Context, keep map[string]bool) ([]string, error)
-}
-
-// publish publishes one event about kernel k.
-func (s *Service) publish(ctx context.Context, k *kernel, name events.Name, set func(*events.Event)) error {
-	e := s.event(k.spec.AccessKey, k.spec.ID, k.spec.MainKernelID, name)
-	if set != nil {
-		set(e)
-	}
-	return s.publishEvent(ctx, e)
-}
-
-// publishSession publishes one event about a session the agent has no
-// kernel of.
-func (s *Service) publishSession(ctx context.Context, ak, sid, kid string, name events.Name, reason events.Reason) error {
-	e := s.event(ak, sid, kid, name)
-	e.Reason = reason
-	return s.publishEvent(ctx, e)
-}
-
-func (s *Service) event(ak, sid, kid string, name events.Name) *events.Event {
-	return &events.Event{
-		V:          events.Version,
-		ID:         nuid.Next(),
-		Name:       name,
-		Time:       time.Now().UTC(),
-		AccessKey:  ak,
-		SessionID:  sid,
-		KernelID:   kid,
-		AgentID:    s.id,
-		AgentEpoch: s.epoch,
-	}
-}
-
-// publishEvent publishes e on its subject, synchronously, with its id as
-// the message id, retrying a few times.
-func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
-	subj, err := events.EventSubject(e)
-	if err != nil {
-		return err
-	}
-	data, err := events.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", e.Name, err)
-	}
-	for try := 1; ; try++ {
-		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		_, err = s.js.Publish(pctx, subj, data, jetstream.WithMsgID(e.ID))
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if try == publishTries || ctx.Err() != nil {
-			return fmt.Errorf("publish %s of session %s: %w", e.Name, e.SessionID, err)
-		}
-		s.log.Warn().Err(err).Str("event", string(e.Name)).Int("try", try).Msg("publish event")
-		if err := pause(ctx, time.Duration(try)*200*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-// eventBatch is events published asynchronously, in order, whose acks
-// are still to be waited for.
-type eventBatch struct {
-	events  []*events.Event
-	futures []jetstream.PubAckFuture // nil where the publish failed at once
-}
-
-// publishAsync publishes an event about kernel k without waiting for its
-// ack; waitBatch waits for it.
-func (s *Service) publishAsync(b *eventBatch, k *kernel, name events.Name) {
-	e := s.event(k.spec.AccessKey, k.spec.ID, k.spec.MainKernelID, name)
-	b.events = append(b.events, e)
-	// After an event that failed at once, publishing this one would put it
-	// ahead of that one: waitBatch publishes both, in order.
-	failed := len(b.futures) > 0 && b.futures[len(b.futures)-1] == nil
-	var f jetstream.PubAckFuture
-	if subj, err := events.EventSubject(e); err == nil && !failed {
-		if data, err := events.Marshal(e); err == nil {
-			f, _ = s.js.PublishAsync(subj, data, jetstream.WithMsgID(e.ID))
-		}
-	}
-	b.futures = append(b.futures, f)
-}
-
-// waitBatch waits for the acks of b's events. From the first event that
-// was not acknowledged on, it publishes the events again, synchronously
-// and in order, with their ids (the log drops those it already holds), so
-// that the log has them in order or start fails and the placement is
-// redelivered. b is empty afterwards.
-func (s *Service) waitBatch(ctx context.Context, b *eventBatch) error {
-	defer func() { b.events, b.futures = nil, nil }()
-	timer := time.NewTimer(publishTimeout)
-	defer timer.Stop()
-	for i, f := range b.futures {
-		ok := false
-		if f != nil {
-			select {
-			case <-f.Ok():
-				ok = true
-			case err := <-f.Err():
-				s.log.Warn().Err(err).Str("event", string(b.events[i].Name)).Msg("publish event")
-			case <-timer.C:
-				s.log.Warn().Str("event", string(b.events[i].Name)).Msg("publish event: no ack in time")
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if ok {
-			continue
-		}
-		for _, e := range b.events[i:] {
-			if err := s.publishEvent(ctx, e); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return nil
-}
-
-// pause waits d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func jsonMarshal(v any) ([]byte, error) {
-	data, err := events.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode: %w", err)
-	}
-	return data, nil
 }

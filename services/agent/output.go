@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -43,7 +42,7 @@ func (s *Service) execute(ctx context.Context, k *kernel, run events.RunSpec) (c
 		return exitOnStart, true
 	}
 	k.mu.Lock()
-	if k.closing || s.stopping.Load() {
+	if k.ph.closed() || s.stopping.Load() {
 		k.mu.Unlock()
 		// Accepted but never started: it ends as if killed at once, so
 		// that whoever follows its output is not left waiting.
@@ -179,7 +178,7 @@ func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *na
 // agent's epoch.
 func (s *Service) outputMsg(subj, stream string, data []byte) *nats.Msg {
 	return &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
-		events.HeaderStream: []string{stream}, jetstream.MsgIDHeader: []string{nuid.Next()},
+		events.HeaderStream: []string{stream}, jetstream.MsgIDHeader: []string{events.NewID()},
 		events.HeaderEpoch: []string{strconv.FormatUint(s.epoch, 10)},
 	}}
 }

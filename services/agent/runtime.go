@@ -407,27 +407,14 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	if err != nil {
 		return nil, err
 	}
-	env := []string{
+	gpus, hasGPUs := r.gpus.Visible(k.MainKernelID)
+	env := execEnv([]string{
 		"PATH=" + r.execPath(k.Image),
 		"HOME=" + home,
 		"LANG=C.UTF-8",
 		"PYTHONUNBUFFERED=1",
 		"TMPDIR=" + tmp,
-	}
-	keys := make([]string, 0, len(k.Env))
-	for key := range k.Env {
-		keys = append(keys, key)
-	}
-	sort.Strings(keys)
-	for _, key := range keys {
-		if key == "" || strings.ContainsAny(key, "=\x00") || strings.ContainsRune(k.Env[key], 0) {
-			continue
-		}
-		env = append(env, key+"="+k.Env[key])
-	}
-	if v, ok := r.gpus.Visible(k.MainKernelID); ok {
-		env = append(env, "CUDA_VISIBLE_DEVICES="+v)
-	}
+	}, k.Env, gpus, hasGPUs)
 
 	cmd := &exec.Cmd{
 		Path:        argv[0],

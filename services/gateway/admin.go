@@ -88,10 +88,9 @@ func apiError(err error) error {
 		return err
 	case errors.Is(err, ErrNoKeypair), errors.Is(err, ErrNoPolicy):
 		return events.Errorf(events.ErrNotFound, "%v", err)
-	case strings.Contains(err.Error(), "already exists"):
+	case errors.Is(err, ErrExists):
 		return events.Errorf(events.ErrConflict, "%v", err)
-	case strings.HasPrefix(err.Error(), "invalid"), strings.Contains(err.Error(), "policy limits"),
-		strings.HasPrefix(err.Error(), "total resource slots"):
+	case errors.Is(err, ErrBadField):
 		return events.Errorf(events.ErrInvalid, "%v", err)
 	}
 	return events.Errorf(events.ErrInternal, "%v", err)

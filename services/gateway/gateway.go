@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -362,7 +361,7 @@ func (s *Service) create(ctx context.Context, req micro.Request) (*events.Create
 	sure := false
 	defer func() { release(stored, sure) }()
 	ev := &events.Event{
-		V: events.Version, ID: nuid.Next(), Name: events.EventEnqueued, Time: spec.CreatedAt,
+		V: events.Version, ID: events.NewID(), Name: events.EventEnqueued, Time: spec.CreatedAt,
 		AccessKey: ak, SessionID: spec.ID, KernelID: spec.MainKernelID, Session: spec,
 	}
 	ack, err := s.publish(ctx, ev, "create."+ak+"."+spec.ID, true)
@@ -412,20 +411,11 @@ func (s *Service) publish(ctx context.Context, ev *events.Event, msgID string, m
 			}
 		}
 	}()
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		return nil, err
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return nil, err
-	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(streams.Sessions)}
+	var g streams.Guard
 	if mustBeFirst {
-		filter, _ := events.SessionFilter(ev.AccessKey, ev.SessionID)
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, filter))
+		g = streams.OnSession(ev.AccessKey, ev.SessionID, 0)
 	}
-	return s.js.Publish(ctx, subj, data, opts...)
+	return streams.Publish(ctx, s.js, ev, g, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(streams.Sessions))
 }
 
 // storageErr is events.ErrNoSpace with the server's words while it stores
@@ -500,7 +490,7 @@ func (s *Service) terminate(ctx context.Context, req micro.Request) (*events.Ter
 		return nil, events.Errorf(events.ErrConflict, "session %q is already %s", tr.SessionID, status)
 	}
 	ev := &events.Event{
-		V: events.Version, ID: nuid.Next(), Name: events.EventTerminateRequest, Time: time.Now().UTC(),
+		V: events.Version, ID: events.NewID(), Name: events.EventTerminateRequest, Time: time.Now().UTC(),
 		AccessKey: ak, SessionID: tr.SessionID, Reason: events.ReasonUserRequested,
 	}
 	if caller != ak {

@@ -56,7 +56,29 @@ var (
 	ErrNoKeypair = errors.New("no such keypair")
 	// ErrNoPolicy: no such policy.
 	ErrNoPolicy = errors.New("no such resource policy")
+	// ErrExists: the keypair or policy to create exists already.
+	ErrExists = errors.New("already exists")
+	// ErrBadField: a field of a keypair or policy is not valid.
+	ErrBadField = errors.New("invalid keypair or policy field")
 )
+
+// keysError is an error of the keypair store in its own words that
+// errors.Is matches to its kind (ErrExists, ErrBadField).
+type keysError struct {
+	kind error
+	msg  string
+}
+
+func (e *keysError) Error() string        { return e.msg }
+func (e *keysError) Is(target error) bool { return target == e.kind }
+
+func badField(format string, args ...any) error {
+	return &keysError{kind: ErrBadField, msg: fmt.Sprintf(format, args...)}
+}
+
+func exists(format string, args ...any) error {
+	return &keysError{kind: ErrExists, msg: fmt.Sprintf(format, args...)}
+}
 
 // Keypair is one access key: its hashed secret, the user it belongs to,
 // and what it may do. The secret itself is never stored: SecretHash is
@@ -97,13 +119,13 @@ type Policy = events.PolicyInfo
 // validatePolicy checks a policy's fields.
 func validatePolicy(p *Policy) error {
 	if !events.ValidToken(p.Name) {
-		return fmt.Errorf("invalid policy name %q: use 1-64 letters, digits, '-' or '_'", clip(p.Name))
+		return badField("invalid policy name %q: use 1-64 letters, digits, '-' or '_'", clip(p.Name))
 	}
 	if p.MaxConcurrentSessions < 0 || p.MaxPendingSessions < 0 || p.IdleTimeout < 0 || p.MaxSessionLifetime < 0 {
-		return errors.New("policy limits must not be negative")
+		return badField("policy limits must not be negative")
 	}
 	if _, err := slots.ParseMap(p.TotalSlots); err != nil {
-		return fmt.Errorf("total resource slots: %v", err)
+		return badField("total resource slots: %v", err)
 	}
 	return nil
 }
@@ -269,21 +291,21 @@ func (k *Keys) Add(ctx context.Context, n NewKeypair) (*Keypair, string, error) 
 	}
 	switch {
 	case !validAccessKey(n.AccessKey):
-		return nil, "", fmt.Errorf("invalid access key %q: AKIA and 16 upper-case letters or digits", clip(n.AccessKey))
+		return nil, "", badField("invalid access key %q: AKIA and 16 upper-case letters or digits", clip(n.AccessKey))
 	case len(n.SecretKey) != SecretKeyLen:
-		return nil, "", fmt.Errorf("invalid secret key: %d characters needed", SecretKeyLen)
+		return nil, "", badField("invalid secret key: %d characters needed", SecretKeyLen)
 	case n.Role != RoleUser && n.Role != RoleAdmin:
-		return nil, "", fmt.Errorf("invalid role %q: use user or admin", clip(n.Role))
+		return nil, "", badField("invalid role %q: use user or admin", clip(n.Role))
 	case n.UserID != "" && !events.ValidToken(n.UserID):
-		return nil, "", fmt.Errorf("invalid user id %q", clip(n.UserID))
+		return nil, "", badField("invalid user id %q", clip(n.UserID))
 	case len(n.Email) > 256 || strings.ContainsAny(n.Email, " \t\r\n\x00"):
-		return nil, "", fmt.Errorf("invalid email %q", clip(n.Email))
+		return nil, "", badField("invalid email %q", clip(n.Email))
 	case !events.ValidToken(n.Domain):
-		return nil, "", fmt.Errorf("invalid domain %q", clip(n.Domain))
+		return nil, "", badField("invalid domain %q", clip(n.Domain))
 	}
 	for _, g := range n.Groups {
 		if !events.ValidToken(g) {
-			return nil, "", fmt.Errorf("invalid group %q", clip(g))
+			return nil, "", badField("invalid group %q", clip(g))
 		}
 	}
 	if _, err := k.GetPolicy(ctx, n.Policy); err != nil {
@@ -299,7 +321,7 @@ func (k *Keys) Add(ctx context.Context, n NewKeypair) (*Keypair, string, error) 
 	kp.setSecret(n.SecretKey)
 	if _, err := k.kv.Create(ctx, akKey(kp.AccessKey), mustJSON(kp)); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, "", fmt.Errorf("access key %s already exists", kp.AccessKey)
+			return nil, "", exists("access key %s already exists", kp.AccessKey)
 		}
 		return nil, "", err
 	}
@@ -411,7 +433,7 @@ func (k *Keys) PutPolicy(ctx context.Context, p Policy, create bool) error {
 	}
 	if create {
 		if _, err := k.kv.Create(ctx, policyKey(p.Name), mustJSON(p)); errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("policy %q already exists", p.Name)
+			return exists("policy %q already exists", p.Name)
 		} else {
 			return err
 		}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
@@ -170,7 +169,7 @@ func (q *quotas) unhold(ks *keyState, ak string, a admitted, sure bool) {
 // acquire takes ak's admission lease and returns its revision.
 func (q *quotas) acquire(ctx context.Context, ak string) (uint64, error) {
 	key := "ak." + ak
-	holder := nuid.Next()
+	holder := events.NewID()
 	wait := time.Millisecond
 	for {
 		val, _ := json.Marshal(lease{Holder: holder, Until: time.Now().Add(leaseTTL).UTC()})

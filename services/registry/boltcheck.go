@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -110,5 +111,5 @@ func walkBucket(b *bolt.Bucket, sessions bool) error {
 func fileError(err error) bool {
 	var pe *fs.PathError
 	var errno syscall.Errno
-	return errors.Is(err, bolt.ErrTimeout) || errors.As(err, &pe) || errors.As(err, &errno)
+	return errors.Is(err, berrors.ErrTimeout) || errors.As(err, &pe) || errors.As(err, &errno)
 }

@@ -9,38 +9,69 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/bai-sh/bai/pkg/events"
-	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/pkg/slots"
 )
 
 // decide acts on the current state, as the leader: orphan placements,
 // lost agents, terminate requests, deadlines, then placements. The
-// time-driven checks run on ticks (timed) only.
+// time-driven checks run on ticks (timed) only. Each of its two steps
+// (the decisions, then the placements on the state the decisions left)
+// is planned holding s.mu, submitted without it, and applied holding it
+// again (plan.go).
 func (s *Service) decide(ctx context.Context, timed bool) {
+	now := s.st.now()
+	var sil *silence
+	if timed {
+		sil = s.probeAgents(ctx, now)
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
 	s.infoBudget = s.st.infoTokens(now)
-	s.dropOrphans(ctx)
+	p := s.planDecisions(now, timed, sil)
+	s.mu.Unlock()
+	s.run(ctx, p)
+	s.mu.Lock()
+	var pp *plan
+	if s.st.dirty || timed {
+		s.st.dirty = false
+		pp = s.planPlacements(now)
+	}
+	s.mu.Unlock()
+	s.run(ctx, pp)
+}
+
+// run submits p, unless it is empty, and applies what was stored.
+func (s *Service) run(ctx context.Context, p *plan) {
+	if p == nil || p.empty() {
+		return
+	}
+	s.sub.submit(ctx, p)
+	s.mu.Lock()
+	s.applyPlan(p)
+	s.mu.Unlock()
+}
+
+// planDecisions plans the step's decisions (the caller holds s.mu): the
+// drop orders of orphan placements, the ends of the sessions of lost
+// agents (sil, on ticks), the kernel checks, the terminations and the
+// deadlines.
+func (s *Service) planDecisions(now time.Time, timed bool, sil *silence) *plan {
+	p := newPlan()
+	s.dropOrphans(p)
 	if timed {
 		// Time-driven checks walk every session: once a tick.
-		s.lostAgents(ctx, now)
-		s.checkRestarted(ctx, now)
+		s.lostAgents(p, now, sil)
+		s.checkRestarted(p, now)
 		s.pendingTimeouts(now)
 	}
 	for _, sess := range s.toTerminate() {
-		s.terminate(ctx, sess)
+		s.terminate(p, sess)
 	}
 	if timed {
-		s.deadlines(ctx, now)
+		s.deadlines(p, now)
 	}
-	if s.st.dirty || timed {
-		s.st.dirty = false
-		s.placeAll(ctx, now)
-	}
+	return p
 }
 
 func (s *Service) group(name string) GroupPolicy {
@@ -65,71 +96,114 @@ func (s *Service) toTerminate() []*session {
 
 // dropOrphans orders the agents of late placements of final sessions to
 // drop them.
-func (s *Service) dropOrphans(ctx context.Context) {
-	for len(s.st.orphans) > 0 {
-		o := s.st.orphans[0]
-		ev := &events.Event{V: events.Version, ID: "orphan-" + o.sid + "-" + o.agentID, Name: events.EventCancelled, Time: time.Now().UTC(),
+func (s *Service) dropOrphans(p *plan) {
+	if len(s.st.orphans) == 0 {
+		return
+	}
+	list := make([]*order, 0, len(s.st.orphans))
+	for _, o := range s.st.orphans {
+		ev := &events.Event{V: events.Version, ID: "orphan-" + o.sid + "-" + o.agentID, Name: events.EventCancelled, Time: s.st.now().UTC(),
 			AccessKey: o.ak, SessionID: o.sid, KernelID: o.kid, AgentID: o.agentID, Reason: events.ReasonKilled,
 			Message: "placed after it ended"}
-		if _, err := s.publishEvent(ctx, ev, 0, ""); err != nil {
-			return
-		}
-		s.st.orphans = s.st.orphans[1:]
+		list = append(list, &order{ev: ev, done: func() { s.st.orphans = s.st.orphans[1:] }})
 	}
+	p.orders = append(p.orders, list)
 }
 
-// lostAgents ends the sessions of agents silent past AgentTimeout: ERROR,
-// then TERMINATED, reason agent-lost, which releases their capacity; then
-// a kill order on the agent's own work subject, which it finds if it
-// comes back. Silent means silent in the bucket too (stillBeating), not
-// only in the watch; while the bucket does not answer, nobody is lost.
+// silence is what probeAgents read of the agents silent past
+// AgentTimeout: which are alive after all, and the one whose heartbeat
+// could not be read (nil when all could).
+type silence struct {
+	alive      map[*agent]bool
+	unreadable *agent
+}
+
+// silent reports whether sess holds capacity on an agent silent past
+// AgentTimeout, and that agent.
+func (s *Service) silent(sess *session, now time.Time) (*agent, bool) {
+	if !sess.status.HoldsCapacity() || sess.agentID == "" {
+		return nil, false
+	}
+	a := s.st.agents[sess.agentID]
+	if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout || now.Sub(s.storageFailed) <= s.cfg.AgentTimeout {
+		return nil, false
+	}
+	return a, true
+}
+
+// probeAgents does, on a tick, the reads lostAgents decides on; nil means
+// nobody may be lost this tick. Silent means silent in the bucket too
+// (stillBeating), not only in the watch; while the bucket does not
+// answer, nobody is lost.
 //
 // Silent means silent while the bucket could store, too: before anyone is
 // lost, the scheduler writes to the bucket itself (storageWritable). A
 // write that fails (the server's disk full) says the heartbeats could not
 // be stored either: nobody is lost, and once writes work again every agent
 // has AgentTimeout from then to be heard.
-func (s *Service) lostAgents(ctx context.Context, now time.Time) {
+//
+// Only the decision loop writes the state, and this is it: it reads the
+// state without s.mu, and takes s.mu only to write.
+func (s *Service) probeAgents(ctx context.Context, now time.Time) *silence {
 	if !s.agentsReadable(ctx, now) {
-		return // silence.go: no evidence while the bucket cannot be read
+		return nil // silence.go: no evidence while the bucket cannot be read
 	}
-	alive := map[*agent]bool{}
-	unreadable := false // the bucket did not answer: nobody is lost this tick
-	probed := false
+	var silentAgents []*agent
+	seen := map[*agent]bool{}
 	for _, sess := range s.sorted() {
-		if !sess.status.HoldsCapacity() || sess.agentID == "" {
+		if a, ok := s.silent(sess, now); ok && !seen[a] {
+			seen[a] = true
+			silentAgents = append(silentAgents, a)
+		}
+	}
+	sil := &silence{alive: map[*agent]bool{}}
+	if len(silentAgents) == 0 {
+		return sil
+	}
+	if err := s.storageWritable(ctx); err != nil {
+		s.storageFailed = now
+		a := silentAgents[0]
+		s.log.Warn().Err(err).Str("agent_id", a.id).Dur("silent", now.Sub(a.seen)).
+			Msg("agents_not_judged: the agents bucket cannot store, so a silent agent may be beating")
+		return nil
+	}
+	for _, a := range silentAgents {
+		ok, err := s.stillBeating(ctx, a, now)
+		if err != nil {
+			s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
+			sil.unreadable = a
+			s.readsFailed(now)
+			break
+		}
+		sil.alive[a] = ok
+	}
+	return sil
+}
+
+// lostAgents ends the sessions of agents silent past AgentTimeout that
+// probeAgents found silent in the bucket too: ERROR, then TERMINATED,
+// reason agent-lost, which releases their capacity; then a kill order on
+// the agent's own work subject, which it finds if it comes back. The
+// sessions after the first on an agent whose heartbeat could not be read
+// wait for the next tick.
+func (s *Service) lostAgents(p *plan, now time.Time, sil *silence) {
+	if sil == nil {
+		return
+	}
+	for _, sess := range s.sorted() {
+		a, ok := s.silent(sess, now)
+		if !ok {
 			continue
 		}
-		a := s.st.agents[sess.agentID]
-		if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout || now.Sub(s.storageFailed) <= s.cfg.AgentTimeout {
-			continue
+		if a == sil.unreadable {
+			return
 		}
-		if !probed {
-			probed = true
-			if err := s.storageWritable(ctx); err != nil {
-				s.storageFailed = now
-				s.log.Warn().Err(err).Str("agent_id", a.id).Dur("silent", now.Sub(a.seen)).
-					Msg("agents_not_judged: the agents bucket cannot store, so a silent agent may be beating")
-				return
-			}
-		}
-		ok, checked := alive[a]
-		if !checked && !unreadable {
-			var err error
-			ok, err = s.stillBeating(ctx, a, now)
-			if err != nil {
-				s.log.Warn().Err(err).Str("agent_id", a.id).Msg("agent_heartbeat_unreadable")
-				unreadable = true
-				s.readsFailed(now)
-			}
-			alive[a] = ok
-		}
-		if ok || unreadable {
+		if sil.alive[a] {
 			continue
 		}
 		a.lost = true
 		msg := fmt.Sprintf("agent %s silent for %s", sess.agentID, now.Sub(a.seen).Truncate(time.Millisecond))
-		s.forceEnd(ctx, sess, events.ReasonAgentLost, msg)
+		s.forceEnd(p, sess, events.ReasonAgentLost, msg)
 	}
 }
 
@@ -175,6 +249,8 @@ func (s *Service) stillBeating(ctx context.Context, a *agent, now time.Time) (bo
 	if !ok {
 		return false, nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.st.heartbeat(info, now); err != nil {
 		return false, nil
 	}
@@ -183,43 +259,45 @@ func (s *Service) stillBeating(ctx context.Context, a *agent, now time.Time) (bo
 	return true, nil
 }
 
-// forceEnd moves a session to ERROR (when it is not), then TERMINATED,
-// and orders its agent to kill what it may still run for it.
-func (s *Service) forceEnd(ctx context.Context, sess *session, reason events.Reason, msg string) {
+// forceEnd plans to move a session to ERROR (when it is not), then
+// TERMINATED, and to order its agent to kill what it may still run for it.
+func (s *Service) forceEnd(p *plan, sess *session, reason events.Reason, msg string) {
 	agentID := sess.agentID
+	var evs []*events.Event
 	if sess.status != events.StatusError {
 		ev := s.event(sess, events.EventError)
 		// The placement's agent id: an error or end of a placed session
 		// without it is refused as forged (events.NotFromPlacedAgent).
 		ev.AgentID, ev.Reason, ev.Message = agentID, reason, msg
-		if !s.decision(ctx, sess, ev) {
-			return
-		}
+		evs = append(evs, ev)
 	}
 	ev := s.event(sess, events.EventTerminated)
 	ev.AgentID, ev.Reason, ev.Message = agentID, reason, msg
-	if !s.decision(ctx, sess, ev) {
+	evs = append(evs, ev)
+	d := p.decide(sess, evs...)
+	if d == nil {
 		return
 	}
-	s.log.Warn().Str("session_id", sess.spec.ID).Str("agent_id", agentID).Str("reason", string(reason)).Msg(msg)
-	if agentID == "" {
-		return
+	if agentID != "" {
+		d.kill = s.event(sess, events.EventCancelled)
+		d.kill.ID = "kill-" + sess.spec.ID + "-" + agentID
+		d.kill.AgentID, d.kill.Reason, d.kill.Message = agentID, reason, "kill order: "+msg
 	}
-	kill := s.event(sess, events.EventCancelled)
-	kill.ID = "kill-" + sess.spec.ID + "-" + agentID
-	kill.AgentID, kill.Reason, kill.Message = agentID, reason, "kill order: "+msg
-	if _, err := s.publishEvent(ctx, kill, 0, ""); err != nil {
-		// The session is final: its late placement is found again as an
-		// orphan only if the agent re-reports; record it now.
-		s.st.orphans = append(s.st.orphans, orphan{ak: sess.spec.AccessKey, sid: sess.spec.ID, kid: sess.spec.MainKernelID, agentID: agentID})
+	d.done = func(d *decision) {
+		s.log.Warn().Str("session_id", sess.spec.ID).Str("agent_id", agentID).Str("reason", string(reason)).Msg(msg)
+		if d.kill != nil && !d.killStored {
+			// The session is final: its late placement is found again as
+			// an orphan only if the agent re-reports; record it now.
+			s.st.orphans = append(s.st.orphans, orphan{ak: sess.spec.AccessKey, sid: sess.spec.ID, kid: sess.spec.MainKernelID, agentID: agentID})
+		}
 	}
 }
 
-// deadlines moves sessions stuck in a non-final status on.
-func (s *Service) deadlines(ctx context.Context, now time.Time) {
+// deadlines plans to move sessions stuck in a non-final status on.
+func (s *Service) deadlines(p *plan, now time.Time) {
 	for _, sess := range s.sorted() {
 		d, ok := s.cfg.Deadlines[sess.status]
-		if !ok || now.Sub(sess.since) <= d {
+		if !ok || now.Sub(sess.since) <= d || p.decided[sess] {
 			continue
 		}
 		msg := fmt.Sprintf("%s for more than %s", sess.status, d)
@@ -228,27 +306,29 @@ func (s *Service) deadlines(ctx context.Context, now time.Time) {
 			if sess.agentID == "" {
 				ev := s.event(sess, events.EventTerminated)
 				ev.Reason, ev.Message = events.ReasonStatusTimeout, msg
-				s.decision(ctx, sess, ev)
+				p.decide(sess, ev)
 				continue
 			}
 			ev := s.event(sess, events.EventTerminating)
 			ev.AgentID, ev.Reason, ev.Message = sess.agentID, events.ReasonStatusTimeout, msg
-			s.decision(ctx, sess, ev)
+			p.decide(sess, ev)
 		case events.StatusTerminating:
 			if sess.termTries >= s.cfg.TerminateRetries {
-				s.forceEnd(ctx, sess, events.ReasonStatusTimeout, msg+", forced")
+				s.forceEnd(p, sess, events.ReasonStatusTimeout, msg+", forced")
 				continue
 			}
 			ev := s.event(sess, events.EventTerminating)
 			ev.AgentID, ev.Reason, ev.Message = sess.agentID, events.ReasonStatusTimeout, msg+", ordered again"
-			if s.decision(ctx, sess, ev) {
-				sess.termTries++
-				sess.since = now
+			if dec := p.decide(sess, ev); dec != nil {
+				dec.done = func(*decision) {
+					sess.termTries++
+					sess.since = now
+				}
 			}
 		default:
 			ev := s.event(sess, events.EventError)
 			ev.AgentID, ev.Reason, ev.Message = sess.agentID, events.ReasonStatusTimeout, msg
-			s.decision(ctx, sess, ev)
+			p.decide(sess, ev)
 		}
 	}
 }
@@ -281,7 +361,7 @@ func (s *Service) sorted() []*session {
 	return out
 }
 
-func (s *Service) terminate(ctx context.Context, sess *session) {
+func (s *Service) terminate(p *plan, sess *session) {
 	ev := s.event(sess, events.EventTerminating)
 	ev.Reason = sess.terminateReason
 	switch {
@@ -295,27 +375,28 @@ func (s *Service) terminate(ctx context.Context, sess *session) {
 	default:
 		ev.AgentID = sess.agentID
 	}
-	if s.decision(ctx, sess, ev) {
-		s.st.setTerminate(sess, "")
+	if d := p.decide(sess, ev); d != nil {
+		d.done = func(*decision) { s.st.setTerminate(sess, "") }
 	}
 }
 
-// placeAll runs one placement round over every scaling group, then
-// commits its placements.
-func (s *Service) placeAll(ctx context.Context, now time.Time) {
-	batch := s.plan(ctx, now)
-	for len(batch) > 0 {
-		n := min(len(batch), maxPlacementsPerBatch)
-		if !s.commit(ctx, batch[:n]) {
-			return
-		}
-		batch = batch[n:]
+// planPlacements plans one placement round over every scaling group
+// (the caller holds s.mu): its pending-info events and its placements,
+// in batches of at most maxPlacementsPerBatch.
+func (s *Service) planPlacements(now time.Time) *plan {
+	p := newPlan()
+	places := s.place(p, now)
+	for len(places) > 0 {
+		n := min(len(places), maxPlacementsPerBatch)
+		p.batches = append(p.batches, s.batch(p, places[:n]))
+		places = places[n:]
 	}
+	return p
 }
 
-// plan decides the round's placements over every scaling group,
-// tentatively.
-func (s *Service) plan(ctx context.Context, now time.Time) []tentative {
+// place decides the round's placements over every scaling group,
+// tentatively, and adds the round's pending-info events to p.
+func (s *Service) place(p *plan, now time.Time) []tentative {
 	queues := s.st.queues()
 	if len(queues) == 0 {
 		return nil
@@ -326,11 +407,11 @@ func (s *Service) plan(ctx context.Context, now time.Time) []tentative {
 	}
 	sort.Strings(names)
 	placed := map[string]int{}
-	var batch []tentative
+	var out []tentative
 	for _, g := range names {
 		r := s.st.newRound(g, s.group(g), now, s.cfg.AgentTimeout, placed)
-		s.placeGroup(ctx, r, queues[g])
-		batch = append(batch, r.batch...)
+		s.placeGroup(p, r, queues[g])
+		out = append(out, r.batch...)
 		if r.held {
 			// What it held back goes, if it fits, next round: now, not at
 			// the next tick or event.
@@ -341,7 +422,7 @@ func (s *Service) plan(ctx context.Context, now time.Time) []tentative {
 			}
 		}
 	}
-	return batch
+	return out
 }
 
 // Pending-info events are rate limited, so that a queue of many thousands
@@ -376,43 +457,39 @@ func (st *state) infoTokens(now time.Time) int {
 const maxPlacementsPerBatch = 400
 
 // placeGroup decides what it can of one group's queue, tentatively.
-func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
+func (s *Service) placeGroup(p *plan, r *round, q []*session) {
 	sortQueue(q, r.gp.Policy)
 	// Predicates first: what may not go yet says why.
 	ready := q[:0]
 	for _, sess := range q {
 		if reason, msg := r.predicates(sess); reason != "" {
-			s.info(ctx, sess, reason, msg)
+			s.info(p, sess, reason, msg)
 			continue
 		}
 		ready = append(ready, sess)
 	}
-	try := func(sess *session) (placed, ok bool) {
+	try := func(sess *session) (placed bool) {
 		if msg := r.overLimit(sess); msg != "" {
-			s.info(ctx, sess, events.ReasonConcurrencyLimit, msg)
-			return false, true
+			s.info(p, sess, events.ReasonConcurrencyLimit, msg)
+			return false
 		}
 		a := r.pick(sess)
 		if a == nil {
-			return false, true
+			return false
 		}
 		r.add(a, sess)
 		r.batch = append(r.batch, tentative{sess: sess, agent: a})
 		r.st.rr[r.group] = a.info.ID
 		r.placed[sess.spec.AccessKey]++
-		return true, true
+		return true
 	}
 	switch r.gp.Policy {
 	case DRF:
-		return s.placeDRF(ctx, r, ready, try)
+		s.placeDRF(p, r, ready, try)
 	case LIFO:
 		for _, sess := range ready {
-			placed, ok := try(sess)
-			if !ok {
-				return false
-			}
-			if !placed && r.overLimit(sess) == "" {
-				s.info(ctx, sess, events.ReasonNoAgent, r.lastWhy)
+			if !try(sess) && r.overLimit(sess) == "" {
+				s.info(p, sess, events.ReasonNoAgent, r.lastWhy)
 			}
 		}
 	default: // FIFO
@@ -423,29 +500,24 @@ func (s *Service) placeGroup(ctx context.Context, r *round, q []*session) bool {
 				// next it goes when it fits.
 				sess.waited = true
 				r.held = true
-				s.info(ctx, sess, events.ReasonQueueBlocked, "behind "+blocker.spec.ID)
+				s.info(p, sess, events.ReasonQueueBlocked, "behind "+blocker.spec.ID)
 				continue
 			}
-			placed, ok := try(sess)
-			if !ok {
-				return false
-			}
-			if placed || r.overLimit(sess) != "" {
+			if try(sess) || r.overLimit(sess) != "" {
 				continue // a keypair limit blocks no one else
 			}
-			s.info(ctx, sess, events.ReasonNoAgent, r.lastWhy)
+			s.info(p, sess, events.ReasonNoAgent, r.lastWhy)
 			if blocker == nil && sess.retries < r.gp.SkipAfter {
 				sess.retries++
 				blocker = sess
 			}
 		}
 	}
-	return true
 }
 
 // placeDRF places, within each priority, the head of the access key with
 // the lowest dominant share of the group's capacity first.
-func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func(*session) (bool, bool)) bool {
+func (s *Service) placeDRF(p *plan, r *round, q []*session, try func(*session) bool) {
 	total := slots.Set{}
 	for _, a := range r.agents {
 		if !r.live(a) {
@@ -495,13 +567,9 @@ func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func
 			}
 			sess := byKey[best][0]
 			byKey[best] = byKey[best][1:]
-			placed, ok := try(sess)
-			if !ok {
-				return false
-			}
-			if !placed {
+			if !try(sess) {
 				if r.overLimit(sess) == "" {
-					s.info(ctx, sess, events.ReasonNoAgent, r.lastWhy)
+					s.info(p, sess, events.ReasonNoAgent, r.lastWhy)
 				}
 				continue
 			}
@@ -514,13 +582,12 @@ func (s *Service) placeDRF(ctx context.Context, r *round, q []*session, try func
 			}
 		}
 	}
-	return true
 }
 
 // info records on the session why it waits, once per distinct reason (see
 // infoKey), as a session_pending_info event that the registry shows as
 // status_info.
-func (s *Service) info(ctx context.Context, sess *session, reason events.Reason, msg string) {
+func (s *Service) info(p *plan, sess *session, reason events.Reason, msg string) {
 	if reason == sess.infoReason && msg == sess.infoMsg {
 		return // what it says already, word for word: the common case
 	}
@@ -537,24 +604,14 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 	}
 	s.infoBudget--
 	s.st.infoSpent++
+	// Said once sent; a publish that fails clears it (applyPlan).
 	sess.info, sess.infoReason, sess.infoMsg = text, reason, msg
 	ev := s.event(sess, events.EventPendingInfo)
 	ev.Reason, ev.Message = reason, msg
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		return
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return
-	}
-	// Asynchronous: it only informs; the log's echo updates lastSeq.
-	if _, err := s.js.PublishAsync(subj, data, jetstream.WithMsgID(ev.ID)); err != nil {
-		sess.info, sess.infoReason, sess.infoMsg = "", "", ""
-	}
+	p.infos = append(p.infos, &pendingInfo{sess: sess, ev: ev})
 }
 
-// commit publishes a round's placements in two steps, each a set of
+// A commit publishes a round's placements in two steps, each a set of
 // asynchronous publishes whose acknowledgements it waits for:
 //
 //  1. per agent touched, one agent_ledger entry on the agent's ledger
@@ -590,173 +647,44 @@ func (s *Service) info(ctx context.Context, sess *session, reason events.Reason,
 // placement was never published (a crash between the steps) counts until
 // its session moves, is placed or ends; the next leader places the
 // session counting that reservation as its own (round.pick).
-func (s *Service) commit(ctx context.Context, batch []tentative) bool {
-	type agentBatch struct {
-		ledger *events.Event
-		items  []tentative
-		ack    jetstream.PubAckFuture
-	}
-	byAgent := map[*agent]*agentBatch{}
-	var order []*agentBatch
-	now := time.Now().UTC()
-	for _, t := range batch {
-		ab := byAgent[t.agent]
-		if ab == nil {
+//
+// batch builds one such commit of places (the caller holds s.mu); the
+// submitter publishes it (jsSubmitter.commit) and applyPlan applies what
+// was stored.
+func (s *Service) batch(p *plan, places []tentative) *batch {
+	b := &batch{}
+	byAgent := map[*agent]*ledgerEntry{}
+	now := s.st.now().UTC()
+	for _, t := range places {
+		le := byAgent[t.agent]
+		if le == nil {
 			id := t.agent.info.ID
-			ab = &agentBatch{ledger: &events.Event{V: events.Version, ID: nuid.Next(), Name: events.EventAgentLedger, Time: now,
+			le = &ledgerEntry{agent: t.agent, ev: &events.Event{V: events.Version, ID: events.NewID(), Name: events.EventAgentLedger, Time: now,
 				AccessKey: events.LedgerOwner, SessionID: id, AgentID: id}}
-			byAgent[t.agent] = ab
-			order = append(order, ab)
+			byAgent[t.agent] = le
+			b.ledgers = append(b.ledgers, le)
+			if p.ledgerSeq == nil {
+				p.ledgerSeq = map[string]uint64{}
+			}
+			if _, ok := p.ledgerSeq[id]; !ok {
+				p.ledgerSeq[id] = s.st.ledger[id]
+			}
 		}
-		sp := t.sess.spec
-		ab.ledger.Reservations = append(ab.ledger.Reservations, events.Reservation{
-			AccessKey: sp.AccessKey, SessionID: sp.ID, Slots: sp.Slots, Seq: t.sess.lastSeq})
-		ab.items = append(ab.items, t)
+		sess, a := t.sess, t.agent
+		sp := sess.spec
+		le.ev.Reservations = append(le.ev.Reservations, events.Reservation{
+			AccessKey: sp.AccessKey, SessionID: sp.ID, Slots: sp.Slots, Seq: sess.lastSeq})
+		ev := s.event(sess, events.EventScheduled)
+		ev.AgentID, ev.AgentEpoch, ev.Session = a.info.ID, a.info.Epoch, sp
+		filter, _ := events.SessionFilter(sp.AccessKey, sp.ID)
+		le.places = append(le.places, &placement{sess: sess, ev: ev, filter: filter, expect: sess.lastSeq})
 	}
-	// Step 1: the ledger entries.
-	for _, ab := range order {
-		ab.ack = s.publishAsync(ab.ledger, jetstream.WithExpectLastSequencePerSubject(s.st.ledger[ab.ledger.AgentID]))
-	}
-	ok := true
-	var places []*placement
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for _, ab := range order {
-		seq, err := s.waitAck(wctx, ab.ack)
-		if err != nil {
-			s.refused.Add(1)
-			s.st.dirty = true // retried once the log has caught up
-			ok = false
-			continue
-		}
-		s.st.applyMine(ab.ledger, seq)
-		for _, t := range ab.items {
-			places = append(places, &placement{t: t})
-		}
-	}
-	// Step 2: the placements on the agents whose entries were stored.
-	for _, p := range places {
-		sess, a := p.t.sess, p.t.agent
-		p.ev = s.event(sess, events.EventScheduled)
-		p.ev.AgentID, p.ev.AgentEpoch, p.ev.Session = a.info.ID, a.info.Epoch, sess.spec
-		filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
-		p.ack = s.publishAsync(p.ev, jetstream.WithExpectLastSequenceForSubject(sess.lastSeq, filter))
-	}
-	n := 0
-	wctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for _, p := range places {
-		seq, err := s.waitAck(wctx, p.ack)
-		if err != nil {
-			s.refused.Add(1)
-			continue // its reservation is void once the move reaches us
-		}
-		s.metrics.placed(p.t.sess.spec.ScalingGroup, p.ev.Time.Sub(p.t.sess.since))
-		s.st.applyMine(p.ev, seq)
-		n++
-	}
-	s.placed.Add(int64(n))
-	return ok
-}
-
-// placement is one session_scheduled of a commit and its acknowledgement.
-type placement struct {
-	t   tentative
-	ev  *events.Event
-	ack jetstream.PubAckFuture
-}
-
-// publishAsync publishes ev with its id as the message id and opts, not
-// waiting for the acknowledgement (waitAck). A nil future means it could
-// not be sent.
-func (s *Service) publishAsync(ev *events.Event, opts ...jetstream.PublishOpt) jetstream.PubAckFuture {
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		s.log.Error().Err(err).Msg("bad_decision_subject")
-		return nil
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return nil
-	}
-	f, err := s.js.PublishAsync(subj, data, append(opts, jetstream.WithMsgID(ev.ID))...)
-	if err != nil {
-		s.log.Warn().Err(err).Str("event", string(ev.Name)).Msg("placement_publish_failed")
-		return nil
-	}
-	return f
-}
-
-// errNotSent is the outcome of a publish that never left.
-var errNotSent = errors.New("not sent")
-
-// waitAck waits for f's acknowledgement until ctx is done and returns
-// the stored sequence. An error other than a refusal leaves the outcome
-// unknown: what was stored after all reaches the state through the log.
-func (s *Service) waitAck(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
-	if f == nil {
-		return 0, errNotSent
-	}
-	select {
-	case ack := <-f.Ok():
-		return ack.Sequence, nil
-	case err := <-f.Err():
-		if !streams.IsWrongLastSequence(err) {
-			s.log.Warn().Err(err).Msg("placement_publish_failed")
-		}
-		return 0, err
-	case <-ctx.Done():
-		s.log.Warn().Err(ctx.Err()).Msg("placement_ack_timeout")
-		return 0, ctx.Err()
-	}
+	return b
 }
 
 func (s *Service) event(sess *session, name events.Name) *events.Event {
 	return &events.Event{
-		V: events.Version, ID: nuid.Next(), Name: name, Time: time.Now().UTC(),
+		V: events.Version, ID: events.NewID(), Name: name, Time: s.st.now().UTC(),
 		AccessKey: sess.spec.AccessKey, SessionID: sess.spec.ID, KernelID: sess.spec.MainKernelID,
 	}
-}
-
-// decision publishes a decision about one session with the session's last
-// known sequence as a precondition, and applies it. A refusal means the
-// view was stale: the newer event is on its way through the consumer and
-// the decision is taken again then.
-func (s *Service) decision(ctx context.Context, sess *session, ev *events.Event) bool {
-	filter, _ := events.SessionFilter(sess.spec.AccessKey, sess.spec.ID)
-	seq, err := s.publishEvent(ctx, ev, sess.lastSeq, filter)
-	if err != nil {
-		return false
-	}
-	s.st.applyMine(ev, seq)
-	return true
-}
-
-// publishEvent publishes ev with its id as the message id and, when
-// filter is set, the precondition that the last message matching filter
-// has sequence expect.
-func (s *Service) publishEvent(ctx context.Context, ev *events.Event, expect uint64, filter string) (uint64, error) {
-	subj, err := events.EventSubject(ev)
-	if err != nil {
-		s.log.Error().Err(err).Msg("bad_decision_subject")
-		return 0, err
-	}
-	data, err := events.Marshal(ev)
-	if err != nil {
-		return 0, err
-	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
-	if filter != "" {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect, filter))
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ack, err := s.js.Publish(pctx, subj, data, opts...)
-	if err != nil {
-		if !streams.IsWrongLastSequence(err) {
-			s.log.Warn().Err(err).Str("session_id", ev.SessionID).Str("event", string(ev.Name)).Msg("decision_publish_failed")
-		}
-		return 0, err
-	}
-	return ack.Sequence, nil
 }

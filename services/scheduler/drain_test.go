@@ -36,19 +36,11 @@ func TestDrainedAgentTakesNoNewWork(t *testing.T) {
 	if _, err := kv.Put(ctx, events.DrainKey("agent-a"), rec); err != nil {
 		t.Fatal(err)
 	}
+	// The leader answers on a service inbox only (the gateway's).
+	gw := natstest.Connect(t, c.ns, nats.CustomInboxPrefix(events.ServiceInboxPrefix("gateway")))
 	view := func() events.SchedulerAgents {
 		t.Helper()
-		// Answered only on a service's inbox (the gateway asks).
-		inbox := events.ServiceInboxPrefix("gateway") + "." + nats.NewInbox()[len("_INBOX."):]
-		sub, err := c.nc.SubscribeSync(inbox)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = sub.Unsubscribe() }()
-		if err := c.nc.PublishRequest(events.SchedulerAgentsSubject, inbox, nil); err != nil {
-			t.Fatal(err)
-		}
-		msg, err := sub.NextMsg(5 * time.Second)
+		msg, err := gw.Request(events.SchedulerAgentsSubject, nil, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

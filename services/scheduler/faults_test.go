@@ -204,60 +204,6 @@ func TestAgentLostAndHealed(t *testing.T) {
 	})
 }
 
-// Every non-final status has a deadline: a session stuck in PREPARING goes
-// to ERROR (status-timeout), is ordered terminated and ends; an agent that
-// ignores terminating orders is ordered again, then the session is forced
-// to TERMINATED and its capacity released.
-func TestStatusDeadlines(t *testing.T) {
-	c := newCluster(t)
-	s := c.scheduler(Config{Deadlines: map[events.Status]time.Duration{
-		events.StatusPreparing:   200 * time.Millisecond,
-		events.StatusError:       50 * time.Millisecond,
-		events.StatusTerminating: 200 * time.Millisecond,
-	}})
-	stuck := c.agent("agent-a", map[string]string{"cpu": "1", "mem": "4g"}, func(a *simAgent) { a.stallAt = events.EventPreparing })
-	c.enqueue("AKA", "stuck", cpu1, nil)
-	c.waitStatus(10*time.Second, events.StatusPreparing, "stuck")
-	stuck.stop()
-	stuck.setStall("")
-	stuck.start() // alive again, the placement consumed: it only answers orders now
-	c.waitStatus(10*time.Second, events.StatusTerminated, "stuck")
-	if r := c.obs.session("stuck").reason; r != events.ReasonStatusTimeout {
-		t.Fatalf("reason %q", r)
-	}
-
-	deaf := c.agent("agent-b", map[string]string{"cpu": "1", "mem": "4g"}, func(a *simAgent) { a.ignoreTerminate, a.group = true, "other" })
-	c.enqueue("AKA", "deaf", cpu1, func(sp *events.SessionSpec) { sp.ScalingGroup = "other" })
-	c.waitStatus(10*time.Second, events.StatusRunning, "deaf")
-	c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: "deaf"})
-	c.waitStatus(10*time.Second, events.StatusTerminated, "deaf")
-	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if got := s.svc.Snapshot().Placed["agent-b"]; !got.IsZero() {
-			return fmt.Errorf("ledger %s", got)
-		}
-		return nil
-	})
-	// The orders: the user's, two repeats, then the kill order.
-	n := 0
-	c.obs.mu.Lock()
-	for _, ev := range c.obs.events {
-		if ev.SessionID == "deaf" && ev.Name == events.EventTerminating {
-			n++
-		}
-	}
-	c.obs.mu.Unlock()
-	if n != 3 {
-		t.Fatalf("%d terminating orders, want 3", n)
-	}
-	// The stand-in agent acts on the kill order on its own time: poll.
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := deaf.runningCount(); n != 0 {
-			return fmt.Errorf("the kill order was not delivered: %d running", n)
-		}
-		return nil
-	})
-}
-
 // 50 concurrent creates against room for 10: exactly 10 placed, 40
 // pending, each placed as others finish; never over capacity (the observer
 // checks every instant of the log).

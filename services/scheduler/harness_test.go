@@ -38,7 +38,6 @@ type cluster struct {
 	agents map[string]*simAgent
 	// kernels counts, per session, the agents running a kernel for it now.
 	kernels map[string]int
-	maxKern int
 }
 
 func newCluster(t testing.TB) *cluster {

@@ -7,153 +7,147 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 )
+
+// The policy tests run the planner without NATS (sim_test.go): what they
+// check is what the planner decides, on a log that behaves as the real
+// one; the real log's part is the invariant harness's (faults_test.go).
 
 func prio(n int) func(*events.SessionSpec) {
 	return func(sp *events.SessionSpec) { sp.Priority = &n }
 }
 
-// placedOrder lists the sessions in the order they were placed.
-func (c *cluster) placedOrder() []string {
-	c.obs.mu.Lock()
-	defer c.obs.mu.Unlock()
-	var out []string
-	for _, ev := range c.obs.events {
-		if ev.Name == events.EventScheduled {
-			out = append(out, ev.SessionID)
-		}
-	}
-	return out
-}
-
-func (c *cluster) hasInfo(sid string, r events.Reason) error {
-	if slices.Contains(c.obs.session(sid).info, r) {
-		return nil
-	}
-	return fmt.Errorf("%s has no pending info %s: %v", sid, r, c.obs.session(sid).info)
-}
-
-func (c *cluster) finish(sid string) {
-	c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: sid})
-	c.waitStatus(10*time.Second, events.StatusTerminated, sid)
-}
-
 // FIFO: a head that fits nowhere blocks the queue for SkipAfter rounds,
 // then is passed over; the others wait with queue-blocked meanwhile.
 func TestFIFOSkipsAHeadThatDoesNotFitAfterRetries(t *testing.T) {
-	c := newCluster(t)
-	c.scheduler(Config{Default: GroupPolicy{Policy: FIFO, SkipAfter: 5}})
-	c.enqueue("AKA", "big", map[string]string{"cpu": "4"}, nil)
-	c.enqueue("AKA", "small", cpu1, nil)
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		return errors.Join(c.hasInfo("small", events.ReasonQueueBlocked), c.hasInfo("big", events.ReasonNoAgent))
-	})
-	c.agent("agent-a", map[string]string{"cpu": "2", "mem": "4g"}, nil)
-	c.waitStatus(10*time.Second, events.StatusRunning, "small")
-	if st := c.obs.session("big").status; st != events.StatusPending {
-		t.Fatalf("big is %s", st)
+	m := newSim(t, Config{Default: GroupPolicy{Policy: FIFO, SkipAfter: 5}})
+	m.enqueue("AKA", "big", map[string]string{"cpu": "4"}, nil)
+	m.enqueue("AKA", "small", cpu1, nil)
+	m.tick(time.Second)
+	if err := errors.Join(m.hasInfo("small", events.ReasonQueueBlocked), m.hasInfo("big", events.ReasonNoAgent)); err != nil {
+		t.Fatal(err)
 	}
+	m.agent("agent-a", map[string]string{"cpu": "2", "mem": "4g"}, nil)
+	m.until(time.Second, 10, func() error {
+		if st := m.status("small"); st != events.StatusRunning {
+			return fmt.Errorf("small is %s", st)
+		}
+		return nil
+	})
+	m.wantStatus(events.StatusPending, "big")
 }
 
 // Priority orders before the policy; LIFO places the newest first.
 func TestPriorityThenLIFO(t *testing.T) {
-	c := newCluster(t)
-	c.scheduler(Config{Default: GroupPolicy{Policy: LIFO}})
-	c.enqueue("AKA", "old", cpu1, nil)
-	c.enqueue("AKA", "new", cpu1, nil)
-	c.enqueue("AKA", "low", cpu1, prio(0))
-	c.enqueue("AKA", "high", cpu1, prio(90))
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		return c.hasInfo("low", events.ReasonNoAgent)
-	})
-	c.agent("agent-a", map[string]string{"cpu": "1", "mem": "4g"}, nil)
-	for _, sid := range []string{"high", "new", "old", "low"} {
-		c.waitStatus(10*time.Second, events.StatusRunning, sid)
-		c.finish(sid)
+	m := newSim(t, Config{Default: GroupPolicy{Policy: LIFO}})
+	m.enqueue("AKA", "old", cpu1, nil)
+	m.enqueue("AKA", "new", cpu1, nil)
+	m.enqueue("AKA", "low", cpu1, prio(0))
+	m.enqueue("AKA", "high", cpu1, prio(90))
+	if err := m.hasInfo("low", events.ReasonNoAgent); err != nil {
+		t.Fatal(err)
 	}
-	if got := c.placedOrder(); !slices.Equal(got, []string{"high", "new", "old", "low"}) {
+	m.agent("agent-a", map[string]string{"cpu": "1", "mem": "4g"}, nil)
+	for _, sid := range []string{"high", "new", "old", "low"} {
+		m.wantStatus(events.StatusRunning, sid)
+		m.finish("AKA", sid)
+	}
+	if got := m.placedOrder(); !slices.Equal(got, []string{"high", "new", "old", "low"}) {
 		t.Fatalf("placed in order %v", got)
 	}
 }
 
 // Priority orders before FIFO too.
 func TestPriorityThenFIFO(t *testing.T) {
-	c := newCluster(t)
-	c.scheduler(Config{Default: GroupPolicy{Policy: FIFO}})
-	c.enqueue("AKA", "first", cpu1, nil)
-	c.enqueue("AKA", "second", cpu1, nil)
-	c.enqueue("AKA", "urgent", cpu1, prio(100))
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		return c.hasInfo("second", events.ReasonQueueBlocked)
-	})
-	c.agent("agent-a", map[string]string{"cpu": "1", "mem": "4g"}, nil)
-	for _, sid := range []string{"urgent", "first", "second"} {
-		c.waitStatus(10*time.Second, events.StatusRunning, sid)
-		c.finish(sid)
+	m := newSim(t, Config{Default: GroupPolicy{Policy: FIFO}})
+	m.enqueue("AKA", "first", cpu1, nil)
+	m.enqueue("AKA", "second", cpu1, nil)
+	m.enqueue("AKA", "urgent", cpu1, prio(100))
+	if err := m.hasInfo("second", events.ReasonQueueBlocked); err != nil {
+		t.Fatal(err)
 	}
-	if got := c.placedOrder(); !slices.Equal(got, []string{"urgent", "first", "second"}) {
+	m.agent("agent-a", map[string]string{"cpu": "1", "mem": "4g"}, nil)
+	for _, sid := range []string{"urgent", "first", "second"} {
+		m.wantStatus(events.StatusRunning, sid)
+		m.finish("AKA", sid)
+	}
+	if got := m.placedOrder(); !slices.Equal(got, []string{"urgent", "first", "second"}) {
 		t.Fatalf("placed in order %v", got)
 	}
 }
 
 func TestAgentSelectors(t *testing.T) {
-	c := newCluster(t)
-	c.scheduler(Config{Groups: map[string]GroupPolicy{
+	m := newSim(t, Config{Groups: map[string]GroupPolicy{
 		"conc": {Selector: Concentrated},
 		"rr":   {Selector: RoundRobin},
 	}})
-	c.agent("big", map[string]string{"cpu": "8", "mem": "64g"}, func(a *simAgent) { a.group = "conc" })
-	c.agent("small", map[string]string{"cpu": "2", "mem": "4g"}, func(a *simAgent) { a.group = "conc" })
+	m.agent("big", map[string]string{"cpu": "8", "mem": "64g"}, func(a *simWorker) { a.group = "conc" })
+	m.agent("small", map[string]string{"cpu": "2", "mem": "4g"}, func(a *simWorker) { a.group = "conc" })
 	for _, id := range []string{"r1", "r2", "r3"} {
-		c.agent(id, map[string]string{"cpu": "8", "mem": "64g"}, func(a *simAgent) { a.group = "rr" })
+		m.agent(id, map[string]string{"cpu": "8", "mem": "64g"}, func(a *simWorker) { a.group = "rr" })
 	}
 	inGroup := func(g string) func(*events.SessionSpec) {
 		return func(sp *events.SessionSpec) { sp.ScalingGroup = g }
 	}
-	c.enqueue("AKA", "c1", cpu1, inGroup("conc"))
-	c.waitStatus(10*time.Second, events.StatusRunning, "c1")
-	if got := c.obs.session("c1").agent; got != "small" {
+	m.enqueue("AKA", "c1", cpu1, inGroup("conc"))
+	m.wantStatus(events.StatusRunning, "c1")
+	if got := m.obs.session("c1").agent; got != "small" {
 		t.Fatalf("concentrated placed on %s", got)
 	}
 	var got []string
 	for _, sid := range []string{"q1", "q2", "q3", "q4"} {
-		c.enqueue("AKA", sid, cpu1, inGroup("rr"))
-		c.waitStatus(10*time.Second, events.StatusRunning, sid)
-		got = append(got, c.obs.session(sid).agent)
+		m.enqueue("AKA", sid, cpu1, inGroup("rr"))
+		m.wantStatus(events.StatusRunning, sid)
+		got = append(got, m.obs.session(sid).agent)
 	}
 	if !slices.Equal(got, []string{"r1", "r2", "r3", "r1"}) {
 		t.Fatalf("round-robin placed on %v", got)
 	}
 	// A session of a group without agents waits.
-	c.enqueue("AKA", "nowhere", cpu1, inGroup("empty"))
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return c.hasInfo("nowhere", events.ReasonNoAgent) })
+	m.enqueue("AKA", "nowhere", cpu1, inGroup("empty"))
+	if err := m.hasInfo("nowhere", events.ReasonNoAgent); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // 10,000 pending sessions of one key and 10 of another: under DRF the
 // other key's are placed as soon as capacity frees, not after the 10,000.
 func TestDRFPlacesTheSmallUserPromptly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10,000 sessions")
-	}
-	c := newCluster(t)
-	s := c.scheduler(Config{Default: GroupPolicy{Policy: DRF}, Tick: 200 * time.Millisecond})
+	m := newSim(t, Config{Default: GroupPolicy{Policy: DRF}})
 	// The agent first: 10,000 sessions that first wait for any agent,
-	// then for cpu, would each say so twice (20,000 pending-info events).
-	c.agent("agent-a", map[string]string{"cpu": "4", "mem": "64g"}, func(a *simAgent) { a.runFor = 20 * time.Millisecond })
-	c.enqueueAsync("AKHEAVY", sids("h", 10000), cpu1)
-	natstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if n := c.obs.count()[events.StatusTerminated]; n < 20 {
-			return fmt.Errorf("%d heavy sessions done", n)
+	// then for cpu, would each say so twice.
+	a := m.agent("agent-a", map[string]string{"cpu": "4", "mem": "64g"}, nil)
+	// done ends every session running on the agent, as finished tasks.
+	done := func() {
+		for sid := range a.running {
+			delete(a.running, sid)
+			ak := "AKHEAVY"
+			if sid[0] == 'l' {
+				ak = "AKLIGHT"
+			}
+			m.publish(&events.Event{Name: events.EventTerminated, AccessKey: ak, SessionID: sid, KernelID: "k-" + sid,
+				AgentID: a.id, AgentEpoch: 1, Reason: events.ReasonTaskFinished})
 		}
-		return nil
-	})
-	c.enqueueAsync("AKLIGHT", sids("l", 10), cpu1)
+		m.settle()
+	}
+	for _, sid := range sids("h", 10000) {
+		m.publish(&events.Event{Name: events.EventEnqueued, AccessKey: "AKHEAVY", SessionID: sid, KernelID: "k-" + sid,
+			Session: &events.SessionSpec{ID: sid, AccessKey: "AKHEAVY", Image: "python:3.11", Slots: cpu1,
+				ScalingGroup: "default", MainKernelID: "k-" + sid, CreatedAt: m.now, Type: events.TypeInteractive}})
+	}
+	m.settle()
+	for m.obs.count()[events.StatusTerminated] < 20 {
+		done()
+	}
+	for _, sid := range sids("l", 10) {
+		m.enqueue("AKLIGHT", sid, cpu1, nil)
+	}
 	light := sids("l", 10)
-	natstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+	m.until(0, 100, func() error {
 		for _, sid := range light {
-			if st := c.obs.session(sid).status; st == events.StatusPending || st == events.StatusNone {
+			if st := m.status(sid); st == events.StatusPending || st == events.StatusNone {
+				done()
 				return fmt.Errorf("%s still %s", sid, st)
 			}
 		}
@@ -161,7 +155,7 @@ func TestDRFPlacesTheSmallUserPromptly(t *testing.T) {
 	})
 	// Promptly: while they were placed, the heavy key got no more than
 	// its share (about as many as the light one, plus the running ones).
-	order := c.placedOrder()
+	order := m.placedOrder()
 	first, last := -1, -1
 	for i, sid := range order {
 		if sid[0] == 'l' {
@@ -174,7 +168,7 @@ func TestDRFPlacesTheSmallUserPromptly(t *testing.T) {
 	if heavy := last - first + 1 - 10; heavy > 20 {
 		t.Fatalf("%d heavy placements between the first and last light one", heavy)
 	}
-	if p := s.svc.Snapshot().Pending; p < 9000 {
+	if p := m.s.Snapshot().Pending; p < 9000 {
 		t.Fatalf("only %d pending: the heavy queue went first", p)
 	}
 }
@@ -183,81 +177,89 @@ func TestDRFPlacesTheSmallUserPromptly(t *testing.T) {
 // the image minimum keep a session pending and say why; a failed
 // dependency cancels; the pending timeout cancels.
 func TestPredicatesAndPendingTimeout(t *testing.T) {
-	c := newCluster(t)
-	c.scheduler(Config{Groups: map[string]GroupPolicy{"short": {PendingTimeout: 300 * time.Millisecond}}})
-	c.agent("agent-a", map[string]string{"cpu": "8", "mem": "64g"}, nil)
+	m := newSim(t, Config{Groups: map[string]GroupPolicy{"short": {PendingTimeout: 300 * time.Millisecond}}})
+	m.agent("agent-a", map[string]string{"cpu": "8", "mem": "64g"}, nil)
 
-	at := time.Now().Add(500 * time.Millisecond)
-	c.enqueue("AKA", "later", cpu1, func(sp *events.SessionSpec) { sp.StartsAt = &at })
-	c.enqueue("AKA", "dep", cpu1, nil)
-	c.enqueue("AKA", "after", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"dep"} })
-	c.enqueue("AKA", "small", map[string]string{"cpu": "1"}, func(sp *events.SessionSpec) { sp.MinSlots = map[string]string{"cpu": "2"} })
-	c.enqueue("AKB", "b1", cpu1, func(sp *events.SessionSpec) { sp.ConcurrencyLimit = 1 })
-	c.enqueue("AKB", "b2", cpu1, func(sp *events.SessionSpec) { sp.ConcurrencyLimit = 1 })
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		return errors.Join(c.hasInfo("later", events.ReasonStartsAt), c.hasInfo("after", events.ReasonDependsPending),
-			c.hasInfo("small", events.ReasonImageMinimum), c.hasInfo("b2", events.ReasonConcurrencyLimit))
-	})
-	c.waitStatus(10*time.Second, events.StatusRunning, "dep", "b1", "later")
-	if st := c.obs.session("after").status; st != events.StatusPending {
-		t.Fatalf("after is %s before its dependency ended", st)
+	at := m.now.Add(500 * time.Millisecond)
+	m.enqueue("AKA", "later", cpu1, func(sp *events.SessionSpec) { sp.StartsAt = &at })
+	m.enqueue("AKA", "dep", cpu1, nil)
+	m.enqueue("AKA", "after", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"dep"} })
+	m.enqueue("AKA", "small", map[string]string{"cpu": "1"}, func(sp *events.SessionSpec) { sp.MinSlots = map[string]string{"cpu": "2"} })
+	m.enqueue("AKB", "b1", cpu1, func(sp *events.SessionSpec) { sp.ConcurrencyLimit = 1 })
+	m.enqueue("AKB", "b2", cpu1, func(sp *events.SessionSpec) { sp.ConcurrencyLimit = 1 })
+	if err := errors.Join(m.hasInfo("later", events.ReasonStartsAt), m.hasInfo("after", events.ReasonDependsPending),
+		m.hasInfo("small", events.ReasonImageMinimum), m.hasInfo("b2", events.ReasonConcurrencyLimit)); err != nil {
+		t.Fatal(err)
 	}
-	c.finish("dep")
-	c.waitStatus(10*time.Second, events.StatusRunning, "after")
-	c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKB", SessionID: "b1"})
-	c.waitStatus(10*time.Second, events.StatusRunning, "b2")
+	m.wantStatus(events.StatusRunning, "dep", "b1")
+	m.wantStatus(events.StatusPending, "later")
+	m.tick(600 * time.Millisecond)
+	m.wantStatus(events.StatusRunning, "later")
+	m.wantStatus(events.StatusPending, "after")
+	m.finish("AKA", "dep")
+	m.wantStatus(events.StatusRunning, "after")
+	m.finish("AKB", "b1")
+	m.wantStatus(events.StatusRunning, "b2")
 
 	// A dependency that did not succeed cancels the dependant.
-	c.enqueue("AKA", "doomed", map[string]string{"cpu": "100"}, nil)
-	c.enqueue("AKA", "child", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"doomed"} })
-	c.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: "doomed"})
-	c.waitStatus(10*time.Second, events.StatusCancelled, "doomed", "child")
-	if r := c.obs.session("child").reason; r != events.ReasonDependencyFailed {
+	m.enqueue("AKA", "doomed", map[string]string{"cpu": "100"}, nil)
+	m.enqueue("AKA", "child", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"doomed"} })
+	m.publish(&events.Event{Name: events.EventTerminateRequest, AccessKey: "AKA", SessionID: "doomed"})
+	m.settle()
+	m.wantStatus(events.StatusCancelled, "doomed", "child")
+	if r := m.obs.session("child").reason; r != events.ReasonDependencyFailed {
 		t.Fatalf("child cancelled with %q", r)
 	}
 
-	c.enqueue("AKA", "orphan", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"nosuch"} })
-	c.waitStatus(10*time.Second, events.StatusCancelled, "orphan")
+	m.enqueue("AKA", "orphan", cpu1, func(sp *events.SessionSpec) { sp.Depends = []string{"nosuch"} })
+	m.wantStatus(events.StatusCancelled, "orphan")
 
-	c.enqueue("AKA", "forever", map[string]string{"cpu": "100"}, func(sp *events.SessionSpec) { sp.ScalingGroup = "short" })
-	c.waitStatus(10*time.Second, events.StatusCancelled, "forever")
-	if r := c.obs.session("forever").reason; r != events.ReasonPendingTimeout {
+	m.enqueue("AKA", "forever", map[string]string{"cpu": "100"}, func(sp *events.SessionSpec) { sp.ScalingGroup = "short" })
+	m.tick(200 * time.Millisecond)
+	m.wantStatus(events.StatusPending, "forever")
+	m.tick(200 * time.Millisecond)
+	m.wantStatus(events.StatusCancelled, "forever")
+	if r := m.obs.session("forever").reason; r != events.ReasonPendingTimeout {
 		t.Fatalf("cancelled with %q", r)
 	}
 }
 
 func TestBadConfig(t *testing.T) {
-	c := newCluster(t)
 	for _, cfg := range []Config{
-		{NC: c.nc, Default: GroupPolicy{Policy: "random"}},
-		{NC: c.nc, Default: GroupPolicy{Selector: "nearest"}},
-		{NC: c.nc, Groups: map[string]GroupPolicy{"g": {SkipAfter: -1}}},
-		{NC: c.nc, Deadlines: map[events.Status]time.Duration{events.StatusRunning: time.Second}},
-		{NC: c.nc, Deadlines: map[events.Status]time.Duration{events.StatusCreating: 0}},
-		{NC: c.nc, LeaseTTL: time.Millisecond},
-		{NC: c.nc, AgentTimeout: -time.Second},
-		{},
+		{Default: GroupPolicy{Policy: "random"}},
+		{Default: GroupPolicy{Selector: "nearest"}},
+		{Groups: map[string]GroupPolicy{"g": {SkipAfter: -1}}},
+		{Deadlines: map[events.Status]time.Duration{events.StatusRunning: time.Second}},
+		{Deadlines: map[events.Status]time.Duration{events.StatusCreating: 0}},
+		{LeaseTTL: time.Millisecond},
+		{AgentTimeout: -time.Second},
 	} {
-		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
+		if _, err := newService(cfg); !errors.Is(err, ErrConfig) {
 			t.Errorf("config %+v: %v", cfg, err)
 		}
+	}
+	if _, err := New(Config{}); !errors.Is(err, ErrConfig) {
+		t.Errorf("no connection: %v", err)
+	}
+	if _, err := newService(Config{}); err != nil {
+		t.Errorf("the defaults: %v", err)
 	}
 }
 
 // A batch session still running past its batch timeout is terminated.
 func TestBatchTimeout(t *testing.T) {
-	c := newCluster(t)
-	c.scheduler(Config{})
-	c.agent("agent-a", map[string]string{"cpu": "8", "mem": "64g"}, nil)
-	c.enqueue("AKA", "job", cpu1, func(sp *events.SessionSpec) {
+	m := newSim(t, Config{})
+	m.agent("agent-a", map[string]string{"cpu": "8", "mem": "64g"}, nil)
+	m.enqueue("AKA", "job", cpu1, func(sp *events.SessionSpec) {
 		sp.Type, sp.StartupCommand, sp.BatchTimeout = events.TypeBatch, "sleep 1000", 200*time.Millisecond
 	})
-	c.enqueue("AKA", "shell", cpu1, nil)
-	c.waitStatus(10*time.Second, events.StatusTerminated, "job")
-	if r := c.obs.session("job").reason; r != events.ReasonBatchTimeout {
+	m.enqueue("AKA", "shell", cpu1, nil)
+	m.tick(100 * time.Millisecond)
+	m.wantStatus(events.StatusRunning, "job", "shell")
+	m.tick(150 * time.Millisecond)
+	m.wantStatus(events.StatusTerminated, "job")
+	if r := m.obs.session("job").reason; r != events.ReasonBatchTimeout {
 		t.Fatalf("reason %q", r)
 	}
-	if st := c.obs.session("shell").status; st != events.StatusRunning {
-		t.Fatalf("the interactive session is %s", st)
-	}
+	m.wantStatus(events.StatusRunning, "shell")
 }

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -17,8 +16,9 @@ import (
 // agent ends the session (kernel-lost) when it has no record of the
 // kernel; a kernel it adopted or started stays. The check's own epoch
 // marks the session asked, also for a scheduler that takes over later.
-func (s *Service) checkRestarted(ctx context.Context, now time.Time) {
+func (s *Service) checkRestarted(p *plan, now time.Time) {
 	budget := maxChecksPerTick
+	var list []*order
 	for _, sess := range s.st.sessions {
 		if !sess.status.HoldsCapacity() || sess.agentID == "" || sess.epoch == 0 {
 			continue
@@ -31,16 +31,18 @@ func (s *Service) checkRestarted(ctx context.Context, now time.Time) {
 		ev.ID = fmt.Sprintf("check-%s-%s-%s-%d", sess.spec.AccessKey, sess.spec.ID, a.id, a.info.Epoch)
 		ev.AgentID, ev.AgentEpoch = a.id, a.info.Epoch
 		ev.Message = fmt.Sprintf("agent %s is at epoch %d, the kernel was last heard of at epoch %d", a.id, a.info.Epoch, sess.epoch)
-		if _, err := s.publishEvent(ctx, ev, 0, ""); err != nil {
-			return // the next tick tries again
-		}
-		sess.epoch = a.info.Epoch
+		epoch := a.info.Epoch
+		// Sent in order; one not stored stops the rest until the next tick.
+		list = append(list, &order{ev: ev, done: func() { sess.epoch = epoch }})
 		if budget--; budget == 0 {
-			return // the rest next tick: a round is not held up by them
+			break // the rest next tick: a round is not held up by them
 		}
+	}
+	if len(list) > 0 {
+		p.orders = append(p.orders, list)
 	}
 }
 
 // maxChecksPerTick bounds the kernel checks one tick sends (each is a
-// publish the decision loop waits for).
+// publish the submitter waits for).
 const maxChecksPerTick = 256

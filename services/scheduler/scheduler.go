@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -91,8 +90,13 @@ type Service struct {
 	placed  atomic.Int64 // placements committed
 	poke    chan struct{}
 
-	mu sync.Mutex // guards st, for Snapshot
+	// mu guards st against the readers (Snapshot, the agents' view):
+	// the decision loop, the only writer, holds it while it writes or
+	// plans, never while it waits for the log (decide).
+	mu sync.Mutex
 	st *state
+	// sub publishes the decision loop's plans (submit.go).
+	sub submitter
 	// agents is the agents' heartbeat bucket, read directly before an
 	// agent is declared lost (lostAgents).
 	agents jetstream.KeyValue
@@ -119,6 +123,23 @@ func New(cfg Config) (*Service, error) {
 	if cfg.NC == nil {
 		return nil, fmt.Errorf("%w: NC is required", ErrConfig)
 	}
+	js, err := jetstream.New(cfg.NC)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
+	}
+	s, err := newService(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.js = js
+	s.sub = &jsSubmitter{js: js, log: s.log}
+	return s, nil
+}
+
+// newService validates cfg but its connection and fills its defaults;
+// the Service it returns has no connection nor submitter yet (New gives
+// them; the planner's tests give it a recorder).
+func newService(cfg Config) (*Service, error) {
 	if cfg.AgentTimeout < 0 || cfg.Tick < 0 || cfg.LeaseTTL < 0 || cfg.TerminateRetries < 0 {
 		return nil, fmt.Errorf("%w: negative duration or count", ErrConfig)
 	}
@@ -138,7 +159,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.TerminateRetries = 2
 	}
 	if cfg.InstanceID == "" {
-		cfg.InstanceID = nuid.Next()
+		cfg.InstanceID = events.NewID()
 	}
 	if err := cfg.Default.fill(); err != nil {
 		return nil, err
@@ -159,20 +180,17 @@ func New(cfg Config) (*Service, error) {
 		deadlines[st] = d
 	}
 	cfg.Deadlines = deadlines
-	js, err := jetstream.New(cfg.NC)
-	if err != nil {
-		return nil, fmt.Errorf("%w: jetstream: %v", ErrConfig, err)
-	}
+	log := cfg.Log.With().Str("component", "scheduler").Str("instance", cfg.InstanceID).Logger()
 	s := &Service{
 		cfg:   cfg,
-		log:   cfg.Log.With().Str("component", "scheduler").Str("instance", cfg.InstanceID).Logger(),
-		js:    js,
+		log:   log,
 		ready: make(chan struct{}),
 		poke:  make(chan struct{}, 1),
 		st:    newState(),
 
 		drainedIDs: map[string]bool{},
 	}
+	var err error
 	if s.metrics, err = s.newMetrics(cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
 	}

@@ -24,19 +24,20 @@ type readHealth struct {
 
 // agentsReadable reports whether the agents' bucket can be read now; the
 // first time it can after it could not, it restarts every agent's
-// silence clock. It is called once a tick, before lostAgents (the caller
-// holds s.mu). A reconnect of the scheduler's connection since the last
+// silence clock. It is called once a tick by the decision loop, before
+// lostAgents, without s.mu (it takes it to write the state). A reconnect of the scheduler's connection since the last
 // tick counts as a time it could not read: the watch may have missed
 // heartbeats meanwhile.
 func (s *Service) agentsReadable(ctx context.Context, now time.Time) bool {
-	nc := s.cfg.NC
-	if nc.Status() != nats.CONNECTED {
-		s.readsFailed(now)
-		return false
-	}
-	if n := nc.Stats().Reconnects; n != s.reads.reconnects {
-		s.reads.reconnects = n
-		s.readsFailed(now)
+	if nc := s.cfg.NC; nc != nil {
+		if nc.Status() != nats.CONNECTED {
+			s.readsFailed(now)
+			return false
+		}
+		if n := nc.Stats().Reconnects; n != s.reads.reconnects {
+			s.reads.reconnects = n
+			s.readsFailed(now)
+		}
 	}
 	if s.agents == nil {
 		return true
@@ -55,13 +56,16 @@ func (s *Service) agentsReadable(ctx context.Context, now time.Time) bool {
 	if s.reads.failing {
 		s.reads.failing = false
 		s.reads.resumed++
+		s.mu.Lock()
 		s.restartSilence(now)
+		s.mu.Unlock()
 		s.log.Warn().Dur("unreadable_for", now.Sub(s.reads.since)).Msg("agents_bucket_readable_again: agent silence measured from now")
 	}
 	return true
 }
 
-// readsFailed records that the agents' bucket could not be read.
+// readsFailed records that the agents' bucket could not be read (only
+// the decision loop reads or writes s.reads).
 func (s *Service) readsFailed(now time.Time) {
 	if !s.reads.failing {
 		s.reads.failing, s.reads.since = true, now

@@ -15,9 +15,13 @@ var forbidden = []string{
 	"github.com/bai-sh/bai/server",
 	"github.com/bai-sh/bai/internal/",
 	"github.com/docker/",
+	"github.com/moby/",
 	"github.com/containerd/",
 	"github.com/opencontainers/",
-	// The services' metrics and flags (issue 15): not in the CLI.
+	// The services' fast JSON (pkg/events/fastjson) and metrics: the CLI
+	// decodes a few answers with encoding/json and exports nothing.
+	"github.com/goccy/",
+	"github.com/bai-sh/bai/pkg/events/fastjson",
 	"github.com/prometheus/",
 	"github.com/bai-sh/bai/pkg/svcflags",
 }

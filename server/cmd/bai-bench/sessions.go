@@ -29,7 +29,7 @@ type tracker struct {
 	base                  time.Time
 	enq, acc, sched, runn []atomic.Int64 // ns since base; 0: not yet
 	done                  []chan struct{}
-	nAcc, nSched, nRun    atomic.Int64
+	nSched, nRun          atomic.Int64
 
 	mu    sync.Mutex
 	evLat []time.Duration
