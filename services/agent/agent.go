@@ -437,7 +437,7 @@ func (s *Service) epochAfterHeartbeat(ctx context.Context) error {
 		return err
 	}
 	s.log.Warn().Uint64("state_epoch", s.epoch).Uint64("epoch", epoch).
-		Msg("the state db is behind the last heartbeat (lost or reset): epoch raised past it")
+		Msg("agent_state_behind_heartbeat: epoch raised past it (the state db was lost or reset)")
 	s.epoch = epoch
 	return nil
 }
