@@ -152,10 +152,11 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj,
 	}
 }
 
-// publishOutput publishes one output message synchronously, retrying a few
-// times with its message id (the stream keeps it once); a failure is
-// logged: the output is lost.
+// publishOutput publishes one output message synchronously, retrying for
+// publishPatience with its message id (the stream keeps it once); a
+// failure past that is logged: the output is lost.
 func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *nats.Msg) {
+	start := time.Now()
 	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		_, err := s.js.PublishMsg(pctx, msg)
@@ -163,11 +164,11 @@ func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *na
 		if err == nil {
 			return
 		}
-		if try == publishTries || ctx.Err() != nil {
+		if time.Since(start) >= publishPatience || ctx.Err() != nil {
 			log.Error().Err(err).Str("stream", msg.Header.Get(events.HeaderStream)).Msg("publish_output")
 			return
 		}
-		if pause(ctx, time.Duration(try)*200*time.Millisecond) != nil {
+		if pause(ctx, min(time.Duration(try)*200*time.Millisecond, publishMaxPause)) != nil {
 			return
 		}
 	}

@@ -14,10 +14,15 @@ import (
 // Publishing the agent's events about its kernels and sessions, each
 // with its id as the message id (streams.Publish).
 
-// Publishing: each try's timeout and how many tries.
+// Publishing: each try's timeout, and how long a report is retried. A
+// NATS node restarting or a cluster electing answers "no response from
+// stream" for seconds; a report given up then (a session's end) would
+// leave its session unfinished for ever, so the agent keeps trying for
+// publishPatience (the message id makes a repeat harmless).
 const (
-	publishTimeout = 5 * time.Second
-	publishTries   = 4
+	publishTimeout  = 5 * time.Second
+	publishPatience = 2 * time.Minute
+	publishMaxPause = 2 * time.Second
 )
 
 // publish publishes one event about kernel k.
@@ -57,6 +62,7 @@ func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
 	if _, err := events.EventSubject(e); err != nil {
 		return err
 	}
+	start := time.Now()
 	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		_, err := streams.Publish(pctx, s.js, e, streams.Guard{})
@@ -64,11 +70,11 @@ func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
 		if err == nil {
 			return nil
 		}
-		if try == publishTries || ctx.Err() != nil {
+		if time.Since(start) >= publishPatience || ctx.Err() != nil {
 			return fmt.Errorf("publish %s of session %s: %w", e.Name, e.SessionID, err)
 		}
 		s.log.Warn().Err(err).Str("event", string(e.Name)).Int("try", try).Msg("publish_event")
-		if err := pause(ctx, time.Duration(try)*200*time.Millisecond); err != nil {
+		if err := pause(ctx, min(time.Duration(try)*200*time.Millisecond, publishMaxPause)); err != nil {
 			return err
 		}
 	}
