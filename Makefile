@@ -11,7 +11,8 @@ BAI_BUILD := -tags urfave_cli_no_docs
 
 # staticcheck runs in lint when it is installed (make tools installs this
 # version); CI sets STATICCHECK_REQUIRED=1, so there it must be.
-STATICCHECK_VERSION := 2026.2.2
+# staticcheck 2026.2.2 is module version v0.8.2.
+STATICCHECK_VERSION := v0.8.2
 STATICCHECK ?= $(or $(shell command -v staticcheck 2>/dev/null),$(wildcard $(shell $(GO) env GOPATH)/bin/staticcheck))
 STATICCHECK_REQUIRED ?=
 
