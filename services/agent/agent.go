@@ -286,7 +286,9 @@ func (s *Service) Run(ctx context.Context) error {
 	var loops sync.WaitGroup
 	err = s.reconcile(work)
 	if err == nil {
-		err = s.heartbeat(ctx)
+		if err = s.heartbeat(ctx); err != nil && ctx.Err() != nil {
+			err = nil // stopped while starting: a clean stop (shutdown below)
+		}
 	}
 	var it jetstream.MessagesContext
 	if err == nil {

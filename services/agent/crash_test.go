@@ -245,7 +245,7 @@ func TestCrashAfterCreateBeforeRecord(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(final.log.String(), "orphan kernel killed") {
+	if !strings.Contains(final.log.String(), "orphan_kernel_killed") {
 		t.Errorf("the restarted agent did not destroy the unrecorded kernel:\n%s", final.log.String())
 	}
 	if have, err := r.Kernels(); err != nil || fmt.Sprint(have) != fmt.Sprint([]string{sp.MainKernelID}) {
