@@ -45,6 +45,23 @@ func TestLostStateEndsGhostSessions(t *testing.T) {
 	for _, sp := range ghosts {
 		e.waitEvent(sp.ID, events.EventStarted)
 	}
+	// Every placement acknowledged: one that is not is handed again to
+	// the restarted agent, which then starts its kernel afresh (the rule
+	// for a kernel that never got its record), and that kernel is no ghost.
+	natstest.CheckFor(t, wait, step, func() error {
+		c, err := e.js.Consumer(t.Context(), streams.Work, "bai-agent-"+agentID)
+		if err != nil {
+			return err
+		}
+		ci, err := c.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if ci.NumAckPending != 0 || ci.NumPending != 0 {
+			return fmt.Errorf("work not yet acknowledged: %d pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+		}
+		return nil
+	})
 	if got := e.agentInfo(agentID).Epoch; got != 1 {
 		t.Fatalf("first epoch %d, want 1", got)
 	}
