@@ -125,7 +125,8 @@ func (s *Service) silent(sess *session, now time.Time) (*agent, bool) {
 		return nil, false
 	}
 	a := s.st.agents[sess.agentID]
-	if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout || now.Sub(s.storageFailed) <= s.cfg.AgentTimeout {
+	if a == nil || now.Sub(a.seen) <= s.cfg.AgentTimeout || now.Sub(s.storageFailed) <= s.cfg.AgentTimeout ||
+		now.Sub(s.storageBack) <= s.cfg.AgentTimeout {
 		return nil, false
 	}
 	return a, true
@@ -165,6 +166,14 @@ func (s *Service) probeAgents(ctx context.Context, now time.Time) *silence {
 		a := silentAgents[0]
 		s.log.Warn().Err(err).Str("agent_id", a.id).Dur("silent", now.Sub(a.seen)).
 			Msg("agents_not_judged: the agents bucket cannot store, so a silent agent may be beating")
+		return nil
+	}
+	if s.storageBack.Before(s.storageFailed) {
+		// The first write that works after failures: from now, every agent
+		// has AgentTimeout to be heard (its heartbeats were refused until
+		// now, and its next one may not be stored yet).
+		s.storageBack = now
+		s.log.Info().Msg("agents_bucket_stores_again: agent silence measured from now")
 		return nil
 	}
 	for _, a := range silentAgents {

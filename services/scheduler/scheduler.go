@@ -105,6 +105,9 @@ type Service struct {
 	// storageFailed is when a write to the agents' bucket last failed
 	// (lostAgents): no agent is lost for a silence before it.
 	storageFailed time.Time
+	// storageBack is when a write to the agents' bucket first worked
+	// again after storageFailed: no agent is lost for a silence before it.
+	storageBack time.Time
 	// drainedIDs are the agents drained by an admin (drain.go).
 	drainedIDs map[string]bool
 	// reads is whether the agents' bucket could be read (silence.go).
