@@ -38,8 +38,10 @@ func buildServer(t *testing.T) string {
 }
 
 // startServerProc starts bai-server on dataDir and a free port and
-// returns a client connected to it once it answers (the credentials file
-// names a URL other than notURL: this start's).
+// returns a client connected to it once the server says it is ready (every
+// service serves: the registry answering is not enough, the gateway may
+// still be starting) and answers (the credentials file names a URL other
+// than notURL: this start's).
 func startServerProc(t *testing.T, bin, dataDir, notURL string) (*serverProc, *client.Client, string) {
 	t.Helper()
 	log := &natstest.SyncBuffer{}
@@ -71,6 +73,9 @@ func startServerProc(t *testing.T, bin, dataDir, notURL string) (*serverProc, *c
 			}
 		}
 		url = c.NATSURL
+		if !strings.Contains(log.String(), "bai server ready on "+url) {
+			return errors.New("bai-server has not said it is ready")
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err = cl.List(ctx, events.ListRequest{Limit: 1})
