@@ -223,6 +223,11 @@ func (s *Service) ID() string { return s.id }
 // is stored.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
 
+// setupRetry logs one retry of Run's set-up.
+func (s *Service) setupRetry(attempt int, wait time.Duration, err error) {
+	s.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("jetstream_not_ready_retrying")
+}
+
 // Run serves until ctx ends, then shuts down: it stops consuming, kills
 // the running executions (publishing their exit), waits for them, deletes
 // its heartbeat and closes its state db. It returns nil on a clean ctx
@@ -238,7 +243,13 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	s.js = js
-	if err := streams.Provision(ctx, js, s.cfg.Streams); err != nil {
+	// A cluster electing, or a node coming back, answers JetStream
+	// requests with 503 or not at all for a moment: each step of the
+	// set-up that asks NATS is retried (a log line per attempt) until it
+	// works or ctx ends; any other error (a refusal, a disk) ends Run.
+	if err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) error {
+		return streams.Provision(ctx, js, s.cfg.Streams)
+	}); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
@@ -257,8 +268,13 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.epoch, err = st.start(s.id); err != nil {
 		return err
 	}
-	if s.kv, err = js.KeyValue(ctx, streams.Agents); err != nil {
-		return fmt.Errorf("agents bucket: %w", err)
+	if err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) (err error) {
+		if s.kv, err = js.KeyValue(ctx, streams.Agents); err != nil {
+			return fmt.Errorf("agents bucket: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if err := s.epochAfterHeartbeat(ctx); err != nil {
 		return err
@@ -273,8 +289,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
 		s.log.Warn().Err(err).Msg("prune_terminated_kernels")
 	}
-	cons, err := s.consumer(ctx)
-	if err != nil {
+	var cons jetstream.Consumer
+	if err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) (err error) {
+		cons, err = s.consumer(ctx)
+		return err
+	}); err != nil {
 		return err
 	}
 

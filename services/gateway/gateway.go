@@ -161,21 +161,33 @@ func New(cfg Config) (*Service, error) {
 // Ready is closed once the gateway answers requests.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
 
+// setupRetry logs one retry of Run's set-up.
+func (s *Service) setupRetry(attempt int, wait time.Duration, err error) {
+	s.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("jetstream_not_ready_retrying")
+}
+
 // Run serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	if err := streams.Provision(ctx, s.js, s.cfg.Streams); err != nil {
+	// A cluster electing, or a node coming back, answers JetStream
+	// requests with 503 or not at all for a moment: the set-up is retried
+	// (a log line per attempt) until it works or ctx ends; any other error (a
+	// refusal, a disk) ends Run. The watches live on ctx, not on one attempt's.
+	err := streams.RetryTransient(ctx, s.setupRetry, func(actx context.Context) error {
+		if err := streams.Provision(actx, s.js, s.cfg.Streams); err != nil {
+			return err
+		}
+		st, err := s.js.Stream(actx, streams.Sessions)
+		if err != nil {
+			return fmt.Errorf("gateway: session stream: %w", err)
+		}
+		s.stream = st
+		s.quota, err = newQuotas(actx, s.cfg.NC, s.js, s.cfg.Streams.Replicas)
 		return err
-	}
-	st, err := s.js.Stream(ctx, streams.Sessions)
+	})
 	if err != nil {
-		return fmt.Errorf("gateway: session stream: %w", err)
-	}
-	s.stream = st
-	if s.quota, err = newQuotas(ctx, s.cfg.NC, s.js, s.cfg.Streams.Replicas); err != nil {
 		return err
 	}
-
-	if err := s.startImages(ctx); err != nil {
+	if err := streams.RetryTransient(ctx, s.setupRetry, func(context.Context) error { return s.startImages(ctx) }); err != nil {
 		return err
 	}
 	// The agents' capacity, known before the first create is answered.
@@ -184,7 +196,8 @@ func (s *Service) Run(ctx context.Context) error {
 	wctx, stopWatches := context.WithCancel(ctx)
 	defer stopWatches()
 	if s.cfg.AgentMemory > 0 {
-		if err := s.caps.watch(wctx, s.js, &watches, s); err != nil {
+		err := streams.RetryTransient(ctx, s.setupRetry, func(context.Context) error { return s.caps.watch(wctx, s.js, &watches, s) })
+		if err != nil {
 			return err
 		}
 	}

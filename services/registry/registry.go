@@ -163,6 +163,11 @@ func (s *Service) catchUp(maxWait time.Duration) bool {
 	}
 }
 
+// setupRetry logs one retry of Run's set-up.
+func (s *Service) setupRetry(attempt int, wait time.Duration, err error) {
+	s.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("jetstream_not_ready_retrying")
+}
+
 // Run provisions the streams, opens the file, consumes the session log and
 // serves the API until ctx ends; then it stops and closes the file. It
 // returns nil on a clean cancel.
@@ -175,7 +180,13 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("registry jetstream: %w", err)
 	}
 	s.js = js
-	if err := streams.Provision(ctx, js, s.cfg.Streams); err != nil {
+	// A cluster electing, or a node coming back, answers JetStream
+	// requests with 503 or not at all for a moment: the set-up is retried
+	// (a log line per attempt) until it works or ctx ends; any other error (a
+	// refusal, a disk) ends Run.
+	if err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) error {
+		return streams.Provision(ctx, js, s.cfg.Streams)
+	}); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	if st, err := js.Stream(ctx, streams.Sessions); err == nil {
@@ -201,8 +212,11 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	s.applied.Store(applied)
 
-	cons, err := s.consumer(ctx, js)
-	if err != nil {
+	var cons jetstream.Consumer
+	if err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) (err error) {
+		cons, err = s.consumer(ctx, js)
+		return err
+	}); err != nil {
 		return err
 	}
 	svc, err := s.serve()

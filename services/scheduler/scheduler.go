@@ -217,27 +217,46 @@ type input struct {
 	drained bool
 }
 
+// setupRetry logs one retry of Run's set-up.
+func (s *Service) setupRetry(attempt int, wait time.Duration, err error) {
+	s.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("jetstream_not_ready_retrying")
+}
+
 // Run schedules until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	if err := streams.Provision(ctx, s.js, s.cfg.Streams); err != nil {
-		return err
-	}
-	kv, err := s.js.KeyValue(ctx, streams.Agents)
-	if err != nil {
-		return fmt.Errorf("scheduler: agents bucket: %w", err)
-	}
-	s.agents = kv
-	cons, err := s.js.OrderedConsumer(ctx, streams.Sessions, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.AllSessionsFilter},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	// A cluster electing, or a node coming back, answers JetStream
+	// requests with 503 or not at all for a moment: the set-up is retried
+	// (a log line per attempt) until it works or ctx ends, as the binary's
+	// start waits for NATS; any other error (a refusal, a disk) ends Run.
+	var (
+		kv   jetstream.KeyValue
+		cons jetstream.Consumer
+		info *jetstream.ConsumerInfo
+	)
+	err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) error {
+		if err := streams.Provision(ctx, s.js, s.cfg.Streams); err != nil {
+			return err
+		}
+		var err error
+		if kv, err = s.js.KeyValue(ctx, streams.Agents); err != nil {
+			return fmt.Errorf("scheduler: agents bucket: %w", err)
+		}
+		cons, err = s.js.OrderedConsumer(ctx, streams.Sessions, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{events.AllSessionsFilter},
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return fmt.Errorf("scheduler: session log consumer: %w", err)
+		}
+		if info, err = cons.Info(ctx); err != nil {
+			return fmt.Errorf("scheduler: consumer info: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("scheduler: session log consumer: %w", err)
+		return err
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("scheduler: consumer info: %w", err)
-	}
+	s.agents = kv
 	caughtUp := info.NumPending == 0
 
 	in := make(chan input, 1024)

@@ -240,6 +240,10 @@ func raiseBacking(ctx context.Context, js jetstream.JetStream, stream string, up
 // replicas than a server without clustering takes, more storage than the
 // server has), not an unreachable or electing cluster.
 func Permanent(err error) bool {
+	var pe permanentError
+	if errors.As(err, &pe) {
+		return true
+	}
 	var ae *jetstream.APIError
 	if !errors.As(err, &ae) {
 		return false
@@ -293,6 +297,43 @@ func Retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, er
 		wait = min(2*wait, RetryMaxWait)
 	}
 }
+
+// Transient reports whether err is NATS not answering for now: no
+// responders, a timeout, a connection between servers, a 5xx answer (a
+// stream or consumer without a leader yet, 503), no peers to place on. A
+// refusal (4xx) or an error that is not NATS's (a disk, a file) is not.
+func Transient(err error) bool {
+	var ae *jetstream.APIError
+	if errors.As(err, &ae) {
+		return ae.Code >= 500 || ae.ErrorCode == 10005
+	}
+	for _, t := range []error{context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders, nats.ErrConnectionReconnecting,
+		nats.ErrDisconnected, jetstream.ErrJetStreamNotEnabled, jetstream.ErrNoHeartbeat} {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// RetryTransient is Retry for a service's set-up once it runs: it waits
+// out what is Transient (a cluster electing, a node coming back) and
+// returns any other error at once.
+func RetryTransient(ctx context.Context, onRetry func(attempt int, wait time.Duration, err error), f func(context.Context) error) error {
+	return Retry(ctx, onRetry, func(ctx context.Context) error {
+		err := f(ctx)
+		if err != nil && !Transient(err) {
+			return permanentError{err}
+		}
+		return err
+	})
+}
+
+// permanentError ends a Retry (Permanent) and unwraps to the error.
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
 
 // WaitProvision provisions with Retry: it waits, with a call of onRetry
 // per attempt, while NATS is unreachable (the connection is not up yet),

@@ -321,3 +321,39 @@ func TestProvisionOnThreeNodeCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryTransient: what NATS answers while it cannot serve is waited
+// out; anything else (a refusal, an error that is not NATS's) ends the
+// retry at once and is returned as it was.
+func TestRetryTransient(t *testing.T) {
+	for _, err := range []error{nats.ErrNoResponders, nats.ErrTimeout, context.DeadlineExceeded, jetstream.ErrJetStreamNotEnabled,
+		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"},
+		&jetstream.APIError{Code: 500, ErrorCode: 10005, Description: "no suitable peers for placement"},
+		fmt.Errorf("scheduler: agents bucket: %w", nats.ErrNoResponders)} {
+		if !Transient(err) {
+			t.Errorf("%v: not transient", err)
+		}
+	}
+	disk := errors.New("write state: no space left on device")
+	refused := &jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}
+	for _, want := range []error{disk, refused} {
+		calls := 0
+		err := RetryTransient(context.Background(), nil, func(context.Context) error {
+			calls++
+			return want
+		})
+		if calls != 1 || !errors.Is(err, want) {
+			t.Errorf("%v: %d calls, returned %v", want, calls, err)
+		}
+	}
+	calls := 0
+	err := RetryTransient(context.Background(), nil, func(context.Context) error {
+		if calls++; calls < 3 {
+			return nats.ErrNoResponders
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("after two transient errors: %v, %d calls", err, calls)
+	}
+}

@@ -1,0 +1,23 @@
+package registry
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bai-sh/bai/internal/natstest"
+)
+
+// TestRunWaitsForJetStream: Run's set-up waits for a JetStream that is
+// not there yet (a cluster electing, a node come back), logging each
+// retry, and the registry gets ready once it is.
+func TestRunWaitsForJetStream(t *testing.T) {
+	ns := natstest.RunServerWithoutJetStream(t)
+	log := &natstest.SyncBuffer{}
+	svc, err := New(Config{NC: natstest.Connect(t, ns.Server), Log: zerolog.New(log), Path: filepath.Join(t.TempDir(), "registry.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckWaitsForJetStream(t, ns, log, svc.Run, svc.Ready())
+}
