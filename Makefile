@@ -16,7 +16,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK ?= $(or $(shell command -v staticcheck 2>/dev/null),$(wildcard $(shell $(GO) env GOPATH)/bin/staticcheck))
 STATICCHECK_REQUIRED ?=
 
-.PHONY: build run test lint modules bench clean tools static images deploy-configs test-cluster
+.PHONY: build run test lint modules bench clean tools static images deploy-configs test-cluster bench-cluster
 
 build:
 	@mkdir -p $(BIN)
@@ -96,4 +96,10 @@ deploy-configs:
 # through the client while nodes, the scheduler leader, an agent and a
 # registry are killed (server/clustertest, build tag cluster).
 test-cluster:
-	cd server && $(GO) test -tags cluster -count=1 -timeout 15m -v -run TestCluster ./clustertest/
+	cd server && $(GO) test -tags cluster -count=1 -timeout 15m -v -run '^TestCluster$$' ./clustertest/
+
+# bai-bench's closed loop against the one-process bai-server and against
+# the cluster of test-cluster (3 NATS nodes, R3), no fault: the figures of
+# BENCHMARKS.md's cluster section. BAI_BENCH_ARGS adds bai-bench flags.
+bench-cluster:
+	cd server && $(GO) test -tags cluster -count=1 -timeout 20m -v -run '^TestClusterBench$$' ./clustertest/

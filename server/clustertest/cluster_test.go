@@ -172,6 +172,8 @@ func build(t *testing.T, dir string) {
 		"bai-scheduler": "github.com/bai-sh/bai/services/scheduler/cmd/bai-scheduler",
 		"bai-registry":  "github.com/bai-sh/bai/services/registry/cmd/bai-registry",
 		"bai-agent":     "github.com/bai-sh/bai/services/agent/cmd/bai-agent",
+		"bai-server":    "github.com/bai-sh/bai/server/cmd/bai-server",
+		"bai-bench":     "github.com/bai-sh/bai/server/cmd/bai-bench",
 	}
 	args := []string{"build", "-o", dir + "/"}
 	for _, p := range pkgs {
@@ -196,7 +198,9 @@ func envList(path string, t *testing.T) []string {
 	return out
 }
 
-func startCluster(t *testing.T) *cluster {
+// startCluster builds and starts the cluster; agentArgs are added to each
+// agent's command line.
+func startCluster(t *testing.T, agentArgs ...string) *cluster {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	build(t, bin)
@@ -276,7 +280,7 @@ func startCluster(t *testing.T) *cluster {
 	}
 	for _, id := range natsconf.DefaultAgents(3) {
 		p := newProc(id, "bai-agent", envList(filepath.Join(secrets, natsconf.ServiceEnvFile(natsconf.AgentUser(id))), t),
-			"--id", id, "--no-sandbox", "--data-dir", filepath.Join(dir, id))
+			append([]string{"--id", id, "--data-dir", filepath.Join(dir, id)}, agentArgs...)...)
 		p.start(t)
 		c.agents = append(c.agents, p)
 	}
@@ -403,7 +407,7 @@ func (c *cluster) schedulerLeader() *proc {
 
 func TestCluster(t *testing.T) {
 	start := time.Now()
-	c := startCluster(t)
+	c := startCluster(t, "--no-sandbox")
 	nc := c.ops(t)
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -15,12 +15,17 @@
 //	runpath one execution's agent side in parts: bare, unsandboxed, the sandbox's cost, parts of its set-up left out
 //	cli     bai run --rm -c 'print(1)' python against a real all-in-one server.Server, vs bare python3
 //
+// With -nats-url or -credentials, closed, open and flood drive a bai that
+// runs elsewhere instead (a bai-server, or a NATS cluster with each service
+// its own process: make bench-cluster), through the same client package.
+//
 // Every service shares this one process: the peak RSS it prints is theirs
 // together, NATS included.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,6 +63,9 @@ type options struct {
 	timeout     time.Duration
 	verbose     bool
 	noFloor     bool
+	natsURL     string
+	credentials string
+	slots       string
 }
 
 func main() {
@@ -82,6 +90,9 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.BoolVar(&o.noFloor, "no-floor", false, "closed: do not run the floor (bai/floor) after the closed loop")
 	flag.BoolVar(&o.verbose, "v", false, "log the services' warnings to stderr")
+	flag.StringVar(&o.natsURL, "nats-url", "", "closed, open, flood: drive a running bai at these NATS URLs (comma-separated; a one-process bai-server or a cluster) instead of one started in this process; the key comes from -credentials or BAI_ACCESS_KEY/BAI_SECRET_KEY")
+	flag.StringVar(&o.credentials, "credentials", "", "closed, open, flood: a bai credentials file (URL, access key, secret key) of a running bai to drive; -nats-url overrides its URL")
+	flag.StringVar(&o.slots, "slots", "", "closed, open, flood: each session's slots, comma-separated (default cpu=1,mem=256m; against a running bai cpu=0.1,mem=64m, and each session is removed once RUNNING)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bai-bench:", err)
@@ -105,8 +116,16 @@ func run(o options) error {
 		out = zerolog.MultiLevelWriter(warnings, zerolog.ConsoleWriter{Out: os.Stderr})
 	}
 	log := zerolog.New(out).Level(zerolog.WarnLevel)
+	external := o.natsURL != "" || o.credentials != ""
 	sync := "NATS default (sync_interval 2m)"
-	if o.syncAlways {
+	switch {
+	case external && o.scenario != "closed" && o.scenario != "open" && o.scenario != "flood":
+		return fmt.Errorf("-nats-url and -credentials drive a running bai in the closed, open and flood scenarios, not %q", o.scenario)
+	case external && o.syncAlways:
+		return errors.New("-sync-always sets up the bench's own NATS; a running bai's is set in its config (sync_interval)")
+	case external:
+		sync = "the running bai's"
+	case o.syncAlways:
 		sync = "sync_interval: always"
 	}
 	fmt.Printf("bai-bench scenario=%s sync=%q cpus=%d GOMAXPROCS=%d go=%s\n", o.scenario, sync,
@@ -126,7 +145,7 @@ func run(o options) error {
 	case "closed", "open", "flood":
 		var res closedResult
 		err = sessionsScenario(ctx, o, cfg, &res)
-		if err == nil && o.scenario == "closed" && !o.noFloor {
+		if err == nil && o.scenario == "closed" && !o.noFloor && !external {
 			err = floorAfter(ctx, o, res)
 		}
 	case "floor":
@@ -144,8 +163,11 @@ func run(o options) error {
 		err = fmt.Errorf("unknown scenario %q", o.scenario)
 	}
 	rss, hwm := memStatus()
-	fmt.Printf("process RSS now %s, peak (VmHWM) %s: every service, NATS and the bench share this one process\n",
-		mib(rss), mib(hwm))
+	whose := "every service, NATS and the bench share this one process"
+	if external {
+		whose = "the bench's process only"
+	}
+	fmt.Printf("process RSS now %s, peak (VmHWM) %s: %s\n", mib(rss), mib(hwm), whose)
 	return err
 }
 

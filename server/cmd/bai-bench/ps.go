@@ -61,7 +61,7 @@ func psScenario(ctx context.Context, o options, cfg clusterConfig) error {
 		return nil
 	}
 	for i := range o.psSessions {
-		id := sid(i)
+		id := fmt.Sprintf("b%07d", i)
 		now := time.Now().UTC()
 		ev := &events.Event{
 			V: events.Version, ID: randHex(11), Name: events.EventEnqueued, Time: now,

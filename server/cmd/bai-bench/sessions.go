@@ -8,7 +8,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,15 +30,16 @@ type tracker struct {
 	enq, acc, sched, runn []atomic.Int64 // ns since base; 0: not yet
 	done                  []chan struct{}
 	nSched, nRun          atomic.Int64
+	tg                    *target
 
 	mu    sync.Mutex
 	evLat []time.Duration
 }
 
-func newTracker(n int, notify bool) *tracker {
+func newTracker(n int, notify bool, tg *target) *tracker {
 	t := &tracker{
-		base: time.Now(),
-		enq:  make([]atomic.Int64, n), acc: make([]atomic.Int64, n),
+		base: time.Now(), tg: tg,
+		enq: make([]atomic.Int64, n), acc: make([]atomic.Int64, n),
 		sched: make([]atomic.Int64, n), runn: make([]atomic.Int64, n),
 		evLat: make([]time.Duration, 0, 8*n),
 	}
@@ -50,8 +51,6 @@ func newTracker(n int, notify bool) *tracker {
 	}
 	return t
 }
-
-func sid(i int) string { return fmt.Sprintf("b%07d", i) }
 
 func (t *tracker) since(at time.Time) int64 { return max(int64(at.Sub(t.base)), 1) }
 
@@ -74,8 +73,8 @@ func (t *tracker) onEvent(m *nats.Msg) {
 		t.evLat = append(t.evLat, now.Sub(ev.Time))
 		t.mu.Unlock()
 	}
-	i, err := strconv.Atoi(ss.SessionID[1:])
-	if err != nil || i < 0 || i >= len(t.enq) {
+	i := t.tg.index(ss.SessionID)
+	if i < 0 || i >= len(t.enq) {
 		return
 	}
 	switch ss.Name {
@@ -120,29 +119,35 @@ type closedResult struct {
 }
 
 func sessionsScenario(ctx context.Context, o options, cfg clusterConfig, res *closedResult) error {
-	fmt.Printf("starting NATS, gateway, scheduler, registry and %d sim agents (%d per connection, sim delay %v, state db fsync %v)...\n",
-		o.agents, max(o.agentsConn, 1), o.simDelay, !o.simNoSync)
-	c, err := startCluster(cfg)
+	tg, err := sessionsTarget(ctx, o, cfg)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := c.stop(); err != nil {
+		if err := tg.stop(); err != nil {
 			fmt.Println("service errors:", err)
 		}
 	}()
-	fmt.Printf("ready in %v\n", c.startTime.Round(time.Millisecond))
+	slots := strings.Split(o.slots, ",")
+	if o.slots == "" {
+		slots = []string{"cpu=1", "mem=256m"}
+		if tg.external {
+			// A real agent's capacity is its host's: small sessions
+			// leave room for the whole loop.
+			slots = []string{"cpu=0.1", "mem=64m"}
+		}
+	}
 
 	nClients := 4
 	clients := make([]*client.Client, nClients+1)
 	for i := range clients {
-		if clients[i], err = c.client(ctx); err != nil {
+		if clients[i], err = tg.connect(ctx); err != nil {
 			return err
 		}
 		defer clients[i].Close()
 	}
-	t := newTracker(o.sessions, o.scenario == "closed")
-	filter, _ := events.LiveOwnerSessionsFilter(benchAK)
+	t := newTracker(o.sessions, o.scenario == "closed" || tg.external, tg)
+	filter, _ := events.LiveOwnerSessionsFilter(tg.ak)
 	sub, err := clients[nClients].Conn().Subscribe(filter, t.onEvent)
 	if err != nil {
 		return err
@@ -154,8 +159,29 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig, res *cl
 	defer func() { _ = sub.Unsubscribe() }()
 
 	create := func(ctx context.Context, cl *client.Client, i int) error {
-		_, err := cl.Create(ctx, events.CreateRequest{SessionID: sid(i), Image: "python", Slots: []string{"cpu=1", "mem=256m"}})
+		_, err := cl.Create(ctx, events.CreateRequest{SessionID: tg.sid(i), Image: "python", Slots: slots})
 		return err
+	}
+	// A running bai's agents have a real capacity: each session is
+	// removed once RUNNING (outside the figures), as the loop goes on.
+	var removes sync.WaitGroup
+	var removeErrs atomic.Int64
+	remove := func(i int) {
+		if !tg.external {
+			return
+		}
+		removes.Go(func() {
+			select {
+			case <-t.done[i]:
+			case <-ctx.Done():
+				return
+			}
+			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := clients[i%nClients].Terminate(rctx, tg.sid(i)); err != nil && removeErrs.Add(1) == 1 {
+				fmt.Println("remove a session:", err)
+			}
+		})
 	}
 	var out outcomes
 	stopProf, err := profile(o)
@@ -192,6 +218,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig, res *cl
 							break
 						}
 						t.acc[i].Store(t.since(time.Now()))
+						remove(i)
 						select {
 						case <-t.done[i]:
 						case <-ctx.Done():
@@ -228,6 +255,7 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig, res *cl
 				out.record(err)
 				if err == nil {
 					t.acc[i].Store(t.since(time.Now()))
+					remove(i)
 				}
 			})
 		}
@@ -251,12 +279,20 @@ func sessionsScenario(ctx context.Context, o options, cfg clusterConfig, res *cl
 	}
 	t.report(o, &out, elapsed, time.Since(waitStart))
 	warnings.report()
+	removes.Wait()
+	if n := removeErrs.Load(); n > 0 {
+		return fmt.Errorf("%d sessions could not be removed", n)
+	}
 	*res = closedResult{n: int(t.nRun.Load()), elapsed: elapsed, cpu: cpu}
 	if n := t.nRun.Load(); n > 0 {
 		// Steadier than the rates on a shared machine: compare these
 		// between builds.
-		fmt.Printf("cpu: %.2fs user+sys, %.0f%% of one core; %.3f ms per RUNNING session (the whole process: NATS, services, agents, the bench's clients)\n",
-			cpu.Seconds(), 100*cpu.Seconds()/elapsed.Seconds(), float64(cpu.Microseconds())/1000/float64(n))
+		whose := "the whole process: NATS, services, agents, the bench's clients"
+		if tg.external {
+			whose = "the bench's process only: its clients"
+		}
+		fmt.Printf("cpu: %.2fs user+sys, %.0f%% of one core; %.3f ms per RUNNING session (%s)\n",
+			cpu.Seconds(), 100*cpu.Seconds()/elapsed.Seconds(), float64(cpu.Microseconds())/1000/float64(n), whose)
 	}
 	if n, a := t.nRun.Load(), out.accepted.Load(); n < a {
 		return fmt.Errorf("only %d of %d accepted sessions reached RUNNING", n, a)
@@ -362,4 +398,20 @@ func writeHeap(path, suffix string) error {
 		err = cerr
 	}
 	return err
+}
+
+// sessionsTarget is the running bai of -nats-url / -credentials, else a
+// new in-process cluster.
+func sessionsTarget(ctx context.Context, o options, cfg clusterConfig) (*target, error) {
+	if o.natsURL != "" || o.credentials != "" {
+		return externalTarget(ctx, o)
+	}
+	fmt.Printf("starting NATS, gateway, scheduler, registry and %d sim agents (%d per connection, sim delay %v, state db fsync %v)...\n",
+		o.agents, max(o.agentsConn, 1), o.simDelay, !o.simNoSync)
+	c, err := startCluster(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("ready in %v\n", c.startTime.Round(time.Millisecond))
+	return &target{ak: benchAK, prefix: "b", connect: c.client, stop: c.stop}, nil
 }
