@@ -92,4 +92,11 @@ func TestServerRuntimeConfig(t *testing.T) {
 	if _, err := New(Config{Runtime: "vm"}); err == nil || !strings.Contains(err.Error(), `runtime "vm"`) {
 		t.Fatalf("unknown runtime: %v", err)
 	}
+	// The sim runtime (benchmarks of the control plane): a run passes
+	// through the whole lifecycle, runs nothing and exits 0.
+	r := startServerWith(t, Config{Runtime: RuntimeSim})
+	code, stdout, stderr := r.bai(t, "run", "--rm", "-c", "import sys; sys.exit(3)", "python")
+	if code != 0 || stdout != "" {
+		t.Fatalf("run on the sim runtime: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
 }

@@ -11,14 +11,18 @@ import (
 const (
 	RuntimeProcess = "process"
 	RuntimeDocker  = "docker"
+	// RuntimeSim runs kernels that pass through the whole lifecycle and
+	// run nothing (an execution exits 0 at once): for measuring the
+	// control plane alone (bai-bench -nats-url, make bench-cluster).
+	RuntimeSim = "sim"
 )
 
 func checkRuntime(name string) error {
 	switch name {
-	case "", RuntimeProcess, RuntimeDocker:
+	case "", RuntimeProcess, RuntimeDocker, RuntimeSim:
 		return nil
 	}
-	return fmt.Errorf("%w: runtime %q: process or docker", ErrConfig, name)
+	return fmt.Errorf("%w: runtime %q: process, docker or sim", ErrConfig, name)
 }
 
 // agentRuntime makes the embedded agent's runtime: nil for the process

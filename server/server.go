@@ -74,9 +74,10 @@ type Config struct {
 	// (running sessions go on) until space is freed. Default:
 	// DefaultMinFreeDisk (64 MiB); negative: 0.
 	MinFreeDisk int64
-	// Runtime is the agent's kernel runtime: "process" (the default) or
+	// Runtime is the agent's kernel runtime: "process" (the default),
 	// "docker" (containers on the local Docker Engine, DOCKER_HOST; images
-	// must be in the engine or pullable: docs/operations.md).
+	// must be in the engine or pullable: docs/operations.md), or "sim"
+	// (kernels that run nothing: benchmarks of the control plane).
 	Runtime string
 	// DockerInterpreter runs a run's code in a docker kernel
 	// (INTERPRETER -c code). Default: the agent's, python3.
@@ -332,6 +333,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if nc, err = connect("agent", nats.CustomInboxPrefix(events.AgentInboxPrefix(agentID))); err != nil {
 		return err
 	}
+	var sim *agent.SimConfig
+	if s.cfg.Runtime == RuntimeSim {
+		sim = &agent.SimConfig{}
+	}
 	rt, closeRT, err := s.agentRuntime(ctx, agentID)
 	if err != nil {
 		return err
@@ -339,7 +344,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer closeRT()
 	ag, err := agent.New(agent.Config{
 		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID, Runtime: rt,
-		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat, Metrics: s.cfg.Metrics,
+		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat, Metrics: s.cfg.Metrics, Sim: sim,
 		// Kernels see none of the server's files (JetStream, credentials).
 		Sandbox: agent.SandboxOptions{Hide: []string{s.cfg.DataDir}},
 	})

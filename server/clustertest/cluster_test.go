@@ -207,6 +207,9 @@ func startCluster(t *testing.T, agentArgs ...string) *cluster {
 	c := &cluster{dir: dir, adminFile: filepath.Join(dir, "admin", "credentials.env")}
 	ports := freePorts(t, 9)
 	c.spec = natsconf.Spec{Listen: "127.0.0.1", Sync: "always"}
+	if sync := os.Getenv("BAI_CLUSTER_SYNC"); sync != "" {
+		c.spec.Sync = sync // sync_interval of the nodes (make bench-cluster)
+	}
 	for i, n := range natsconf.DefaultNodes(3) {
 		n.Host = "127.0.0.1"
 		n.ClientPort, n.ClusterPort, n.HTTPPort = ports[3*i], ports[3*i+1], ports[3*i+2]

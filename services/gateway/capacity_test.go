@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
@@ -181,5 +183,34 @@ func TestReaperIgnoresForeignAgentReports(t *testing.T) {
 	})
 	if r := f.terminateReason("pending"); r != "" {
 		t.Fatalf("a pending session with a forged start was reaped: %q", r)
+	}
+}
+
+// TestReaperQuietOnTheEndOfARemovedSession: the placed agent's end of a
+// session the reaper let go of at its terminate request (every bai rm of
+// a running session) is no forged report: nothing is logged.
+func TestReaperQuietOnTheEndOfARemovedSession(t *testing.T) {
+	log := &natstest.SyncBuffer{}
+	f := start(t, func(c *Config) {
+		c.IdleTimeout = time.Hour
+		c.Log = zerolog.New(log)
+	})
+	f.running(t, "s1")
+	if err := f.call(t, events.OpSessionTerminate, events.TerminateRequest{SessionID: "s1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.put(t, events.Event{Name: events.EventTerminating, SessionID: "s1", AgentID: "ag1"})
+	f.put(t, events.Event{Name: events.EventTerminated, SessionID: "s1", AgentID: "ag1"})
+	// A forged start of a session never placed is still refused, and
+	// said: once it is logged, the reaper has read past the ends above.
+	f.put(t, events.Event{Name: events.EventStarted, SessionID: "s2", AgentID: "ag9"})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(log.String(), `"session_id":"s2"`) {
+			return errors.New("the forged start is not logged yet")
+		}
+		return nil
+	})
+	if strings.Contains(log.String(), `"session_id":"s1","agent_id":"ag1","placed_on":"","message":"event_from_wrong_agent_refused"`) {
+		t.Fatalf("the end of a removed session was logged as refused:\n%s", log.String())
 	}
 }

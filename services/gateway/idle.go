@@ -161,8 +161,15 @@ func (r *reaper) onEvent(m jetstream.Msg) {
 		// An agent speaks only for the kernels placed on it (issue 12
 		// §4): a forged start would have the reaper end a pending
 		// session, a forged end would spare a running one.
+		is := r.sessions[key]
+		if is == nil && e.Name != events.EventStarted {
+			// The end of a session the reaper let go of (at its
+			// terminate request: every bai rm of a running session) or
+			// never knew: nothing to act on, nothing to refuse.
+			return
+		}
 		placed := ""
-		if is := r.sessions[key]; is != nil {
+		if is != nil {
 			placed = is.agent
 		}
 		if events.NotFromPlacedAgent(placed, e) {

@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	workSize := fs.Int64("kernel-work-size", 0, "size limit of a kernel's work dir in bytes (default 1 GiB)")
 	tmpSize := fs.Int64("kernel-tmp-size", 0, "size limit of each of a kernel's private /tmp and /var/tmp in bytes (default 256 MiB)")
 	shmSize := fs.Int64("kernel-shm-size", 0, "size limit of a kernel's private /dev/shm in bytes (default 64 MiB)")
-	rtName := fs.String("runtime", "process", "kernel runtime: process, or docker (the local Docker Engine, DOCKER_HOST)")
+	rtName := fs.String("runtime", "process", "kernel runtime: process, docker (the local Docker Engine, DOCKER_HOST), or sim (kernels that run nothing: benchmarks of the control plane)")
 	shares := fs.Float64("cuda-shares-per-device", 1, "cuda.shares one GPU is worth")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -85,8 +85,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer nc.Close()
 
 	var rt agent.Runtime
+	var sim *agent.SimConfig
 	switch *rtName {
 	case "process":
+	case "sim":
+		sim = &agent.SimConfig{}
 	case "docker":
 		gpus, err := agent.DetectGPUs(ctx)
 		if err != nil {
@@ -107,7 +110,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer d.Close()
 		rt = d
 	default:
-		return fmt.Errorf("unknown runtime %q (process or docker)", *rtName)
+		return fmt.Errorf("unknown runtime %q (process, docker or sim)", *rtName)
 	}
 
 	svc, err := agent.New(agent.Config{
@@ -117,6 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ID:                  *id,
 		ScalingGroup:        *group,
 		Runtime:             rt,
+		Sim:                 sim,
 		CUDASharesPerDevice: *shares,
 		Streams:             opts,
 		Metrics:             metrics,
