@@ -357,10 +357,8 @@ func RegistryDurable(i int) string {
 // AgentUser is the NATS user of agent id in a cluster.
 func AgentUser(id string) string { return "bai-agent-" + id }
 
-// OpsUser is the operators' NATS user: the JetStream API (stream info,
-// snapshots for backups, consumer info) and its own replies, nothing of
-// the session subjects.
-const OpsUser = "bai-ops"
+// OpsUser is the operators' NATS user (perms.OpsUser).
+const OpsUser = perms.OpsUser
 
 // User is one NATS user of the authorization block.
 type User struct {
@@ -389,16 +387,9 @@ func Users(spec Spec) ([]User, error) {
 	for _, a := range spec.Agents {
 		users = append(users, User{Name: AgentUser(a), Perms: perms.AgentPermissions(a), Why: "bai-agent --id " + a})
 	}
-	users = append(users, User{Name: OpsUser, Perms: opsPermissions(),
+	users = append(users, User{Name: OpsUser, Perms: perms.OpsPermissions(),
 		Why: "operators: nats stream info/backup/restore, the cluster test's leader lookups"})
 	return users, nil
-}
-
-func opsPermissions() perms.Permissions {
-	return perms.Permissions{
-		PubAllow: []string{"$JS.API.>", "$JS.SNAPSHOT.>", "$JS.ACK.>", "$JS.FC.>"},
-		SubAllow: []string{"_INBOX.>"},
-	}
 }
 
 func authConf(s Spec) string {

@@ -522,8 +522,24 @@ func Table() []Identity {
 		Inbox: events.AgentInboxPrefix(PlaceholderAgent), Permissions: AgentPermissions(PlaceholderAgent)})
 }
 
+// OpsUser is the operators' NATS user of a cluster (bai-deploy makes it):
+// not a bai identity, so not in Table, but its permissions are written
+// here with the others and shown after them.
+const OpsUser = "bai-ops"
+
+// OpsPermissions are OpsUser's: the JetStream API (stream info, snapshots
+// and restores for backups, consumer info) and replies to its own
+// requests; nothing of the session subjects, the inboxes of bai's
+// identities or the auth callout.
+func OpsPermissions() Permissions {
+	return Permissions{
+		PubAllow: []string{"$JS.API.>", "$JS.SNAPSHOT.>", "$JS.ACK.>", "$JS.FC.>"},
+		SubAllow: []string{"_INBOX.>"},
+	}
+}
+
 // Markdown is Table as the Markdown of docs/security.md: one section per
-// identity, each subject in backquotes.
+// identity, each subject in backquotes, then OpsUser's.
 func Markdown() string {
 	var b strings.Builder
 	list := func(what string, subjects []string) {
@@ -536,7 +552,8 @@ func Markdown() string {
 		}
 		b.WriteString("\n")
 	}
-	for _, id := range Table() {
+	ops := Identity{Name: "ops (a cluster's operators, not a bai identity)", User: OpsUser, Inbox: "_INBOX", Permissions: OpsPermissions()}
+	for _, id := range append(Table(), ops) {
 		fmt.Fprintf(&b, "#### %s (NATS user `%s`, inbox `%s`)\n\n", id.Name, id.User, id.Inbox)
 		list("publish", id.PubAllow)
 		list("publish denied", id.PubDeny)
