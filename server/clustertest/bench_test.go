@@ -158,18 +158,7 @@ func TestClusterBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := c.client(t)
-	waitFor(t, 60*time.Second, func() error {
-		l, err := cl.ListAgents(context.Background())
-		if err != nil {
-			return err
-		}
-		if len(l.Agents) != 3 {
-			return fmt.Errorf("%d agents", len(l.Agents))
-		}
-		return nil
-	})
-	c.healthy(t, js, "")
+	c.up(t, c.client(t), js)
 	info, err := js.Stream(context.Background(), streams.Sessions)
 	if err != nil {
 		t.Fatal(err)

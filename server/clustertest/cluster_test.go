@@ -382,6 +382,22 @@ func (c *cluster) healthy(t *testing.T, js jetstream.JetStream, node string) {
 	})
 }
 
+// up waits until the 3 agents beat and every replica of the session log
+// is current.
+func (c *cluster) up(t *testing.T, cl *client.Client, js jetstream.JetStream) {
+	waitFor(t, 60*time.Second, func() error {
+		l, err := cl.ListAgents(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(l.Agents) != 3 {
+			return fmt.Errorf("%d agents", len(l.Agents))
+		}
+		return nil
+	})
+	c.healthy(t, js, "")
+}
+
 func (c *cluster) node(name string) *proc {
 	for _, p := range c.nats {
 		if p.name == name {
@@ -418,17 +434,7 @@ func TestCluster(t *testing.T) {
 	}
 	cl := c.client(t)
 	ctx := context.Background()
-	waitFor(t, 60*time.Second, func() error {
-		l, err := cl.ListAgents(ctx)
-		if err != nil {
-			return err
-		}
-		if len(l.Agents) != 3 {
-			return fmt.Errorf("%d agents", len(l.Agents))
-		}
-		return nil
-	})
-	c.healthy(t, js, "")
+	c.up(t, cl, js)
 	fmt.Printf("cluster up in %s\n", time.Since(start).Round(time.Millisecond))
 
 	// Load: workers create batch sessions (sleep 1) with their own ids,
