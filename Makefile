@@ -1,5 +1,5 @@
 # bai: build, run and test every module of the workspace.
-MODULES := pkg/events pkg/slots pkg/svcflags internal/natstest services/gateway services/scheduler \
+MODULES := pkg/events pkg/slots pkg/svcflags pkg/boltcheck internal/natstest services/gateway services/scheduler \
            services/registry services/agent tools/bai server
 GO      ?= go
 BIN     := $(CURDIR)/bin

@@ -18,6 +18,8 @@ require (
 	golang.org/x/sync v0.24.0
 )
 
+require github.com/bai-sh/bai/pkg/boltcheck v0.0.0 // indirect
+
 require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.9.0-default-no-op // indirect
@@ -69,6 +71,7 @@ require (
 
 replace (
 	github.com/bai-sh/bai/internal/natstest => ../internal/natstest
+	github.com/bai-sh/bai/pkg/boltcheck => ../pkg/boltcheck
 	github.com/bai-sh/bai/pkg/events => ../pkg/events
 	github.com/bai-sh/bai/pkg/slots => ../pkg/slots
 	github.com/bai-sh/bai/services/agent => ../services/agent

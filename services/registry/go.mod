@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/bai-sh/bai/internal/natstest v0.0.0
+	github.com/bai-sh/bai/pkg/boltcheck v0.0.0
 	github.com/bai-sh/bai/pkg/events v0.0.0
 	github.com/bai-sh/bai/pkg/slots v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -40,6 +41,7 @@ require (
 
 replace (
 	github.com/bai-sh/bai/internal/natstest => ../../internal/natstest
+	github.com/bai-sh/bai/pkg/boltcheck => ../../pkg/boltcheck
 	github.com/bai-sh/bai/pkg/events => ../../pkg/events
 	github.com/bai-sh/bai/pkg/slots => ../../pkg/slots
 )
