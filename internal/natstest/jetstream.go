@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // NoJetStream is a test server whose JetStream is not there yet: what a
@@ -36,21 +38,34 @@ func (s *NoJetStream) Enable(t testing.TB) {
 	}
 }
 
-// CheckWaitsForJetStream runs a service (run, ready, its log) against ns:
-// Run neither returns nor gets ready while JetStream is not there, and
-// logs each retry (jetstream_not_ready_retrying); once JetStream is
-// enabled it gets ready, and a stop ends it cleanly.
-func CheckWaitsForJetStream(t *testing.T, ns *NoJetStream, log *SyncBuffer, run func(context.Context) error, ready <-chan struct{}) {
+// Service is what CheckWaitsForJetStream runs: a bai service.
+type Service interface {
+	Run(context.Context) error
+	Ready() <-chan struct{}
+}
+
+// CheckWaitsForJetStream makes a service with newService on a connection
+// to a server whose JetStream is not there yet (RunServerWithoutJetStream)
+// and runs it: Run neither returns nor gets ready while JetStream is not
+// there, and logs each retry (jetstream_not_ready_retrying); once
+// JetStream is enabled it gets ready, and a stop ends it cleanly.
+func CheckWaitsForJetStream(t *testing.T, newService func(nc *nats.Conn, log io.Writer) (Service, error)) {
 	t.Helper()
+	ns := RunServerWithoutJetStream(t)
+	log := &SyncBuffer{}
+	svc, err := newService(Connect(t, ns.Server), log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
+	go func() { done <- svc.Run(ctx) }()
 	CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned while JetStream was not there: %v", err)
-		case <-ready:
+		case <-svc.Ready():
 			t.Fatal("ready without JetStream")
 		default:
 		}
@@ -61,7 +76,7 @@ func CheckWaitsForJetStream(t *testing.T, ns *NoJetStream, log *SyncBuffer, run 
 	})
 	ns.Enable(t)
 	select {
-	case <-ready:
+	case <-svc.Ready():
 	case err := <-done:
 		t.Fatalf("Run returned: %v", err)
 	case <-time.After(60 * time.Second):

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"io"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/internal/natstest"
@@ -12,11 +14,7 @@ import (
 // not there yet (a cluster electing, a node come back), logging each
 // retry, and the gateway gets ready once it is.
 func TestRunWaitsForJetStream(t *testing.T) {
-	ns := natstest.RunServerWithoutJetStream(t)
-	log := &natstest.SyncBuffer{}
-	svc, err := New(Config{NC: natstest.Connect(t, ns.Server), Log: zerolog.New(log)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.CheckWaitsForJetStream(t, ns, log, svc.Run, svc.Ready())
+	natstest.CheckWaitsForJetStream(t, func(nc *nats.Conn, log io.Writer) (natstest.Service, error) {
+		return New(Config{NC: nc, Log: zerolog.New(log)})
+	})
 }

@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"io"
 	"path/filepath"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/internal/natstest"
@@ -13,11 +15,8 @@ import (
 // not there yet (a cluster electing, a node come back), logging each
 // retry, and the registry gets ready once it is.
 func TestRunWaitsForJetStream(t *testing.T) {
-	ns := natstest.RunServerWithoutJetStream(t)
-	log := &natstest.SyncBuffer{}
-	svc, err := New(Config{NC: natstest.Connect(t, ns.Server), Log: zerolog.New(log), Path: filepath.Join(t.TempDir(), "registry.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.CheckWaitsForJetStream(t, ns, log, svc.Run, svc.Ready())
+	dir := t.TempDir()
+	natstest.CheckWaitsForJetStream(t, func(nc *nats.Conn, log io.Writer) (natstest.Service, error) {
+		return New(Config{NC: nc, Log: zerolog.New(log), Path: filepath.Join(dir, "registry.db")})
+	})
 }

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/bai-sh/bai/internal/natstest"
@@ -23,35 +24,13 @@ func TestWaitsForNATS(t *testing.T) {
 	if err := run(context.Background(), []string{"--replicas", "three"}, &natstest.SyncBuffer{}); err == nil || !strings.Contains(err.Error(), "--replicas") {
 		t.Fatalf("bad --replicas: %v", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	logs := &natstest.SyncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--idle-timeout", "-1s", "--insecure-no-auth"}, logs)
-	}()
-	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if n := strings.Count(logs.String(), "nats_not_ready_waiting"); n < 2 {
-			return fmt.Errorf("%d waiting lines logged", n)
+	var nc *nats.Conn
+	natstest.CheckWaitsForNATS(t, "bai-gateway", func(ctx context.Context, url string, log io.Writer) error {
+		return run(ctx, []string{"--nats", url, "--idle-timeout", "-1s", "--insecure-no-auth"}, log)
+	}, func(ctx context.Context, ns *server.Server, log string) error {
+		if nc == nil {
+			nc = natstest.Connect(t, ns, nats.CustomInboxPrefix(events.InboxPrefix("AKTEST")))
 		}
-		return nil
-	})
-	select {
-	case err := <-done:
-		t.Fatalf("the gateway gave up without NATS: %v", err)
-	default:
-	}
-	opts := natstest.Options(t.TempDir())
-	opts.Port = port
-	ns := natstest.RunServerWithOptions(t, opts)
-	nc := natstest.Connect(t, ns, nats.CustomInboxPrefix(events.InboxPrefix("AKTEST")))
-	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		msg, err := nc.Request("bai.api.AKTEST.image.list", nil, time.Second)
 		if err != nil {
 			return err
@@ -61,18 +40,9 @@ func TestWaitsForNATS(t *testing.T) {
 			return fmt.Errorf("image list %q: %v", msg.Data, err)
 		}
 		// It answers image.list before it has finished starting.
-		if !strings.Contains(logs.String(), "gateway_ready") {
+		if !strings.Contains(log, "gateway_ready") {
 			return errors.New("not ready yet")
 		}
 		return nil
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the gateway did not stop")
-	}
 }

@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/bai-sh/bai/internal/natstest"
@@ -20,29 +20,14 @@ import (
 // waits (a log line per attempt), then answers queries; stopped, it
 // returns cleanly.
 func TestWaitsForNATS(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	logs := &natstest.SyncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--db", filepath.Join(t.TempDir(), "registry.db")}, logs)
-	}()
-	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if n := strings.Count(logs.String(), "nats_not_ready_waiting"); n < 2 {
-			return fmt.Errorf("%d waiting lines logged", n)
+	db := filepath.Join(t.TempDir(), "registry.db")
+	var nc *nats.Conn
+	natstest.CheckWaitsForNATS(t, "bai-registry", func(ctx context.Context, url string, log io.Writer) error {
+		return run(ctx, []string{"--nats", url, "--db", db}, log)
+	}, func(ctx context.Context, ns *server.Server, _ string) error {
+		if nc == nil {
+			nc = natstest.Connect(t, ns, nats.CustomInboxPrefix(events.InboxPrefix("AKTEST")))
 		}
-		return nil
-	})
-	opts := natstest.Options(t.TempDir())
-	opts.Port = port
-	nc := natstest.Connect(t, natstest.RunServerWithOptions(t, opts), nats.CustomInboxPrefix(events.InboxPrefix("AKTEST")))
-	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		msg, err := nc.Request("bai.api.AKTEST.session.list", []byte("{}"), time.Second)
 		if err != nil {
 			return err
@@ -53,13 +38,4 @@ func TestWaitsForNATS(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the registry did not stop")
-	}
 }
