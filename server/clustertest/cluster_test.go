@@ -7,7 +7,8 @@
 // sessions go through the client package and faults are injected:
 //
 //   - kill -9 and restart of each NATS node in turn, the session log's
-//     stream leader first (found with $JS.API.STREAM.INFO);
+//     stream leader first (found with $JS.API.STREAM.INFO), each time
+//     waiting until every stream's replicas are current again;
 //   - SIGSTOP of a NATS node past the scheduler's agent timeout, then
 //     SIGCONT (a partition simulated: the node's peers and clients see it
 //     silent, as behind a cut link, and it comes back with stale state);
@@ -354,36 +355,48 @@ func (c *cluster) streamLeader(t *testing.T, js jetstream.JetStream) string {
 	return leader
 }
 
-// healthy waits until every replica of the session log is current again,
-// node (when not empty) among them: a restarted node has caught up.
+// healthy waits until every replica of every stream (the session log,
+// the work queue, the output, each bucket) is current again, node (when
+// not empty) among them: a restarted node has caught up on all of them.
 func (c *cluster) healthy(t *testing.T, js jetstream.JetStream, node string) {
 	waitFor(t, 90*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		s, err := js.Stream(ctx, streams.Sessions)
-		if err != nil {
+		names := js.StreamNames(ctx)
+		var n int
+		for name := range names.Name() {
+			n++
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			info := s.CachedInfo()
+			if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
+				return fmt.Errorf("%s: cluster %+v", name, info.Cluster)
+			}
+			seen := node == "" || info.Cluster.Leader == node
+			for _, r := range info.Cluster.Replicas {
+				if !r.Current || r.Offline {
+					return fmt.Errorf("%s: replica %s not current", name, r.Name)
+				}
+				seen = seen || r.Name == node
+			}
+			if !seen {
+				return fmt.Errorf("%s: %s is not among its current replicas yet", name, node)
+			}
+		}
+		if err := names.Err(); err != nil {
 			return err
 		}
-		info := s.CachedInfo()
-		if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
-			return fmt.Errorf("cluster %+v", info.Cluster)
-		}
-		seen := node == "" || info.Cluster.Leader == node
-		for _, r := range info.Cluster.Replicas {
-			if !r.Current || r.Offline {
-				return fmt.Errorf("replica %s not current", r.Name)
-			}
-			seen = seen || r.Name == node
-		}
-		if !seen {
-			return fmt.Errorf("%s is not among the log's current replicas yet", node)
+		if n < 3 {
+			return fmt.Errorf("%d streams", n)
 		}
 		return nil
 	})
 }
 
-// up waits until the 3 agents beat and every replica of the session log
-// is current.
+// up waits until the 3 agents beat and every replica of every stream is
+// current.
 func (c *cluster) up(t *testing.T, cl *client.Client, js jetstream.JetStream) {
 	waitFor(t, 60*time.Second, func() error {
 		l, err := cl.ListAgents(context.Background())
@@ -507,7 +520,7 @@ func TestCluster(t *testing.T) {
 		p.start(t)
 		c.note("restarted NATS %s", name)
 		c.healthy(t, js, name)
-		c.note("session log current on all replicas again")
+		c.note("every stream current on all replicas again")
 	}
 	victim := c.nats[1]
 	c.note("SIGSTOP NATS %s for %s (agent timeout %s)", victim.name, agentTimeout+4*time.Second, agentTimeout)
