@@ -7,7 +7,6 @@ import (
 	"io"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -156,21 +155,12 @@ func (s *Service) pump(ctx context.Context, log zerolog.Logger, k *kernel, subj,
 // publishPatience with its message id (the stream keeps it once); a
 // failure past that is logged: the output is lost.
 func (s *Service) publishOutput(ctx context.Context, log zerolog.Logger, msg *nats.Msg) {
-	start := time.Now()
-	for try := 1; ; try++ {
-		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		_, err := s.js.PublishMsg(pctx, msg)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Since(start) >= publishPatience || ctx.Err() != nil {
-			log.Error().Err(err).Str("stream", msg.Header.Get(events.HeaderStream)).Msg("publish_output")
-			return
-		}
-		if pause(ctx, min(time.Duration(try)*200*time.Millisecond, publishMaxPause)) != nil {
-			return
-		}
+	err := patiently(ctx, nil, func(ctx context.Context) error {
+		_, err := s.js.PublishMsg(ctx, msg)
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		log.Error().Err(err).Str("stream", msg.Header.Get(events.HeaderStream)).Msg("publish_output")
 	}
 }
 

@@ -57,23 +57,43 @@ func (s *Service) event(ak, sid, kid string, name events.Name) *events.Event {
 }
 
 // publishEvent publishes e on its subject, synchronously, with its id as
-// the message id, retrying a few times.
+// the message id, retrying for publishPatience.
 func (s *Service) publishEvent(ctx context.Context, e *events.Event) error {
 	if _, err := events.EventSubject(e); err != nil {
 		return err
 	}
+	err := patiently(ctx, func(try int, err error) {
+		s.log.Warn().Err(err).Str("event", string(e.Name)).Int("try", try).Msg("publish_event")
+	}, func(ctx context.Context) error {
+		_, err := streams.Publish(ctx, s.js, e, streams.Guard{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("publish %s of session %s: %w", e.Name, e.SessionID, err)
+	}
+	return nil
+}
+
+// patiently calls publish, each try bounded by publishTimeout, until it
+// succeeds, ctx ends, or publishPatience has passed since the first try;
+// between tries it tells onRetry (when set) and pauses 200 ms more each
+// time, at most publishMaxPause. It returns the last try's error, or
+// ctx's.
+func patiently(ctx context.Context, onRetry func(try int, err error), publish func(context.Context) error) error {
 	start := time.Now()
 	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		_, err := streams.Publish(pctx, s.js, e, streams.Guard{})
+		err := publish(pctx)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		if time.Since(start) >= publishPatience || ctx.Err() != nil {
-			return fmt.Errorf("publish %s of session %s: %w", e.Name, e.SessionID, err)
+			return err
 		}
-		s.log.Warn().Err(err).Str("event", string(e.Name)).Int("try", try).Msg("publish_event")
+		if onRetry != nil {
+			onRetry(try, err)
+		}
 		if err := pause(ctx, min(time.Duration(try)*200*time.Millisecond, publishMaxPause)); err != nil {
 			return err
 		}
