@@ -77,6 +77,23 @@ func sessionArg(c *cli.Context) (string, error) {
 	return args[0], nil
 }
 
+// watchSession connects, resolves ref and subscribes to the session's
+// events and output before the caller reads anything stored: nothing
+// falls in between (what is in both, the caller shows once). The caller
+// closes the watcher and the client.
+func (r *runner) watchSession(c *cli.Context, ref string) (*client.Client, *events.SessionInfo, *client.Watcher, error) {
+	cl, info, err := r.openSession(c, ref)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	w, err := cl.Watch(c.Context, info.AccessKey, info.ID)
+	if err != nil {
+		cl.Close()
+		return nil, nil, nil, err
+	}
+	return cl, info, w, nil
+}
+
 // openSession connects and resolves ref; the caller closes the client.
 func (r *runner) openSession(c *cli.Context, ref string) (*client.Client, *events.SessionInfo, error) {
 	cl, err := r.connect(c)
@@ -105,16 +122,11 @@ func (r *runner) events(c *cli.Context) error {
 		return err
 	}
 	ctx := c.Context
-	cl, info, err := r.openSession(c, ref)
+	cl, info, w, err := r.watchSession(c, ref)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	// Subscribe first, then read the history: nothing falls in between.
-	w, err := cl.Watch(ctx, info.AccessKey, info.ID)
-	if err != nil {
-		return err
-	}
 	defer w.Close()
 	hist, err := cl.HistoryFor(ctx, info.AccessKey, info.ID)
 	if err != nil {

@@ -46,17 +46,11 @@ func (r *runner) followLogs(c *cli.Context, ref string) error {
 		return err
 	}
 	ctx := c.Context
-	cl, info, err := r.openSession(c, ref)
+	cl, info, w, err := r.watchSession(c, ref)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	// Subscribe first, then read what is stored: nothing falls in
-	// between; what is in both is printed once.
-	w, err := cl.Watch(ctx, info.AccessKey, info.ID)
-	if err != nil {
-		return err
-	}
 	defer w.Close()
 	now, err := cl.GetFor(ctx, info.AccessKey, info.ID)
 	if err != nil {
