@@ -3,7 +3,11 @@ package svcflags
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -60,6 +64,30 @@ func (c *Common) Connect(ctx context.Context, name string, log zerolog.Logger, o
 		return nil, err
 	}
 	return nc, nil
+}
+
+// Main runs a service binary's run with a context that SIGINT and SIGTERM
+// end, and exits 1 after "name: error" on stderr when it fails.
+func Main(name string, run func(ctx context.Context, args []string, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// Setup is Logger, then StartMetrics: the service's log, the metrics
+// registry its services register on (nil without --metrics-addr), and the
+// stop of the endpoint.
+func (c *Common) Setup(stderr io.Writer, service string) (zerolog.Logger, prometheus.Registerer, func(), error) {
+	log, err := c.Logger(stderr, service)
+	if err != nil {
+		return log, nil, nil, err
+	}
+	metrics, stop, err := c.StartMetrics(log)
+	return log, metrics, stop, err
 }
 
 // StartMetrics serves --metrics-addr: the registry the services register

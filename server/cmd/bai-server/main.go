@@ -57,17 +57,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.DataDir = common.DataDir
-	log, err := common.Logger(stderr, "bai-server")
-	if err != nil {
-		return err
-	}
-	cfg.Log = log
-	metrics, stopMetrics, err := common.StartMetrics(log)
+	log, metrics, stopMetrics, err := common.Setup(stderr, "bai-server")
 	if err != nil {
 		return err
 	}
 	defer stopMetrics()
-	cfg.Metrics = metrics
+	cfg.Log, cfg.Metrics = log, metrics
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err

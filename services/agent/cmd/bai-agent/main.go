@@ -13,9 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -26,14 +24,7 @@ import (
 	"github.com/bai-sh/bai/services/agent"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bai-agent:", err)
-		os.Exit(1)
-	}
-}
+func main() { svcflags.Main("bai-agent", run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bai-agent", flag.ContinueOnError)
@@ -61,11 +52,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	log, err := common.Logger(stderr, "bai-agent")
-	if err != nil {
-		return err
-	}
-	metrics, stopMetrics, err := common.StartMetrics(log)
+	log, metrics, stopMetrics, err := common.Setup(stderr, "bai-agent")
 	if err != nil {
 		return err
 	}

@@ -18,8 +18,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,14 +31,7 @@ import (
 	"github.com/bai-sh/bai/services/gateway"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bai-gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { svcflags.Main("bai-gateway", run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bai-gateway", flag.ContinueOnError)
@@ -68,11 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *bootstrapFile != "" && *seedFile == "" {
 		return errors.New("--bootstrap-admin-file needs --auth-issuer-seed-file: only the gateway running the auth callout stores keypairs")
 	}
-	log, err := common.Logger(stderr, "bai-gateway")
-	if err != nil {
-		return err
-	}
-	metrics, stopMetrics, err := common.StartMetrics(log)
+	log, metrics, stopMetrics, err := common.Setup(stderr, "bai-gateway")
 	if err != nil {
 		return err
 	}

@@ -11,12 +11,9 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,14 +25,7 @@ import (
 	"github.com/bai-sh/bai/services/registry"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bai-registry:", err)
-		os.Exit(1)
-	}
-}
+func main() { svcflags.Main("bai-registry", run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bai-registry", flag.ContinueOnError)
@@ -61,11 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *db == "" {
 		return errors.New("no --db or --data-dir given and no home directory to default to")
 	}
-	log, err := common.Logger(stderr, "bai-registry")
-	if err != nil {
-		return err
-	}
-	metrics, stopMetrics, err := common.StartMetrics(log)
+	log, metrics, stopMetrics, err := common.Setup(stderr, "bai-registry")
 	if err != nil {
 		return err
 	}

@@ -9,11 +9,7 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,14 +21,7 @@ import (
 	"github.com/bai-sh/bai/services/scheduler"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bai-scheduler:", err)
-		os.Exit(1)
-	}
-}
+func main() { svcflags.Main("bai-scheduler", run) }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bai-scheduler", flag.ContinueOnError)
@@ -59,11 +48,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := group.Check(); err != nil {
 		return err
 	}
-	log, err := common.Logger(stderr, "bai-scheduler")
-	if err != nil {
-		return err
-	}
-	metrics, stopMetrics, err := common.StartMetrics(log)
+	log, metrics, stopMetrics, err := common.Setup(stderr, "bai-scheduler")
 	if err != nil {
 		return err
 	}
