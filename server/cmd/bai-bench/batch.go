@@ -28,7 +28,7 @@ import (
 // figure to hold against a batch scheduler's jobs/s (Slurm's
 // `sbatch --wrap=true`).
 func batchScenario(ctx context.Context, o options) error {
-	srv, err := server.New(server.Config{
+	srv, stop, err := startServer(ctx, server.Config{
 		DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways,
 		// Capacity for every session in flight: the figure is the
 		// pipeline's, not the host's core count.
@@ -37,20 +37,7 @@ func batchScenario(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer stop()
 	creds := srv.Credentials()
 	cl, err := client.Connect(ctx, client.Options{URL: srv.ClientURL(), AccessKey: creds.AccessKey,
 		SecretKey: creds.SecretKey, Timeout: 30 * time.Second})
@@ -182,4 +169,30 @@ func childCPUTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startServer runs a real all-in-one server.Server of cfg until the
+// returned stop; it returns once the server is ready.
+func startServer(ctx context.Context, cfg server.Config) (*server.Server, func(), error) {
+	srv, err := server.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(sctx) }()
+	stop := func() {
+		cancel()
+		<-done
+	}
+	select {
+	case <-srv.Ready():
+		return srv, stop, nil
+	case err := <-done:
+		cancel()
+		return nil, nil, err
+	case <-ctx.Done():
+		stop()
+		return nil, nil, ctx.Err()
+	}
 }

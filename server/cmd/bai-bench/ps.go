@@ -181,24 +181,11 @@ func cliScenario(ctx context.Context, o options) error {
 		}
 	}
 	fmt.Printf("bare interpreter: %s\n", python)
-	srv, err := server.New(server.Config{DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways})
+	_, stop, err := startServer(ctx, server.Config{DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways})
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer stop()
 	env := append(os.Environ(), "XDG_DATA_HOME="+o.dir)
 	timeOne := func(argv ...string) (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

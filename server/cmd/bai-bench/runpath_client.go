@@ -23,24 +23,11 @@ import (
 // event's own time is known (publisher's clock, same host) its publish →
 // delivery share is printed too.
 func runpathClient(ctx context.Context, o options) error {
-	srv, err := server.New(server.Config{DataDir: filepath.Join(o.dir, "bai-client"), Listen: "127.0.0.1:-1"})
+	srv, stop, err := startServer(ctx, server.Config{DataDir: filepath.Join(o.dir, "bai-client"), Listen: "127.0.0.1:-1"})
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer stop()
 	creds := srv.Credentials()
 	connect := func() (*client.Client, error) {
 		return client.Connect(ctx, client.Options{URL: srv.ClientURL(), AccessKey: creds.AccessKey, SecretKey: creds.SecretKey})
