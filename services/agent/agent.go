@@ -106,10 +106,15 @@ type Service struct {
 	stopping atomic.Bool
 	execs    sync.WaitGroup // execution goroutines
 
-	// The dispatch loop's own: the highest work sequence handed to it,
-	// and those handed back for a retry (see advance).
+	// The work cursor's: the highest work sequence handed to the agent,
+	// and those not done with yet (handed back for a retry, or a kernel
+	// start still under way); see advance.
+	curMu    sync.Mutex
 	highest  uint64
 	retrying map[uint64]struct{}
+	// Kernel starts under way (startAsync): at most startConcurrency.
+	starts   sync.WaitGroup
+	startSem chan struct{}
 
 	mu        sync.Mutex
 	kernels   map[string]*kernel // by kernel id
@@ -150,6 +155,7 @@ func New(cfg Config) (*Service, error) {
 		kernels:   make(map[string]*kernel),
 		bySession: make(map[string]*kernel),
 		retrying:  make(map[uint64]struct{}),
+		startSem:  make(chan struct{}, startConcurrency),
 	}
 	if cfg.ID == "" {
 		id, err := localID(s.dbPath, host)

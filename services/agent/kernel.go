@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -55,7 +56,10 @@ func (s *Service) lookup(e *events.Event) *kernel {
 // the context the handlers run under. When the iterator fails (the
 // consumer was deleted, say) it is made again.
 func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesContext) {
-	defer func() { s.release(it) }()
+	defer func() {
+		s.release(it)
+		s.starts.Wait() // their acks go out before the agent stops
+	}()
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
@@ -65,6 +69,10 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			return
 		}
 		if err == nil {
+			if k := s.startable(work, msg); k != nil {
+				s.startAsync(work, msg, k)
+				continue
+			}
 			s.advance(msg, s.handle(work, msg))
 			continue
 		}
@@ -114,13 +122,88 @@ func (s *Service) nak(msg jetstream.Msg) {
 	}
 }
 
+// startConcurrency is how many kernels an agent starts at once: a slow
+// start (an image pulled) holds the others back no longer, and the
+// lifecycle events and state commits of several starts overlap.
+const startConcurrency = 8
+
+// startable is the new kernel a work message places on this agent, made
+// and registered here, in log order, so that a later message about it
+// (a termination, an execution) finds it; nil for any other message,
+// which handle takes in the loop as before. A placement that is a
+// duplicate, bad, or of a kernel met before is handle's too.
+func (s *Service) startable(work context.Context, msg jetstream.Msg) *kernel {
+	subj, err := events.WorkOrigin(msg.Headers().Get(events.WorkSourceHeader), s.id)
+	if err != nil {
+		return nil
+	}
+	if ss, err := events.ParseSessionSubject(subj); err != nil || ss.Name != events.EventScheduled {
+		return nil
+	}
+	e, err := events.Decode(subj, msg.Data())
+	if err != nil {
+		return nil
+	}
+	spec := e.Session
+	if spec == nil || spec.ID != e.SessionID || spec.AccessKey != e.AccessKey || !events.ValidToken(spec.MainKernelID) {
+		return nil
+	}
+	s.mu.Lock()
+	met := s.kernels[spec.MainKernelID] != nil
+	s.mu.Unlock()
+	if met {
+		return nil
+	}
+	if known, err := s.st.known(spec.MainKernelID); err != nil || known {
+		return nil
+	}
+	k := newKernel(spec, phaseStarting, s.log)
+	s.addKernel(k)
+	return k
+}
+
+// startAsync starts kernel k of placement msg in a goroutine of its own
+// (at most startConcurrency at once; the loop waits for a free one), then
+// acknowledges msg as handle would. Until then msg counts as not done for
+// the work cursor, and k's life lock is held: a later message about k
+// waits for the start; the other kernels' do not.
+func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel) {
+	s.hold(msg)
+	s.startSem <- struct{}{}
+	// Taken here, in log order: a later message about k (a termination)
+	// waits for the start, as when starts were handled in the loop.
+	k.life.Lock()
+	s.starts.Go(func() {
+		defer func() { <-s.startSem }()
+		err := s.startLocked(work, k)
+		k.life.Unlock()
+		s.advance(msg, s.settle(msg, err, s.log.With().Str("event", string(events.EventScheduled)).
+			Str("session_id", k.spec.ID).Logger()))
+	})
+}
+
+// hold counts msg as not done for the work cursor until advance.
+func (s *Service) hold(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return
+	}
+	s.curMu.Lock()
+	s.retrying[md.Sequence.Stream] = struct{}{}
+	s.highest = max(s.highest, md.Sequence.Stream)
+	s.curMu.Unlock()
+}
+
 // advance moves the work cursor past msg once it is done with (handled or
-// refused), never past a message handed back for a retry.
+// refused), never past a message handed back for a retry or still under
+// way.
 func (s *Service) advance(msg jetstream.Msg, done bool) {
 	md, err := msg.Metadata()
 	if err != nil {
 		return
 	}
+	s.curMu.Lock()
+	defer s.curMu.Unlock()
 	seq := md.Sequence.Stream
 	if done {
 		delete(s.retrying, seq)
@@ -168,6 +251,13 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 	default:
 		log.Debug().Msg("ignored_work_message")
 	}
+	return s.settle(msg, err, log)
+}
+
+// settle acknowledges msg after its handler returned err: terminated when
+// no retry can make it right, handed back for a retry after a transient
+// failure, acknowledged otherwise. It reports whether msg is done with.
+func (s *Service) settle(msg jetstream.Msg, err error, log zerolog.Logger) bool {
 	if errors.Is(err, errPermanent) {
 		log.Warn().Err(err).Msg("refused_work_message")
 		if err := msg.Term(); err != nil {
@@ -255,7 +345,14 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 		}
 		return nil
 	}
-	if !k.phase().takesRuns() {
+	ph := k.phase()
+	if ph.startable() {
+		// Its start may be under way (startAsync): wait for it.
+		k.life.Lock()
+		ph = k.phase()
+		k.life.Unlock()
+	}
+	if !ph.takesRuns() {
 		k.log.Warn().Str("run_id", e.Run.ID).Msg("execute_request_for_a_kernel_not_running")
 		return s.refuseRun(ctx, e.AccessKey, e.SessionID, e.Run.ID,
 			fmt.Sprintf("the kernel of session %s is not running on agent %s", e.SessionID, s.id))

@@ -140,8 +140,13 @@ func (k *kernel) killAll(log zerolog.Logger) {
 func (s *Service) start(ctx context.Context, k *kernel) error {
 	k.life.Lock()
 	defer k.life.Unlock()
-	if k.phase().closed() {
-		return nil
+	return s.startLocked(ctx, k)
+}
+
+// startLocked is start with k.life held by the caller.
+func (s *Service) startLocked(ctx context.Context, k *kernel) error {
+	if k.phase().closed() || k.phase().takesRuns() {
+		return nil // ended meanwhile, or started by a start before (a redelivery)
 	}
 	spec := k.spec
 	// The lifecycle events go out asynchronously, in order on the agent's

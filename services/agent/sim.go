@@ -24,6 +24,11 @@ type SimConfig struct {
 	// FailImagePrefix: an image with this prefix fails Prepare with
 	// ErrImage. Default "" (every image is accepted).
 	FailImagePrefix string
+	// SlowImagePrefix: Prepare of an image with this prefix (a pull)
+	// waits until SlowGate is closed, or its context ends. Default ""
+	// (none).
+	SlowImagePrefix string
+	SlowGate        <-chan struct{}
 	// StateNoSync: the agent's state db is written without fsync. For
 	// many simulated agents sharing one machine's disk, where their
 	// fsyncs (four per kernel start) stand for work that real agents do
@@ -75,6 +80,13 @@ func simKernelID(k *events.SessionSpec) error {
 func (r *SimRuntime) Prepare(ctx context.Context, k *events.SessionSpec) error {
 	if r.cfg.FailImagePrefix != "" && strings.HasPrefix(k.Image, r.cfg.FailImagePrefix) {
 		return fmt.Errorf("%w: sim runtime refuses image %q", ErrImage, k.Image)
+	}
+	if r.cfg.SlowImagePrefix != "" && strings.HasPrefix(k.Image, r.cfg.SlowImagePrefix) {
+		select {
+		case <-r.cfg.SlowGate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return simWait(ctx, r.cfg.PrepareDelay)
 }

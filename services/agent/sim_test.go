@@ -76,6 +76,50 @@ func TestSimFailImage(t *testing.T) {
 	}
 }
 
+// TestSlowStartHoldsNoOtherBack: a kernel whose image is still being
+// prepared (a pull, held here until the test lets it go) holds back none
+// of the agent's other starts, executions or terminations; a run of the
+// slow kernel, asked while it starts, runs once it has started.
+func TestSlowStartHoldsNoOtherBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := make(chan struct{})
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim",
+		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	slow := spec("slow")
+	slow.Image = "slow:1"
+	e.schedule(a, slow)
+	e.waitEvent(slow.ID, events.EventPreparing)
+	for i := range 5 {
+		sp := spec(fmt.Sprintf("fast%d", i))
+		sp.Run = &events.RunSpec{ID: "r1", Code: "x"}
+		e.schedule(a, sp)
+	}
+	for i := range 5 {
+		sid := fmt.Sprintf("fast%d", i)
+		e.waitEvent(sid, events.EventStarted)
+		if o := e.waitExit(sid, "r1"); o.exit != "0" {
+			t.Fatalf("%s: exit %q", sid, o.exit)
+		}
+	}
+	fast1 := spec("fast1")
+	e.execute(a, fast1, events.RunSpec{ID: "r2", Code: "x"})
+	if o := e.waitExit(fast1.ID, "r2"); o.exit != "0" {
+		t.Fatalf("fast1 r2: exit %q", o.exit)
+	}
+	e.terminate(a, fast1, events.ReasonUserRequested)
+	e.waitEvent(fast1.ID, events.EventTerminated)
+	e.execute(a, slow, events.RunSpec{ID: "r1", Code: "x"})
+	if find(e.sessionEvents(slow.ID), events.EventStarted) != nil {
+		t.Fatal("the slow kernel started before its image was prepared")
+	}
+	close(gate)
+	e.waitEvent(slow.ID, events.EventStarted)
+	if o := e.waitExit(slow.ID, "r1"); o.exit != "0" {
+		t.Fatalf("run of the slow kernel: exit %q", o.exit)
+	}
+}
+
 func TestSimRuntime(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
