@@ -69,11 +69,7 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 			return
 		}
 		if err == nil {
-			if k := s.startable(work, msg); k != nil {
-				s.startAsync(work, msg, k)
-				continue
-			}
-			s.advance(msg, s.handle(work, msg))
+			s.handle(work, msg)
 			continue
 		}
 		s.log.Error().Err(err).Msg("agent_work_consumer_failed")
@@ -127,47 +123,12 @@ func (s *Service) nak(msg jetstream.Msg) {
 // lifecycle events and state commits of several starts overlap.
 const startConcurrency = 8
 
-// startable is the new kernel a work message places on this agent, made
-// and registered here, in log order, so that a later message about it
-// (a termination, an execution) finds it; nil for any other message,
-// which handle takes in the loop as before. A placement that is a
-// duplicate, bad, or of a kernel met before is handle's too.
-func (s *Service) startable(work context.Context, msg jetstream.Msg) *kernel {
-	subj, err := events.WorkOrigin(msg.Headers().Get(events.WorkSourceHeader), s.id)
-	if err != nil {
-		return nil
-	}
-	if ss, err := events.ParseSessionSubject(subj); err != nil || ss.Name != events.EventScheduled {
-		return nil
-	}
-	e, err := events.Decode(subj, msg.Data())
-	if err != nil {
-		return nil
-	}
-	spec := e.Session
-	if spec == nil || spec.ID != e.SessionID || spec.AccessKey != e.AccessKey || !events.ValidToken(spec.MainKernelID) {
-		return nil
-	}
-	s.mu.Lock()
-	met := s.kernels[spec.MainKernelID] != nil
-	s.mu.Unlock()
-	if met {
-		return nil
-	}
-	if known, err := s.st.known(spec.MainKernelID); err != nil || known {
-		return nil
-	}
-	k := newKernel(spec, phaseStarting, s.log)
-	s.addKernel(k)
-	return k
-}
-
 // startAsync starts kernel k of placement msg in a goroutine of its own
 // (at most startConcurrency at once; the loop waits for a free one), then
 // acknowledges msg as handle would. Until then msg counts as not done for
 // the work cursor, and k's life lock is held: a later message about k
 // waits for the start; the other kernels' do not.
-func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel) {
+func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel, log zerolog.Logger) {
 	s.hold(msg)
 	s.startSem <- struct{}{}
 	// Taken here, in log order: a later message about k (a termination)
@@ -177,8 +138,7 @@ func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel)
 		defer func() { <-s.startSem }()
 		err := s.startLocked(work, k)
 		k.life.Unlock()
-		s.advance(msg, s.settle(msg, err, s.log.With().Str("event", string(events.EventScheduled)).
-			Str("session_id", k.spec.ID).Logger()))
+		s.advance(msg, s.settle(msg, err, log))
 	})
 }
 
@@ -220,9 +180,11 @@ func (s *Service) advance(msg jetstream.Msg, done bool) {
 	}
 }
 
-// handle acts on one work message and acknowledges it; a transient failure
-// naks it for redelivery. It reports whether the message is done with.
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
+// handle acts on one work message and acknowledges it (settle) and moves
+// the work cursor (advance); a transient failure naks it for redelivery.
+// A placement's kernel is started in a goroutine of its own (startAsync),
+// the rest here, in log order.
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	subj, err := events.WorkOrigin(msg.Headers().Get(events.WorkSourceHeader), s.id)
 	var e *events.Event
 	if err == nil {
@@ -233,13 +195,18 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 		if err := msg.Term(); err != nil {
 			s.log.Warn().Err(err).Msg("terminate_bad_work_message")
 		}
-		return true
+		s.advance(msg, true)
+		return
 	}
 	log := s.log.With().Str("event", string(e.Name)).Str("event_id", e.ID).
 		Str("session_id", e.SessionID).Logger()
 	switch e.Name {
 	case events.EventScheduled:
-		err = s.onScheduled(ctx, e)
+		var k *kernel
+		if k, err = s.placement(e); k != nil {
+			s.startAsync(ctx, msg, k, log)
+			return
+		}
 	case events.EventExecuteRequest:
 		err = s.onExecute(ctx, e)
 	case events.EventTerminating:
@@ -251,7 +218,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) bool {
 	default:
 		log.Debug().Msg("ignored_work_message")
 	}
-	return s.settle(msg, err, log)
+	s.advance(msg, s.settle(msg, err, log))
 }
 
 // settle acknowledges msg after its handler returned err: terminated when
@@ -284,29 +251,32 @@ func (s *Service) settle(msg jetstream.Msg, err error, log zerolog.Logger) bool 
 // errPermanent marks a work message that no retry can make right.
 var errPermanent = errors.New("unusable work message")
 
-// onScheduled starts the placed session's kernel, once per kernel id.
-func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
+// placement is the kernel placement e asks this agent to start, once per
+// kernel id: a new one, registered here (in log order, so that a later
+// message about it finds it), or one whose earlier start failed half way;
+// nil for a duplicate.
+func (s *Service) placement(e *events.Event) (*kernel, error) {
 	spec := e.Session
 	if spec.ID != e.SessionID || spec.AccessKey != e.AccessKey || !events.ValidToken(spec.MainKernelID) {
-		return fmt.Errorf("%w: session_scheduled with a bad session spec", errPermanent)
+		return nil, fmt.Errorf("%w: session_scheduled with a bad session spec", errPermanent)
 	}
 	s.mu.Lock()
 	k := s.kernels[spec.MainKernelID]
 	s.mu.Unlock()
 	if k != nil {
 		if !k.phase().startable() {
-			return nil // a duplicate
+			return nil, nil // a duplicate
 		}
 		// An earlier try failed half way: finish it.
-		return s.start(ctx, k)
+		return k, nil
 	}
 	known, err := s.st.known(spec.MainKernelID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if known {
 		s.log.Info().Str("kernel_id", spec.MainKernelID).Msg("duplicate_placement_ignored")
-		return nil
+		return nil, nil
 	}
 	// Nothing is written before the kernel runs: its record is written
 	// once, with the RUNNING phase and the initial runs (start). A crash
@@ -318,7 +288,7 @@ func (s *Service) onScheduled(ctx context.Context, e *events.Event) error {
 	// costs one state commit, not two.
 	k = newKernel(spec, phaseStarting, s.log)
 	s.addKernel(k)
-	return s.start(ctx, k)
+	return k, nil
 }
 
 // onExecute runs code in a kernel of this agent, in its own goroutine.
