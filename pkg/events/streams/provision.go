@@ -240,10 +240,6 @@ func raiseBacking(ctx context.Context, js jetstream.JetStream, stream string, up
 // replicas than a server without clustering takes, more storage than the
 // server has), not an unreachable or electing cluster.
 func Permanent(err error) bool {
-	var pe permanentError
-	if errors.As(err, &pe) {
-		return true
-	}
 	var ae *jetstream.APIError
 	if !errors.As(err, &ae) {
 		return false
@@ -271,6 +267,12 @@ const (
 // gets at most 10 s. It is how the services wait for a NATS server that
 // is not up yet or a cluster still electing its leaders.
 func Retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, err error), f func(context.Context) error) error {
+	return retry(ctx, onRetry, f, Permanent)
+}
+
+// retry is Retry, ending on the errors for which final is true.
+func retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, err error), f func(context.Context) error,
+	final func(error) bool) error {
 	wait := RetryFirstWait
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -281,7 +283,7 @@ func Retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, er
 			return nil
 		case ctx.Err() != nil:
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-		case Permanent(err):
+		case final(err):
 			return err
 		}
 		if onRetry != nil {
@@ -320,20 +322,8 @@ func Transient(err error) bool {
 // out what is Transient (a cluster electing, a node coming back) and
 // returns any other error at once.
 func RetryTransient(ctx context.Context, onRetry func(attempt int, wait time.Duration, err error), f func(context.Context) error) error {
-	return Retry(ctx, onRetry, func(ctx context.Context) error {
-		err := f(ctx)
-		if err != nil && !Transient(err) {
-			return permanentError{err}
-		}
-		return err
-	})
+	return retry(ctx, onRetry, f, func(err error) bool { return !Transient(err) })
 }
-
-// permanentError ends a Retry (Permanent) and unwraps to the error.
-type permanentError struct{ err error }
-
-func (p permanentError) Error() string { return p.err.Error() }
-func (p permanentError) Unwrap() error { return p.err }
 
 // WaitProvision provisions with Retry: it waits, with a call of onRetry
 // per attempt, while NATS is unreachable (the connection is not up yet),
