@@ -94,11 +94,11 @@ func (c *cluster) pids() []int {
 // against two deployments on this machine: the one-process bai-server, and
 // the cluster of TestCluster (3 NATS nodes, every stream R3, 2 gateways, 2
 // schedulers, 2 registries, 3 agents, each its own process). Both fsync
-// every JetStream write (BAI_CLUSTER_SYNC=2m: NATS' default for both). Kernels run on the sim runtime (they run
-// nothing: the figures are the control plane's), or with
-// BAI_BENCH_RUNTIME=process as real processes, sandboxed when root. It
-// injects no fault; it reports placements/s and the latencies for
-// BENCHMARKS.md.
+// every JetStream write (BAI_CLUSTER_SYNC=2m: NATS' default for both).
+// Kernels run on the sim runtime (they run nothing: the figures are the
+// control plane's), or with BAI_BENCH_RUNTIME=process as real processes,
+// sandboxed when root. It injects no fault; it reports placements/s and the
+// latencies for BENCHMARKS.md.
 func TestClusterBench(t *testing.T) {
 	rt := os.Getenv("BAI_BENCH_RUNTIME")
 	if rt == "" {

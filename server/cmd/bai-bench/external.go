@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,15 +35,16 @@ func (t *target) index(sid string) int {
 	if !ok || len(rest) != 7 {
 		return -1
 	}
-	n := 0
-	for _, c := range rest {
-		if c < '0' || c > '9' {
-			return -1
-		}
-		n = n*10 + int(c-'0')
+	n, err := strconv.ParseUint(rest, 10, 31)
+	if err != nil {
+		return -1
 	}
-	return n
+	return int(n)
 }
+
+// external reports whether o drives a running bai (-nats-url,
+// -credentials) rather than one the bench starts.
+func (o options) external() bool { return o.natsURL != "" || o.credentials != "" }
 
 // externalCredentials is the key and URLs the bench drives a running bai
 // with: -credentials FILE (a bai credentials file, as bai-server and a

@@ -116,7 +116,7 @@ func run(o options) error {
 		out = zerolog.MultiLevelWriter(warnings, zerolog.ConsoleWriter{Out: os.Stderr})
 	}
 	log := zerolog.New(out).Level(zerolog.WarnLevel)
-	external := o.natsURL != "" || o.credentials != ""
+	external := o.external()
 	sync := "NATS default (sync_interval 2m)"
 	switch {
 	case external && o.scenario != "closed" && o.scenario != "open" && o.scenario != "flood":

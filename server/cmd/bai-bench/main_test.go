@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/server"
 	"github.com/bai-sh/bai/tools/bai/client"
@@ -113,20 +115,16 @@ func TestExternal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	natstest.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
 		l, err := cl.List(context.Background(), events.ListRequest{Limit: 100})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if len(l.Sessions) == 0 {
-			break
+		if len(l.Sessions) > 0 {
+			return fmt.Errorf("%d sessions still listed after the runs, first %s (%s)", len(l.Sessions), l.Sessions[0].ID, l.Sessions[0].Status)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions still listed after the runs, first %s (%s)", len(l.Sessions), l.Sessions[0].ID, l.Sessions[0].Status)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	for name, o := range map[string]options{
 		"a scenario that starts its own": {scenario: "ps", credentials: base.credentials},
 		"sync-always":                    {scenario: "closed", credentials: base.credentials, syncAlways: true},

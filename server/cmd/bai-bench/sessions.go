@@ -403,7 +403,7 @@ func writeHeap(path, suffix string) error {
 // sessionsTarget is the running bai of -nats-url / -credentials, else a
 // new in-process cluster.
 func sessionsTarget(ctx context.Context, o options, cfg clusterConfig) (*target, error) {
-	if o.natsURL != "" || o.credentials != "" {
+	if o.external() {
 		return externalTarget(ctx, o)
 	}
 	fmt.Printf("starting NATS, gateway, scheduler, registry and %d sim agents (%d per connection, sim delay %v, state db fsync %v)...\n",
