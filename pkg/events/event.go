@@ -2,6 +2,8 @@ package events
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 )
 
@@ -179,6 +181,82 @@ type Event struct {
 	// Reservations are the placements a scheduler is about to publish on
 	// the agent, on EventAgentLedger only.
 	Reservations []Reservation `json:"reservations,omitempty"`
+	// Steps are the events this one stands for as well, in order, each
+	// with its own time: an agent folds the steps of a quick start
+	// (session_preparing, kernel_prepared, kernel_creating, kernel_started)
+	// into its session_started, and kernel_terminated into its
+	// session_terminated, so that the log takes one write where it took up
+	// to five. Readers apply the steps' statuses in order before the
+	// event's own (Advance), and Expand gives them back as events.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Step is an event folded into another (Event.Steps): its name and time.
+type Step struct {
+	Name Name      `json:"name"`
+	Time time.Time `json:"time"`
+}
+
+// foldable lists, per event, the events that may be folded into it as
+// steps, in the only order they may come.
+var foldable = map[Name][]Name{
+	EventStarted:    {EventPreparing, EventPrepared, EventCreating, EventKernelStarted},
+	EventTerminated: {EventKernelExited},
+}
+
+// checkSteps reports whether e's steps may be folded into it: names
+// foldable into e's, in their order, each once.
+func (e *Event) checkSteps() error {
+	if len(e.Steps) == 0 {
+		return nil
+	}
+	allowed := foldable[e.Name]
+	for _, st := range e.Steps {
+		i := slices.Index(allowed, st.Name)
+		if i < 0 {
+			return fmt.Errorf("%w: %s with step %q (not foldable into it, or out of order)", ErrBadEvent, e.Name, st.Name)
+		}
+		allowed = allowed[i+1:]
+	}
+	return nil
+}
+
+// Advance is the status a session in from is in after e: each of e's
+// steps' statuses, then its own, applied in order where CanTransition
+// allows them (a duplicate or a late step is absorbed). moved reports
+// whether any of them applied.
+func Advance(from Status, e *Event) (to Status, moved bool) {
+	to = from
+	for _, st := range e.Steps {
+		if s := st.Name.Status(); s != StatusNone && CanTransition(to, s) {
+			to, moved = s, true
+		}
+	}
+	if s := e.Name.Status(); s != StatusNone && CanTransition(to, s) {
+		to, moved = s, true
+	}
+	return to, moved
+}
+
+// Expand is e as the events it stands for: one per step, with the step's
+// name and time, an id derived from e's and e's other fields (no payload
+// of e's own), then e without its steps. An event without steps is
+// itself alone.
+func (e *Event) Expand() []*Event {
+	if len(e.Steps) == 0 {
+		return []*Event{e}
+	}
+	out := make([]*Event, 0, len(e.Steps)+1)
+	for i, st := range e.Steps {
+		out = append(out, &Event{
+			V: e.V, ID: e.ID + "." + strconv.Itoa(i+1), Name: st.Name, Time: st.Time,
+			AccessKey: e.AccessKey, SessionID: e.SessionID, KernelID: e.KernelID,
+			AgentID: e.AgentID, AgentEpoch: e.AgentEpoch,
+		})
+	}
+	last := *e
+	last.Steps = nil
+	return append(out, &last)
 }
 
 // Reservation is one placement announced on an agent's ledger before it
@@ -232,7 +310,7 @@ func (e *Event) Validate() error {
 			return fmt.Errorf("%w: %s reserving a bad access key or session id", ErrBadEvent, e.Name)
 		}
 	}
-	return nil
+	return e.checkSteps()
 }
 
 // Decode parses and validates one event payload, and checks that it matches

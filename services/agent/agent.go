@@ -61,6 +61,12 @@ type Config struct {
 	Capacity map[string]string
 	// HeartbeatInterval is how often the heartbeat is stored. Default 2s.
 	HeartbeatInterval time.Duration
+	// FoldStarts: a kernel start that reaches RUNNING within this puts
+	// its steps (PREPARING, PREPARED, CREATING, kernel_started) on the log
+	// folded into its session_started, one write instead of five; a
+	// longer one publishes the steps so far at that point, and each later
+	// one as it comes. Default 1s; negative: every step as it comes.
+	FoldStarts time.Duration
 	// Interpreters maps an image name prefix to the interpreter binary the
 	// process runtime runs its code with; the longest matching prefix
 	// wins. Default {"python:": "/usr/bin/python3" if it exists, else
@@ -145,6 +151,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.FoldStarts == 0 {
+		cfg.FoldStarts = time.Second
 	}
 	host, _ := os.Hostname()
 	s := &Service{

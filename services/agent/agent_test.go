@@ -218,16 +218,30 @@ func (e *env) fetchAll(stream, filter string) []jetstream.Msg {
 }
 
 // sessionEvents is the session's log.
+// sessionEvents is the session's log, a folded event as the events it
+// stands for (Event.Expand), as every reader takes it.
 func (e *env) sessionEvents(sid string) []events.Event {
 	e.t.Helper()
-	filter, _ := events.SessionFilter(testAK, sid)
 	var evs []events.Event
+	for _, ev := range e.sessionLog(sid) {
+		for _, x := range ev.Expand() {
+			evs = append(evs, *x)
+		}
+	}
+	return evs
+}
+
+// sessionLog is the session's log as stored.
+func (e *env) sessionLog(sid string) []*events.Event {
+	e.t.Helper()
+	filter, _ := events.SessionFilter(testAK, sid)
+	var evs []*events.Event
 	for _, m := range e.fetchAll(streams.Sessions, filter) {
 		var ev events.Event
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
 			e.t.Fatal(err)
 		}
-		evs = append(evs, ev)
+		evs = append(evs, &ev)
 	}
 	return evs
 }

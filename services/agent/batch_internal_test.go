@@ -33,15 +33,15 @@ func TestWaitBatchRepublishesInOrder(t *testing.T) {
 	k := newKernel(spec, phaseStarting, zerolog.Nop())
 
 	var b eventBatch
-	s.publishAsync(&b, k, events.EventPreparing)
-	s.publishAsync(&b, k, events.EventPrepared)
+	s.publishAsync(&b, k, events.EventPreparing, nil)
+	s.publishAsync(&b, k, events.EventPrepared, nil)
 	// The prepared event is in the log, but its ack is lost; the creating
 	// event fails at once.
 	<-b.futures[1].Ok()
 	b.futures[1] = nil
 	b.events = append(b.events, s.event(spec.AccessKey, spec.ID, spec.MainKernelID, events.EventCreating))
 	b.futures = append(b.futures, nil)
-	s.publishAsync(&b, k, events.EventKernelStarted) // after a failure: not published yet
+	s.publishAsync(&b, k, events.EventKernelStarted, nil) // after a failure: not published yet
 	if b.futures[3] != nil {
 		t.Fatal("an event after a failed one was published at once")
 	}

@@ -39,6 +39,9 @@ type kernel struct {
 	// limitHit is the last limit an execution hit ("oom-killed", ...).
 	limitHit string
 	runs     sync.WaitGroup // running executions; Add under mu, only while not closed
+	// steps are the steps of the start under way, if any (a pull report
+	// flushes them first).
+	steps *startSteps
 }
 
 // phase is where a kernel is in its life on this agent. It only moves
@@ -152,27 +155,23 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 	// The lifecycle events go out asynchronously, in order on the agent's
 	// one connection, and every one is acknowledged by the log before
 	// start returns (and so before the work message is acked): a crash
-	// before then redelivers the placement.
-	var b eventBatch
-	s.publishAsync(&b, k, events.EventPreparing)
+	// before then redelivers the placement. A quick start's steps are
+	// folded into its session_started (startSteps).
+	st := s.newStartSteps(k)
+	defer st.close()
+	st.step(events.EventPreparing)
 	if err := s.rt.Prepare(ctx, spec); err != nil {
-		if err := s.waitBatch(ctx, &b); err != nil {
-			return err
-		}
-		return s.failStart(ctx, k, err)
+		return s.failStartSteps(ctx, k, st, err)
 	}
-	s.publishAsync(&b, k, events.EventPrepared)
-	s.publishAsync(&b, k, events.EventCreating)
+	st.step(events.EventPrepared)
+	st.step(events.EventCreating)
 	if err := s.rt.Create(ctx, spec); err != nil {
-		if err := s.waitBatch(ctx, &b); err != nil {
-			return err
-		}
-		return s.failStart(ctx, k, err)
+		return s.failStartSteps(ctx, k, st, err)
 	}
 	crashAt("after-create")
-	s.publishAsync(&b, k, events.EventKernelStarted)
-	s.publishAsync(&b, k, events.EventStarted)
-	if err := s.waitBatch(ctx, &b); err != nil {
+	st.step(events.EventKernelStarted)
+	st.end(events.EventStarted)
+	if err := s.waitBatch(ctx, &st.b); err != nil {
 		return err
 	}
 	// The initial runs are recorded with the phase, in one write: they
@@ -208,6 +207,97 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 	return nil
 }
 
+// failStartSteps puts the steps st holds on the log, then reports the
+// failed start.
+func (s *Service) failStartSteps(ctx context.Context, k *kernel, st *startSteps, cause error) error {
+	st.flush()
+	st.close()
+	if err := s.waitBatch(ctx, &st.b); err != nil {
+		return err
+	}
+	return s.failStart(ctx, k, cause)
+}
+
+// startSteps publishes the steps of one kernel's start (PREPARING,
+// PREPARED, CREATING, kernel_started). While the start is quick it holds
+// them, and end folds them into the session_started (Event.Steps): one
+// write on the log instead of five. Once the start has taken longer than
+// Config.FoldStarts, or a pull or a failure is to be reported, flush puts
+// the held steps on the log, each as its own event with its own time,
+// and every later step goes out as it comes, so that a slow start shows
+// where it is (and the scheduler's deadline is the step's).
+type startSteps struct {
+	s     *Service
+	k     *kernel
+	timer *time.Timer // nil when every step goes out as it comes
+
+	mu   sync.Mutex
+	b    eventBatch // what is published, to wait for with waitBatch
+	held []events.Step
+	live bool // each step goes out as it comes
+}
+
+// newStartSteps starts holding k's steps.
+func (s *Service) newStartSteps(k *kernel) *startSteps {
+	st := &startSteps{s: s, k: k, live: s.cfg.FoldStarts < 0}
+	if !st.live {
+		st.timer = time.AfterFunc(s.cfg.FoldStarts, st.flush)
+	}
+	k.mu.Lock()
+	k.steps = st
+	k.mu.Unlock()
+	return st
+}
+
+// step records that the start reached n now.
+func (st *startSteps) step(n events.Name) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.live {
+		st.s.publishAsync(&st.b, st.k, n, nil)
+		return
+	}
+	st.held = append(st.held, events.Step{Name: n, Time: time.Now().UTC()})
+}
+
+// flush publishes the held steps with their times; the later ones go out
+// as they come.
+func (st *startSteps) flush() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.live {
+		return
+	}
+	st.live = true
+	for _, h := range st.held {
+		st.s.publishAsync(&st.b, st.k, h.Name, func(e *events.Event) { e.Time = h.Time })
+	}
+	st.held = nil
+}
+
+// end publishes the start's last event, n, with the steps still held
+// folded into it.
+func (st *startSteps) end(n events.Name) {
+	st.close()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	held := st.held
+	st.held, st.live = nil, true
+	st.s.publishAsync(&st.b, st.k, n, func(e *events.Event) { e.Steps = held })
+}
+
+// close stops the timer: nothing is flushed by it from now on.
+func (st *startSteps) close() {
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	st.k.mu.Lock()
+	if st.k.steps == st {
+		st.k.steps = nil
+	}
+	st.k.mu.Unlock()
+}
+
 // pullReporter is a runtime that reports its image pulls: Prepare calls
 // report with -1 when a pull starts, then with the percent done, from
 // Prepare's own goroutine.
@@ -224,6 +314,13 @@ func (s *Service) reportPull(ctx context.Context) func(*events.SessionSpec, int)
 		s.mu.Unlock()
 		if k == nil {
 			return
+		}
+		// The start's steps so far come first on the log.
+		k.mu.Lock()
+		st := k.steps
+		k.mu.Unlock()
+		if st != nil {
+			st.flush()
 		}
 		var err error
 		if progress < 0 {
@@ -322,10 +419,11 @@ func (s *Service) terminate(ctx context.Context, k *kernel, reason events.Reason
 		return err
 	}
 	if report {
-		for _, n := range []events.Name{events.EventKernelExited, events.EventTerminated} {
-			if err := s.publish(ctx, k, n, func(e *events.Event) { e.Reason = reason }); err != nil {
-				return err
-			}
+		if err := s.publish(ctx, k, events.EventTerminated, func(e *events.Event) {
+			e.Reason = reason
+			e.Steps = []events.Step{{Name: events.EventKernelExited, Time: e.Time}}
+		}); err != nil {
+			return err
 		}
 	}
 	if err := s.forget(k); err != nil {

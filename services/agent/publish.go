@@ -107,10 +107,13 @@ type eventBatch struct {
 	futures []jetstream.PubAckFuture // nil where the publish failed at once
 }
 
-// publishAsync publishes an event about kernel k without waiting for its
-// ack; waitBatch waits for it.
-func (s *Service) publishAsync(b *eventBatch, k *kernel, name events.Name) {
+// publishAsync publishes an event about kernel k, set (when not nil)
+// first, without waiting for its ack; waitBatch waits for it.
+func (s *Service) publishAsync(b *eventBatch, k *kernel, name events.Name, set func(*events.Event)) {
 	e := s.event(k.spec.AccessKey, k.spec.ID, k.spec.MainKernelID, name)
+	if set != nil {
+		set(e)
+	}
 	b.events = append(b.events, e)
 	// After an event that failed at once, publishing this one would put it
 	// ahead of that one: waitBatch publishes both, in order.

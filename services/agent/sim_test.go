@@ -120,6 +120,62 @@ func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 	}
 }
 
+// TestQuickStartIsOneWrite: a start that is quick puts one event on the
+// log, session_started with its four steps folded in, and the end one,
+// session_terminated with kernel_terminated; a start slower than
+// FoldStarts puts its steps on the log as they come, the first ones as
+// soon as it is slow.
+func TestQuickStartIsOneWrite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := make(chan struct{})
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", FoldStarts: 100 * time.Millisecond,
+		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	logNames := func(sid string) (ns []events.Name, steps [][]events.Name) {
+		for _, ev := range e.sessionLog(sid) {
+			ns = append(ns, ev.Name)
+			var st []events.Name
+			for _, s := range ev.Steps {
+				st = append(st, s.Name)
+			}
+			steps = append(steps, st)
+		}
+		return ns, steps
+	}
+
+	quick := spec("quick")
+	e.schedule(a, quick)
+	e.waitEvent(quick.ID, events.EventStarted)
+	e.terminate(a, quick, events.ReasonUserRequested)
+	e.waitEvent(quick.ID, events.EventTerminated)
+	ns, steps := logNames(quick.ID)
+	want := []events.Name{events.EventScheduled, events.EventStarted, events.EventTerminating, events.EventTerminated}
+	wantSteps := [][]events.Name{nil, {events.EventPreparing, events.EventPrepared, events.EventCreating,
+		events.EventKernelStarted}, nil, {events.EventKernelExited}}
+	if fmt.Sprint(ns) != fmt.Sprint(want) || fmt.Sprint(steps) != fmt.Sprint(wantSteps) {
+		t.Fatalf("log %v with steps %v, want %v with %v", ns, steps, want, wantSteps)
+	}
+
+	slow := spec("slow")
+	slow.Image = "slow:1"
+	e.schedule(a, slow)
+	e.waitEvent(slow.ID, events.EventPreparing) // past FoldStarts, while held
+	close(gate)
+	evs := e.waitEvent(slow.ID, events.EventStarted)
+	if got, want := names(evs), []events.Name{events.EventScheduled, events.EventPreparing, events.EventPrepared,
+		events.EventCreating, events.EventKernelStarted, events.EventStarted}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("slow start: %v, want %v", got, want)
+	}
+	if ns, steps := logNames(slow.ID); len(ns) != 6 || fmt.Sprint(steps) != "[[] [] [] [] [] []]" {
+		t.Fatalf("slow start's log %v with steps %v: every step its own event", ns, steps)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Time.Before(evs[i-1].Time) {
+			t.Errorf("%s at %v before %s at %v", evs[i].Name, evs[i].Time, evs[i-1].Name, evs[i-1].Time)
+		}
+	}
+}
+
 func TestSimRuntime(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

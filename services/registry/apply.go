@@ -56,7 +56,7 @@ func apply(info *events.SessionInfo, e *events.Event, seq uint64) bool {
 	// LastSeq is the sequence of the session's last event in the log, what
 	// a publisher needs for Nats-Expected-Last-Subject-Sequence.
 	info.LastSeq = seq
-	if to := e.Name.Status(); to != events.StatusNone && events.CanTransition(info.Status, to) {
+	if to, moved := events.Advance(info.Status, e); moved {
 		if info.Status == events.StatusPending {
 			info.StatusInfo = "" // why it waited no longer holds
 		}

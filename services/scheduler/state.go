@@ -250,8 +250,8 @@ func (st *state) apply(ev *events.Event, seq uint64) {
 	case events.EventPendingInfo:
 		sess.info, sess.infoReason, sess.infoMsg = infoKey(ev.Reason, ev.Message), ev.Reason, ev.Message
 	}
-	to := ev.Status()
-	if to == events.StatusNone || !events.CanTransition(sess.status, to) {
+	to, moved := events.Advance(sess.status, ev)
+	if !moved {
 		return
 	}
 	from := sess.status

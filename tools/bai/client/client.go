@@ -267,7 +267,8 @@ func (c *Client) GetFor(ctx context.Context, ak, ref string) (*events.SessionInf
 	return &resp, nil
 }
 
-// History returns a session (by id or name) and its events in log order.
+// History returns a session (by id or name) and its events in log order,
+// a folded event as the events it stands for (Event.Steps).
 func (c *Client) History(ctx context.Context, ref string) (*events.HistoryResponse, error) {
 	return c.HistoryFor(ctx, "", ref)
 }
@@ -279,6 +280,13 @@ func (c *Client) HistoryFor(ctx context.Context, ak, ref string) (*events.Histor
 	if err := c.request(ctx, events.OpSessionHistory, events.GetRequest{Ref: ref, AccessKey: ak}, &resp); err != nil {
 		return nil, err
 	}
+	expanded := make([]events.Event, 0, len(resp.Events))
+	for i := range resp.Events {
+		for _, e := range resp.Events[i].Expand() {
+			expanded = append(expanded, *e)
+		}
+	}
+	resp.Events = expanded
 	return &resp, nil
 }
 

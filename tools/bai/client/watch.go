@@ -166,7 +166,10 @@ func (w *Watcher) onEvent(m *nats.Msg) {
 		w.push(Item{Err: fmt.Errorf("event on %s: %w", m.Subject, err)})
 		return
 	}
-	w.push(Item{Event: ev})
+	// A folded event comes as the events it stands for (Event.Steps).
+	for _, e := range ev.Expand() {
+		w.push(Item{Event: e})
+	}
 }
 
 func (w *Watcher) onOutput(m *nats.Msg) {
