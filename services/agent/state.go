@@ -58,6 +58,67 @@ type state struct {
 	// stream is the work queue the cursor counts in: its creation time
 	// (Unix ns); a queue made again (a NATS store lost) starts at 1.
 	stream uint64
+
+	// Group commit (write): writes asked while one commits wait and go
+	// together in the next transaction, one fsync for all of them.
+	gmu        sync.Mutex
+	queue      []*pendingWrite
+	committing bool
+}
+
+// pendingWrite is one write waiting for its group's commit.
+type pendingWrite struct {
+	fn   func(*bolt.Tx) error
+	err  error
+	done chan struct{}
+}
+
+// write runs fn in a write transaction, with the other writes asked
+// meanwhile (a group commit: concurrent kernel starts and ends share an
+// fsync; a lone write commits at once, as db.Update, never after a
+// delay as db.Batch). fn may run more than once: when one of a group
+// fails, each runs again alone, and only its own error is its caller's.
+func (st *state) write(fn func(*bolt.Tx) error) error {
+	p := &pendingWrite{fn: fn, done: make(chan struct{})}
+	st.gmu.Lock()
+	st.queue = append(st.queue, p)
+	if st.committing {
+		st.gmu.Unlock()
+		<-p.done
+		return p.err
+	}
+	st.committing = true
+	for len(st.queue) > 0 {
+		group := st.queue
+		st.queue = nil
+		st.gmu.Unlock()
+		st.commit(group)
+		st.gmu.Lock()
+	}
+	st.committing = false
+	st.gmu.Unlock()
+	return p.err
+}
+
+// commit commits a group in one transaction, or, when a write of it
+// fails, each write alone.
+func (st *state) commit(group []*pendingWrite) {
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		for _, p := range group {
+			if err := p.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, p := range group {
+		if err != nil && len(group) > 1 {
+			p.err = st.db.Update(p.fn)
+		} else {
+			p.err = err
+		}
+		close(p.done)
+	}
 }
 
 // defaultOpenTimeout bounds the wait for a state db another process holds.
@@ -244,7 +305,8 @@ func (st *state) removeKernel(kernelID string, now time.Time) error {
 // addRun records a run of a kernel; false when it was recorded before.
 func (st *state) addRun(kernelID, runID string) (bool, error) {
 	var added bool
-	err := st.db.Update(func(tx *bolt.Tx) error {
+	err := st.write(func(tx *bolt.Tx) error {
+		added = false
 		b := tx.Bucket(bucketRuns)
 		k := []byte(kernelID + "/" + runID)
 		if b.Get(k) != nil {
@@ -379,7 +441,8 @@ func (st *state) resetWork(seq, stream uint64) error {
 // when it moved.
 func (st *state) update(fn func(tx *bolt.Tx) error) error {
 	var wrote uint64
-	err := st.db.Update(func(tx *bolt.Tx) error {
+	err := st.write(func(tx *bolt.Tx) error {
+		wrote = 0
 		if err := fn(tx); err != nil {
 			return err
 		}

@@ -97,6 +97,10 @@ func batchScenario(ctx context.Context, o options) error {
 		next     atomic.Int64
 		wg       sync.WaitGroup
 	)
+	stopProf, err := profile(o)
+	if err != nil {
+		return err
+	}
 	start, cpu0, child0 := time.Now(), cpuTime(), childCPUTime()
 	for range max(o.concurrency, 1) {
 		wg.Go(func() {
@@ -132,6 +136,7 @@ func batchScenario(ctx context.Context, o options) error {
 	}
 	wg.Wait()
 	elapsed, cpu, child := time.Since(start), cpuTime()-cpu0, childCPUTime()-child0
+	stopProf()
 	errOnce.Do(func() {})
 	c := completed.Load()
 	fmt.Printf("completed %d of %d (success %d, failure %d) in %v: %.0f completed/s\n",
