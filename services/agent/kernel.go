@@ -128,18 +128,58 @@ const startConcurrency = 8
 // acknowledges msg as handle would. Until then msg counts as not done for
 // the work cursor, and k's life lock is held: a later message about k
 // waits for the start; the other kernels' do not.
+//
+// A later message about k that comes while it starts waits on k (later)
+// and runs after the start, in log order, in this goroutine: the work
+// loop goes on with the other kernels' work.
 func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel, log zerolog.Logger) {
 	s.hold(msg)
 	s.startSem <- struct{}{}
-	// Taken here, in log order: a later message about k (a termination)
-	// waits for the start, as when starts were handled in the loop.
+	// Taken here, in log order: whatever else takes it (a start again
+	// after a restart, a run's end) waits for the start.
 	k.life.Lock()
+	k.mu.Lock()
+	k.starting = true
+	k.mu.Unlock()
 	s.starts.Go(func() {
-		defer func() { <-s.startSem }()
 		err := s.startLocked(work, k)
 		k.life.Unlock()
+		<-s.startSem
 		s.advance(msg, s.settle(msg, err, log))
+		for {
+			k.mu.Lock()
+			queued := k.pending
+			k.pending = nil
+			if len(queued) == 0 {
+				k.starting = false
+			}
+			k.mu.Unlock()
+			if len(queued) == 0 {
+				return
+			}
+			for _, w := range queued {
+				w()
+			}
+		}
 	})
+}
+
+// later queues the work of msg, about kernel k, if k is starting
+// (startAsync), to run after the start; a termination first cancels the
+// start's runtime steps (an image pull). It reports whether it queued.
+func (s *Service) later(ctx context.Context, k *kernel, msg jetstream.Msg, e *events.Event, log zerolog.Logger) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.starting {
+		return false
+	}
+	if (e.Name == events.EventTerminating || e.Name == events.EventCancelled) && k.stopStart != nil {
+		k.stopped = true
+		k.stopStart()
+	}
+	s.hold(msg)
+	k.pending = append(k.pending, func() { s.advance(msg, s.settle(msg, s.onWork(ctx, e, log), log)) })
+	return true
 }
 
 // hold counts msg as not done for the work cursor until advance.
@@ -200,25 +240,35 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	log := s.log.With().Str("event", string(e.Name)).Str("event_id", e.ID).
 		Str("session_id", e.SessionID).Logger()
-	switch e.Name {
-	case events.EventScheduled:
+	if e.Name == events.EventScheduled {
 		var k *kernel
 		if k, err = s.placement(e); k != nil {
 			s.startAsync(ctx, msg, k, log)
 			return
 		}
-	case events.EventExecuteRequest:
-		err = s.onExecute(ctx, e)
-	case events.EventTerminating:
-		err = s.onTerminating(ctx, e)
-	case events.EventCancelled:
-		err = s.onCancelled(ctx, e)
-	case events.EventKernelCheck:
-		err = s.onKernelCheck(ctx, e)
-	default:
-		log.Debug().Msg("ignored_work_message")
+	} else {
+		if k := s.lookup(e); k != nil && s.later(ctx, k, msg, e, log) {
+			return
+		}
+		err = s.onWork(ctx, e, log)
 	}
 	s.advance(msg, s.settle(msg, err, log))
+}
+
+// onWork acts on a work message other than a placement.
+func (s *Service) onWork(ctx context.Context, e *events.Event, log zerolog.Logger) error {
+	switch e.Name {
+	case events.EventExecuteRequest:
+		return s.onExecute(ctx, e)
+	case events.EventTerminating:
+		return s.onTerminating(ctx, e)
+	case events.EventCancelled:
+		return s.onCancelled(ctx, e)
+	case events.EventKernelCheck:
+		return s.onKernelCheck(ctx, e)
+	}
+	log.Debug().Msg("ignored_work_message")
+	return nil
 }
 
 // settle acknowledges msg after its handler returned err: terminated when
@@ -317,7 +367,8 @@ func (s *Service) onExecute(ctx context.Context, e *events.Event) error {
 	}
 	ph := k.phase()
 	if ph.startable() {
-		// Its start may be under way (startAsync): wait for it.
+		// A start after a restart (reconcile), or one that failed half
+		// way and waits for its placement again: wait for the life lock.
 		k.life.Lock()
 		ph = k.phase()
 		k.life.Unlock()

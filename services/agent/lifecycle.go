@@ -42,6 +42,22 @@ type kernel struct {
 	// steps are the steps of the start under way, if any (a pull report
 	// flushes them first).
 	steps *startSteps
+	// While a start runs in its own goroutine (startAsync), starting is
+	// set and the later work about the kernel waits in pending, in log
+	// order, to run after the start, off the agent's work loop.
+	starting bool
+	pending  []func()
+	// stopStart cancels the runtime's steps of the start under way (nil
+	// when none); stopped says a termination did (later).
+	stopStart context.CancelFunc
+	stopped   bool
+}
+
+// startStopped reports whether a termination cancelled the start.
+func (k *kernel) startStopped() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.stopped
 }
 
 // phase is where a kernel is in its life on this agent. It only moves
@@ -159,13 +175,25 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 	// folded into its session_started (startSteps).
 	st := s.newStartSteps(k)
 	defer st.close()
+	// The runtime's steps end early when the kernel is terminated
+	// meanwhile (later); the termination then reports the end.
+	rctx, cancel := context.WithCancel(ctx)
+	k.mu.Lock()
+	k.stopStart = cancel
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.stopStart = nil
+		k.mu.Unlock()
+		cancel()
+	}()
 	st.step(events.EventPreparing)
-	if err := s.rt.Prepare(ctx, spec); err != nil {
+	if err := s.rt.Prepare(rctx, spec); err != nil {
 		return s.failStartSteps(ctx, k, st, err)
 	}
 	st.step(events.EventPrepared)
 	st.step(events.EventCreating)
-	if err := s.rt.Create(ctx, spec); err != nil {
+	if err := s.rt.Create(rctx, spec); err != nil {
 		return s.failStartSteps(ctx, k, st, err)
 	}
 	crashAt("after-create")
@@ -209,11 +237,21 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 
 // failStartSteps puts the steps st holds on the log, then reports the
 // failed start.
+// A start cancelled by a termination (later) is no failure: it
+// reports nothing more, and the termination, which runs next, destroys
+// what the runtime made and reports the end.
 func (s *Service) failStartSteps(ctx context.Context, k *kernel, st *startSteps, cause error) error {
-	st.flush()
+	stopped := k.startStopped()
+	if !stopped {
+		st.flush()
+	}
 	st.close()
 	if err := s.waitBatch(ctx, &st.b); err != nil {
 		return err
+	}
+	if stopped {
+		k.log.Info().Err(cause).Msg("kernel_start_cancelled: the kernel is being terminated")
+		return nil
 	}
 	return s.failStart(ctx, k, cause)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +118,65 @@ func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 	e.waitEvent(slow.ID, events.EventStarted)
 	if o := e.waitExit(slow.ID, "r1"); o.exit != "0" {
 		t.Fatalf("run of the slow kernel: exit %q", o.exit)
+	}
+}
+
+// TestTerminationCancelsASlowStart: the work about a kernel whose start
+// is held (an image pull that does not end) waits off the agent's work
+// loop, so the other kernels' work goes on; a termination cancels the
+// start, which reports no failure, and ends the session at once; an
+// execution asked before it is refused. A cancellation does the same
+// without a report.
+func TestTerminationCancelsASlowStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := make(chan struct{}) // never opened: the pull would not end
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", FoldStarts: 50 * time.Millisecond,
+		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	slow, slow2 := spec("slow"), spec("slow2")
+	slow.Image, slow2.Image = "slow:1", "slow:1"
+	e.schedule(a, slow)
+	e.schedule(a, slow2)
+	e.waitEvent(slow.ID, events.EventPreparing)
+	e.waitEvent(slow2.ID, events.EventPreparing)
+	e.execute(a, slow, events.RunSpec{ID: "r1", Code: "x"})
+
+	fast := spec("fast")
+	fast.Run = &events.RunSpec{ID: "r1", Code: "x"}
+	e.schedule(a, fast)
+	if o := e.waitExit(fast.ID, "r1"); o.exit != "0" {
+		t.Fatalf("fast r1: exit %q", o.exit)
+	}
+	e.execute(a, fast, events.RunSpec{ID: "r2", Code: "x"})
+	if o := e.waitExit(fast.ID, "r2"); o.exit != "0" {
+		t.Fatalf("fast r2: exit %q", o.exit)
+	}
+
+	e.terminate(a, slow, events.ReasonUserRequested)
+	evs := e.waitEvent(slow.ID, events.EventTerminated)
+	if r := find(evs, events.EventTerminated).Reason; r != events.ReasonUserRequested {
+		t.Errorf("terminated with reason %q", r)
+	}
+	for _, n := range []events.Name{events.EventFailure, events.EventError, events.EventStarted} {
+		if find(evs, n) != nil {
+			t.Errorf("a cancelled start published %s: %v", n, names(evs))
+		}
+	}
+	if o := e.waitExit(slow.ID, "r1"); o.exit == "0" {
+		t.Errorf("the run asked while the kernel started ran (stdout %q)", o.stdout)
+	}
+
+	e.publish(&events.Event{Name: events.EventCancelled, AccessKey: slow2.AccessKey, SessionID: slow2.ID,
+		KernelID: slow2.MainKernelID, AgentID: a.ID(), Reason: events.ReasonUserRequested})
+	e.execute(a, slow2, events.RunSpec{ID: "r9", Code: "x"})
+	if o := e.waitExit(slow2.ID, "r9"); o.exit == "0" || !strings.Contains(string(o.stderr), "ended") {
+		t.Errorf("a run after the cancellation: exit %q, stderr %q", o.exit, o.stderr)
+	}
+	evs = e.sessionEvents(slow2.ID)
+	for _, n := range []events.Name{events.EventFailure, events.EventError, events.EventStarted, events.EventTerminated} {
+		if find(evs, n) != nil {
+			t.Errorf("a cancelled session's kernel published %s: %v", n, names(evs))
+		}
 	}
 }
 
