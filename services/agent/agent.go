@@ -364,6 +364,11 @@ func (s *Service) Run(ctx context.Context) error {
 // killed) is handed again at once rather than after the ack wait: the
 // consumer is made again from the first unacknowledged message (the
 // handlers ignore the duplicates this may give).
+// workAckWait is how long the server waits for the ack of a work message
+// before it hands the message again (a long start says it is in
+// progress).
+const workAckWait = time.Minute
+
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := "bai-agent-" + s.id
 	filter, err := events.AgentQueueSubject(s.id)
@@ -376,7 +381,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		FilterSubject: filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckWait:       time.Minute,
+		AckWait:       workAckWait,
 		MaxAckPending: 1024,
 		MemoryStorage: true,
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -132,19 +133,35 @@ const startConcurrency = 8
 // A later message about k that comes while it starts waits on k (later)
 // and runs after the start, in log order, in this goroutine: the work
 // loop goes on with the other kernels' work.
+//
+// Past startConcurrency starts, a placement waits for a free slot in its
+// goroutine, not in the work loop, so a ninth slow start holds back no
+// other work either. While it starts, msg is kept from being handed again
+// (the ack wait is a minute; a pull can take longer).
 func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel, log zerolog.Logger) {
 	s.hold(msg)
-	s.startSem <- struct{}{}
 	// Taken here, in log order: whatever else takes it (a start again
 	// after a restart, a run's end) waits for the start.
 	k.life.Lock()
 	k.mu.Lock()
 	k.starting = true
+	stopWait := make(chan struct{})
+	k.stopWait = stopWait
 	k.mu.Unlock()
 	s.starts.Go(func() {
-		err := s.startLocked(work, k)
+		var err error
+		select {
+		case s.startSem <- struct{}{}:
+			stop := s.inProgress(work, msg, log)
+			err = s.startLocked(work, k)
+			stop()
+			<-s.startSem
+		case <-stopWait:
+			k.log.Info().Msg("kernel_start_cancelled: terminated while it waited for a start slot")
+		case <-work.Done():
+			err = work.Err()
+		}
 		k.life.Unlock()
-		<-s.startSem
 		s.advance(msg, s.settle(msg, err, log))
 		for {
 			k.mu.Lock()
@@ -164,6 +181,33 @@ func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel,
 	})
 }
 
+// inProgress tells the server, every third of the ack wait until stop is
+// called, that msg is still being worked on.
+func (s *Service) inProgress(ctx context.Context, msg jetstream.Msg, log zerolog.Logger) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(workAckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					log.Warn().Err(err).Msg("work_in_progress")
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 // later queues the work of msg, about kernel k, if k is starting
 // (startAsync), to run after the start; a termination first cancels the
 // start's runtime steps (an image pull). It reports whether it queued.
@@ -173,9 +217,16 @@ func (s *Service) later(ctx context.Context, k *kernel, msg jetstream.Msg, e *ev
 	if !k.starting {
 		return false
 	}
-	if (e.Name == events.EventTerminating || e.Name == events.EventCancelled) && k.stopStart != nil {
-		k.stopped = true
-		k.stopStart()
+	if e.Name == events.EventTerminating || e.Name == events.EventCancelled {
+		// Stopped before it began (it waits for a slot), or cancelled
+		// under way.
+		if !k.stopped {
+			k.stopped = true
+			close(k.stopWait)
+		}
+		if k.stopStart != nil {
+			k.stopStart()
+		}
 	}
 	s.hold(msg)
 	k.pending = append(k.pending, func() { s.advance(msg, s.settle(msg, s.onWork(ctx, e, log), log)) })
@@ -243,7 +294,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	if e.Name == events.EventScheduled {
 		var k *kernel
 		if k, err = s.placement(e); k != nil {
-			s.startAsync(ctx, msg, k, log)
+			// A placement handed again while its start is under way is
+			// done with once the start is.
+			if !s.later(ctx, k, msg, e, log) {
+				s.startAsync(ctx, msg, k, log)
+			}
 			return
 		}
 	} else {
@@ -258,6 +313,9 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 // onWork acts on a work message other than a placement.
 func (s *Service) onWork(ctx context.Context, e *events.Event, log zerolog.Logger) error {
 	switch e.Name {
+	case events.EventScheduled:
+		log.Info().Msg("duplicate_placement_ignored: its start was under way")
+		return nil
 	case events.EventExecuteRequest:
 		return s.onExecute(ctx, e)
 	case events.EventTerminating:

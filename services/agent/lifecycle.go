@@ -51,6 +51,9 @@ type kernel struct {
 	// when none); stopped says a termination did (later).
 	stopStart context.CancelFunc
 	stopped   bool
+	// stopWait is closed when a termination stops a start that still
+	// waits for a slot (startAsync).
+	stopWait chan struct{}
 }
 
 // startStopped reports whether a termination cancelled the start.
@@ -167,6 +170,9 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 	if k.phase().closed() || k.phase().takesRuns() {
 		return nil // ended meanwhile, or started by a start before (a redelivery)
 	}
+	if k.startStopped() {
+		return nil // terminated while it waited for a slot: the termination ends it
+	}
 	spec := k.spec
 	// The lifecycle events go out asynchronously, in order on the agent's
 	// one connection, and every one is acknowledged by the log before
@@ -269,10 +275,11 @@ type startSteps struct {
 	k     *kernel
 	timer *time.Timer // nil when every step goes out as it comes
 
-	mu   sync.Mutex
-	b    eventBatch // what is published, to wait for with waitBatch
-	held []events.Step
-	live bool // each step goes out as it comes
+	mu     sync.Mutex
+	b      eventBatch // what is published, to wait for with waitBatch (after close)
+	held   []events.Step
+	live   bool // each step goes out as it comes
+	closed bool // the timer flushes nothing any more
 }
 
 // newStartSteps starts holding k's steps.
@@ -303,7 +310,7 @@ func (st *startSteps) step(n events.Name) {
 func (st *startSteps) flush() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.live {
+	if st.live || st.closed {
 		return
 	}
 	st.live = true
@@ -324,11 +331,15 @@ func (st *startSteps) end(n events.Name) {
 	st.s.publishAsync(&st.b, st.k, n, func(e *events.Event) { e.Steps = held })
 }
 
-// close stops the timer: nothing is flushed by it from now on.
+// close stops the timer: nothing is flushed by it from now on, and what
+// it flushed before is in st.b (read it after close).
 func (st *startSteps) close() {
 	if st.timer != nil {
 		st.timer.Stop()
 	}
+	st.mu.Lock()
+	st.closed = true
+	st.mu.Unlock()
 	st.k.mu.Lock()
 	if st.k.steps == st {
 		st.k.steps = nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
 )
@@ -79,8 +80,9 @@ func TestSimFailImage(t *testing.T) {
 
 // TestSlowStartHoldsNoOtherBack: a kernel whose image is still being
 // prepared (a pull, held here until the test lets it go) holds back none
-// of the agent's other starts, executions or terminations; a run of the
-// slow kernel, asked while it starts, runs once it has started.
+// of the agent's other starts, executions or terminations, nor does its
+// placement handed again meanwhile; a run of the slow kernel, asked while
+// it starts, runs once it has started, and the kernel starts once.
 func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -91,6 +93,7 @@ func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 	slow.Image = "slow:1"
 	e.schedule(a, slow)
 	e.waitEvent(slow.ID, events.EventPreparing)
+	e.schedule(a, slow) // handed again while its start is under way
 	for i := range 5 {
 		sp := spec(fmt.Sprintf("fast%d", i))
 		sp.Run = &events.RunSpec{ID: "r1", Code: "x"}
@@ -118,6 +121,9 @@ func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 	e.waitEvent(slow.ID, events.EventStarted)
 	if o := e.waitExit(slow.ID, "r1"); o.exit != "0" {
 		t.Fatalf("run of the slow kernel: exit %q", o.exit)
+	}
+	if c := count(e.sessionEvents(slow.ID), events.EventKernelStarted); c != 1 {
+		t.Fatalf("%d kernel_started for one kernel placed twice", c)
 	}
 }
 
@@ -177,6 +183,65 @@ func TestTerminationCancelsASlowStart(t *testing.T) {
 		if find(evs, n) != nil {
 			t.Errorf("a cancelled session's kernel published %s: %v", n, names(evs))
 		}
+	}
+}
+
+// TestStartsPastTheLimitHoldNothingBack: with every start slot taken by
+// held starts, more placements wait for a slot without holding the work
+// loop: an execution in a running kernel runs, a waiting kernel's
+// termination ends it without a start, and the slot a cancelled start
+// frees goes to the next one waiting.
+func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := make(chan struct{})
+	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", FoldStarts: 20 * time.Millisecond,
+		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	live := spec("live")
+	e.schedule(a, live)
+	e.waitEvent(live.ID, events.EventStarted)
+
+	const slots, n = 8, 10 // the agent's start concurrency, and two more
+	var slow []*events.SessionSpec
+	for i := range n {
+		sp := spec(fmt.Sprintf("slow%d", i))
+		sp.Image = "slow:1"
+		e.schedule(a, sp)
+		slow = append(slow, sp)
+	}
+	preparing := func() (in, out []*events.SessionSpec) {
+		for _, sp := range slow {
+			if find(e.sessionEvents(sp.ID), events.EventPreparing) != nil {
+				in = append(in, sp)
+			} else {
+				out = append(out, sp)
+			}
+		}
+		return in, out
+	}
+	var started, waiting []*events.SessionSpec
+	natstest.CheckFor(t, wait, step, func() error {
+		if started, waiting = preparing(); len(started) != slots {
+			return fmt.Errorf("%d starts under way, want %d", len(started), slots)
+		}
+		return nil
+	})
+
+	e.execute(a, live, events.RunSpec{ID: "r1", Code: "x"})
+	if o := e.waitExit(live.ID, "r1"); o.exit != "0" {
+		t.Fatalf("live r1: exit %q", o.exit)
+	}
+	e.terminate(a, waiting[0], events.ReasonUserRequested)
+	evs := e.waitEvent(waiting[0].ID, events.EventTerminated)
+	if find(evs, events.EventPreparing) != nil || find(evs, events.EventFailure) != nil {
+		t.Errorf("a kernel terminated while it waited for a slot: %v", names(evs))
+	}
+	e.terminate(a, started[0], events.ReasonUserRequested)
+	e.waitEvent(started[0].ID, events.EventTerminated)
+	e.waitEvent(waiting[1].ID, events.EventPreparing) // the freed slot
+	close(gate)
+	for _, sp := range append(started[1:], waiting[1]) {
+		e.waitEvent(sp.ID, events.EventStarted)
 	}
 }
 
