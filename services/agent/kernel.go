@@ -136,8 +136,8 @@ const startConcurrency = 8
 //
 // Past startConcurrency starts, a placement waits for a free slot in its
 // goroutine, not in the work loop, so a ninth slow start holds back no
-// other work either. While it starts, msg is kept from being handed again
-// (the ack wait is a minute; a pull can take longer).
+// other work either. While it waits and starts, msg is kept from being
+// handed again (the ack wait is a minute; a pull can take longer).
 func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel, log zerolog.Logger) {
 	s.hold(msg)
 	// Taken here, in log order: whatever else takes it (a start again
@@ -150,17 +150,17 @@ func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel,
 	k.mu.Unlock()
 	s.starts.Go(func() {
 		var err error
+		stop := s.inProgress(work, msg, log)
 		select {
 		case s.startSem <- struct{}{}:
-			stop := s.inProgress(work, msg, log)
 			err = s.startLocked(work, k)
-			stop()
 			<-s.startSem
 		case <-stopWait:
 			k.log.Info().Msg("kernel_start_cancelled: terminated while it waited for a start slot")
 		case <-work.Done():
 			err = work.Err()
 		}
+		stop()
 		k.life.Unlock()
 		s.advance(msg, s.settle(msg, err, log))
 		for {
