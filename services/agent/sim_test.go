@@ -86,9 +86,7 @@ func TestSimFailImage(t *testing.T) {
 func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gate := make(chan struct{})
-	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim",
-		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	a, gate := e.startSlowAgent(0)
 	slow := spec("slow")
 	slow.Image = "slow:1"
 	e.schedule(a, slow)
@@ -136,9 +134,7 @@ func TestSlowStartHoldsNoOtherBack(t *testing.T) {
 func TestTerminationCancelsASlowStart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gate := make(chan struct{}) // never opened: the pull would not end
-	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", FoldStarts: 50 * time.Millisecond,
-		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	a, _ := e.startSlowAgent(50 * time.Millisecond) // its gate never opens: the pull would not end
 	slow, slow2 := spec("slow"), spec("slow2")
 	slow.Image, slow2.Image = "slow:1", "slow:1"
 	e.schedule(a, slow)
@@ -194,9 +190,7 @@ func TestTerminationCancelsASlowStart(t *testing.T) {
 func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gate := make(chan struct{})
-	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", FoldStarts: 20 * time.Millisecond,
-		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	a, gate := e.startSlowAgent(20 * time.Millisecond)
 	live := spec("live")
 	e.schedule(a, live)
 	e.waitEvent(live.ID, events.EventStarted)
@@ -253,9 +247,7 @@ func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
 func TestQuickStartIsOneWrite(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	gate := make(chan struct{})
-	a := e.start(agent.Config{DataDir: t.TempDir(), ID: "agent-sim", FoldStarts: 100 * time.Millisecond,
-		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	a, gate := e.startSlowAgent(100 * time.Millisecond)
 	logNames := func(sid string) (ns []events.Name, steps [][]events.Name) {
 		for _, ev := range e.sessionLog(sid) {
 			ns = append(ns, ev.Name)
@@ -299,6 +291,16 @@ func TestQuickStartIsOneWrite(t *testing.T) {
 			t.Errorf("%s at %v before %s at %v", evs[i].Name, evs[i].Time, evs[i-1].Name, evs[i-1].Time)
 		}
 	}
+}
+
+// startSlowAgent starts a sim agent whose starts of "slow:" images wait
+// until the returned gate is closed (a pull), and that folds the steps of
+// the starts quicker than fold (0: the default).
+func (e *env) startSlowAgent(fold time.Duration) (*runningAgent, chan struct{}) {
+	gate := make(chan struct{})
+	a := e.start(agent.Config{DataDir: e.t.TempDir(), ID: "agent-sim", FoldStarts: fold,
+		Sim: &agent.SimConfig{SlowImagePrefix: "slow:", SlowGate: gate}})
+	return a, gate
 }
 
 func TestSimRuntime(t *testing.T) {
