@@ -118,9 +118,9 @@ type Service struct {
 	curMu    sync.Mutex
 	highest  uint64
 	retrying map[uint64]struct{}
-	// Kernel starts under way (startAsync): at most startConcurrency.
-	starts   sync.WaitGroup
-	startSem chan struct{}
+	// Kernel starts under way (startAsync), and their slots.
+	starts     sync.WaitGroup
+	startSlots *startSlots
 
 	mu        sync.Mutex
 	kernels   map[string]*kernel // by kernel id
@@ -157,14 +157,14 @@ func New(cfg Config) (*Service, error) {
 	}
 	host, _ := os.Hostname()
 	s := &Service{
-		log:       cfg.Log,
-		host:      host,
-		dbPath:    filepath.Join(cfg.DataDir, "agent.db"),
-		ready:     make(chan struct{}),
-		kernels:   make(map[string]*kernel),
-		bySession: make(map[string]*kernel),
-		retrying:  make(map[uint64]struct{}),
-		startSem:  make(chan struct{}, startConcurrency),
+		log:        cfg.Log,
+		host:       host,
+		dbPath:     filepath.Join(cfg.DataDir, "agent.db"),
+		ready:      make(chan struct{}),
+		kernels:    make(map[string]*kernel),
+		bySession:  make(map[string]*kernel),
+		retrying:   make(map[uint64]struct{}),
+		startSlots: newStartSlots(startConcurrency, startsPerKey),
 	}
 	if cfg.ID == "" {
 		id, err := localID(s.dbPath, host)

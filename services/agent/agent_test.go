@@ -217,13 +217,18 @@ func (e *env) fetchAll(stream, filter string) []jetstream.Msg {
 	}
 }
 
-// sessionEvents is the session's log.
 // sessionEvents is the session's log, a folded event as the events it
 // stands for (Event.Expand), as every reader takes it.
 func (e *env) sessionEvents(sid string) []events.Event {
 	e.t.Helper()
+	return e.sessionEventsOf(testAK, sid)
+}
+
+// sessionEventsOf is sessionEvents of a session of access key ak.
+func (e *env) sessionEventsOf(ak, sid string) []events.Event {
+	e.t.Helper()
 	var evs []events.Event
-	for _, ev := range e.sessionLog(sid) {
+	for _, ev := range e.sessionLogOf(ak, sid) {
 		for _, x := range ev.Expand() {
 			evs = append(evs, *x)
 		}
@@ -234,7 +239,13 @@ func (e *env) sessionEvents(sid string) []events.Event {
 // sessionLog is the session's log as stored.
 func (e *env) sessionLog(sid string) []*events.Event {
 	e.t.Helper()
-	filter, _ := events.SessionFilter(testAK, sid)
+	return e.sessionLogOf(testAK, sid)
+}
+
+// sessionLogOf is sessionLog of a session of access key ak.
+func (e *env) sessionLogOf(ak, sid string) []*events.Event {
+	e.t.Helper()
+	filter, _ := events.SessionFilter(ak, sid)
 	var evs []*events.Event
 	for _, m := range e.fetchAll(streams.Sessions, filter) {
 		var ev events.Event
@@ -276,9 +287,15 @@ func find(evs []events.Event, n events.Name) *events.Event {
 // waitEvent waits until the session's log holds n and returns the log.
 func (e *env) waitEvent(sid string, n events.Name) []events.Event {
 	e.t.Helper()
+	return e.waitEventOf(testAK, sid, n)
+}
+
+// waitEventOf is waitEvent of a session of access key ak.
+func (e *env) waitEventOf(ak, sid string, n events.Name) []events.Event {
+	e.t.Helper()
 	var evs []events.Event
 	natstest.CheckFor(e.t, wait, step, func() error {
-		evs = e.sessionEvents(sid)
+		evs = e.sessionEventsOf(ak, sid)
 		if find(evs, n) == nil {
 			return fmt.Errorf("no %s in %v", n, names(evs))
 		}

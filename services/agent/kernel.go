@@ -119,24 +119,18 @@ func (s *Service) nak(msg jetstream.Msg) {
 	}
 }
 
-// startConcurrency is how many kernels an agent starts at once: a slow
-// start (an image pulled) holds the others back no longer, and the
-// lifecycle events and state commits of several starts overlap.
-const startConcurrency = 8
-
-// startAsync starts kernel k of placement msg in a goroutine of its own
-// (at most startConcurrency at once; the loop waits for a free one), then
-// acknowledges msg as handle would. Until then msg counts as not done for
-// the work cursor, and k's life lock is held: a later message about k
-// waits for the start; the other kernels' do not.
+// startAsync starts kernel k of placement msg in a goroutine of its own,
+// then acknowledges msg as handle would. Until then msg counts as not
+// done for the work cursor, and k's life lock is held: a later message
+// about k waits for the start; the other kernels' do not.
 //
 // A later message about k that comes while it starts waits on k (later)
 // and runs after the start, in log order, in this goroutine: the work
 // loop goes on with the other kernels' work.
 //
-// Past startConcurrency starts, a placement waits for a free slot in its
-// goroutine, not in the work loop, so a ninth slow start holds back no
-// other work either. While it waits and starts, msg is kept from being
+// Past startConcurrency starts, or startsPerKey of its access key, a
+// placement waits for a free slot (startSlots) in its goroutine, not in
+// the work loop, so a ninth slow start holds back no other work either. While it waits and starts, msg is kept from being
 // handed again (the ack wait is a minute; a pull can take longer).
 func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel, log zerolog.Logger) {
 	s.hold(msg)
@@ -151,14 +145,15 @@ func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel,
 	s.starts.Go(func() {
 		var err error
 		stop := s.inProgress(work, msg, log)
-		select {
-		case s.startSem <- struct{}{}:
+		release, ok := s.startSlots.take(work, stopWait, k.spec.AccessKey)
+		switch {
+		case ok:
 			err = s.startLocked(work, k)
-			<-s.startSem
-		case <-stopWait:
-			k.log.Info().Msg("kernel_start_cancelled: terminated while it waited for a start slot")
-		case <-work.Done():
+			release()
+		case work.Err() != nil:
 			err = work.Err()
+		default:
+			k.log.Info().Msg("kernel_start_cancelled: terminated while it waited for a start slot")
 		}
 		stop()
 		k.life.Unlock()

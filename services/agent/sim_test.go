@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/services/agent"
 )
 
@@ -182,11 +184,12 @@ func TestTerminationCancelsASlowStart(t *testing.T) {
 	}
 }
 
-// TestStartsPastTheLimitHoldNothingBack: with every start slot taken by
-// held starts, more placements wait for a slot without holding the work
-// loop: an execution in a running kernel runs, a waiting kernel's
-// termination ends it without a start, and the slot a cancelled start
-// frees goes to the next one waiting.
+// TestStartsPastTheLimitHoldNothingBack: starts past the agent's slots
+// (8 at once, 4 of one access key) wait for a slot without holding the
+// work loop: one key's held starts leave slots to another key, an
+// execution in a running kernel runs, a waiting kernel's termination ends
+// it without a start, and the slot a cancelled start frees goes to the
+// next one of its key waiting.
 func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -195,31 +198,60 @@ func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
 	e.schedule(a, live)
 	e.waitEvent(live.ID, events.EventStarted)
 
-	const slots, n = 8, 10 // the agent's start concurrency, and two more
-	var slow []*events.SessionSpec
-	for i := range n {
-		sp := spec(fmt.Sprintf("slow%d", i))
-		sp.Image = "slow:1"
-		e.schedule(a, sp)
-		slow = append(slow, sp)
+	const perKey, n = 4, 6
+	slowOf := func(ak string) []*events.SessionSpec {
+		var out []*events.SessionSpec
+		for i := range n {
+			sp := spec(fmt.Sprintf("slow%d", i))
+			sp.AccessKey, sp.Image, sp.MainKernelID = ak, "slow:1", "k-"+ak+"-"+sp.ID
+			e.schedule(a, sp)
+			out = append(out, sp)
+		}
+		return out
 	}
-	preparing := func() (in, out []*events.SessionSpec) {
-		for _, sp := range slow {
-			if find(e.sessionEvents(sp.ID), events.EventPreparing) != nil {
-				in = append(in, sp)
-			} else {
-				out = append(out, sp)
+	// under splits sessions into those whose start is under way and
+	// those waiting for a slot, once exactly want are under way.
+	under := func(sps []*events.SessionSpec, want int) (started, waiting []*events.SessionSpec) {
+		t.Helper()
+		natstest.CheckFor(t, wait, 5*step, func() error {
+			// One read of the whole log a check (a consumer each).
+			preparing := map[string]bool{}
+			for _, m := range e.fetchAll(streams.Sessions, "bai.session.>") {
+				var ev events.Event
+				if err := json.Unmarshal(m.Data(), &ev); err != nil {
+					return err
+				}
+				for _, x := range ev.Expand() {
+					if x.Name == events.EventPreparing {
+						preparing[x.AccessKey+"/"+x.SessionID] = true
+					}
+				}
 			}
-		}
-		return in, out
+			started, waiting = nil, nil
+			for _, sp := range sps {
+				if preparing[sp.AccessKey+"/"+sp.ID] {
+					started = append(started, sp)
+				} else {
+					waiting = append(waiting, sp)
+				}
+			}
+			if len(started) != want {
+				return fmt.Errorf("%d starts under way, want %d", len(started), want)
+			}
+			return nil
+		})
+		return started, waiting
 	}
-	var started, waiting []*events.SessionSpec
-	natstest.CheckFor(t, wait, step, func() error {
-		if started, waiting = preparing(); len(started) != slots {
-			return fmt.Errorf("%d starts under way, want %d", len(started), slots)
-		}
-		return nil
-	})
+
+	mine := slowOf(testAK)
+	under(mine, perKey)
+	other := spec("other") // another key: a slot is left to it
+	other.AccessKey = "AKOTHER"
+	e.schedule(a, other)
+	e.waitEventOf(other.AccessKey, other.ID, events.EventStarted)
+	theirs := slowOf("AKOTHER")
+	started, waiting := under(mine, perKey)
+	under(theirs, perKey) // every slot taken now
 
 	e.execute(a, live, events.RunSpec{ID: "r1", Code: "x"})
 	if o := e.waitExit(live.ID, "r1"); o.exit != "0" {
@@ -232,10 +264,10 @@ func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
 	}
 	e.terminate(a, started[0], events.ReasonUserRequested)
 	e.waitEvent(started[0].ID, events.EventTerminated)
-	e.waitEvent(waiting[1].ID, events.EventPreparing) // the freed slot
+	e.waitEvent(waiting[1].ID, events.EventPreparing) // the freed slot, to its key
 	close(gate)
-	for _, sp := range append(started[1:], waiting[1]) {
-		e.waitEvent(sp.ID, events.EventStarted)
+	for _, sp := range append(append(started[1:], waiting[1:]...), theirs...) {
+		e.waitEventOf(sp.AccessKey, sp.ID, events.EventStarted)
 	}
 }
 
