@@ -248,13 +248,13 @@ func (o *observer) apply(ev *events.Event, seq uint64) {
 	if ev.Name == events.EventPendingInfo {
 		s.info = append(s.info, ev.Reason)
 	}
-	to := ev.Status()
 	if ev.Name == events.EventScheduled && s.status.Final() {
 		// A late placement of an ended session: its agent is ordered to
 		// drop it; it holds nothing in the ledger.
 		return
 	}
-	if to == events.StatusNone || !events.CanTransition(s.status, to) {
+	to, moved := events.Advance(s.status, ev)
+	if !moved {
 		return
 	}
 	from := s.status
