@@ -185,7 +185,7 @@ func TestTerminationCancelsASlowStart(t *testing.T) {
 }
 
 // TestStartsPastTheLimitHoldNothingBack: starts past the agent's slots
-// (8 at once, 4 of one access key) wait for a slot without holding the
+// (16 at once, 8 of one access key) wait for a slot without holding the
 // work loop: one key's held starts leave slots to another key, an
 // execution in a running kernel runs, a waiting kernel's termination ends
 // it without a start, and the slot a cancelled start frees goes to the
@@ -198,7 +198,7 @@ func TestStartsPastTheLimitHoldNothingBack(t *testing.T) {
 	e.schedule(a, live)
 	e.waitEvent(live.ID, events.EventStarted)
 
-	const perKey, n = 4, 6
+	const perKey, n = 8, 10
 	slowOf := func(ak string) []*events.SessionSpec {
 		var out []*events.SessionSpec
 		for i := range n {
