@@ -369,7 +369,7 @@ func (r *runner) run(c *cli.Context) error {
 	// the code itself.
 	st := &runState{sid: client.NewID(), runID: client.NewID(), json: out == "json",
 		prog: newProgress(r.stderr, out == "text" && !c.Bool("quiet") && r.terminal(r.stderr))}
-	reuse := false
+	reuse, running := false, false
 	if req.Name != "" {
 		info, err := cl.Get(ctx, req.Name)
 		switch {
@@ -378,6 +378,7 @@ func (r *runner) run(c *cli.Context) error {
 				return fmt.Errorf("session %s (%s) exists and is %s; --no-reuse refuses to run in it", req.Name, info.ID, info.Status)
 			}
 			reuse, st.sid = true, info.ID
+			running = info.Status == events.StatusRunning
 		case err != nil && !errors.Is(err, events.ErrNotFound):
 			return err
 		}
@@ -427,8 +428,13 @@ func (r *runner) run(c *cli.Context) error {
 				return err
 			}
 		}
-		if err := r.waitRunning(ctx, cl, w, st.sid, wait, st.prog); err != nil {
-			return err
+		// A session found RUNNING a moment ago is not asked again (a
+		// round trip on the exec path): an execute of one that ended
+		// meanwhile is refused all the same.
+		if !running {
+			if err := r.waitRunning(ctx, cl, w, st.sid, wait, st.prog); err != nil {
+				return err
+			}
 		}
 		if !startup {
 			if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
