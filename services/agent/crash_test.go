@@ -32,7 +32,7 @@ func buildAgent(t *testing.T) string {
 		t.Skipf("SKIP: no go tool to build bai-agent: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "bai-agent")
-	out, err := exec.Command(goBin, "build", "-o", bin, "./cmd/bai-agent").CombinedOutput()
+	out, err := exec.Command(goBin, "build", "-tags", "failpoint", "-o", bin, "./cmd/bai-agent").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build bai-agent: %v\n%s", err, out)
 	}

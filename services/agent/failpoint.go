@@ -1,3 +1,5 @@
+//go:build failpoint
+
 package agent
 
 import (
@@ -8,6 +10,8 @@ import (
 // failpoint is the point where the agent kills itself, named by
 // BAI_AGENT_FAILPOINT: the crash tests use it to hit one exact window
 // (kill -9 at a random time rarely does). Unset, crashAt does nothing.
+// Only a binary built with -tags failpoint (the crash tests' build)
+// reads it; a production agent has no failpoints (failpoint_off.go).
 var failpoint = os.Getenv("BAI_AGENT_FAILPOINT")
 
 // crashAt kills the process as kill -9 would when the failpoint is name.
