@@ -130,8 +130,9 @@ func (s *Service) nak(msg jetstream.Msg) {
 //
 // Past startConcurrency starts, or startsPerKey of its access key, a
 // placement waits for a free slot (startSlots) in its goroutine, not in
-// the work loop, so a ninth slow start holds back no other work either. While it waits and starts, msg is kept from being
-// handed again (the ack wait is a minute; a pull can take longer).
+// the work loop, so a start past them holds back no other work either.
+// While it waits and starts, msg is kept from being handed again (the
+// ack wait is a minute; a pull can take longer).
 func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel, log zerolog.Logger) {
 	s.hold(msg)
 	// Taken here, in log order: whatever else takes it (a start again
@@ -309,6 +310,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 func (s *Service) onWork(ctx context.Context, e *events.Event, log zerolog.Logger) error {
 	switch e.Name {
 	case events.EventScheduled:
+		// Handed again while its start was under way: done with, unless
+		// that start failed half way (it is handed back too).
+		if k := s.lookup(e); k != nil && k.phase().startable() {
+			return fmt.Errorf("placement of kernel %s handed again: its start did not finish", k.spec.MainKernelID)
+		}
 		log.Info().Msg("duplicate_placement_ignored: its start was under way")
 		return nil
 	case events.EventExecuteRequest:
