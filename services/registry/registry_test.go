@@ -363,6 +363,52 @@ func TestLifecycle(t *testing.T) {
 	h.checkHistory(ak, sid)
 }
 
+// TestFoldedLifecycle: an agent's folded start (session_started with its
+// steps) takes a session from SCHEDULED to RUNNING, and its folded end
+// to TERMINATED; each is one entry of the history, as the log has it; a
+// folded start after its first step was published alone still ends
+// RUNNING.
+func TestFoldedLifecycle(t *testing.T) {
+	h := newHarness(t)
+	svc, _ := h.start()
+	const ak = "ak1"
+	steps := func(names ...events.Name) func(*events.Event) {
+		return func(e *events.Event) {
+			for i, n := range names {
+				e.Steps = append(e.Steps, events.Step{Name: n, Time: t0.Add(time.Duration(i) * time.Millisecond)})
+			}
+		}
+	}
+	for _, sid := range []string{"quick", "slow"} {
+		h.enqueue(ak, sid, sid)
+		h.event(ak, sid, events.EventScheduled, func(e *events.Event) { e.Session = &events.SessionSpec{ID: sid, AccessKey: ak} })
+	}
+	h.event(ak, "quick", events.EventStarted, steps(events.EventPreparing, events.EventPrepared, events.EventCreating, events.EventKernelStarted))
+	h.event(ak, "slow", events.EventPreparing)
+	last := h.event(ak, "slow", events.EventStarted, steps(events.EventPrepared, events.EventCreating, events.EventKernelStarted))
+	waitApplied(t, svc, last)
+	for _, sid := range []string{"quick", "slow"} {
+		if info := get(t, h.nc, ak, sid); info.Status != events.StatusRunning || info.LastActivity == nil {
+			t.Errorf("%s after its folded start: %s, last activity %v", sid, info.Status, info.LastActivity)
+		}
+	}
+	last = h.event(ak, "quick", events.EventTerminated, steps(events.EventKernelExited))
+	waitApplied(t, svc, last)
+	if info := get(t, h.nc, ak, "quick"); info.Status != events.StatusTerminated || info.TerminatedAt == nil {
+		t.Errorf("after the folded end: %s, terminated at %v", info.Status, info.TerminatedAt)
+	}
+	hist := history(t, h.nc, ak, "quick")
+	var names []events.Name
+	for _, e := range hist.Events {
+		names = append(names, e.Name)
+	}
+	if want := []events.Name{events.EventEnqueued, events.EventScheduled, events.EventStarted, events.EventTerminated}; fmt.Sprint(names) != fmt.Sprint(want) {
+		t.Errorf("history %v, want %v", names, want)
+	}
+	h.checkHistory(ak, "quick")
+	h.checkHistory(ak, "slow")
+}
+
 // The scheduler's session_pending_info says why a session waits, as
 // status_info, while it is pending only.
 func TestPendingInfo(t *testing.T) {
