@@ -212,9 +212,12 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	s.applied.Store(applied)
 
-	var cons jetstream.Consumer
+	var (
+		cons  jetstream.Consumer
+		fresh bool // cons was just made at applied+1
+	)
 	if err := streams.RetryTransient(ctx, s.setupRetry, func(ctx context.Context) (err error) {
-		cons, err = s.consumer(ctx, js)
+		cons, fresh, err = s.consumer(ctx, js, false)
 		return err
 	}); err != nil {
 		return err
@@ -232,7 +235,8 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	close(s.ready)
 
 	for {
-		err := s.consume(ctx, cons)
+		err := s.consume(ctx, cons, fresh)
+		gap := errors.Is(err, errLogGap)
 		for {
 			if ctx.Err() != nil {
 				return nil
@@ -240,42 +244,79 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			if s.cfg.NC.IsClosed() {
 				return fmt.Errorf("registry: nats connection closed: %w", err)
 			}
-			s.log.Warn().Err(err).Msg("session_log_consumer_lost_recreating")
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(retryBackoff):
+			if gap {
+				s.log.Warn().Err(err).Msg("session_log_gap_reading_again")
+			} else {
+				s.log.Warn().Err(err).Msg("session_log_consumer_lost_recreating")
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(retryBackoff):
+				}
 			}
-			if cons, err = s.consumer(ctx, js); err == nil {
+			if cons, fresh, err = s.consumer(ctx, js, gap); err == nil {
 				break
 			}
+			gap = false // waits before the next try
 		}
 	}
 }
 
+// errLogGap: a message of the session log came past the next sequence.
+var errLogGap = errors.New("session log read with a gap")
+
+// inOrder returns how many of batch's messages follow what was applied
+// without a gap, and whether a gap comes after them. The consumer reads
+// the whole log (its filter is the stream's one subject), so the next
+// message is the next sequence; one further on was delivered after
+// messages lost on the way (a reconnect during a leader change), which
+// the batch's one ack (AckAll) would acknowledge unseen. first: the
+// consumer was just made at applied+1, so its first message may be
+// further on (the log's head has expired); it is cleared by the first
+// message past applied.
+func inOrder(batch []jetstream.Msg, applied uint64, first *bool) (n int, gap bool) {
+	next := applied + 1
+	for i, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			continue // applyMsgs skips it
+		}
+		switch seq := md.Sequence.Stream; {
+		case seq < next:
+			// Applied already (a redelivery): skipped.
+		case seq == next || *first:
+			next, *first = seq+1, false
+		default:
+			return i, true
+		}
+	}
+	return len(batch), false
+}
+
 // consumer returns the durable consumer of the session log, positioned
 // right after what the file has applied. The existing one is reused when it
-// delivered exactly that much; otherwise (its buffered messages went
-// unapplied, the file was lost or replaced, another config) it is replaced:
-// waiting for redeliveries would be slow and would interleave them with
-// newer messages.
-func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+// delivered exactly that much (and replace is false); otherwise (its
+// buffered messages went unapplied, some were lost on the way, the file
+// was lost or replaced, another config) it is replaced: waiting for
+// redeliveries would be slow and would interleave them with newer
+// messages. fresh: it was made now, at applied+1.
+func (s *Service) consumer(ctx context.Context, js jetstream.JetStream, replace bool) (cons jetstream.Consumer, fresh bool, err error) {
 	applied := s.applied.Load()
 	name := s.cfg.Durable
-	cons, err := js.Consumer(ctx, streams.Sessions, name)
+	cons, err = js.Consumer(ctx, streams.Sessions, name)
 	switch {
 	case err == nil:
 		ci := cons.CachedInfo()
-		if ci.Delivered.Stream == applied && ci.Config.FilterSubject == events.AllSessionsFilter &&
+		if !replace && ci.Delivered.Stream == applied && ci.Config.FilterSubject == events.AllSessionsFilter &&
 			ci.Config.AckPolicy == jetstream.AckAllPolicy {
-			return cons, nil
+			return cons, false, nil
 		}
 		s.log.Info().Uint64("delivered_seq", ci.Delivered.Stream).Uint64("applied_seq", applied).Msg("replacing_session_log_consumer")
 		if err := js.DeleteConsumer(ctx, streams.Sessions, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("registry delete consumer %s: %w", name, err)
+			return nil, false, fmt.Errorf("registry delete consumer %s: %w", name, err)
 		}
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return nil, fmt.Errorf("registry consumer %s: %w", name, err)
+		return nil, false, fmt.Errorf("registry consumer %s: %w", name, err)
 	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
@@ -294,14 +335,15 @@ func (s *Service) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 	}
 	cons, err = js.CreateConsumer(ctx, streams.Sessions, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("registry create consumer %s: %w", name, err)
+		return nil, false, fmt.Errorf("registry create consumer %s: %w", name, err)
 	}
-	return cons, nil
+	return cons, true, nil
 }
 
-// consume applies the log in batches until ctx ends (nil) or the consumer
-// fails (its error).
-func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
+// consume applies the log in batches until ctx ends (nil), the consumer
+// fails (its error), or a message comes past a gap (errLogGap; what came
+// before it is applied). fresh: cons was just made at applied+1.
+func (s *Service) consume(ctx context.Context, cons jetstream.Consumer, fresh bool) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), streams.FollowHeartbeat, streams.FollowExpiry)
 	if err != nil {
 		return fmt.Errorf("registry consume: %w", err)
@@ -355,8 +397,13 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 				break more
 			}
 		}
-		if !s.applyMsgs(ctx, batch) {
+		n, gap := inOrder(batch, s.applied.Load(), &fresh)
+		if n > 0 && !s.applyMsgs(ctx, batch[:n]) {
 			return nil
+		}
+		if gap {
+			md, _ := batch[n].Metadata()
+			return fmt.Errorf("%w: sequence %d after %d", errLogGap, md.Sequence.Stream, s.applied.Load())
 		}
 	}
 }
