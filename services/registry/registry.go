@@ -265,32 +265,36 @@ func (s *Service) Run(ctx context.Context) (err error) {
 // errLogGap: a message of the session log came past the next sequence.
 var errLogGap = errors.New("session log read with a gap")
 
-// inOrder returns how many of batch's messages follow what was applied
-// without a gap, and whether a gap comes after them. The consumer reads
-// the whole log (its filter is the stream's one subject), so the next
-// message is the next sequence; one further on was delivered after
-// messages lost on the way (a reconnect during a leader change), which
-// the batch's one ack (AckAll) would acknowledge unseen. first: the
-// consumer was just made at applied+1, so its first message may be
-// further on (the log's head has expired); it is cleared by the first
-// message past applied.
-func inOrder(batch []jetstream.Msg, applied uint64, first *bool) (n int, gap bool) {
+// records are the records of batch's messages (the messages without
+// metadata skipped, with a warning) up to a gap: n is how many messages
+// they come from, gapSeq the sequence of the message after the gap (0:
+// none). The consumer reads the whole log (its filter is the stream's one
+// subject), so the next message is the next sequence; one further on was
+// delivered after messages lost on the way (a reconnect during a leader
+// change), which the batch's one ack (AckAll) would acknowledge unseen.
+// first: the consumer was just made at applied+1, so its first message
+// may be further on (the log's head has expired); it is cleared by the
+// first message past applied. A message applied already (a redelivery)
+// is kept: applyBatch skips it.
+func (s *Service) records(batch []jetstream.Msg, applied uint64, first *bool) (recs []record, n int, gapSeq uint64) {
+	recs = make([]record, 0, len(batch))
 	next := applied + 1
 	for i, m := range batch {
 		md, err := m.Metadata()
 		if err != nil {
-			continue // applyMsgs skips it
+			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message_without_metadata_skipped")
+			continue
 		}
 		switch seq := md.Sequence.Stream; {
 		case seq < next:
-			// Applied already (a redelivery): skipped.
 		case seq == next || *first:
 			next, *first = seq+1, false
 		default:
-			return i, true
+			return recs, i, seq
 		}
+		recs = append(recs, record{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data()})
 	}
-	return len(batch), false
+	return recs, len(batch), 0
 }
 
 // consumer returns the durable consumer of the session log, positioned
@@ -397,39 +401,27 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer, fresh bo
 				break more
 			}
 		}
-		n, gap := inOrder(batch, s.applied.Load(), &fresh)
-		if n > 0 && !s.applyMsgs(ctx, batch[:n]) {
+		recs, n, gapSeq := s.records(batch, s.applied.Load(), &fresh)
+		if n > 0 && !s.applyRecords(ctx, recs, batch[n-1]) {
 			return nil
 		}
-		if gap {
-			md, _ := batch[n].Metadata()
-			return fmt.Errorf("%w: sequence %d after %d", errLogGap, md.Sequence.Stream, s.applied.Load())
+		if gapSeq != 0 {
+			return fmt.Errorf("%w: sequence %d after %d", errLogGap, gapSeq, s.applied.Load())
 		}
 	}
 }
 
-// applyMsgs applies one batch, retrying a failed commit until ctx ends
-// (false), then acknowledges it: the consumer acks all, so one ack of the
-// last message covers the batch (a bad event is applied as skipped, with
-// the others, and acknowledged with them).
-func (s *Service) applyMsgs(ctx context.Context, batch []jetstream.Msg) bool {
-	recs := make([]record, 0, len(batch))
-	for _, m := range batch {
-		md, err := m.Metadata()
-		if err != nil {
-			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message_without_metadata_skipped")
-			continue
-		}
-		recs = append(recs, record{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data()})
-	}
+// applyRecords applies one batch's records, retrying a failed commit
+// until ctx ends (false), then acknowledges last, the batch's last
+// message: the consumer acks all, so that covers the batch (a bad event
+// is applied as skipped, with the others, and acknowledged with them).
+func (s *Service) applyRecords(ctx context.Context, recs []record, last jetstream.Msg) bool {
 	for {
 		_, applied, err := s.st.applyBatch(recs)
 		if err == nil {
 			s.setApplied(applied)
-			if len(batch) > 0 {
-				if err := batch[len(batch)-1].Ack(); err != nil {
-					s.log.Warn().Err(err).Msg("ack_applied_batch")
-				}
+			if err := last.Ack(); err != nil {
+				s.log.Warn().Err(err).Msg("ack_applied_batch")
 			}
 			return true
 		}
