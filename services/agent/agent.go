@@ -353,6 +353,11 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
+// workAckWait is how long the server waits for the ack of a work message
+// before it hands the message again (a long start says it is in
+// progress).
+const workAckWait = time.Minute
+
 // consumer creates or resumes the agent's durable work consumer.
 //
 // The consumer keeps its state in the server's memory: 1,000 agents' work
@@ -364,11 +369,6 @@ func (s *Service) Run(ctx context.Context) error {
 // killed) is handed again at once rather than after the ack wait: the
 // consumer is made again from the first unacknowledged message (the
 // handlers ignore the duplicates this may give).
-// workAckWait is how long the server waits for the ack of a work message
-// before it hands the message again (a long start says it is in
-// progress).
-const workAckWait = time.Minute
-
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := "bai-agent-" + s.id
 	filter, err := events.AgentQueueSubject(s.id)

@@ -138,18 +138,20 @@ func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel,
 	// Taken here, in log order: whatever else takes it (a start again
 	// after a restart, a run's end) waits for the start.
 	k.life.Lock()
+	// A termination cancels the start (later): its wait for a slot, then
+	// the runtime's steps.
+	sctx, cancel := context.WithCancel(work)
 	k.mu.Lock()
-	k.starting = true
-	stopWait := make(chan struct{})
-	k.stopWait = stopWait
+	k.starting, k.stopStart = true, cancel
 	k.mu.Unlock()
 	s.starts.Go(func() {
+		defer cancel()
 		var err error
 		stop := s.inProgress(work, msg, log)
-		release, ok := s.startSlots.take(work, stopWait, k.spec.AccessKey)
+		release, ok := s.startSlots.take(sctx, k.spec.AccessKey)
 		switch {
 		case ok:
-			err = s.startLocked(work, k)
+			err = s.startLocked(work, sctx, k)
 			release()
 		case work.Err() != nil:
 			err = work.Err()
@@ -164,7 +166,7 @@ func (s *Service) startAsync(work context.Context, msg jetstream.Msg, k *kernel,
 			queued := k.pending
 			k.pending = nil
 			if len(queued) == 0 {
-				k.starting = false
+				k.starting, k.stopStart = false, nil
 			}
 			k.mu.Unlock()
 			if len(queued) == 0 {
@@ -214,15 +216,8 @@ func (s *Service) later(ctx context.Context, k *kernel, msg jetstream.Msg, e *ev
 		return false
 	}
 	if e.Name == events.EventTerminating || e.Name == events.EventCancelled {
-		// Stopped before it began (it waits for a slot), or cancelled
-		// under way.
-		if !k.stopped {
-			k.stopped = true
-			close(k.stopWait)
-		}
-		if k.stopStart != nil {
-			k.stopStart()
-		}
+		k.stopped = true
+		k.stopStart()
 	}
 	s.hold(msg)
 	k.pending = append(k.pending, func() { s.advance(msg, s.settle(msg, s.onWork(ctx, e, log), log)) })

@@ -47,13 +47,11 @@ type kernel struct {
 	// order, to run after the start, off the agent's work loop.
 	starting bool
 	pending  []func()
-	// stopStart cancels the runtime's steps of the start under way (nil
-	// when none); stopped says a termination did (later).
+	// stopStart cancels the start under way in startAsync (its wait for
+	// a slot, then the runtime's steps); stopped says a termination did
+	// (later).
 	stopStart context.CancelFunc
 	stopped   bool
-	// stopWait is closed when a termination stops a start that still
-	// waits for a slot (startAsync).
-	stopWait chan struct{}
 }
 
 // startStopped reports whether a termination cancelled the start.
@@ -162,16 +160,18 @@ func (k *kernel) killAll(log zerolog.Logger) {
 func (s *Service) start(ctx context.Context, k *kernel) error {
 	k.life.Lock()
 	defer k.life.Unlock()
-	return s.startLocked(ctx, k)
+	return s.startLocked(ctx, ctx, k)
 }
 
-// startLocked is start with k.life held by the caller.
-func (s *Service) startLocked(ctx context.Context, k *kernel) error {
+// startLocked is start with k.life held by the caller; the runtime's
+// steps run under rctx (which a termination cancels, startAsync), the
+// rest under ctx.
+func (s *Service) startLocked(ctx, rctx context.Context, k *kernel) error {
 	if k.phase().closed() || k.phase().takesRuns() {
 		return nil // ended meanwhile, or started by a start before (a redelivery)
 	}
 	if k.startStopped() {
-		return nil // terminated while it waited for a slot: the termination ends it
+		return nil // terminated before it began: the termination ends it
 	}
 	spec := k.spec
 	// The lifecycle events go out asynchronously, in order on the agent's
@@ -181,18 +181,6 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 	// folded into its session_started (startSteps).
 	st := s.newStartSteps(k)
 	defer st.close()
-	// The runtime's steps end early when the kernel is terminated
-	// meanwhile (later); the termination then reports the end.
-	rctx, cancel := context.WithCancel(ctx)
-	k.mu.Lock()
-	k.stopStart = cancel
-	k.mu.Unlock()
-	defer func() {
-		k.mu.Lock()
-		k.stopStart = nil
-		k.mu.Unlock()
-		cancel()
-	}()
 	st.step(events.EventPreparing)
 	if err := s.rt.Prepare(rctx, spec); err != nil {
 		return s.failStartSteps(ctx, k, st, err)
@@ -242,10 +230,9 @@ func (s *Service) startLocked(ctx context.Context, k *kernel) error {
 }
 
 // failStartSteps puts the steps st holds on the log, then reports the
-// failed start.
-// A start cancelled by a termination (later) is no failure: it
-// reports nothing more, and the termination, which runs next, destroys
-// what the runtime made and reports the end.
+// failed start. A start cancelled by a termination (later) is no
+// failure: it reports nothing more, and the termination, which runs
+// next, destroys what the runtime made and reports the end.
 func (s *Service) failStartSteps(ctx context.Context, k *kernel, st *startSteps, cause error) error {
 	stopped := k.startStopped()
 	if !stopped {

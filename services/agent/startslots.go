@@ -39,9 +39,9 @@ func newStartSlots(total, perKey int) *startSlots {
 }
 
 // take waits for a slot of access key ak, then for one of all. It
-// returns the function that gives both back, or false when stop was
-// closed or ctx ended first (nothing is held then).
-func (sl *startSlots) take(ctx context.Context, stop <-chan struct{}, ak string) (release func(), ok bool) {
+// returns the function that gives both back, or false when ctx ended
+// first (nothing is held then).
+func (sl *startSlots) take(ctx context.Context, ak string) (release func(), ok bool) {
 	sl.mu.Lock()
 	ks := sl.keys[ak]
 	if ks == nil {
@@ -59,19 +59,12 @@ func (sl *startSlots) take(ctx context.Context, stop <-chan struct{}, ak string)
 	}
 	select {
 	case ks.sem <- struct{}{}:
-	case <-stop:
-		leave()
-		return nil, false
 	case <-ctx.Done():
 		leave()
 		return nil, false
 	}
 	select {
 	case sl.all <- struct{}{}:
-	case <-stop:
-		<-ks.sem
-		leave()
-		return nil, false
 	case <-ctx.Done():
 		<-ks.sem
 		leave()
