@@ -238,6 +238,25 @@ func Advance(from Status, e *Event) (to Status, moved bool) {
 	return to, moved
 }
 
+// ExpandAll is evs with each folded event expanded (Expand), in order;
+// evs itself when none is folded.
+func ExpandAll(evs []Event) []Event {
+	folded := 0
+	for i := range evs {
+		folded += len(evs[i].Steps)
+	}
+	if folded == 0 {
+		return evs
+	}
+	out := make([]Event, 0, len(evs)+folded)
+	for i := range evs {
+		for _, e := range evs[i].Expand() {
+			out = append(out, *e)
+		}
+	}
+	return out
+}
+
 // Expand is e as the events it stands for: one per step, with the step's
 // name and time, an id derived from e's and e's other fields (no payload
 // of e's own), then e without its steps. An event without steps is

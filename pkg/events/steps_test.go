@@ -34,6 +34,10 @@ func TestFoldedSteps(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Fatalf("Expand: %v, want %v", names, want)
 	}
+	plainEvs := []Event{{Name: EventEnqueued}, {Name: EventScheduled}}
+	if all := ExpandAll(append(plainEvs, *got)); len(all) != 7 || all[1].Name != EventScheduled || all[6].Name != EventStarted {
+		t.Fatalf("ExpandAll: %d events", len(all))
+	}
 
 	for _, tc := range []struct {
 		from, to Status

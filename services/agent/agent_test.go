@@ -229,11 +229,9 @@ func (e *env) sessionEventsOf(ak, sid string) []events.Event {
 	e.t.Helper()
 	var evs []events.Event
 	for _, ev := range e.sessionLogOf(ak, sid) {
-		for _, x := range ev.Expand() {
-			evs = append(evs, *x)
-		}
+		evs = append(evs, *ev)
 	}
-	return evs
+	return events.ExpandAll(evs)
 }
 
 // sessionLog is the session's log as stored.

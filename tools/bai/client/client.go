@@ -280,13 +280,7 @@ func (c *Client) HistoryFor(ctx context.Context, ak, ref string) (*events.Histor
 	if err := c.request(ctx, events.OpSessionHistory, events.GetRequest{Ref: ref, AccessKey: ak}, &resp); err != nil {
 		return nil, err
 	}
-	expanded := make([]events.Event, 0, len(resp.Events))
-	for i := range resp.Events {
-		for _, e := range resp.Events[i].Expand() {
-			expanded = append(expanded, *e)
-		}
-	}
-	resp.Events = expanded
+	resp.Events = events.ExpandAll(resp.Events)
 	return &resp, nil
 }
 
