@@ -393,8 +393,16 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	if r.sandboxed() {
 		home, tmp = KernelWorkDir, "/tmp"
 	}
-	var argv []string
+	var argv, fallback []string
 	switch {
+	case run.Exec != "" && r.sandboxed():
+		if words, ok := plainCommand(run.Exec); ok {
+			// One process less than through the shell, which the
+			// helper still runs where the words cannot be executed.
+			argv, fallback = words, []string{"/bin/sh", "-c", run.Exec}
+			break
+		}
+		fallthrough
 	case run.Exec != "":
 		argv, err = r.argv(k.MainKernelID, home, run.ID, "/bin/sh", run.Exec)
 	default:
@@ -425,7 +433,7 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	}
 	var before [2]int64
 	if r.sandboxed() {
-		if cmd, err = r.sandboxCmd(k, dir, argv, env); err != nil {
+		if cmd, err = r.sandboxCmd(k, dir, argv, fallback, env); err != nil {
 			return nil, err
 		}
 		if r.sb.cg != nil {
@@ -494,13 +502,15 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	return p, nil
 }
 
-// sandboxCmd is the command that starts argv through the sandbox helper.
-func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env []string) (*exec.Cmd, error) {
+// sandboxCmd is the command that starts argv through the sandbox helper,
+// or fallback where argv cannot be executed.
+func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, fallback, env []string) (*exec.Cmd, error) {
 	spec := initSpec{
-		Argv:    argv,
-		Env:     env,
-		WorkDir: dir,
-		Hide:    append([]string{filepath.Dir(r.root)}, r.sb.hide...),
+		Argv:     argv,
+		Fallback: fallback,
+		Env:      env,
+		WorkDir:  dir,
+		Hide:     append([]string{filepath.Dir(r.root)}, r.sb.hide...),
 		// A kernel opens only its own GPUs' device files, whatever
 		// CUDA_VISIBLE_DEVICES it sets itself.
 		HideFiles: r.gpus.Hidden(k.MainKernelID),
@@ -533,6 +543,32 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, env
 		Env:         []string{sandboxInitEnv + "=" + string(data), "GOMAXPROCS=1", "GOGC=off"},
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Cloneflags: flags},
 	}, nil
+}
+
+// plainCommand returns the words of a command line that the shell would
+// only split and execute: ASCII words of letters, digits and _-./,:+@%=
+// apart from spaces and tabs, the first one a path (with a slash, so the
+// shell would look up neither a builtin nor PATH) and no assignment. It
+// says false for anything else: quotes, expansions, redirections,
+// separators, globs, comments, a newline.
+func plainCommand(line string) ([]string, bool) {
+	if len(line) > maxInlineArg {
+		return nil, false
+	}
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("_-./,:+@%= \t", c) >= 0:
+		default:
+			return nil, false
+		}
+	}
+	words := strings.FieldsFunc(line, func(c rune) bool { return c == ' ' || c == '\t' })
+	if len(words) == 0 || !strings.Contains(words[0], "/") || strings.Contains(words[0], "=") {
+		return nil, false
+	}
+	return words, true
 }
 
 // hostname is a kernel's host name: its id, cut to 63 characters.

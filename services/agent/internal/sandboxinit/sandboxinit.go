@@ -41,10 +41,15 @@ const exitOnStart = 127
 
 // Spec is what the helper sets up before it executes Argv.
 type Spec struct {
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"`
-	WorkDir string   `json:"work_dir"` // on the host
-	Hide    []string `json:"hide"`     // host directories hidden under an empty tmpfs
+	Argv []string `json:"argv"`
+	// Fallback is run instead where Argv cannot be executed (no such
+	// file, not executable, not a binary): the shell line that Argv's
+	// words were read from, so that the shell runs it and says why as it
+	// always would.
+	Fallback []string `json:"fallback,omitempty"`
+	Env      []string `json:"env"`
+	WorkDir  string   `json:"work_dir"` // on the host
+	Hide     []string `json:"hide"`     // host directories hidden under an empty tmpfs
 	// HideFiles are host files (device nodes: GPUs not given to the
 	// kernel) over which /dev/null is bound.
 	HideFiles []string `json:"hide_files,omitempty"`
@@ -282,12 +287,16 @@ func run(s *Spec) error {
 	}
 	trace.step("hostname-rlimits-nnp")
 	uid := uint32(s.UID)
-	pid, err := syscall.ForkExec(s.Argv[0], s.Argv, &syscall.ProcAttr{
+	attr := &syscall.ProcAttr{
 		Dir:   WorkDir,
 		Env:   s.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}},
-	})
+	}
+	pid, err := syscall.ForkExec(s.Argv[0], s.Argv, attr)
+	if err != nil && len(s.Fallback) > 0 {
+		pid, err = syscall.ForkExec(s.Fallback[0], s.Fallback, attr)
+	}
 	if err != nil {
 		return fmt.Errorf("start %s: %w", s.Argv[0], err)
 	}
