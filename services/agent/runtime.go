@@ -192,6 +192,7 @@ func (r *ProcessRuntime) Create(_ context.Context, k *events.SessionSpec) error 
 	if !r.sandboxed() {
 		return nil
 	}
+	r.sb.share(r.root)
 	uid := kernelUID(k.MainKernelID)
 	if !isMountPoint(dir) {
 		opts := fmt.Sprintf("size=%d,mode=0700,uid=%d,gid=%d", r.sb.opts.WorkDirSize, uid, uid)
@@ -278,7 +279,11 @@ func (r *ProcessRuntime) Adopt(_ context.Context, k *events.SessionSpec) error {
 			return err
 		}
 	}
-	if !r.sandboxed() || r.sb.cg == nil {
+	if !r.sandboxed() {
+		return nil
+	}
+	r.sb.share(r.root)
+	if r.sb.cg == nil {
 		return nil
 	}
 	return r.sb.cg.kill(k.MainKernelID)
@@ -287,8 +292,16 @@ func (r *ProcessRuntime) Adopt(_ context.Context, k *events.SessionSpec) error {
 // Purge destroys every kernel of the runtime and removes the parent of
 // their cgroups: for tests and for an agent's removal.
 func (r *ProcessRuntime) Purge(ctx context.Context) error {
+	if r.sb != nil {
+		r.sb.pool.close()
+	}
 	if _, err := r.Reap(ctx, nil); err != nil {
 		return err
+	}
+	if r.sandboxed() {
+		if err := unshareRoot(r.root); err != nil {
+			return err
+		}
 	}
 	if r.sandboxed() && r.sb.cg != nil {
 		for _, p := range r.sb.cg.parents {
@@ -300,7 +313,8 @@ func (r *ProcessRuntime) Purge(ctx context.Context) error {
 	return nil
 }
 
-// Detach is the runtime's part of an agent's clean stop. Kernels stay, by design:
+// Detach is the runtime's part of an agent's clean stop. The helpers
+// started ahead go. Kernels stay, by design:
 // their work directories (mounted tmpfs) and cgroups are left for the
 // next start to adopt, with nothing of theirs running (every execution
 // was killed and waited for; Close kills whatever a kernel's cgroup still
@@ -308,6 +322,14 @@ func (r *ProcessRuntime) Purge(ctx context.Context) error {
 // kernel is left, the parents of the kernels' cgroups are removed too:
 // then nothing of the runtime remains on the host.
 func (r *ProcessRuntime) Detach() error {
+	if r.sb != nil {
+		r.sb.pool.close()
+	}
+	if r.sandboxed() {
+		if err := unshareRoot(r.root); err != nil {
+			return err
+		}
+	}
 	if !r.sandboxed() || r.sb.cg == nil {
 		return nil
 	}
@@ -424,93 +446,61 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 		"TMPDIR=" + tmp,
 	}, k.Env, gpus, hasGPUs)
 
-	cmd := &exec.Cmd{
-		Path:        argv[0],
-		Args:        argv,
-		Dir:         dir,
-		Env:         env,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	if !r.sandboxed() {
+		h, err := startPiped(&exec.Cmd{
+			Path:        argv[0],
+			Args:        argv,
+			Dir:         dir,
+			Env:         env,
+			SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		}, false, false)
+		if err != nil {
+			return nil, fmt.Errorf("start run %s: %w", run.ID, err)
+		}
+		return h.process(nil)
 	}
 	var before [2]int64
-	if r.sandboxed() {
-		if cmd, err = r.sandboxCmd(k, dir, argv, fallback, env); err != nil {
-			return nil, err
-		}
-		if r.sb.cg != nil {
-			before[0], before[1] = r.sb.cg.counters(k.MainKernelID)
-		}
+	if r.sb.cg != nil {
+		before[0], before[1] = r.sb.cg.counters(k.MainKernelID)
 	}
-	outR, outW, err := os.Pipe()
+	p, err := r.sandboxStart(k, dir, argv, fallback, env)
 	if err != nil {
-		return nil, fmt.Errorf("stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("stderr pipe: %w", err)
-	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	var statusR, statusW *os.File
-	if r.sandboxed() {
-		// The helper says the exit code here before its own exit, which
-		// is slow (see sandboxinit.finish).
-		if statusR, statusW, err = os.Pipe(); err != nil {
-			outR.Close()
-			outW.Close()
-			errR.Close()
-			errW.Close()
-			return nil, fmt.Errorf("status pipe: %w", err)
-		}
-		cmd.ExtraFiles = []*os.File{statusW} // sandboxinit.StatusFD
-	}
-	err = cmd.Start()
-	// The child holds the write ends now; ours must go so EOF can come.
-	outW.Close()
-	errW.Close()
-	if statusW != nil {
-		statusW.Close()
-	}
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		if statusR != nil {
-			statusR.Close()
-		}
 		return nil, fmt.Errorf("start run %s: %w", run.ID, err)
 	}
-	p := &process{cmd: cmd, pgid: cmd.Process.Pid, stdout: outR, stderr: errR, status: statusR}
-	if r.sandboxed() {
-		cg, id, l := r.sb.cg, k.MainKernelID, r.sb.opts
-		p.reason = func() string {
-			if cg != nil {
-				oom, pids := cg.counters(id)
-				switch {
-				case oom > before[0]:
-					return string(events.ReasonOOMKilled)
-				case pids > before[1]:
-					return string(events.ReasonPidsLimit) + fmt.Sprintf(" (at most %d processes)", l.Pids)
-				}
+	cg, id, l := r.sb.cg, k.MainKernelID, r.sb.opts
+	p.reason = func() string {
+		if cg != nil {
+			oom, pids := cg.counters(id)
+			switch {
+			case oom > before[0]:
+				return string(events.ReasonOOMKilled)
+			case pids > before[1]:
+				return string(events.ReasonPidsLimit) + fmt.Sprintf(" (at most %d processes)", l.Pids)
 			}
-			var fs syscall.Statfs_t
-			if syscall.Statfs(dir, &fs) == nil && fs.Bavail == 0 && fs.Blocks > 0 {
-				return string(events.ReasonDiskFull) + fmt.Sprintf(" (work dir limit %d bytes)", l.WorkDirSize)
-			}
-			return ""
 		}
+		var fs syscall.Statfs_t
+		if syscall.Statfs(dir, &fs) == nil && fs.Bavail == 0 && fs.Blocks > 0 {
+			return string(events.ReasonDiskFull) + fmt.Sprintf(" (work dir limit %d bytes)", l.WorkDirSize)
+		}
+		return ""
 	}
 	return p, nil
 }
 
-// sandboxCmd is the command that starts argv through the sandbox helper,
-// or fallback where argv cannot be executed.
-func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, fallback, env []string) (*exec.Cmd, error) {
+// sandboxStart starts argv through the sandbox helper, or fallback where
+// argv cannot be executed: a helper started ahead where the pool has one.
+func (r *ProcessRuntime) sandboxStart(k *events.SessionSpec, dir string, argv, fallback, env []string) (*process, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
 	spec := initSpec{
-		Argv:     argv,
-		Fallback: fallback,
-		Env:      env,
-		WorkDir:  dir,
-		Hide:     append([]string{filepath.Dir(r.root)}, r.sb.hide...),
+		Argv:       argv,
+		Fallback:   fallback,
+		Env:        env,
+		WorkDir:    dir,
+		WorkDirDev: st.Dev,
+		Hide:       append([]string{filepath.Dir(r.root)}, r.sb.hide...),
 		// A kernel opens only its own GPUs' device files, whatever
 		// CUDA_VISIBLE_DEVICES it sets itself.
 		HideFiles: r.gpus.Hidden(k.MainKernelID),
@@ -528,21 +518,19 @@ func (r *ProcessRuntime) sandboxCmd(k *events.SessionSpec, dir string, argv, fal
 	if err != nil {
 		return nil, err
 	}
-	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
-	if !r.sb.opts.Network && !k.Network {
-		flags |= syscall.CLONE_NEWNET
+	flags := r.sb.cloneFlags(k.Network)
+	r.sb.share(r.root)
+	if h := r.sb.pool.take(flags); h != nil {
+		if p, err := h.process(data); err == nil {
+			return p, nil
+		}
+		// It died waiting: a helper of its own, as below.
 	}
-	// The helper is a Go program that runs on one thread and allocates
-	// next to nothing: one P and no collector make its runtime's start
-	// cheaper (bai-bench -scenario runpath: about 3 ms of CPU less per
-	// execution). The execution gets Spec.Env, not these.
-	return &exec.Cmd{
-		Path:        r.sb.exe,
-		Args:        []string{"bai-sandbox"},
-		Dir:         "/",
-		Env:         []string{sandboxInitEnv + "=" + string(data), "GOMAXPROCS=1", "GOGC=off"},
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Cloneflags: flags},
-	}, nil
+	h, err := startPiped(helperCmd(r.sb.exe, flags, string(data)), true, false)
+	if err != nil {
+		return nil, err
+	}
+	return h.process(nil)
 }
 
 // plainCommand returns the words of a command line that the shell would

@@ -36,3 +36,48 @@ func TestPlainCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxPlainCommand: a command line the shell would only split and
+// execute runs without the shell (the sandbox's init is its parent), and
+// where its words cannot be executed the shell runs the line as it always
+// did: its message, its exit code, a script without #! run as one.
+func TestSandboxPlainCommand(t *testing.T) {
+	t.Parallel()
+	r := sandboxRuntime(t, SandboxOptions{})
+	k := kernelSpec("plain")
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteFile(k.MainKernelID, "noshebang", []byte("echo from-sh $0\nexit 4\n")); err != nil {
+		t.Fatal(err)
+	}
+	run := func(line string) (int, string, string) {
+		t.Helper()
+		code, stdout, stderr, _ := runOut(t, r, k, line)
+		return code, stdout, stderr
+	}
+	// /proc/self/stat's fourth field is the parent's pid: 1, the helper.
+	code, out, _ := run("/bin/cat /proc/self/stat")
+	if f := strings.Fields(out); code != 0 || len(f) < 4 || f[3] != "1" {
+		t.Errorf("plain: exit %d, stat %q; want exit 0 and parent 1 (no shell between)", code, out)
+	}
+	code, out, _ = run("/bin/cat /proc/self/stat; true")
+	if f := strings.Fields(out); code != 0 || len(f) < 4 || f[3] == "1" {
+		t.Errorf("through the shell: exit %d, stat %q; want the shell as parent", code, out)
+	}
+	if code, out, _ = run("/bin/echo  a=b\t--x"); code != 0 || out != "a=b --x\n" {
+		t.Errorf("words: exit %d, %q", code, out)
+	}
+	if code, _, errs := run("/no/such/tool -x"); code != 127 || !strings.Contains(errs, "not found") || strings.Contains(errs, "bai: sandbox") {
+		t.Errorf("missing: exit %d, stderr %q; want the shell's 127 and message", code, errs)
+	}
+	if code, _, errs := run("./noshebang"); code != 126 || !strings.Contains(errs, "Permission denied") {
+		t.Errorf("not executable: exit %d, stderr %q; want the shell's 126", code, errs)
+	}
+	if code, _, _ := run("/bin/chmod 755 noshebang"); code != 0 {
+		t.Fatalf("chmod: exit %d", code)
+	}
+	if code, out, _ := run("./noshebang"); code != 4 || out != "from-sh ./noshebang\n" {
+		t.Errorf("script without #!: exit %d, %q; want the shell to run it", code, out)
+	}
+}

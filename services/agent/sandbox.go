@@ -5,6 +5,8 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 
 	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
 )
@@ -72,6 +74,10 @@ type SandboxOptions struct {
 	// to the agent's binary if it is there, else the agent's binary itself
 	// (slower to start: some milliseconds more per execution).
 	Helper string
+	// Prestart is how many sandbox helpers wait started ahead of the
+	// executions (prestart.go). Default 2; negative: none, each
+	// execution starts its own.
+	Prestart int
 	// CgroupName names the parent of the kernels' cgroups. Default
 	// "bai-" + a hash of the kernels' root directory, so that two agents
 	// never touch each other's kernels.
@@ -85,7 +91,35 @@ type sandbox struct {
 	exe    string   // the helper binary
 	notes  []string // what is missing, said once at start
 	hide   []string
-	active bool // namespaces, uid and mounts
+	active bool        // namespaces, uid and mounts
+	pool   *helperPool // nil: no helpers started ahead
+
+	shareOnce sync.Once // the kernels' root made shared (shareRoot), on first use
+}
+
+// share makes the kernels' root a shared mount before the first kernel's
+// mount or execution, where helpers are started ahead; where it cannot,
+// none are.
+func (sb *sandbox) share(root string) {
+	if sb.pool == nil {
+		return
+	}
+	sb.shareOnce.Do(func() {
+		if err := shareRoot(root); err != nil {
+			sb.pool.close()
+		}
+	})
+}
+
+// cloneFlags are the namespaces of an execution's helper: a network
+// namespace of its own unless the kernel or the agent's options ask for
+// the host's.
+func (sb *sandbox) cloneFlags(network bool) uintptr {
+	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	if !sb.opts.Network && !network {
+		flags |= syscall.CLONE_NEWNET
+	}
+	return flags
 }
 
 // newSandbox probes the host. Where the process is not root, or lacks
@@ -142,6 +176,19 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 			sb.notes = append(sb.notes, fmt.Sprintf("no helper binary (%v): kernels run as plain processes", err))
 		} else {
 			sb.exe, sb.active = exe, true
+		}
+	}
+	if sb.active && opts.Prestart >= 0 {
+		if opts.Prestart == 0 {
+			opts.Prestart = 2
+		}
+		if mounted, under, err := rootMounts(root); err != nil || (under && !mounted) {
+			if err == nil {
+				err = fmt.Errorf("%s holds kernels mounted from before, not on a mount of its own", root)
+			}
+			sb.notes = append(sb.notes, fmt.Sprintf("no sandbox helpers started ahead (%v): each execution starts its own, some milliseconds slower", err))
+		} else {
+			sb.pool = &helperPool{exe: sb.exe, flags: sb.cloneFlags(false), size: opts.Prestart, maxAge: helperMaxAge}
 		}
 	}
 	cg, err := detectCgroups(opts.CgroupName)

@@ -43,6 +43,7 @@ func runpathScenario(ctx context.Context, o options) error {
 	if !sb.Sandboxed() {
 		return fmt.Errorf("runpath: no sandbox here (root is needed)")
 	}
+	defer sb.Detach() // last: its kernel goes first (below)
 	k := &events.SessionSpec{ID: "rp", MainKernelID: "rp-k0", Image: "python", Slots: map[string]string{"cpu": "1", "mem": "1073741824"}}
 	for _, r := range []*agent.ProcessRuntime{plain, sb} {
 		if err := r.Prepare(ctx, k); err != nil {

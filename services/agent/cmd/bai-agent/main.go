@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	workSize := fs.Int64("kernel-work-size", 0, "size limit of a kernel's work dir in bytes (default 1 GiB)")
 	tmpSize := fs.Int64("kernel-tmp-size", 0, "size limit of each of a kernel's private /tmp and /var/tmp in bytes (default 256 MiB)")
 	shmSize := fs.Int64("kernel-shm-size", 0, "size limit of a kernel's private /dev/shm in bytes (default 64 MiB)")
+	prestart := fs.Int("sandbox-prestart", 0, "sandbox helpers kept started ahead of executions (default 2; -1: none, each execution starts its own)")
 	rtName := fs.String("runtime", "process", "kernel runtime: process, docker (the local Docker Engine, DOCKER_HOST), or sim (kernels that run nothing: benchmarks of the control plane)")
 	shares := fs.Float64("cuda-shares-per-device", 1, "cuda.shares one GPU is worth")
 	if err := fs.Parse(args); err != nil {
@@ -113,7 +114,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Metrics:             metrics,
 		Sandbox: agent.SandboxOptions{
 			Disable: *noSandbox, Network: *network, Pids: *pids, WorkDirSize: *workSize,
-			TmpSize: *tmpSize, ShmSize: *shmSize,
+			TmpSize: *tmpSize, ShmSize: *shmSize, Prestart: *prestart,
 		},
 	})
 	if err != nil {

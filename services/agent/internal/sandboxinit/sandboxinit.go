@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -33,6 +34,14 @@ const BinDir = "/home/.bai/bin"
 // without it means the helper itself failed or was killed.
 const StatusFD = 3
 
+// SpecFD is where the helper reads its Spec, to EOF, where Env is
+// SpecFromFD: a helper started ahead of its execution waits there. EOF
+// with nothing read lets it exit.
+const SpecFD = 4
+
+// SpecFromFD as Env's value has the helper read its Spec from SpecFD.
+const SpecFromFD = "fd"
+
 // statusOK: StatusFD was open at start (and is kept from the execution).
 var statusOK bool
 
@@ -49,7 +58,11 @@ type Spec struct {
 	Fallback []string `json:"fallback,omitempty"`
 	Env      []string `json:"env"`
 	WorkDir  string   `json:"work_dir"` // on the host
-	Hide     []string `json:"hide"`     // host directories hidden under an empty tmpfs
+	// WorkDirDev is the device of WorkDir's mount as the agent sees it:
+	// the helper refuses a work directory on another (a helper started
+	// ahead whose namespace did not get the kernel's mount).
+	WorkDirDev uint64   `json:"work_dir_dev,omitempty"`
+	Hide       []string `json:"hide"` // host directories hidden under an empty tmpfs
 	// HideFiles are host files (device nodes: GPUs not given to the
 	// kernel) over which /dev/null is bound.
 	HideFiles []string `json:"hide_files,omitempty"`
@@ -127,6 +140,15 @@ func Main() {
 		syscall.CloseOnExec(StatusFD)
 		statusOK = true
 	}
+	if data == SpecFromFD {
+		f := os.NewFile(SpecFD, "spec")
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err == nil && len(b) == 0 {
+			os.Exit(0) // let go unused
+		}
+		data = string(b)
+	}
 	var spec Spec
 	err := json.Unmarshal([]byte(data), &spec)
 	trace.on = spec.Trace
@@ -154,6 +176,15 @@ func run(s *Spec) error {
 	work, err := syscall.Open(s.WorkDir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open work dir: %w", err)
+	}
+	if s.WorkDirDev != 0 {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(work, &st); err != nil {
+			return fmt.Errorf("stat work dir: %w", err)
+		}
+		if st.Dev != s.WorkDirDev {
+			return errors.New("work dir: not the kernel's mount")
+		}
 	}
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
@@ -381,6 +412,20 @@ type mount struct {
 	point  string
 	fstype string
 	flags  uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
+}
+
+// MountPoints lists the mount points of the caller's mount namespace,
+// parents before children.
+func MountPoints() ([]string, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return nil, err
+	}
+	points := make([]string, len(ms))
+	for i, m := range ms {
+		points[i] = m.point
+	}
+	return points, nil
 }
 
 // readMounts lists this namespace's mounts, parents before children.

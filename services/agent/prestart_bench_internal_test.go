@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"os"
+	"testing"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// BenchmarkPrestartedExec is one sandboxed execution, start to exit, with
+// a helper started ahead (waited for between executions, as an
+// interactive session's next execution finds it) and with a helper of its
+// own: /bin/echo 1 (no shell: plainCommand) and python -c 'print(1)'.
+func BenchmarkPrestartedExec(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		prestart int
+		run      events.RunSpec
+	}{
+		{"echo/ahead", 1, events.RunSpec{ID: "r", Exec: "/bin/echo 1"}},
+		{"echo/own", -1, events.RunSpec{ID: "r", Exec: "/bin/echo 1"}},
+		{"python/ahead", 1, events.RunSpec{ID: "r", Code: "print(1)"}},
+		{"python/own", -1, events.RunSpec{ID: "r", Code: "print(1)"}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			r := NewProcessRuntime(b.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
+			if notes := r.Sandbox(SandboxOptions{Prestart: c.prestart, Helper: os.Getenv("BAI_BENCH_HELPER")}); !r.Sandboxed() || len(notes) > 0 {
+				b.Skipf("not sandboxed here: %v", notes)
+			}
+			b.Cleanup(func() {
+				if err := r.Purge(ctx); err != nil {
+					b.Errorf("purge: %v", err)
+				}
+			})
+			k := kernelSpec("bench")
+			if err := r.Create(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if r.sb.pool != nil {
+					b.StopTimer()
+					r.sb.pool.mu.Lock()
+					r.sb.pool.fillLocked()
+					r.sb.pool.mu.Unlock()
+					r.sb.pool.fillers.Wait()
+					b.StartTimer()
+				}
+				p, err := r.Exec(ctx, k, c.run)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out, _ := io.ReadAll(p.Stdout())
+				io.Copy(io.Discard, p.Stderr())
+				code, err := p.Wait()
+				p.Close()
+				if err != nil || code != 0 || string(out) != "1\n" {
+					b.Fatalf("exit %d, %v, stdout %q", code, err, out)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,249 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bai-sh/bai/pkg/events"
+)
+
+// sandboxRuntime is a sandboxed runtime, purged at the end (its kernels'
+// root then no mount); it skips where there is no sandbox.
+func sandboxRuntime(t *testing.T, opts SandboxOptions) *ProcessRuntime {
+	t.Helper()
+	r := NewProcessRuntime(t.TempDir(), nil)
+	notes := r.Sandbox(opts)
+	t.Cleanup(func() {
+		if err := r.Purge(t.Context()); err != nil {
+			t.Errorf("purge: %v", err)
+		}
+		if mounted, _, err := rootMounts(r.root); err != nil || mounted {
+			t.Errorf("after purge the kernels' root is still a mount (%v)", err)
+		}
+	})
+	if !r.Sandboxed() || len(notes) > 0 {
+		t.Skipf("SKIP: no sandbox on this host (run as root with namespaces and cgroups): %v", notes)
+	}
+	return r
+}
+
+// prestartRuntime is a sandboxed runtime with one helper started ahead.
+func prestartRuntime(t *testing.T) *ProcessRuntime {
+	t.Helper()
+	return sandboxRuntime(t, SandboxOptions{Prestart: 1})
+}
+
+// waitReady waits for the pool to hold a helper and returns its pid.
+func waitReady(t *testing.T, p *helperPool) int {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		p.mu.Lock()
+		n := len(p.ready)
+		var pid int
+		if n > 0 {
+			pid = p.ready[0].cmd.Process.Pid
+		}
+		p.mu.Unlock()
+		if n > 0 {
+			return pid
+		}
+	}
+	t.Fatal("no helper started ahead within 30s")
+	return 0
+}
+
+// runOut runs a command line in kernel k and returns its exit code and
+// output, and the pid of its helper.
+func runOut(t *testing.T, r *ProcessRuntime, k *events.SessionSpec, line string) (code int, stdout, stderr string, pid int) {
+	t.Helper()
+	p, err := r.Exec(t.Context(), k, events.RunSpec{ID: "r", Exec: line})
+	if err != nil {
+		t.Fatalf("%q: %v", line, err)
+	}
+	defer p.Close()
+	var out, errb bytes.Buffer
+	done := make(chan struct{})
+	go func() { errb.ReadFrom(p.Stderr()); close(done) }()
+	out.ReadFrom(p.Stdout())
+	<-done
+	code, err = p.Wait()
+	if err != nil {
+		t.Fatalf("%q: wait: %v", line, err)
+	}
+	return code, out.String(), errb.String(), p.(*process).cmd.Process.Pid
+}
+
+func kernelSpec(id string) *events.SessionSpec {
+	return &events.SessionSpec{ID: id, Image: "python:3.11-debian12", MainKernelID: "k-" + id, Slots: map[string]string{"cpu": "1", "mem": "256m"}}
+}
+
+// TestPrestartedHelperSeesLaterKernels: a helper started before a kernel
+// was created runs that kernel's execution in the kernel's own work
+// directory (its mount, not the directory under it), and sees no other
+// kernel; after the kernel's removal its mount is gone from the waiting
+// helper's namespace too.
+func TestPrestartedHelperSeesLaterKernels(t *testing.T) {
+	r := prestartRuntime(t)
+	first := kernelSpec("first")
+	if err := r.Create(t.Context(), first); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs, _ := runOut(t, r, first, "/bin/true"); code != 0 {
+		t.Fatalf("first: exit %d %q", code, errs)
+	}
+	pid := waitReady(t, r.sb.pool)
+
+	later := kernelSpec("later")
+	if err := r.Create(t.Context(), later); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteFile(later.MainKernelID, "given", []byte("from the agent\n")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs, used := runOut(t, r, later, "/bin/sh -c 'cat given; echo made >made; cat /proc/self/mountinfo'")
+	if used != pid {
+		t.Errorf("the execution's helper is pid %d, want the one started ahead (%d)", used, pid)
+	}
+	if code != 0 || !strings.HasPrefix(out, "from the agent\n") {
+		t.Fatalf("later: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if strings.Contains(out, first.MainKernelID) || strings.Contains(out, r.root) {
+		t.Errorf("the execution sees the host's kernels:\n%s", out)
+	}
+	dir, _ := r.WorkDir(later.MainKernelID)
+	if b, err := os.ReadFile(filepath.Join(dir, "made")); err != nil || string(b) != "made\n" || !isMountPoint(dir) {
+		t.Errorf("the execution's file on the host: %q, %v (work dir mounted: %v)", b, err, isMountPoint(dir))
+	}
+
+	// A helper waiting now holds a copy of every kernel's mount; the
+	// removal of one reaches it.
+	pid = waitReady(t, r.sb.pool)
+	if err := r.Destroy(t.Context(), later); err != nil {
+		t.Fatal(err)
+	}
+	mi, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mi), later.MainKernelID) {
+		t.Errorf("the removed kernel's mount stays in the waiting helper's namespace:\n%s", mi)
+	}
+	if !strings.Contains(string(mi), first.MainKernelID) {
+		t.Errorf("the waiting helper's namespace lacks the first kernel's mount:\n%s", mi)
+	}
+}
+
+// TestPrestartedHelperFaults: a helper started ahead that died waiting,
+// or waited past helperMaxAge, is not used (the execution gets a helper
+// of its own); one given a work directory that is not the kernel's mount
+// refuses it; the pool's close leaves no helper running.
+func TestPrestartedHelperFaults(t *testing.T) {
+	r := prestartRuntime(t)
+	k := kernelSpec("faults")
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	runOut(t, r, k, "/bin/true")
+
+	// Killed while it waits.
+	pid := waitReady(t, r.sb.pool)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for { // dead: a zombie without threads, its files closed
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" && len(tasks) <= 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	code, out, errs, used := runOut(t, r, k, "/bin/echo after-a-death")
+	if code != 0 || out != "after-a-death\n" || used == pid {
+		t.Errorf("after the waiting helper's death: exit %d, %q %q, helper %d (the dead one %d)", code, out, errs, used, pid)
+	}
+
+	// Too old.
+	pid = waitReady(t, r.sb.pool)
+	r.sb.pool.mu.Lock()
+	old := r.sb.pool.ready[0]
+	old.at = old.at.Add(-2 * r.sb.pool.maxAge)
+	r.sb.pool.mu.Unlock()
+	if code, _, _, used := runOut(t, r, k, "/bin/true"); code != 0 || used == pid {
+		t.Errorf("past its age: exit %d, helper %d (the old one %d)", code, used, pid)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the helper let go for its age still runs: %v", err)
+	}
+
+	// A work directory on another device than the one the agent saw.
+	pid = waitReady(t, r.sb.pool)
+	h := r.sb.pool.take(r.sb.pool.flags)
+	if h == nil || h.cmd.Process.Pid != pid {
+		t.Fatalf("took %v, want pid %d", h, pid)
+	}
+	dir, _ := r.WorkDir(k.MainKernelID)
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Dir(dir), &st); err != nil {
+		t.Fatal(err)
+	}
+	spec := []byte(`{"argv":["/bin/true"],"work_dir":"` + dir + `","work_dir_dev":` + strconv.FormatUint(st.Dev, 10) + `}`)
+	p, err := h.process(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	errb.ReadFrom(p.Stderr())
+	if code, _ := p.Wait(); code != 127 || !strings.Contains(errb.String(), "not the kernel's mount") {
+		t.Errorf("work dir on the wrong device: exit %d, stderr %q", code, errb.String())
+	}
+	p.Close()
+
+	// Close lets the waiting one go.
+	pid = waitReady(t, r.sb.pool)
+	r.sb.pool.close()
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("a helper still runs after the pool's close: %v", err)
+	}
+	if code, _, _, _ := runOut(t, r, k, "/bin/true"); code != 0 {
+		t.Errorf("after the pool's close: exit %d", code)
+	}
+}
+
+// TestPrestartedHelpersRenewed: on an idle agent a helper past its age is
+// replaced by a new one without any execution asking.
+func TestPrestartedHelpersRenewed(t *testing.T) {
+	r := prestartRuntime(t)
+	r.sb.pool.mu.Lock()
+	r.sb.pool.maxAge = 300 * time.Millisecond
+	r.sb.pool.mu.Unlock()
+	k := kernelSpec("renewed")
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	runOut(t, r, k, "/bin/true")
+	first := waitReady(t, r.sb.pool)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if now := waitReady(t, r.sb.pool); now != first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("helper %d still waits, past its age", first)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); !errors.Is(syscall.Kill(first, 0), syscall.ESRCH); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed helper %d still runs", first)
+		}
+	}
+}
