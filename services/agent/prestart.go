@@ -135,10 +135,22 @@ func (p *helperPool) renew() {
 	p.renewal = nil
 	old := p.agedLocked()
 	p.fillLocked()
+	if !p.filling {
+		p.armLocked() // none was old yet: the oldest now is younger
+	}
 	p.mu.Unlock()
 	for _, o := range old {
 		o.release()
 	}
+}
+
+// armLocked sets the renewal for when the oldest waiting helper is past
+// its age, unless one is set.
+func (p *helperPool) armLocked() {
+	if p.renewal != nil || p.closed || len(p.ready) == 0 {
+		return
+	}
+	p.renewal = time.AfterFunc(time.Until(p.ready[0].at.Add(p.maxAge))+time.Millisecond, p.renew)
 }
 
 // fillLocked starts the refill unless one runs or the pool is full.
@@ -169,9 +181,7 @@ func (p *helperPool) fill() {
 		p.ready = append(p.ready, h)
 		if len(p.ready) >= p.size {
 			p.filling = false
-			if p.renewal == nil {
-				p.renewal = time.AfterFunc(time.Until(p.ready[0].at.Add(p.maxAge))+time.Millisecond, p.renew)
-			}
+			p.armLocked()
 			p.mu.Unlock()
 			return
 		}
