@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bai-sh/bai/pkg/events"
 )
 
 // TestPlainCommand: only a line the shell would merely split and execute
@@ -79,5 +82,37 @@ func TestSandboxPlainCommand(t *testing.T) {
 	}
 	if code, out, _ := run("./noshebang"); code != 4 || out != "from-sh ./noshebang\n" {
 		t.Errorf("script without #!: exit %d, %q; want the shell to run it", code, out)
+	}
+}
+
+// TestSandboxHidesManyKernels: with many kernels on the agent, an
+// execution's mountinfo names none of the others (nor its own host path),
+// with a helper started ahead (which holds a copy of every kernel's
+// mount) and with one of its own.
+func TestSandboxHidesManyKernels(t *testing.T) {
+	for _, prestart := range []int{1, -1} {
+		r := sandboxRuntime(t, SandboxOptions{Prestart: prestart})
+		var ks []*events.SessionSpec
+		for i := range 60 {
+			k := kernelSpec(fmt.Sprint("many-", i))
+			if err := r.Create(t.Context(), k); err != nil {
+				t.Fatal(err)
+			}
+			ks = append(ks, k)
+		}
+		runOut(t, r, ks[0], "/bin/true") // a helper started ahead after this
+		if prestart > 0 {
+			waitReady(t, r.sb.pool)
+		}
+		code, out, errs, _ := runOut(t, r, ks[7], "/bin/cat /proc/self/mountinfo")
+		if code != 0 {
+			t.Fatalf("prestart %d: exit %d, %q", prestart, code, errs)
+		}
+		if strings.Contains(out, "k-many-") || strings.Contains(out, r.root) {
+			t.Errorf("prestart %d: the execution sees the agent's kernels:\n%s", prestart, out)
+		}
+		if !strings.Contains(out, " "+KernelWorkDir+" ") {
+			t.Errorf("prestart %d: no %s in\n%s", prestart, KernelWorkDir, out)
+		}
 	}
 }

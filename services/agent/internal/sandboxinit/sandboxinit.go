@@ -243,13 +243,10 @@ func run(s *Spec) error {
 	trace.step("home-workdir-bin")
 	// The mounts under the hidden directories (every kernel's work
 	// directory, this one's included: it is at WorkDir now) leave this
-	// namespace, so that /proc/self/mountinfo names no other kernel;
-	// deepest first.
-	for i := len(host) - 1; i >= 0; i-- {
-		if m := host[i]; under(m.point, s.Hide) {
-			if err := unmount(m.point); err != nil {
-				return err
-			}
+	// namespace, so that /proc/self/mountinfo names no other kernel.
+	for _, p := range subtreeTops(host, s.Hide) {
+		if err := unmount(p); err != nil {
+			return err
 		}
 	}
 	trace.step("unmount-hidden")
@@ -409,9 +406,10 @@ func finish(code int) {
 
 // mount is one line of /proc/self/mountinfo.
 type mount struct {
-	point  string
-	fstype string
-	flags  uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
+	id, parent string // mount ids
+	point      string
+	fstype     string
+	flags      uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
 }
 
 // MountPoints lists the mount points of the caller's mount namespace,
@@ -441,7 +439,7 @@ func readMounts() ([]mount, error) {
 		if len(f) < 10 {
 			continue
 		}
-		m := mount{point: unescape(f[4])}
+		m := mount{id: f[0], parent: f[1], point: unescape(f[4])}
 		for _, o := range strings.Split(f[5], ",") {
 			switch o {
 			case "nosuid":
@@ -490,6 +488,34 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// subtreeTops are the mount points to unmount, in this order, so that
+// every mount under dirs leaves the namespace: a lazy unmount takes the
+// mounts below its mount with it, so a mount whose parent goes too is
+// left to its parent (one unmount for the kernels' root and every kernel
+// under it, not one per kernel), except one stacked on its parent at the
+// same point, which hides the parent from an unmount by path and so goes
+// first, on its own. ms are parents before children.
+func subtreeTops(ms []mount, dirs []string) []string {
+	gone := map[string]string{} // id → point, of the mounts under dirs
+	for _, m := range ms {
+		if under(m.point, dirs) {
+			gone[m.id] = m.point
+		}
+	}
+	var tops []string
+	for i := len(ms) - 1; i >= 0; i-- {
+		m := ms[i]
+		if _, ok := gone[m.id]; !ok {
+			continue
+		}
+		if pp, ok := gone[m.parent]; ok && pp != m.point {
+			continue // goes with its parent
+		}
+		tops = append(tops, m.point)
+	}
+	return tops
 }
 
 // unmount detaches the mount at p from this namespace; one that is gone
