@@ -30,6 +30,8 @@ func BenchmarkPrestartedExec(b *testing.B) {
 		{"python/own", -1, events.RunSpec{ID: "r", Code: "print(1)"}, 0},
 		{"echo/ahead/100-kernels", 1, events.RunSpec{ID: "r", Exec: "/bin/echo 1"}, 99},
 		{"echo/own/100-kernels", -1, events.RunSpec{ID: "r", Exec: "/bin/echo 1"}, 99},
+		{"echo/ahead/1000-kernels", 1, events.RunSpec{ID: "r", Exec: "/bin/echo 1"}, 999},
+		{"echo/own/1000-kernels", -1, events.RunSpec{ID: "r", Exec: "/bin/echo 1"}, 999},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()

@@ -18,7 +18,13 @@ import (
 // root then no mount); it skips where there is no sandbox.
 func sandboxRuntime(t *testing.T, opts SandboxOptions) *ProcessRuntime {
 	t.Helper()
-	r := NewProcessRuntime(t.TempDir(), nil)
+	return sandboxRuntimeAt(t, t.TempDir(), opts)
+}
+
+// sandboxRuntimeAt is sandboxRuntime with its kernels' root at root.
+func sandboxRuntimeAt(t *testing.T, root string, opts SandboxOptions) *ProcessRuntime {
+	t.Helper()
+	r := NewProcessRuntime(root, nil)
 	notes := r.Sandbox(opts)
 	t.Cleanup(func() {
 		if err := r.Purge(t.Context()); err != nil {

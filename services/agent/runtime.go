@@ -514,12 +514,15 @@ func (r *ProcessRuntime) sandboxStart(k *events.SessionSpec, dir string, argv, f
 	if r.sb.cg != nil {
 		spec.Cgroups = r.sb.cg.joinFiles(k.MainKernelID)
 	}
+	r.sb.share(r.root)
+	if r.sb.bound.Load() {
+		spec.KernelsRoot = r.root
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
 	flags := r.sb.cloneFlags(k.Network)
-	r.sb.share(r.root)
 	if h := r.sb.pool.take(flags); h != nil {
 		if p, err := h.process(data); err == nil {
 			return p, nil

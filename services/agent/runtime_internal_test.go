@@ -2,8 +2,11 @@ package agent
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/bai-sh/bai/pkg/events"
@@ -86,33 +89,58 @@ func TestSandboxPlainCommand(t *testing.T) {
 }
 
 // TestSandboxHidesManyKernels: with many kernels on the agent, an
-// execution's mountinfo names none of the others (nor its own host path),
+// execution's mountinfo names none of the others (nor the kernels' root),
 // with a helper started ahead (which holds a copy of every kernel's
-// mount) and with one of its own.
+// mount), with one of its own, and where the kernels were mounted before
+// the kernels' root was a mount of its own (each mount then goes on its
+// own, Spec.KernelsRoot unset).
 func TestSandboxHidesManyKernels(t *testing.T) {
-	for _, prestart := range []int{1, -1} {
-		r := sandboxRuntime(t, SandboxOptions{Prestart: prestart})
-		var ks []*events.SessionSpec
-		for i := range 60 {
-			k := kernelSpec(fmt.Sprint("many-", i))
-			if err := r.Create(t.Context(), k); err != nil {
-				t.Fatal(err)
+	for _, c := range []struct {
+		name     string
+		prestart int
+		before   int // kernels mounted before the runtime starts
+	}{{"ahead", 1, 0}, {"own", -1, 0}, {"mounted-before", -1, 20}} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			for i := range c.before {
+				dir := filepath.Join(root, fmt.Sprint("k-many-", i))
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+					t.Skipf("SKIP: cannot mount here: %v", err)
+				}
 			}
-			ks = append(ks, k)
-		}
-		runOut(t, r, ks[0], "/bin/true") // a helper started ahead after this
-		if prestart > 0 {
-			waitReady(t, r.sb.pool)
-		}
-		code, out, errs, _ := runOut(t, r, ks[7], "/bin/cat /proc/self/mountinfo")
-		if code != 0 {
-			t.Fatalf("prestart %d: exit %d, %q", prestart, code, errs)
-		}
-		if strings.Contains(out, "k-many-") || strings.Contains(out, r.root) {
-			t.Errorf("prestart %d: the execution sees the agent's kernels:\n%s", prestart, out)
-		}
-		if !strings.Contains(out, " "+KernelWorkDir+" ") {
-			t.Errorf("prestart %d: no %s in\n%s", prestart, KernelWorkDir, out)
-		}
+			r := sandboxRuntimeAt(t, root, SandboxOptions{Prestart: c.prestart})
+			var ks []*events.SessionSpec
+			for i := range 60 {
+				k := kernelSpec(fmt.Sprint("many-", i))
+				if err := r.Create(t.Context(), k); err != nil {
+					t.Fatal(err)
+				}
+				ks = append(ks, k)
+			}
+			if bound := r.sb.bound.Load(); bound != (c.before == 0) {
+				t.Errorf("kernels' root bound: %v", bound)
+			}
+			runOut(t, r, ks[0], "/bin/true") // a helper started ahead after this
+			if c.prestart > 0 {
+				waitReady(t, r.sb.pool)
+			}
+			code, out, errs, _ := runOut(t, r, ks[7], "/bin/cat /proc/self/mountinfo; echo x >/home/work/x")
+			if code != 0 {
+				t.Fatalf("exit %d, %q", code, errs)
+			}
+			if strings.Contains(out, "k-many-") || strings.Contains(out, root) {
+				t.Errorf("the execution sees the agent's kernels:\n%s", out)
+			}
+			if !strings.Contains(out, " "+KernelWorkDir+" ") {
+				t.Errorf("no %s in\n%s", KernelWorkDir, out)
+			}
+			dir, _ := r.WorkDir(ks[7].MainKernelID)
+			if b, err := os.ReadFile(filepath.Join(dir, "x")); err != nil || string(b) != "x\n" {
+				t.Errorf("the execution's file on the kernel's mount: %q, %v", b, err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
@@ -94,20 +95,21 @@ type sandbox struct {
 	active bool        // namespaces, uid and mounts
 	pool   *helperPool // nil: no helpers started ahead
 
-	shareOnce sync.Once // the kernels' root made shared (shareRoot), on first use
+	shareOnce sync.Once   // the kernels' root made shared (shareRoot), on first use
+	bound     atomic.Bool // it is: an execution sheds every kernel at once (Spec.KernelsRoot)
 }
 
-// share makes the kernels' root a shared mount before the first kernel's
-// mount or execution, where helpers are started ahead; where it cannot,
-// none are.
+// share makes the kernels' root a shared mount of its own before the
+// first kernel's mount or execution; where it cannot (kernels mounted
+// from before, without it), no helpers are started ahead and each
+// execution sheds the kernels' mounts one by one.
 func (sb *sandbox) share(root string) {
-	if sb.pool == nil {
-		return
-	}
 	sb.shareOnce.Do(func() {
 		if err := shareRoot(root); err != nil {
 			sb.pool.close()
+			return
 		}
+		sb.bound.Store(true)
 	})
 }
 
@@ -186,7 +188,7 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 			if err == nil {
 				err = fmt.Errorf("%s holds kernels mounted from before, not on a mount of its own", root)
 			}
-			sb.notes = append(sb.notes, fmt.Sprintf("no sandbox helpers started ahead (%v): each execution starts its own, some milliseconds slower", err))
+			sb.notes = append(sb.notes, fmt.Sprintf("no sandbox helpers started ahead (%v): each execution starts its own, some milliseconds slower (a restart with no session running ends this)", err))
 		} else {
 			sb.pool = &helperPool{exe: sb.exe, flags: sb.cloneFlags(false), size: opts.Prestart, maxAge: helperMaxAge}
 		}
