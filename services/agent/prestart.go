@@ -29,22 +29,25 @@ import (
 // its start: its mount namespace is a copy of the agent's from then. The
 // kernels' root is therefore a shared mount (bound on itself where it is
 // not a mount point already, before the first kernel is mounted or run
-// there; undone by Detach and Purge where no kernel is left), so that a kernel's work directory, mounted
-// after the helper started, shows in the helper's namespace too, and its
-// unmount leaves it; the helper makes every mount private as its first
-// step of set-up, as it always did, and checks that the work directory it
-// opened is on the kernel's own mount (Spec.WorkDirDev). A helper waits
-// at most helperMaxAge: an older one is let go and a new one started, so
-// that no execution sees the host's mounts older than that, and that no
-// unmounted host file system stays held by a waiting helper for longer.
+// there; undone by Detach and Purge where no kernel is left), so that a
+// kernel's work directory, mounted after the helper started, shows in the
+// helper's namespace too, and its unmount leaves it. The helper makes
+// every mount private as its first step of set-up, as it always did, and
+// checks that the work directory it opened is on the kernel's own mount
+// (Spec.WorkDirDev). The same mount of its own lets every execution shed
+// all the kernels' mounts in one unmount (Spec.KernelsRoot). A helper
+// waits at most helperMaxAge: an older one is let go and a new one
+// started, so that no execution sees the host's mounts older than that,
+// and that no unmounted host file system stays held by a waiting helper
+// for longer.
 
 // helperMaxAge is how long a helper started ahead stays usable; an idle
 // agent replaces its helpers once a helperMaxAge.
 const helperMaxAge = time.Minute
 
-// startedHelper is a started process with its pipes: a helper that waits
+// started is a started process with its pipes: a helper that waits
 // for its spec, or any execution just started.
-type startedHelper struct {
+type started struct {
 	cmd                    *exec.Cmd
 	stdout, stderr, status *os.File // our read ends; status nil: none
 	spec                   *os.File // our write end of its SpecFD; nil: none
@@ -52,7 +55,7 @@ type startedHelper struct {
 }
 
 // release lets an unused helper go: EOF on its spec pipe makes it exit.
-func (h *startedHelper) release() {
+func (h *started) release() {
 	h.spec.Close()
 	_ = h.cmd.Wait()
 	h.stdout.Close()
@@ -62,7 +65,7 @@ func (h *startedHelper) release() {
 
 // process is the execution the helper runs once given its spec (nil
 // where there is none to give: the spec came in the environment).
-func (h *startedHelper) process(spec []byte) (*process, error) {
+func (h *started) process(spec []byte) (*process, error) {
 	if h.spec != nil {
 		_, err := h.spec.Write(spec)
 		if cerr := h.spec.Close(); err == nil {
@@ -90,7 +93,7 @@ type helperPool struct {
 	maxAge time.Duration // helperMaxAge
 
 	mu      sync.Mutex
-	ready   []*startedHelper // oldest first
+	ready   []*started // oldest first
 	filling bool
 	closed  bool
 	renewal *time.Timer // runs renew once the oldest is past its age
@@ -99,11 +102,11 @@ type helperPool struct {
 
 // take returns a helper started ahead with namespaces flags, or nil, and
 // starts the pool's refill.
-func (p *helperPool) take(flags uintptr) *startedHelper {
+func (p *helperPool) take(flags uintptr) *started {
 	if p == nil {
 		return nil
 	}
-	var h *startedHelper
+	var h *started
 	p.mu.Lock()
 	old := p.agedLocked()
 	if flags == p.flags && len(p.ready) > 0 {
@@ -118,7 +121,7 @@ func (p *helperPool) take(flags uintptr) *startedHelper {
 }
 
 // agedLocked takes the helpers past their age out of the pool.
-func (p *helperPool) agedLocked() []*startedHelper {
+func (p *helperPool) agedLocked() []*started {
 	n := 0
 	for n < len(p.ready) && time.Since(p.ready[n].at) > p.maxAge {
 		n++
@@ -210,42 +213,45 @@ func (p *helperPool) close() {
 
 // startHelper starts a helper in new namespaces flags that waits for its
 // spec on sandboxinit.SpecFD.
-func startHelper(exe string, flags uintptr) (*startedHelper, error) {
+func startHelper(exe string, flags uintptr) (*started, error) {
 	return startPiped(helperCmd(exe, flags, sandboxinit.SpecFromFD), true, true)
 }
 
 // startPiped starts cmd with its stdout and stderr on pipes, and where
 // asked a pipe at sandboxinit.StatusFD, for the helper's report, and one
 // at sandboxinit.SpecFD, for its spec.
-func startPiped(cmd *exec.Cmd, status, spec bool) (*startedHelper, error) {
+func startPiped(cmd *exec.Cmd, status, spec bool) (*started, error) {
 	var ours, theirs []*os.File
-	pipe := func() (r, w *os.File, err error) {
-		if r, w, err = os.Pipe(); err == nil {
-			ours, theirs = append(ours, r), append(theirs, w)
+	// pipe makes a pipe whose read end is ours where weRead, else its
+	// write end.
+	pipe := func(weRead bool) (our, their *os.File, err error) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, err
 		}
-		return r, w, err
+		if our, their = r, w; !weRead {
+			our, their = w, r
+		}
+		ours, theirs = append(ours, our), append(theirs, their)
+		return our, their, nil
 	}
 	closeAll := func(fs []*os.File) {
 		for _, f := range fs {
 			f.Close()
 		}
 	}
-	h := &startedHelper{cmd: cmd, at: time.Now()}
+	h := &started{cmd: cmd, at: time.Now()}
 	var outW, errW, statusW, specR *os.File
 	var errs [4]error
-	h.stdout, outW, errs[0] = pipe()
-	h.stderr, errW, errs[1] = pipe()
+	h.stdout, outW, errs[0] = pipe(true)
+	h.stderr, errW, errs[1] = pipe(true)
 	if status {
-		h.status, statusW, errs[2] = pipe()
-		cmd.ExtraFiles = []*os.File{statusW} // StatusFD
+		h.status, statusW, errs[2] = pipe(true)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, statusW) // StatusFD
 	}
 	if spec {
-		// The write end is ours, the read end the helper's.
-		specR, h.spec, errs[3] = pipe()
-		if errs[3] == nil {
-			ours[len(ours)-1], theirs[len(theirs)-1] = h.spec, specR
-			cmd.ExtraFiles = append(cmd.ExtraFiles, specR) // SpecFD
-		}
+		h.spec, specR, errs[3] = pipe(false)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, specR) // SpecFD
 	}
 	if err := errors.Join(errs[:]...); err != nil {
 		closeAll(ours)

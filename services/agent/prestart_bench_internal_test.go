@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"testing"
 
@@ -62,16 +61,8 @@ func BenchmarkPrestartedExec(b *testing.B) {
 					r.sb.pool.fillers.Wait()
 					b.StartTimer()
 				}
-				p, err := r.Exec(ctx, k, c.run)
-				if err != nil {
-					b.Fatal(err)
-				}
-				out, _ := io.ReadAll(p.Stdout())
-				io.Copy(io.Discard, p.Stderr())
-				code, err := p.Wait()
-				p.Close()
-				if err != nil || code != 0 || string(out) != "1\n" {
-					b.Fatalf("exit %d, %v, stdout %q", code, err, out)
+				if code, out, errs, _ := execOut(b, r, k, c.run); code != 0 || out != "1\n" {
+					b.Fatalf("exit %d, stdout %q, stderr %q", code, out, errs)
 				}
 			}
 		})

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/bai-sh/bai/pkg/events"
 )
@@ -69,9 +70,15 @@ func waitReady(t *testing.T, p *helperPool) int {
 // output, and the pid of its helper.
 func runOut(t *testing.T, r *ProcessRuntime, k *events.SessionSpec, line string) (code int, stdout, stderr string, pid int) {
 	t.Helper()
-	p, err := r.Exec(t.Context(), k, events.RunSpec{ID: "r", Exec: line})
+	return execOut(t, r, k, events.RunSpec{ID: "r", Exec: line})
+}
+
+// execOut is runOut of any run.
+func execOut(tb testing.TB, r *ProcessRuntime, k *events.SessionSpec, run events.RunSpec) (code int, stdout, stderr string, pid int) {
+	tb.Helper()
+	p, err := r.Exec(tb.Context(), k, run)
 	if err != nil {
-		t.Fatalf("%q: %v", line, err)
+		tb.Fatalf("%+v: %v", run, err)
 	}
 	defer p.Close()
 	var out, errb bytes.Buffer
@@ -81,7 +88,7 @@ func runOut(t *testing.T, r *ProcessRuntime, k *events.SessionSpec, line string)
 	<-done
 	code, err = p.Wait()
 	if err != nil {
-		t.Fatalf("%q: wait: %v", line, err)
+		tb.Fatalf("%+v: wait: %v", run, err)
 	}
 	return code, out.String(), errb.String(), p.(*process).cmd.Process.Pid
 }
@@ -163,16 +170,17 @@ func TestPrestartedHelperFaults(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for { // dead: a zombie without threads, its files closed
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" && len(tasks) <= 1 {
+	// Dead, every thread (its files closed), and not yet reaped:
+	// waitid(P_PID, pid, WEXITED|WNOWAIT).
+	var info [128]byte
+	for {
+		_, _, e := syscall.Syscall6(syscall.SYS_WAITID, 1, uintptr(pid), uintptr(unsafe.Pointer(&info[0])), 4|0x1000000, 0, 0)
+		if e == 0 {
 			break
 		}
-		time.Sleep(time.Millisecond)
+		if e != syscall.EINTR {
+			t.Fatalf("waitid: %v", e)
+		}
 	}
 	code, out, errs, used := runOut(t, r, k, "/bin/echo after-a-death")
 	if code != 0 || out != "after-a-death\n" || used == pid {
