@@ -344,6 +344,7 @@ func (k *Keys) EnsureAdmin(ctx context.Context, ak, secret string) error {
 	}
 	kp.Role = RoleAdmin
 	kp.setSecret(secret)
+	kp.RotatedAt = time.Now().UTC() // a change, for Watch
 	_, err = k.kv.Update(ctx, akKey(ak), mustJSON(kp), rev)
 	return err
 }
@@ -464,14 +465,31 @@ func (k *Keys) ListPolicies(ctx context.Context) ([]Policy, error) {
 // whose secret or role changes, after the call, until ctx ends: how
 // revocation and rotation reach live connections. Keypairs being added
 // are not changes.
+//
+// Every write that changes a stored keypair (Rotate, EnsureAdmin) sets its
+// RotatedAt, and Add never does, so each update tells by itself whether
+// it is a change: Watch reads the bucket's updates from the first revision
+// after the call began and does not compare them with a keypair's earlier
+// value. The bucket keeps one value a key, so an earlier value can be gone
+// before a watch reads it: a key added, or one among the watch's initial
+// values not yet delivered, then rotated at once showed up first as the
+// rotated value, which a comparison took for an add.
 func (k *Keys) Watch(ctx context.Context, f func(ak string)) error {
-	w, err := k.kv.Watch(ctx, "ak.>")
+	st, err := k.kv.Status(ctx)
+	if err != nil {
+		return err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return fmt.Errorf("gateway: keypairs bucket status %T", st)
+	}
+	w, err := k.kv.Watch(ctx, "ak.>", jetstream.IncludeHistory(),
+		jetstream.ResumeFromRevision(bs.StreamInfo().State.LastSeq+1))
 	if err != nil {
 		return err
 	}
 	go func() {
 		defer func() { _ = w.Stop() }()
-		seen := map[string]string{} // access key -> secret hash + role
 		for {
 			select {
 			case <-ctx.Done():
@@ -481,22 +499,16 @@ func (k *Keys) Watch(ctx context.Context, f func(ak string)) error {
 					return
 				}
 				if e == nil {
-					continue // the end of the initial values
+					continue // nothing was left to read when the watch began
 				}
 				ak := strings.TrimPrefix(e.Key(), "ak.")
-				prev, known := seen[ak]
 				if e.Operation() != jetstream.KeyValuePut {
-					delete(seen, ak)
 					f(ak)
 					continue
 				}
 				var kp Keypair
-				if json.Unmarshal(e.Value(), &kp) != nil {
-					continue
-				}
-				seen[ak] = kp.SecretHash + "/" + kp.Role
-				if known && prev != seen[ak] {
-					f(ak)
+				if json.Unmarshal(e.Value(), &kp) != nil || !kp.RotatedAt.IsZero() {
+					f(ak) // a changed keypair, or one no longer readable
 				}
 			}
 		}

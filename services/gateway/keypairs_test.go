@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -194,9 +195,27 @@ func TestWatchReportsRevocationsNotAdds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rotatedBefore, _, err := keys.Add(ctx, NewKeypair{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Rotate(ctx, rotatedBefore.AccessKey); err != nil {
+		t.Fatal(err)
+	}
 	got := make(chan string, 16)
 	if err := keys.Watch(ctx, func(ak string) { got <- ak }); err != nil {
 		t.Fatal(err)
+	}
+	next := func(want, what string) {
+		t.Helper()
+		select {
+		case ak := <-got:
+			if ak != want {
+				t.Fatalf("change %s, want the %s %s", ak, what, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the %s %s not reported", what, want)
+		}
 	}
 	added, _, err := keys.Add(ctx, NewKeypair{})
 	if err != nil {
@@ -205,13 +224,23 @@ func TestWatchReportsRevocationsNotAdds(t *testing.T) {
 	if _, err := keys.Rotate(ctx, old.AccessKey); err != nil {
 		t.Fatal(err)
 	}
-	if ak := <-got; ak != old.AccessKey {
-		t.Fatalf("first change %s, want the rotated %s", ak, old.AccessKey)
-	}
+	next(old.AccessKey, "rotated")
 	if err := keys.Delete(ctx, added.AccessKey); err != nil {
 		t.Fatal(err)
 	}
-	if ak := <-got; ak != added.AccessKey {
-		t.Fatalf("second change %s, want the deleted %s", ak, added.AccessKey)
+	next(added.AccessKey, "deleted")
+	// A key made admin (bai-server's -admin-key on an existing user key).
+	user, _, err := keys.Add(ctx, NewKeypair{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.EnsureAdmin(ctx, user.AccessKey, NewSecretKey()); err != nil {
+		t.Fatal(err)
+	}
+	next(user.AccessKey, "promoted")
+	select {
+	case ak := <-got:
+		t.Fatalf("%s reported besides", ak)
+	default:
 	}
 }
