@@ -468,23 +468,14 @@ func (k *Keys) ListPolicies(ctx context.Context) ([]Policy, error) {
 //
 // Every write that changes a stored keypair (Rotate, EnsureAdmin) sets its
 // RotatedAt, and Add never does, so each update tells by itself whether
-// it is a change: Watch reads the bucket's updates from the first revision
-// after the call began and does not compare them with a keypair's earlier
+// it is a change: Watch reads every update made after the call (no
+// initial values) and does not compare it with a keypair's earlier
 // value. The bucket keeps one value a key, so an earlier value can be gone
 // before a watch reads it: a key added, or one among the watch's initial
 // values not yet delivered, then rotated at once showed up first as the
 // rotated value, which a comparison took for an add.
 func (k *Keys) Watch(ctx context.Context, f func(ak string)) error {
-	st, err := k.kv.Status(ctx)
-	if err != nil {
-		return err
-	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok {
-		return fmt.Errorf("gateway: keypairs bucket status %T", st)
-	}
-	w, err := k.kv.Watch(ctx, "ak.>", jetstream.IncludeHistory(),
-		jetstream.ResumeFromRevision(bs.StreamInfo().State.LastSeq+1))
+	w, err := k.kv.Watch(ctx, "ak.>", jetstream.UpdatesOnly())
 	if err != nil {
 		return err
 	}
@@ -499,7 +490,7 @@ func (k *Keys) Watch(ctx context.Context, f func(ak string)) error {
 					return
 				}
 				if e == nil {
-					continue // nothing was left to read when the watch began
+					continue // no initial values with UpdatesOnly; kept safe
 				}
 				ak := strings.TrimPrefix(e.Key(), "ak.")
 				if e.Operation() != jetstream.KeyValuePut {

@@ -229,7 +229,7 @@ func TestWatchReportsRevocationsNotAdds(t *testing.T) {
 		t.Fatal(err)
 	}
 	next(added.AccessKey, "deleted")
-	// A key made admin (bai-server's -admin-key on an existing user key).
+	// A key made admin (the server's repair of its admin keypair at start).
 	user, _, err := keys.Add(ctx, NewKeypair{})
 	if err != nil {
 		t.Fatal(err)
