@@ -103,6 +103,10 @@ type Service struct {
 	ready    chan struct{}
 	running  atomic.Bool
 	notes    []string // what the runtime could not set up
+	// What the process runtime did to the host's cgroup2 mount, and why
+	// it could not (ProcessRuntime.CgroupMount).
+	cgroupMount    string
+	cgroupMountErr error
 
 	// Set by Run.
 	js       jetstream.JetStream
@@ -217,6 +221,7 @@ func New(cfg Config) (*Service, error) {
 		}
 		pr := NewProcessRuntime(filepath.Join(cfg.DataDir, "kernels"), cfg.Interpreters)
 		s.notes = append(s.notes, pr.Sandbox(cfg.Sandbox)...)
+		s.cgroupMount, s.cgroupMountErr = pr.CgroupMount()
 		if gpus != nil {
 			pr.SetGPUs(gpus)
 		}
@@ -300,6 +305,12 @@ func (s *Service) Run(ctx context.Context) error {
 	s.log = s.log.With().Uint64("epoch", s.epoch).Logger()
 	for _, n := range s.notes {
 		s.log.Warn().Str("note", n).Msg("runtime_note")
+	}
+	if s.cgroupMount != "" {
+		s.log.Info().Str("change", s.cgroupMount).Msg("cgroup_mount_changed")
+	}
+	if s.cgroupMountErr != nil {
+		s.log.Warn().Err(s.cgroupMountErr).Str("effect", "an execution into an idle agent may wait an RCU grace period (5-16 ms) to join its cgroups").Msg("cgroup_favordynmods_not_set")
 	}
 	if err := st.pruneGone(time.Now().Add(-goneKeep)); err != nil {
 		s.log.Warn().Err(err).Msg("prune_terminated_kernels")

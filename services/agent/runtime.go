@@ -112,6 +112,16 @@ func (r *ProcessRuntime) Sandbox(opts SandboxOptions) []string {
 	return r.sb.notes
 }
 
+// CgroupMount says what the sandbox did to the host's cgroup2 mount
+// (SandboxOptions.KeepCgroupMount): done is "" where it did nothing, err
+// why it could not.
+func (r *ProcessRuntime) CgroupMount() (done string, err error) {
+	if r.sb == nil {
+		return "", nil
+	}
+	return r.sb.cgroupMount, r.sb.cgroupMountErr
+}
+
 // sandboxed reports whether kernels run in namespaces and cgroups.
 func (r *ProcessRuntime) sandboxed() bool { return r.sb != nil && r.sb.active }
 

@@ -83,17 +83,26 @@ type SandboxOptions struct {
 	// "bai-" + a hash of the kernels' root directory, so that two agents
 	// never touch each other's kernels.
 	CgroupName string
+	// KeepCgroupMount leaves the host's cgroup2 mount as it is. Default:
+	// where kernels get cgroups, the agent turns its favordynmods option
+	// on (cgroupmount.go).
+	KeepCgroupMount bool
 }
 
 // sandbox is what the process runtime could set up on this host.
 type sandbox struct {
-	opts   SandboxOptions
-	cg     *cgroups // nil: no cgroups
-	exe    string   // the helper binary
-	notes  []string // what is missing, said once at start
-	hide   []string
-	active bool        // namespaces, uid and mounts
-	pool   *helperPool // nil: no helpers started ahead
+	opts  SandboxOptions
+	cg    *cgroups // nil: no cgroups
+	exe   string   // the helper binary
+	notes []string // what is missing, said once at start
+	// cgroupMount is what favorDynMods did ("" where nothing) and why it
+	// could not; said once at start, apart from notes: the sandbox is
+	// whole without it.
+	cgroupMount    string
+	cgroupMountErr error
+	hide           []string
+	active         bool        // namespaces, uid and mounts
+	pool           *helperPool // nil: no helpers started ahead
 
 	shareOnce sync.Once   // the kernels' root made shared (shareRoot), on first use
 	bound     atomic.Bool // it is: an execution sheds every kernel at once (Spec.KernelsRoot)
@@ -198,6 +207,9 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 		sb.notes = append(sb.notes, fmt.Sprintf("no cgroups (%v): kernels run without cpu, memory and pids limits", err))
 	} else {
 		sb.cg = cg
+		if !opts.KeepCgroupMount && sb.active {
+			sb.cgroupMount, sb.cgroupMountErr = favorDynMods()
+		}
 	}
 	return sb
 }

@@ -34,6 +34,22 @@ func runpathScenario(ctx context.Context, o options) error {
 	}
 	fmt.Printf("interpreter %s; sandbox helper %s; euid %d\n", python, helper, os.Geteuid())
 	interp := map[string]string{"python": python}
+	// The join of a cgroup after a quiet spell, with the cgroup2 mount as
+	// found, then as the sandbox leaves it (it turns favordynmods on).
+	joinRows := func(when string) {
+		if os.Geteuid() != 0 {
+			return
+		}
+		state := favorDynModsState()
+		ds, err := cgroupJoinAfterQuiet(10, 100*time.Millisecond)
+		if err != nil {
+			fmt.Printf("cgroup join after 100 ms quiet, %s: %v\n", when, err)
+			return
+		}
+		printLat(fmt.Sprintf("cgroup join after 100 ms quiet, %s (favordynmods %s)", when, state), ds)
+	}
+	joinRows("as found")
+	defer joinRows("after the sandbox's set-up")
 	plain := agent.NewProcessRuntime(filepath.Join(o.dir, "plain"), interp)
 	plain.Sandbox(agent.SandboxOptions{Disable: true})
 	sb := agent.NewProcessRuntime(filepath.Join(o.dir, "sandboxed"), interp)

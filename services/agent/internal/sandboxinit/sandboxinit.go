@@ -437,7 +437,24 @@ type mount struct {
 	id, parent string // mount ids
 	point      string
 	fstype     string
+	super      string  // the file system's own options ("rw,nsdelegate")
 	flags      uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
+}
+
+// Cgroup2 is the first cgroup2 mount of the caller's mount namespace:
+// its mount point and its file system's options; point is "" where there
+// is none.
+func Cgroup2() (point string, options []string, err error) {
+	ms, err := readMounts()
+	if err != nil {
+		return "", nil, err
+	}
+	for _, m := range ms {
+		if m.fstype == "cgroup2" {
+			return m.point, strings.Split(m.super, ","), nil
+		}
+	}
+	return "", nil, nil
 }
 
 // MountPoints lists the mount points of the caller's mount namespace,
@@ -491,6 +508,9 @@ func readMounts() ([]mount, error) {
 		for i := 6; i < len(f)-1; i++ {
 			if f[i] == "-" {
 				m.fstype = f[i+1]
+				if i+3 < len(f) {
+					m.super = f[i+3]
+				}
 				break
 			}
 		}
