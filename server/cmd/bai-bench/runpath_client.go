@@ -178,6 +178,11 @@ func runpathClient(ctx context.Context, o options) error {
 		}
 		defer cl.Close()
 		t1 := time.Now()
+		// As the CLI's reuse rule does: the live session looked up first.
+		if info, err := cl.Get(ctx, liveID); err != nil || info.Status != events.StatusRunning {
+			return fmt.Errorf("live session: %v %v", info, err)
+		}
+		tGet := time.Now()
 		runID := client.NewID()
 		w, err := cl.WatchOwn(liveID)
 		if err != nil {
@@ -195,7 +200,8 @@ func runpathClient(ctx context.Context, o options) error {
 			pre = "warm-up: "
 		}
 		add(pre+"connect", t1.Sub(t0))
-		add(pre+"admission (execute answered)", t2.Sub(t1))
+		add(pre+"the session looked up (get)", tGet.Sub(t1))
+		add(pre+"admission (execute answered)", t2.Sub(tGet))
 		if err := follow(w, pre, runID, t2); err != nil {
 			return err
 		}
