@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -31,6 +32,18 @@ func (s *Service) lastOf(ctx context.Context, subj string) (*events.Event, error
 	return events.Decode(raw.Subject, raw.Data)
 }
 
+// lastOfEach is lastOf of each subject, all at once: found[i] and errs[i]
+// are subjects[i]'s.
+func (s *Service) lastOfEach(ctx context.Context, subjects []string) (found []*events.Event, errs []error) {
+	found, errs = make([]*events.Event, len(subjects)), make([]error, len(subjects))
+	var wg sync.WaitGroup
+	for i, subj := range subjects {
+		wg.Go(func() { found[i], errs[i] = s.lastOf(ctx, subj) })
+	}
+	wg.Wait()
+	return found, errs
+}
+
 // execute publishes session_execute_request to the agent of a running
 // session: the agent is the one its session_scheduled was addressed to.
 func (s *Service) execute(ctx context.Context, req micro.Request) (*events.ExecuteResponse, error) {
@@ -55,10 +68,19 @@ func (s *Service) execute(ctx context.Context, req micro.Request) (*events.Execu
 	if err := s.checkFiles(ctx, ak, er.SessionID, &er.Run); err != nil {
 		return nil, err
 	}
+	// The session's events, looked up at once: each is a round trip to
+	// the stream, and the execution cannot start before the request that
+	// follows them is stored.
 	base := "bai.session." + ak + "." + er.SessionID + "."
-	enq, err := s.lastOf(ctx, base+string(events.EventEnqueued))
-	if err != nil {
-		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", er.SessionID, err)
+	ending := []events.Name{events.EventTerminateRequest, events.EventTerminated, events.EventCancelled, events.EventError}
+	subjects := []string{base + string(events.EventEnqueued), base + string(events.EventStarted), base + string(events.EventScheduled) + ".*"}
+	for _, name := range ending {
+		subjects = append(subjects, base+string(name)+".>", base+string(name))
+	}
+	found, errs := s.lastOfEach(ctx, subjects)
+	enq, started, sched := found[0], found[1], found[2]
+	if errs[0] != nil {
+		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", er.SessionID, errs[0])
 	}
 	if enq == nil {
 		return nil, events.Errorf(events.ErrNotFound, "session %q not found", er.SessionID)
@@ -72,23 +94,18 @@ func (s *Service) execute(ctx context.Context, req micro.Request) (*events.Execu
 			return nil, events.Errorf(events.ErrConflict, "session %s runs %s, not %s", enq.Session.Name, enq.Session.Image, image)
 		}
 	}
-	for _, name := range []events.Name{events.EventTerminateRequest, events.EventTerminated, events.EventCancelled, events.EventError} {
-		if ev, err := s.lastOf(ctx, base+string(name)+".>"); err == nil && ev != nil {
-			return nil, events.Errorf(events.ErrConflict, "session %s is ending (%s)", er.SessionID, name)
-		}
-		if ev, err := s.lastOf(ctx, base+string(name)); err == nil && ev != nil {
+	for i, name := range ending {
+		if found[3+2*i] != nil || found[4+2*i] != nil {
 			return nil, events.Errorf(events.ErrConflict, "session %s is ending (%s)", er.SessionID, name)
 		}
 	}
-	started, err := s.lastOf(ctx, base+string(events.EventStarted))
-	if err != nil {
-		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", er.SessionID, err)
+	if errs[1] != nil {
+		return nil, events.Errorf(events.ErrInternal, "could not look up session %q: %v", er.SessionID, errs[1])
 	}
 	if started == nil {
 		return nil, events.Errorf(events.ErrConflict, "session %s is not running yet", er.SessionID)
 	}
-	sched, err := s.lastOf(ctx, base+string(events.EventScheduled)+".*")
-	if err != nil || sched == nil {
+	if errs[2] != nil || sched == nil {
 		return nil, events.Errorf(events.ErrInternal, "could not find the agent of session %q", er.SessionID)
 	}
 	run := er.Run

@@ -17,7 +17,7 @@ import (
 )
 
 // put publishes an event as another service would.
-func (f *fixture) put(t *testing.T, e events.Event) {
+func (f *fixture) put(t testing.TB, e events.Event) {
 	t.Helper()
 	e.V, e.AccessKey = events.Version, ak
 	if e.ID == "" {
@@ -37,7 +37,7 @@ func (f *fixture) put(t *testing.T, e events.Event) {
 }
 
 // running creates session sid and makes it RUNNING on agent ag1.
-func (f *fixture) running(t *testing.T, sid string) {
+func (f *fixture) running(t testing.TB, sid string) {
 	t.Helper()
 	if err := f.call(t, events.OpSessionCreate, events.CreateRequest{SessionID: sid, Image: "python"}, nil); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ type fixture struct {
 	stream jetstream.Stream
 }
 
-func start(t *testing.T, mods ...func(*Config)) *fixture {
+func start(t testing.TB, mods ...func(*Config)) *fixture {
 	t.Helper()
 	ns := natstest.RunServer(t)
 	nc := natstest.Connect(t, ns)
@@ -59,7 +59,7 @@ func start(t *testing.T, mods ...func(*Config)) *fixture {
 	return &fixture{nc: nc, js: js, stream: st}
 }
 
-func (f *fixture) call(t *testing.T, op string, req, resp any) error {
+func (f *fixture) call(t testing.TB, op string, req, resp any) error {
 	t.Helper()
 	return f.callAs(t, ak, op, req, resp)
 }

@@ -27,7 +27,7 @@ func requestAs(nc *nats.Conn, ak, subj string, data []byte) (*nats.Msg, error) {
 	return sub.NextMsg(5 * time.Second)
 }
 
-func (f *fixture) callAs(t *testing.T, key, op string, req, resp any) error {
+func (f *fixture) callAs(t testing.TB, key, op string, req, resp any) error {
 	t.Helper()
 	subj, _ := events.APISubject(key, op)
 	data, _ := json.Marshal(req)
