@@ -17,6 +17,7 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/server"
+	"github.com/bai-sh/bai/tools/bai/client"
 )
 
 // psScenario fills the session log with -ps-sessions session_enqueued
@@ -181,7 +182,7 @@ func cliScenario(ctx context.Context, o options) error {
 		}
 	}
 	fmt.Printf("bare interpreter: %s\n", python)
-	_, stop, err := startServer(ctx, server.Config{DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways})
+	srv, stop, err := startServer(ctx, server.Config{DataDir: filepath.Join(o.dir, "bai"), Listen: "127.0.0.1:-1", SyncAlways: o.syncAlways})
 	if err != nil {
 		return err
 	}
@@ -203,11 +204,9 @@ func cliScenario(ctx context.Context, o options) error {
 	if _, err := timeOne(bai, "run", "--name", "live", "-c", "print(1)", "python"); err != nil {
 		return err
 	}
-	defer func() {
-		cmd := exec.Command(bai, "rm", "live")
-		cmd.Env = env
-		_ = cmd.Run()
-	}()
+	// Ended before the server stops: the kernel's work directory is a
+	// mount under the data directory, which a stopping agent leaves.
+	defer endAndWait(ctx, srv, "live")
 	helpOne := func() (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, bai, "--help")
 		cmd.Env = env
@@ -258,4 +257,39 @@ func median(d []time.Duration) time.Duration {
 		}
 	}
 	return s[len(s)/2]
+}
+
+// endAndWait terminates the session named name on srv and waits, 30 s at
+// most, until it has ended.
+func endAndWait(ctx context.Context, srv *server.Server, name string) {
+	creds := srv.Credentials()
+	cl, err := client.Connect(ctx, client.Options{URL: srv.ClientURL(), AccessKey: creds.AccessKey, SecretKey: creds.SecretKey})
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	info, err := cl.Get(ctx, name)
+	if err != nil {
+		return
+	}
+	w, err := cl.WatchOwn(info.ID)
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	if _, err := cl.Terminate(ctx, info.ID); err != nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		it, err := w.Next(wctx)
+		if err != nil {
+			fmt.Printf("session %s did not end: %v\n", name, err)
+			return
+		}
+		if it.Event != nil && it.Event.Name == events.EventTerminated {
+			return
+		}
+	}
 }
