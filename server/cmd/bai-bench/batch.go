@@ -54,6 +54,11 @@ func batchScenario(ctx context.Context, o options) error {
 		fin[i] = make(chan struct{})
 	}
 	var completed, succeeded, failed atomic.Int64
+	// When each session's steps reached the bench: created (answered),
+	// scheduled, started, success, terminated.
+	const nSteps = 5
+	stepAt := make([][nSteps]atomic.Int64, n)
+	mark := func(i, step int) { stepAt[i][step].CompareAndSwap(0, time.Now().UnixNano()) }
 	filter, _ := events.LiveOwnerSessionsFilter(creds.AccessKey)
 	sub, err := cl.Conn().Subscribe(filter, func(m *nats.Msg) {
 		subj, err := events.FromLive(m.Subject)
@@ -69,11 +74,17 @@ func batchScenario(ctx context.Context, o options) error {
 			return
 		}
 		switch ss.Name {
+		case events.EventScheduled:
+			mark(i, 1)
+		case events.EventStarted:
+			mark(i, 2)
 		case events.EventSuccess:
+			mark(i, 3)
 			succeeded.Add(1)
 		case events.EventFailure:
 			failed.Add(1)
 		case events.EventTerminated:
+			mark(i, 4)
 			select {
 			case <-fin[i]:
 			default:
@@ -125,6 +136,7 @@ func batchScenario(ctx context.Context, o options) error {
 					}
 					break
 				}
+				mark(i, 0)
 				select {
 				case <-fin[i]:
 					lat[i] = time.Since(t0)
@@ -148,6 +160,16 @@ func batchScenario(ctx context.Context, o options) error {
 		}
 	}
 	printLat("create→terminated", ls)
+	for k, name := range []string{"create answered → scheduled", "scheduled → started", "started → success", "success → terminated"} {
+		var ds []time.Duration
+		for i := range stepAt {
+			a, b := stepAt[i][k].Load(), stepAt[i][k+1].Load()
+			if a > 0 && b > 0 {
+				ds = append(ds, time.Duration(b-a))
+			}
+		}
+		printLat("  "+name, ds)
+	}
 	if c > 0 {
 		fmt.Printf("cpu: %.2fs user+sys of this process (server, agent, bench), %.3f ms per session; the sandboxes and /bin/true: %.3f ms per session\n",
 			cpu.Seconds(), float64(cpu.Microseconds())/1000/float64(c), float64(child.Microseconds())/1000/float64(c))
