@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
 // The agent's work loop: dispatch reads the work consumer in log order,
@@ -62,7 +63,7 @@ func (s *Service) dispatch(ctx, work context.Context, it jetstream.MessagesConte
 		s.starts.Wait() // their acks go out before the agent stops
 	}()
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := streams.Next(ctx, it)
 		if ctx.Err() != nil {
 			if err == nil {
 				s.nak(msg)

@@ -359,7 +359,9 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer, fresh bo
 	wg.Go(func() {
 		defer close(msgs)
 		for {
-			m, err := it.Next()
+			// Ended by it.Stop (below), not by ctx: a read error is
+			// what the caller reports.
+			m, err := streams.Next(context.Background(), it)
 			if err != nil {
 				readErr = err
 				return

@@ -273,7 +273,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		for {
-			msg, err := iter.Next()
+			msg, err := streams.Next(ctx, iter)
 			if err != nil {
 				return
 			}
