@@ -38,7 +38,10 @@ const (
 // remakes a consumer after two missed heartbeats. A pull consumer has been
 // seen to stop delivering under load without any error (BENCHMARKS.md,
 // third round); with the defaults (a 5 s heartbeat for an ordered consumer,
-// 15 s for a durable one) that stopped placements for 10 s.
+// 15 s for a durable one) that stopped placements for 10 s. The cause was
+// found later, in nats.go's iterator: the scheduler and the registry read
+// through Next, which does not wait for the missed heartbeats (the idle
+// reaper's Consume still can, 2 s at most).
 const (
 	FollowHeartbeat = jetstream.PullHeartbeat(time.Second)
 	FollowExpiry    = jetstream.PullExpiry(5 * time.Second)
