@@ -82,6 +82,9 @@ type Config struct {
 	// DockerInterpreter runs a run's code in a docker kernel
 	// (INTERPRETER -c code). Default: the agent's, python3.
 	DockerInterpreter string
+	// KeepCgroupMount leaves the host's cgroup2 mount as it is (the
+	// agent's agent.SandboxOptions.KeepCgroupMount).
+	KeepCgroupMount bool
 	// Metrics receives every service's collectors (docs/operations.md,
 	// "Metrics"). Default: nil, no metrics.
 	Metrics prometheus.Registerer
@@ -346,7 +349,7 @@ func (s *Server) Run(ctx context.Context) error {
 		NC: nc, Log: s.cfg.Log, DataDir: filepath.Join(s.cfg.DataDir, "agent"), ID: agentID, Runtime: rt,
 		Capacity: s.cfg.AgentCapacity, HeartbeatInterval: s.cfg.AgentHeartbeat, Metrics: s.cfg.Metrics, Sim: sim,
 		// Kernels see none of the server's files (JetStream, credentials).
-		Sandbox: agent.SandboxOptions{Hide: []string{s.cfg.DataDir}},
+		Sandbox: agent.SandboxOptions{Hide: []string{s.cfg.DataDir}, KeepCgroupMount: s.cfg.KeepCgroupMount},
 	})
 	if err != nil {
 		return err

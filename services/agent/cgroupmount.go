@@ -59,7 +59,7 @@ func favorDynMods() (done string, err error) {
 	if !slices.Contains(opts, "favordynmods") {
 		return "", fmt.Errorf("%s: the kernel kept favordynmods off (the agent is not in the host's cgroup namespace?)", point)
 	}
-	return fmt.Sprintf("cgroup2 at %s mounted with favordynmods now (options %v): an execution into an idle agent no longer waits an RCU grace period (5-16 ms) to join its cgroups; bai-agent --keep-cgroup-mount leaves it as it is", point, opts), nil
+	return fmt.Sprintf("cgroup2 at %s mounted with favordynmods now (options %v): an execution into an idle agent no longer waits an RCU grace period (5-16 ms) to join its cgroups; --keep-cgroup-mount (bai-agent, bai-server) leaves it as it is", point, opts), nil
 }
 
 // reconfigureFlags are the flags to give a reconfiguration of a cgroup2

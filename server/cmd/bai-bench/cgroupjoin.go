@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,5 +64,5 @@ func favorDynModsState() string {
 		}
 		return "off"
 	}
-	return errors.New("no cgroup2 mount").Error()
+	return "unknown (no cgroup2 mount)"
 }
