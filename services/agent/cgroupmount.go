@@ -62,6 +62,21 @@ func favorDynMods() (done string, err error) {
 	return fmt.Sprintf("cgroup2 at %s mounted with favordynmods now (options %v): an execution into an idle agent no longer waits an RCU grace period (5-16 ms) to join its cgroups; --keep-cgroup-mount (bai-agent, bai-server) leaves it as it is", point, opts), nil
 }
 
+// FavorDynMods says whether the cgroup2 mount of the caller's mount
+// namespace has favordynmods: "on", "off", or why it cannot tell.
+func FavorDynMods() string {
+	point, opts, err := sandboxinit.Cgroup2()
+	switch {
+	case err != nil:
+		return err.Error()
+	case point == "":
+		return "unknown (no cgroup2 mount)"
+	case slices.Contains(opts, "favordynmods"):
+		return "on"
+	}
+	return "off"
+}
+
 // reconfigureFlags are the flags to give a reconfiguration of a cgroup2
 // mount with options opts so that favordynmods is on and nothing else
 // changes; nil where it is on already. An option it does not know is an

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -44,25 +43,4 @@ func cgroupJoinAfterQuiet(n int, quiet time.Duration) ([]time.Duration, error) {
 		ds = append(ds, d)
 	}
 	return ds, nil
-}
-
-// favorDynModsState is "on" or "off" as the cgroup2 mount's options say,
-// or why there is none.
-func favorDynModsState() string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err.Error()
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		_, after, ok := strings.Cut(line, " - cgroup2 ")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(after)
-		if len(f) == 2 && strings.Contains(","+f[1]+",", ",favordynmods,") {
-			return "on"
-		}
-		return "off"
-	}
-	return "unknown (no cgroup2 mount)"
 }

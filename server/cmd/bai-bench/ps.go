@@ -277,19 +277,26 @@ func endAndWait(ctx context.Context, srv *server.Server, name string) {
 		return
 	}
 	defer w.Close()
-	if _, err := cl.Terminate(ctx, info.ID); err != nil {
-		return
-	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if err := terminateAndWait(wctx, cl, w, info.ID); err != nil {
+		fmt.Printf("session %s did not end: %v\n", name, err)
+	}
+}
+
+// terminateAndWait terminates session sid and waits on w (its watch,
+// subscribed before) for its session_terminated.
+func terminateAndWait(ctx context.Context, cl *client.Client, w *client.Watcher, sid string) error {
+	if _, err := cl.Terminate(ctx, sid); err != nil {
+		return err
+	}
 	for {
-		it, err := w.Next(wctx)
+		it, err := w.Next(ctx)
 		if err != nil {
-			fmt.Printf("session %s did not end: %v\n", name, err)
-			return
+			return err
 		}
 		if it.Event != nil && it.Event.Name == events.EventTerminated {
-			return
+			return nil
 		}
 	}
 }

@@ -40,7 +40,7 @@ func runpathScenario(ctx context.Context, o options) error {
 		if os.Geteuid() != 0 {
 			return
 		}
-		state := favorDynModsState()
+		state := agent.FavorDynMods()
 		ds, err := cgroupJoinAfterQuiet(10, 100*time.Millisecond)
 		if err != nil {
 			fmt.Printf("cgroup join after 100 ms quiet, %s: %v\n", when, err)

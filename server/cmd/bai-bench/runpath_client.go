@@ -112,17 +112,8 @@ func runpathClient(ctx context.Context, o options) error {
 			return err
 		}
 		t3 := time.Now()
-		if _, err := cl.Terminate(ctx, sid); err != nil {
+		if err := terminateAndWait(ctx, cl, w, sid); err != nil {
 			return err
-		}
-		for {
-			it, err := w.Next(ctx)
-			if err != nil {
-				return err
-			}
-			if it.Event != nil && it.Event.Name == events.EventTerminated {
-				break
-			}
 		}
 		add(pre+"terminate → session_terminated", time.Since(t3))
 		add(pre+"TOTAL to exit chunk", t3.Sub(t0))
@@ -145,17 +136,7 @@ func runpathClient(ctx context.Context, o options) error {
 	}
 	// The live session ends before the server does: its kernel's work
 	// directory is a mount under the data directory.
-	defer func() {
-		if _, err := cl.Terminate(ctx, liveID); err != nil {
-			return
-		}
-		for {
-			it, err := lw.Next(ctx)
-			if err != nil || it.Event != nil && it.Event.Name == events.EventTerminated {
-				return
-			}
-		}
-	}()
+	defer func() { _ = terminateAndWait(ctx, cl, lw, liveID) }()
 	for {
 		info, err := cl.Get(ctx, liveID)
 		if err != nil && !errors.Is(err, events.ErrNotFound) {
