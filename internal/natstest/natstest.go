@@ -43,8 +43,12 @@ func RunServerWithOptions(t testing.TB, opts *server.Options) *server.Server {
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
+		// Say which listener is missing: a cluster port taken by another
+		// socket leaves the route listener nil.
+		client, route := s.Addr() != nil, opts.Cluster.Port == 0 || s.ClusterAddr() != nil
 		s.Shutdown()
-		t.Fatal("nats server not ready")
+		t.Fatalf("nats server %q not ready after 10s: client listener up %v (port %d), route listener up %v (port %d)",
+			opts.ServerName, client, opts.Port, route, opts.Cluster.Port)
 	}
 	t.Cleanup(func() {
 		s.Shutdown()

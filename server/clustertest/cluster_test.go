@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +39,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/server/natsconf"
@@ -148,23 +148,6 @@ func (c *cluster) note(format string, args ...any) {
 	fmt.Println("inject:", line)
 }
 
-func freePorts(t *testing.T, n int) []int {
-	var ls []net.Listener
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 // build compiles nats-server and the service binaries into dir.
 func build(t *testing.T, dir string) {
 	pkgs := map[string]string{
@@ -206,7 +189,7 @@ func startCluster(t *testing.T, agentArgs ...string) *cluster {
 	bin := filepath.Join(dir, "bin")
 	build(t, bin)
 	c := &cluster{dir: dir, adminFile: filepath.Join(dir, "admin", "credentials.env")}
-	ports := freePorts(t, 9)
+	ports := natstest.FreePorts(t, 9)
 	c.spec = natsconf.Spec{Listen: "127.0.0.1", Sync: "always"}
 	if sync := os.Getenv("BAI_CLUSTER_SYNC"); sync != "" {
 		c.spec.Sync = sync // sync_interval of the nodes (make bench-cluster)

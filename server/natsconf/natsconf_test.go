@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,29 +20,10 @@ import (
 	"github.com/bai-sh/bai/pkg/events/streams"
 )
 
-// freePorts are n distinct free loopback ports.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 // LoopbackSpec is a 3-node spec on loopback with free ports and a store
 // per node under dir.
 func loopbackSpec(t *testing.T, dir string) Spec {
-	ports := freePorts(t, 9)
+	ports := natstest.FreePorts(t, 9)
 	spec := Spec{Listen: "127.0.0.1"}
 	for i, n := range DefaultNodes(3) {
 		n.Host = "127.0.0.1"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -207,30 +206,11 @@ func TestRetryStopsOnlyOnWhatWaitingCannotFix(t *testing.T) {
 	}
 }
 
-// freePorts finds n free loopback ports (listening on :0 first).
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
 // runCluster starts a 3-node JetStream cluster in this process and waits
 // for its meta leader.
 func runCluster(t *testing.T) []*server.Server {
 	t.Helper()
-	ports := freePorts(t, 3)
+	ports := natstest.FreePorts(t, 3)
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
