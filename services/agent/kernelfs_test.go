@@ -16,6 +16,7 @@ import (
 	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent"
+	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
 )
 
 // sentinel is a directory outside every work directory, owned by the
@@ -265,6 +266,22 @@ func TestKernelPrivateTmp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Unmount(foreign, syscall.MNT_DETACH) })
+	// And another agent's kernel with its state elsewhere (/var/lib/...),
+	// outside every directory a sandbox replaces: known by the source of
+	// its mount.
+	state, err := os.MkdirTemp("/", ".bai-test-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	elsewhere := filepath.Join(state, "kernels", "k-elsewhere")
+	if err := os.MkdirAll(elsewhere, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(sandboxinit.KernelSource, elsewhere, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(elsewhere, syscall.MNT_DETACH) }) // before the RemoveAll
 	a := e.start(agent.Config{DataDir: dir, ID: "agent-1", Sandbox: agent.SandboxOptions{TmpSize: 1 << 20, ShmSize: 1 << 20}})
 	one, two := spec("tmpone"), spec("tmptwo")
 	for _, sp := range []*events.SessionSpec{one, two} {
@@ -310,7 +327,7 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
 '`, "/tmp ENOSPC\n/var/tmp ENOSPC\n/dev/shm ENOSPC\n"},
 		{"shm-semaphores", `python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2]))'`, "[1, 2]\n"},
 		{"host-read-only", `for d in ` + shared + ` / /var /dev /run; do touch $d/` + mark + ` 2>/dev/null && echo wrote $d; done; echo end`, "end\n"},
-		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e /kernels/ /proc/self/mountinfo || true`, ""},
+		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e k-elsewhere -e /kernels/ /proc/self/mountinfo || true`, ""},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
 	"github.com/bai-sh/bai/services/agent/internal/safefs"
+	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
 )
 
 // Runtime runs kernels on this host. The agent calls Prepare, then Create,
@@ -206,7 +207,7 @@ func (r *ProcessRuntime) Create(_ context.Context, k *events.SessionSpec) error 
 	uid := kernelUID(k.MainKernelID)
 	if !isMountPoint(dir) {
 		opts := fmt.Sprintf("size=%d,mode=0700,uid=%d,gid=%d", r.sb.opts.WorkDirSize, uid, uid)
-		if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		if err := syscall.Mount(sandboxinit.KernelSource, dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
 			return fmt.Errorf("mount work dir of kernel %s: %w", k.MainKernelID, err)
 		}
 	}

@@ -228,6 +228,16 @@ func run(s *Spec) error {
 			}
 		}
 	}
+	// Another agent's kernels on this host (its state elsewhere than
+	// under this agent's hidden directories): their work dirs would name
+	// them in mountinfo. They are known by their source.
+	for i := len(host) - 1; i >= 0; i-- {
+		if m := host[i]; m.source == KernelSource && !under(m.point, s.Hide) && !under(m.point, shadowed) {
+			if err := unmount(m.point); err != nil {
+				return err
+			}
+		}
+	}
 	trace.step("unmount-shadowed")
 	// Every other host mount read-only in here: a kernel writes only its
 	// work directory and its private temporary directories below, never
@@ -433,10 +443,16 @@ func finish(code int) {
 }
 
 // mount is one line of /proc/self/mountinfo.
+// KernelSource is the source of every kernel's work dir mount (a tmpfs),
+// by which an execution's sandbox finds the kernels of other agents on the
+// host and unmounts them from its view.
+const KernelSource = "bai-kernel"
+
 type mount struct {
 	id, parent string // mount ids
 	point      string
 	fstype     string
+	source     string  // "bai-kernel" for a kernel's work dir (KernelSource)
 	super      string  // the file system's own options ("rw,nsdelegate")
 	flags      uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
 }
@@ -508,6 +524,9 @@ func readMounts() ([]mount, error) {
 		for i := 6; i < len(f)-1; i++ {
 			if f[i] == "-" {
 				m.fstype = f[i+1]
+				if i+2 < len(f) {
+					m.source = unescape(f[i+2])
+				}
 				if i+3 < len(f) {
 					m.super = f[i+3]
 				}
