@@ -327,6 +327,11 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
 '`, "/tmp ENOSPC\n/var/tmp ENOSPC\n/dev/shm ENOSPC\n"},
 		{"shm-semaphores", `python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2]))'`, "[1, 2]\n"},
 		{"host-read-only", `for d in ` + shared + ` / /var /dev /run; do touch $d/` + mark + ` 2>/dev/null && echo wrote $d; done; echo end`, "end\n"},
+		// One mount_setattr makes the tree read-only: the mounts made
+		// after it and the ptys stay writable. (Of mounts stacked on one
+		// point, the last listed is the one seen.)
+		{"mount-flags", `awk '{f[$5] = substr($6, 1, 2)} END {print f["/"], f["/dev/pts"], f["/home/work"], f["/tmp"]}' /proc/self/mountinfo`, "ro rw rw rw\n"},
+		{"pty", `python3 -c 'import os; m, s = os.openpty(); os.write(s, b"x"); print(os.read(m, 1).decode())'`, "x\n"},
 		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e k-elsewhere -e /kernels/ /proc/self/mountinfo || true`, ""},
 	}
 	for i, tc := range tests {

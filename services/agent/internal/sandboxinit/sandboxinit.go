@@ -244,15 +244,11 @@ func run(s *Spec) error {
 	// a directory of the host that other kernels share (/var/tmp,
 	// /dev/shm, /var/crash, ...). The mounts under the hidden directories
 	// (every kernel's work directory) go instead, below.
-	for _, m := range host {
-		if m.fstype == "devpts" || under(m.point, s.Hide) || under(m.point, shadowed) {
-			continue // ptys are allocated, not written; the others go or are covered
-		}
-		flags := m.flags | syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_RDONLY
-		err := syscall.Mount("", m.point, "", flags, "")
-		if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
-			return fmt.Errorf("make %s read-only: %w", m.point, err)
-		}
+	if err := readOnly(host, func(m mount) bool {
+		// Ptys are allocated, not written; the others go or are covered.
+		return m.fstype == "devpts" || under(m.point, s.Hide) || under(m.point, shadowed)
+	}); err != nil {
+		return err
 	}
 	trace.step("remount-ro")
 	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
@@ -270,6 +266,14 @@ func run(s *Spec) error {
 		syscall.Close(tree)
 	} else {
 		err = syscall.Mount("/proc/self/fd/"+strconv.Itoa(work), WorkDir, "", syscall.MS_BIND, "")
+		if err == nil {
+			// A bind takes the flags of the mount it copies, which
+			// readOnly may have made read-only with the rest.
+			err = setAttr(WorkDir, 0, 0, mountAttrRdonly)
+			if err == syscall.ENOSYS {
+				err = nil // the remounts' way: the kernels' mounts were left writable
+			}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("mount work dir: %w", err)
@@ -390,6 +394,69 @@ func run(s *Spec) error {
 	}
 }
 
+// readOnly makes every mount of this namespace read-only but those keep
+// says to leave writable: one mount_setattr(2) over the whole tree (Linux
+// 5.12), then the kept ones made writable again, each on its own; where
+// the kernel has no mount_setattr or refuses it, one remount for each
+// mount but the kept, as before it. The one call costs the same with a
+// host of 20 mounts or 200 (a host that runs containers), where the
+// remounts took 0.2 ms and 1.4 ms.
+func readOnly(host []mount, keep func(mount) bool) error {
+	var err error = syscall.ENOSYS
+	if !remountOnly {
+		err = setAttr("/", atRecursive, mountAttrRdonly, 0)
+	}
+	if err == nil {
+		for _, m := range host {
+			if m.fstype != "devpts" || !keep(m) {
+				continue // only the writable ones that stay need it back
+			}
+			if err := setAttr(m.point, 0, 0, mountAttrRdonly); err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
+				return fmt.Errorf("keep %s writable: %w", m.point, err)
+			}
+		}
+		return nil
+	}
+	for _, m := range host {
+		if keep(m) {
+			continue
+		}
+		flags := m.flags | syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_RDONLY
+		err := syscall.Mount("", m.point, "", flags, "")
+		if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
+			return fmt.Errorf("make %s read-only: %w", m.point, err)
+		}
+	}
+	return nil
+}
+
+// remountOnly makes readOnly take the remounts' way (tests).
+var remountOnly bool
+
+const (
+	atRecursive     = 0x8000 // AT_RECURSIVE
+	mountAttrRdonly = 0x1    // MOUNT_ATTR_RDONLY
+)
+
+// setAttr is mount_setattr(AT_FDCWD, path, flags, {set, clr}) (Linux
+// 5.12): the mount at path (and every mount below it with AT_RECURSIVE)
+// gets the attributes set and loses those cleared, its others kept.
+func setAttr(path string, flags int, set, clr uint64) error {
+	const sysMountSetattr = 442 // the same number on every architecture
+	attr := struct{ set, clr, propagation, userns uint64 }{set: set, clr: clr}
+	p, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	cwd := -100 // AT_FDCWD
+	_, _, e := syscall.Syscall6(sysMountSetattr, uintptr(cwd), uintptr(unsafe.Pointer(p)), uintptr(flags),
+		uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 // makeBin makes BinDir with the links of bin.
 func makeBin(bin map[string]string) error {
 	if len(bin) == 0 {
@@ -455,6 +522,7 @@ type mount struct {
 	source     string  // "bai-kernel" for a kernel's work dir (KernelSource)
 	super      string  // the file system's own options ("rw,nsdelegate")
 	flags      uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
+	ro         bool    // the mount is read-only
 }
 
 // Cgroup2 is the first cgroup2 mount of the caller's mount namespace:
@@ -503,6 +571,8 @@ func readMounts() ([]mount, error) {
 		m := mount{id: f[0], parent: f[1], point: unescape(f[4])}
 		for _, o := range strings.Split(f[5], ",") {
 			switch o {
+			case "ro":
+				m.ro = true
 			case "nosuid":
 				m.flags |= syscall.MS_NOSUID
 			case "nodev":
