@@ -274,14 +274,18 @@ func TestKernelPrivateTmp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
-	elsewhere := filepath.Join(state, "kernels", "k-elsewhere")
-	if err := os.MkdirAll(elsewhere, 0o700); err != nil {
-		t.Fatal(err)
+	for _, m := range []struct{ dir, source string }{
+		{filepath.Join(state, "kernels"), sandboxinit.KernelsRootSource},
+		{filepath.Join(state, "kernels", "k-elsewhere"), sandboxinit.KernelSource},
+	} {
+		if err := os.MkdirAll(m.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount(m.source, m.dir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Unmount(m.dir, syscall.MNT_DETACH) }) // before the RemoveAll
 	}
-	if err := syscall.Mount(sandboxinit.KernelSource, elsewhere, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Unmount(elsewhere, syscall.MNT_DETACH) }) // before the RemoveAll
 	a := e.start(agent.Config{DataDir: dir, ID: "agent-1", Sandbox: agent.SandboxOptions{TmpSize: 1 << 20, ShmSize: 1 << 20}})
 	one, two := spec("tmpone"), spec("tmptwo")
 	for _, sp := range []*events.SessionSpec{one, two} {
@@ -332,7 +336,7 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
 		// point, the last listed is the one seen.)
 		{"mount-flags", `awk '{f[$5] = substr($6, 1, 2)} END {print f["/"], f["/dev/pts"], f["/home/work"], f["/tmp"]}' /proc/self/mountinfo`, "ro rw rw rw\n"},
 		{"pty", `python3 -c 'import os; m, s = os.openpty(); os.write(s, b"x"); print(os.read(m, 1).decode())'`, "x\n"},
-		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e k-elsewhere -e /kernels/ /proc/self/mountinfo || true`, ""},
+		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e k-elsewhere -e /kernels/ -e .bai-test-state- /proc/self/mountinfo || true`, ""},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,9 +27,10 @@ import (
 //
 // What a helper started ahead could miss is the host's mounts made after
 // its start: its mount namespace is a copy of the agent's from then. The
-// kernels' root is therefore a shared mount (bound on itself where it is
-// not a mount point already, before the first kernel is mounted or run
-// there; undone by Detach and Purge where no kernel is left), so that a
+// kernels' root is therefore a shared mount (a tmpfs of the agent's where
+// it is not a mount point already, mounted before the first kernel is
+// mounted or run there; undone by Detach and Purge where no kernel is
+// left), so that a
 // kernel's work directory, mounted after the helper started, shows in the
 // helper's namespace too, and its unmount leaves it. The helper makes
 // every mount private as its first step of set-up, as it always did, and
@@ -286,15 +287,23 @@ func helperCmd(exe string, flags uintptr, spec string) *exec.Cmd {
 }
 
 // shareRoot makes the kernels' root a shared mount, recursively (see
-// above): bound on itself first where it is not a mount point. A root
-// with mounts under it but none of its own (kernels left by an agent from
-// before the pool) is refused: a bind now would hide their work
-// directories.
+// above): a tmpfs of its own (source kernelsRootSource) mounted there
+// first where it is not a mount point. A root with mounts under it but
+// none of its own (kernels left by an agent from before the pool) is
+// refused: a mount now would hide their work directories.
+//
+// The kernels' directories are mount points only, each kernel's own tmpfs
+// mounted on it, so they need no disk: on a tmpfs their mkdir and rmdir
+// cost a fraction of a journalled file system's, under a batch's churn
+// (BENCHMARKS.md, "Ninth round"). And after a reboot, which took every
+// kernel's tmpfs, the kernels' directories are gone with them, so the
+// agent reports those kernels ended rather than adopting empty
+// directories on the host's disk.
 func shareRoot(root string) error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return err
 	}
-	mounted, under, err := rootMounts(root)
+	mounted, under, _, err := rootMounts(root)
 	if err != nil {
 		return err
 	}
@@ -302,8 +311,17 @@ func shareRoot(root string) error {
 		if under {
 			return fmt.Errorf("%s has kernels mounted from before, not on a mount of its own", root)
 		}
-		if err := syscall.Mount(root, root, "", syscall.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind %s: %w", root, err)
+		// What a reboot left of kernels (or an agent from before this
+		// tmpfs): their directories, empty, which the tmpfs would hide
+		// for good. A directory that is not empty stays, hidden.
+		if ents, err := os.ReadDir(root); err == nil {
+			for _, e := range ents {
+				_ = syscall.Rmdir(filepath.Join(root, e.Name()))
+			}
+		}
+		if err := syscall.Mount(kernelsRootSource, root, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC,
+			"mode=0700,size=1m"); err != nil {
+			return fmt.Errorf("mount %s: %w", root, err)
 		}
 	}
 	if err := syscall.Mount("", root, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
@@ -312,12 +330,18 @@ func shareRoot(root string) error {
 	return nil
 }
 
-// unshareRoot undoes shareRoot's bind (this process's or an earlier
-// one's) where nothing is mounted under it any more. A mount of another
-// file system there (an operator's disk for the kernels) stays.
+// kernelsRootSource is the source of the tmpfs shareRoot mounts at the
+// kernels' root, by which unshareRoot knows it for its own, and the
+// sandboxes of other agents on the host know it for theirs to hide.
+const kernelsRootSource = sandboxinit.KernelsRootSource
+
+// unshareRoot undoes shareRoot's mount (this process's or an earlier
+// one's: its tmpfs, or the bind on itself of a version before it) where
+// nothing is mounted under it any more. A mount of another file system
+// there (an operator's disk for the kernels) stays.
 func unshareRoot(root string) error {
-	mounted, under, err := rootMounts(root)
-	if err != nil || !mounted || under || isMountPoint(root) {
+	mounted, under, source, err := rootMounts(root)
+	if err != nil || !mounted || under || (source != kernelsRootSource && isMountPoint(root)) {
 		return err
 	}
 	if err := syscall.Unmount(root, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
@@ -326,26 +350,28 @@ func unshareRoot(root string) error {
 	return nil
 }
 
-// rootMounts says whether root is a mount point and whether anything is
-// mounted under it.
-func rootMounts(root string) (mounted, under bool, err error) {
+// rootMounts says whether root is a mount point, and the source of the
+// mount seen there, and whether anything is mounted under it.
+func rootMounts(root string) (mounted, under bool, source string, err error) {
 	abs, err := filepath.Abs(root)
 	if err == nil {
 		abs, err = filepath.EvalSymlinks(abs)
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return false, false, nil
+			return false, false, "", nil
 		}
-		return false, false, err
+		return false, false, "", err
 	}
 	points, err := sandboxinit.MountPoints()
 	if err != nil {
-		return false, false, err
+		return false, false, "", err
 	}
 	for _, p := range points {
-		mounted = mounted || p == abs
-		under = under || strings.HasPrefix(p, abs+"/")
+		if p.Point == abs {
+			mounted, source = true, p.Source // the last one stacked there is the one seen
+		}
+		under = under || strings.HasPrefix(p.Point, abs+"/")
 	}
-	return mounted, under, nil
+	return mounted, under, source, nil
 }

@@ -31,7 +31,7 @@ func sandboxRuntimeAt(t *testing.T, root string, opts SandboxOptions) *ProcessRu
 		if err := r.Purge(t.Context()); err != nil {
 			t.Errorf("purge: %v", err)
 		}
-		if mounted, _, err := rootMounts(r.root); err != nil || mounted {
+		if mounted, _, _, err := rootMounts(r.root); err != nil || mounted {
 			t.Errorf("after purge the kernels' root is still a mount (%v)", err)
 		}
 	})
@@ -264,4 +264,71 @@ func TestPrestartedHelpersRenewed(t *testing.T) {
 	// is renewed in its own time.
 	runOut(t, r, k, "/bin/true")
 	renewed(waitReady(t, r.sb.pool))
+}
+
+// TestKernelsRootIsATmpfs: the kernels' root is a tmpfs of the agent's
+// own from the first look at it. What a reboot left there (the empty
+// directories of kernels whose mounts went with it) is removed, so
+// Exists says those kernels are gone rather than handing their empty
+// directories on the host's disk back; a directory that is not empty
+// stays, untouched. A clean stop with a kernel left keeps the tmpfs
+// (and the kernel), one with none unmounts it; a restart finds the
+// kernel again.
+func TestKernelsRootIsATmpfs(t *testing.T) {
+	root := t.TempDir()
+	gone := kernelSpec("gone")
+	if err := os.Mkdir(filepath.Join(root, gone.MainKernelID), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kept := filepath.Join(root, "not-empty", "file")
+	if err := os.MkdirAll(filepath.Dir(kept), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kept, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := sandboxRuntimeAt(t, root, SandboxOptions{Prestart: -1})
+	if ok, err := r.Exists(t.Context(), gone); err != nil || ok {
+		t.Fatalf("a kernel a reboot left: exists %v (%v), want false", ok, err)
+	}
+	if mounted, under, source, err := rootMounts(root); err != nil || !mounted || under || source != kernelsRootSource {
+		t.Fatalf("kernels' root: mounted %v, under %v, source %q (%v)", mounted, under, source, err)
+	}
+	k := kernelSpec("live")
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs, _ := runOut(t, r, k, "echo hi > f; cat f"); code != 0 {
+		t.Fatalf("exit %d %q", code, errs)
+	}
+	if err := r.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if mounted, under, _, err := rootMounts(root); err != nil || !mounted || !under {
+		t.Fatalf("after a clean stop with a kernel left: mounted %v, under %v (%v)", mounted, under, err)
+	}
+	// The next start finds the kernel and its file.
+	again := NewProcessRuntime(root, nil)
+	again.Sandbox(SandboxOptions{Prestart: -1})
+	if ok, err := again.Exists(t.Context(), k); err != nil || !ok {
+		t.Fatalf("after the restart: exists %v (%v)", ok, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(root, k.MainKernelID, "f")); err != nil || string(data) != "hi\n" {
+		t.Fatalf("the kernel's file after the restart: %q, %v", data, err)
+	}
+	if err := again.Destroy(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if mounted, _, _, err := rootMounts(root); err != nil || mounted {
+		t.Fatalf("after a clean stop with no kernel: mounted %v (%v)", mounted, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, gone.MainKernelID)); !os.IsNotExist(err) {
+		t.Errorf("the empty directory a reboot left: %v, want it removed", err)
+	}
+	if data, err := os.ReadFile(kept); err != nil || string(data) != "x" {
+		t.Errorf("a directory that was not empty: %q, %v", data, err)
+	}
 }

@@ -193,7 +193,7 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 		if opts.Prestart == 0 {
 			opts.Prestart = 2
 		}
-		if mounted, under, err := rootMounts(root); err != nil || (under && !mounted) {
+		if mounted, under, _, err := rootMounts(root); err != nil || (under && !mounted) {
 			if err == nil {
 				err = fmt.Errorf("%s holds kernels mounted from before, not on a mount of its own", root)
 			}

@@ -230,9 +230,10 @@ func run(s *Spec) error {
 	}
 	// Another agent's kernels on this host (its state elsewhere than
 	// under this agent's hidden directories): their work dirs would name
-	// them in mountinfo. They are known by their source.
-	for i := len(host) - 1; i >= 0; i-- {
-		if m := host[i]; m.source == KernelSource && !under(m.point, s.Hide) && !under(m.point, shadowed) {
+	// them in mountinfo. They are known by their source; its kernels'
+	// root goes first (parents come first), with every kernel under it.
+	for _, m := range host {
+		if (m.source == KernelSource || m.source == KernelsRootSource) && !under(m.point, s.Hide) && !under(m.point, shadowed) {
 			if err := unmount(m.point); err != nil {
 				return err
 			}
@@ -515,6 +516,10 @@ func finish(code int) {
 // host and unmounts them from its view.
 const KernelSource = "bai-kernel"
 
+// KernelsRootSource is the source of the tmpfs an agent mounts at its
+// kernels' root, under which the kernels' work dirs are mounted.
+const KernelsRootSource = "bai-kernels"
+
 type mount struct {
 	id, parent string // mount ids
 	point      string
@@ -541,16 +546,20 @@ func Cgroup2() (point string, options []string, err error) {
 	return "", nil, nil
 }
 
-// MountPoints lists the mount points of the caller's mount namespace,
-// parents before children.
-func MountPoints() ([]string, error) {
+// MountPoint is a mount of the caller's mount namespace: where it is and
+// its source.
+type MountPoint struct{ Point, Source string }
+
+// MountPoints lists the mounts of the caller's mount namespace, parents
+// before children.
+func MountPoints() ([]MountPoint, error) {
 	ms, err := readMounts()
 	if err != nil {
 		return nil, err
 	}
-	points := make([]string, len(ms))
+	points := make([]MountPoint, len(ms))
 	for i, m := range ms {
-		points[i] = m.point
+		points[i] = MountPoint{Point: m.point, Source: m.source}
 	}
 	return points, nil
 }
