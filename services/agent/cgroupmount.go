@@ -31,6 +31,11 @@ var cgroup2Flags = []string{
 	"memory_hugetlb_accounting", "pids_localevents",
 }
 
+// errHostCannot wraps the reasons a host cannot take favordynmods: an
+// old kernel, an option bai does not know, a cgroup namespace of its own.
+// They are said and left, not failed.
+var errHostCannot = errors.New("this host cannot take favordynmods")
+
 // favorDynMods turns favordynmods on for the cgroup2 mount of the agent's
 // mount namespace, keeping its other options. It says what it did in
 // done ("" where it was on already); err says why it could not.
@@ -57,7 +62,7 @@ func favorDynMods() (done string, err error) {
 		return "", err
 	}
 	if !slices.Contains(opts, "favordynmods") {
-		return "", fmt.Errorf("%s: the kernel kept favordynmods off (the agent is not in the host's cgroup namespace?)", point)
+		return "", fmt.Errorf("%s: the kernel kept favordynmods off (the agent is not in the host's cgroup namespace?): %w", point, errHostCannot)
 	}
 	return fmt.Sprintf("cgroup2 at %s mounted with favordynmods now (options %v): an execution into an idle agent no longer waits an RCU grace period (5-16 ms) to join its cgroups; --keep-cgroup-mount (bai-agent, bai-server) leaves it as it is", point, opts), nil
 }
@@ -93,7 +98,7 @@ func reconfigureFlags(opts []string) ([]string, error) {
 		case slices.Contains(cgroup2Flags, o):
 			set = append(set, o)
 		default:
-			return nil, fmt.Errorf("option %q unknown to bai: left as it is", o)
+			return nil, fmt.Errorf("option %q unknown to bai: left as it is (%w)", o, errHostCannot)
 		}
 	}
 	return append(set, "favordynmods"), nil
@@ -112,7 +117,7 @@ func reconfigureCgroup2(point string, flags []string) error {
 	for _, f := range flags {
 		if err := unix.FsconfigSetFlag(fd, f); err != nil {
 			if f == "favordynmods" && errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("fsconfig %s: %w (a kernel older than 6.0 has no favordynmods)", f, err)
+				return fmt.Errorf("fsconfig %s: %w (a kernel older than 6.0 has no favordynmods: %w)", f, err, errHostCannot)
 			}
 			return fmt.Errorf("fsconfig %s: %w", f, err)
 		}
