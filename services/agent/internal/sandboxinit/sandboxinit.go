@@ -399,9 +399,9 @@ func run(s *Spec) error {
 // says to leave writable: one mount_setattr(2) over the whole tree (Linux
 // 5.12), then the kept ones made writable again, each on its own; where
 // the kernel has no mount_setattr or refuses it, one remount for each
-// mount but the kept, as before it. The one call costs the same with a
-// host of 20 mounts or 200 (a host that runs containers), where the
-// remounts took 0.2 ms and 1.4 ms.
+// mount but the kept, as before it. The one call takes 20–40 µs with a
+// host of 20 mounts or 220 (a host that runs containers), where the
+// remounts took 0.1 ms and about 1 ms (BENCHMARKS.md, "Ninth round").
 func readOnly(host []mount, keep func(mount) bool) error {
 	var err error = syscall.ENOSYS
 	if !remountOnly {
@@ -510,7 +510,6 @@ func finish(code int) {
 	os.Exit(code)
 }
 
-// mount is one line of /proc/self/mountinfo.
 // KernelSource is the source of every kernel's work dir mount (a tmpfs),
 // by which an execution's sandbox finds the kernels of other agents on the
 // host and unmounts them from its view.
@@ -520,6 +519,7 @@ const KernelSource = "bai-kernel"
 // kernels' root, under which the kernels' work dirs are mounted.
 const KernelsRootSource = "bai-kernels"
 
+// mount is one line of /proc/self/mountinfo.
 type mount struct {
 	id, parent string // mount ids
 	point      string
