@@ -819,6 +819,35 @@ func TestRestart(t *testing.T) {
 	}
 }
 
+// TestRestartAfterReboot: a reboot takes every kernel's tmpfs and the
+// kernels' root with them. The next start finds the kernel gone and ends
+// its session (agent_restarted), rather than adopting a directory with
+// none of its files.
+func TestRestartAfterReboot(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	e := newEnv(t)
+	dir := t.TempDir()
+	a := e.start(agent.Config{DataDir: dir, ID: "agent-rb", Capacity: map[string]string{"cpu": "2", "mem": "4g"}})
+	k := spec("rebooted")
+	k.Run = &events.RunSpec{ID: "r1", Code: `open("state.txt", "w").write("lost")`}
+	e.schedule(a, k)
+	e.waitExit(k.ID, "r1")
+	a.stop() // a clean stop keeps the kernel, for the next start
+	root := filepath.Dir(workDir(dir, k.MainKernelID))
+	if err := syscall.Unmount(root, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("the kernels' root is not a mount after a stop with a kernel: %v", err)
+	}
+	if _, err := os.Stat(workDir(dir, k.MainKernelID)); !os.IsNotExist(err) {
+		t.Fatalf("the kernel's directory after the reboot: %v, want none", err)
+	}
+	e.start(agent.Config{DataDir: dir, Capacity: map[string]string{"cpu": "2", "mem": "4g"}})
+	evs := e.waitEvent(k.ID, events.EventTerminated)
+	if term := find(evs, events.EventTerminated); term.Reason != events.ReasonAgentRestarted || term.AgentEpoch != 2 {
+		t.Errorf("after the reboot: reason %q epoch %d", term.Reason, term.AgentEpoch)
+	}
+}
+
 func TestNew(t *testing.T) {
 	nc := &nats.Conn{}
 	tests := []struct {
