@@ -391,7 +391,25 @@ func (c *cluster) up(t *testing.T, cl *client.Client, js jetstream.JetStream) {
 		}
 		return nil
 	})
+	// A scheduler holds the lease before the load and the faults begin.
+	// Set-up requests made while the cluster forms can go unanswered for
+	// a whole attempt (10 s) and a scheduler then comes up late; one
+	// found no lease 46 s after its start, in a CI run.
+	c.waitLeader(t)
 	c.healthy(t, js, "")
+}
+
+// waitLeader waits until a scheduler has logged lease_acquired, and
+// returns it.
+func (c *cluster) waitLeader(t *testing.T) *proc {
+	var l *proc
+	waitFor(t, 120*time.Second, func() error {
+		if l = c.schedulerLeader(); l == nil {
+			return errors.New("no scheduler logged a lease")
+		}
+		return nil
+	})
+	return l
 }
 
 func (c *cluster) node(name string) *proc {
@@ -513,15 +531,12 @@ func TestCluster(t *testing.T) {
 	c.note("SIGCONT NATS %s", victim.name)
 	c.healthy(t, js, victim.name)
 
-	if l := c.schedulerLeader(); l != nil {
-		c.note("kill -9 scheduler leader %s", l.name)
-		l.kill()
-		time.Sleep(2 * time.Second)
-		l.start(t)
-		c.note("restarted %s", l.name)
-	} else {
-		t.Error("no scheduler logged a lease")
-	}
+	l := c.waitLeader(t)
+	c.note("kill -9 scheduler leader %s", l.name)
+	l.kill()
+	time.Sleep(2 * time.Second)
+	l.start(t)
+	c.note("restarted %s", l.name)
 
 	var busy *proc
 	waitFor(t, 60*time.Second, func() error {
