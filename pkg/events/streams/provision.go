@@ -261,11 +261,18 @@ const (
 	RetryMaxWait   = 10 * time.Second
 )
 
+// attemptTimeout bounds each attempt of Retry (a variable for tests).
+var attemptTimeout = 10 * time.Second
+
 // Retry calls f until it succeeds, ctx ends, or it fails with a Permanent
 // error. Before each new attempt it calls onRetry (to log a line) and
 // waits, from RetryFirstWait doubling up to RetryMaxWait. Each attempt
-// gets at most 10 s. It is how the services wait for a NATS server that
-// is not up yet or a cluster still electing its leaders.
+// gets at most 10 s; one that used them all was its own wait, and the
+// next goes at once (onRetry is told a wait of 0): nats-server answers
+// nothing, for its first 10 s, to a request about a stream that has no
+// leader yet, and a cluster just formed has many. It is how the services
+// wait for a NATS server that is not up yet or a cluster still electing
+// its leaders.
 func Retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, err error), f func(context.Context) error) error {
 	return retry(ctx, onRetry, f, Permanent)
 }
@@ -275,8 +282,9 @@ func retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, er
 	final func(error) bool) error {
 	wait := RetryFirstWait
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := f(actx)
+		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
 		switch {
 		case err == nil:
@@ -285,6 +293,12 @@ func retry(ctx context.Context, onRetry func(attempt int, wait time.Duration, er
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		case final(err):
 			return err
+		}
+		if timedOut {
+			if onRetry != nil {
+				onRetry(attempt, 0, err)
+			}
+			continue
 		}
 		if onRetry != nil {
 			onRetry(attempt, wait, err)

@@ -199,6 +199,24 @@ func TestRetryStopsOnlyOnWhatWaitingCannotFix(t *testing.T) {
 	if err != nil || calls != 3 || len(waits) != 2 || waits[1] != 2*waits[0] {
 		t.Fatalf("err %v after %d calls, waits %v", err, calls, waits)
 	}
+	// An attempt that used its whole time was the wait: the next goes at
+	// once, and a quick failure after it waits as before.
+	defer func(d time.Duration) { attemptTimeout = d }(attemptTimeout)
+	attemptTimeout = 20 * time.Millisecond
+	calls, waits = 0, nil
+	err = Retry(ctx, func(_ int, wait time.Duration, _ error) { waits = append(waits, wait) }, func(ctx context.Context) error {
+		switch calls++; calls {
+		case 1, 2:
+			<-ctx.Done() // no answer
+			return ctx.Err()
+		case 3:
+			return nats.ErrNoResponders
+		}
+		return nil
+	})
+	if err != nil || calls != 4 || len(waits) != 3 || waits[0] != 0 || waits[1] != 0 || waits[2] != RetryFirstWait {
+		t.Fatalf("after timed-out attempts: err %v after %d calls, waits %v", err, calls, waits)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := Retry(cctx, nil, func(context.Context) error { return nats.ErrNoResponders }); !errors.Is(err, context.Canceled) {
