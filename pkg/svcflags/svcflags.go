@@ -143,12 +143,24 @@ func isTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
+// PingInterval is how often a service's connection pings its NATS
+// server; two pings without an answer make the connection stale, and it
+// moves to another server of its list. So a node that stops answering
+// (stopped, or cut off behind a partition, its TCP connections still
+// open) costs its clients 2–3 s, within an agent's timeout (10 s), rather
+// than nats.go's default of minutes: an agent on it would otherwise be
+// declared lost while the rest of the cluster serves.
+const PingInterval = time.Second
+
 // NATSOptions connect for good, named name: the first connection is
 // retried while the server is unreachable, and a lost one reconnects
-// without end, each with a log line; with --nats-creds, its credentials.
+// without end, each with a log line; a server that stops answering is
+// left after two unanswered pings (PingInterval); with --nats-creds, its
+// credentials.
 func (c *Common) NATSOptions(name string, log zerolog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
+		nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(2),
 		nats.ConnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats_connected") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats_disconnected") }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats_reconnected") }),

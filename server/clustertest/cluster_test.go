@@ -47,7 +47,10 @@ import (
 )
 
 const (
-	agentTimeout = 6 * time.Second
+	// The scheduler's default: an agent whose NATS node stops answering
+	// moves to another node in 2–3 s (svcflags.PingInterval) and beats at
+	// once, well within it.
+	agentTimeout = 10 * time.Second
 	sessionsWant = 240
 )
 

@@ -521,15 +521,28 @@ func (s *Service) heartbeat(ctx context.Context) error {
 // moved without a kernel write.
 const cursorSaveEvery = time.Minute
 
-// heartbeats stores the heartbeat every HeartbeatInterval until ctx ends.
+// heartbeats stores the heartbeat every HeartbeatInterval until ctx ends,
+// and at once after each reconnect: an agent whose NATS node stopped
+// answering is silent for the time its connection takes to be found
+// stale and move to another node (svcflags.PingInterval), not for that
+// and a tick more.
 func (s *Service) heartbeats(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
+	var reconnected chan nats.Status // nil: never ready
+	if s.cfg.NC != nil {
+		reconnected = s.cfg.NC.StatusChanged(nats.CONNECTED)
+		defer s.cfg.NC.RemoveStatusListener(reconnected)
+	}
 	saved := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-reconnected:
+			if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("heartbeat")
+			}
 		case <-t.C:
 			if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("heartbeat")

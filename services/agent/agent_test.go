@@ -895,6 +895,49 @@ func TestProcessRuntimeInterpreter(t *testing.T) {
 // both gone is handled, work handled before is not handled again, a
 // running agent picks up work placed after the restart, and after a
 // restart that lost the NATS store (a new work queue, counting from 1).
+// TestHeartbeatAtOnceAfterReconnect: an agent whose connection comes
+// back (to the same server here; to another node where its own stopped
+// answering) stores its heartbeat at once, not a tick later: its silence
+// is the time the connection was away.
+func TestHeartbeatAtOnceAfterReconnect(t *testing.T) {
+	t.Parallel()
+	opts := natstest.Options(t.TempDir())
+	e := &env{t: t, s: natstest.RunServerWithOptions(t, opts)}
+	e.connect()
+	cfg := agent.Config{DataDir: t.TempDir(), ID: "agent-hb", HeartbeatInterval: time.Hour,
+		NC: natstest.Connect(t, e.s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))}
+	e.start(cfg)
+	revision := func() (uint64, error) {
+		kv, err := e.js.KeyValue(context.Background(), streams.Agents)
+		if err != nil {
+			return 0, err
+		}
+		ent, err := kv.Get(context.Background(), "agent-hb")
+		if err != nil {
+			return 0, err
+		}
+		return ent.Revision(), nil
+	}
+	var before uint64
+	natstest.CheckFor(t, wait, step, func() (err error) {
+		before, err = revision()
+		return err
+	})
+	opts.Port = e.s.Addr().(*net.TCPAddr).Port
+	e.nc.Close()
+	e.s.Shutdown()
+	e.s.WaitForShutdown()
+	e.s = natstest.RunServerWithOptions(t, opts)
+	e.connect()
+	natstest.CheckFor(t, wait, step, func() error {
+		after, err := revision()
+		if err == nil && after <= before {
+			err = fmt.Errorf("heartbeat revision %d, none after the reconnect (before: %d)", after, before)
+		}
+		return err
+	})
+}
+
 func TestNATSRestartForgetsConsumer(t *testing.T) {
 	t.Parallel()
 	opts := natstest.Options(t.TempDir())
