@@ -923,12 +923,7 @@ func TestHeartbeatAtOnceAfterReconnect(t *testing.T) {
 		before, err = revision()
 		return err
 	})
-	opts.Port = e.s.Addr().(*net.TCPAddr).Port
-	e.nc.Close()
-	e.s.Shutdown()
-	e.s.WaitForShutdown()
-	e.s = natstest.RunServerWithOptions(t, opts)
-	e.connect()
+	e.restartNATS(opts)
 	natstest.CheckFor(t, wait, step, func() error {
 		after, err := revision()
 		if err == nil && after <= before {
@@ -954,12 +949,7 @@ func TestNATSRestartForgetsConsumer(t *testing.T) {
 
 	restart := func() {
 		t.Helper()
-		opts.Port = e.s.Addr().(*net.TCPAddr).Port
-		e.nc.Close()
-		e.s.Shutdown()
-		e.s.WaitForShutdown()
-		e.s = natstest.RunServerWithOptions(t, opts)
-		e.connect()
+		e.restartNATS(opts)
 		if _, err := e.js.Consumer(context.Background(), streams.Work, "bai-agent-agent-n"); !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			t.Fatalf("work consumer after a NATS restart: %v, want it forgotten", err)
 		}
@@ -1009,6 +999,18 @@ func TestNATSRestartForgetsConsumer(t *testing.T) {
 }
 
 // connect (re)connects the test's client to its server.
+// restartNATS stops the test's NATS server and starts it again with
+// opts on the same port, and connects the test again.
+func (e *env) restartNATS(opts *server.Options) {
+	e.t.Helper()
+	opts.Port = e.s.Addr().(*net.TCPAddr).Port
+	e.nc.Close()
+	e.s.Shutdown()
+	e.s.WaitForShutdown()
+	e.s = natstest.RunServerWithOptions(e.t, opts)
+	e.connect()
+}
+
 func (e *env) connect() {
 	e.t.Helper()
 	e.nc = natstest.Connect(e.t, e.s)
