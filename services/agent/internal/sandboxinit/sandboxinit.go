@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Env carries the helper's Spec, as JSON.
@@ -270,7 +272,7 @@ func run(s *Spec) error {
 		if err == nil {
 			// A bind takes the flags of the mount it copies, which
 			// readOnly may have made read-only with the rest.
-			err = setAttr(WorkDir, 0, 0, mountAttrRdonly)
+			err = unix.MountSetattr(unix.AT_FDCWD, WorkDir, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
 			if err == syscall.ENOSYS {
 				err = nil // the remounts' way: the kernels' mounts were left writable
 			}
@@ -405,14 +407,15 @@ func run(s *Spec) error {
 func readOnly(host []mount, keep func(mount) bool) error {
 	var err error = syscall.ENOSYS
 	if !remountOnly {
-		err = setAttr("/", atRecursive, mountAttrRdonly, 0)
+		err = unix.MountSetattr(unix.AT_FDCWD, "/", unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
 	}
 	if err == nil {
 		for _, m := range host {
 			if m.fstype != "devpts" || !keep(m) {
 				continue // only the writable ones that stay need it back
 			}
-			if err := setAttr(m.point, 0, 0, mountAttrRdonly); err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
+			err := unix.MountSetattr(unix.AT_FDCWD, m.point, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
+			if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
 				return fmt.Errorf("keep %s writable: %w", m.point, err)
 			}
 		}
@@ -433,30 +436,6 @@ func readOnly(host []mount, keep func(mount) bool) error {
 
 // remountOnly makes readOnly take the remounts' way (tests).
 var remountOnly bool
-
-const (
-	atRecursive     = 0x8000 // AT_RECURSIVE
-	mountAttrRdonly = 0x1    // MOUNT_ATTR_RDONLY
-)
-
-// setAttr is mount_setattr(AT_FDCWD, path, flags, {set, clr}) (Linux
-// 5.12): the mount at path (and every mount below it with AT_RECURSIVE)
-// gets the attributes set and loses those cleared, its others kept.
-func setAttr(path string, flags int, set, clr uint64) error {
-	const sysMountSetattr = 442 // the same number on every architecture
-	attr := struct{ set, clr, propagation, userns uint64 }{set: set, clr: clr}
-	p, err := syscall.BytePtrFromString(path)
-	if err != nil {
-		return err
-	}
-	cwd := -100 // AT_FDCWD
-	_, _, e := syscall.Syscall6(sysMountSetattr, uintptr(cwd), uintptr(unsafe.Pointer(p)), uintptr(flags),
-		uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
 
 // makeBin makes BinDir with the links of bin.
 func makeBin(bin map[string]string) error {
@@ -524,7 +503,7 @@ type mount struct {
 	id, parent string // mount ids
 	point      string
 	fstype     string
-	source     string  // "bai-kernel" for a kernel's work dir (KernelSource)
+	source     string  // bai-kernel(s) for a kernel's work dir and an agent's kernels' root
 	super      string  // the file system's own options ("rw,nsdelegate")
 	flags      uintptr // the per-mount flags to keep: nosuid, nodev, noexec, atime
 	ro         bool    // the mount is read-only
