@@ -534,19 +534,20 @@ func (s *Service) heartbeats(ctx context.Context) {
 		reconnected = s.cfg.NC.StatusChanged(nats.CONNECTED)
 		defer s.cfg.NC.RemoveStatusListener(reconnected)
 	}
+	beat := func() {
+		if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("heartbeat")
+		}
+	}
 	saved := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-reconnected:
-			if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn().Err(err).Msg("heartbeat")
-			}
+			beat()
 		case <-t.C:
-			if err := s.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn().Err(err).Msg("heartbeat")
-			}
+			beat()
 			// The cursor is saved with every kernel write; this saves,
 			// now and then, what moved it without one (the last
 			// placement's end, an execution). A cursor behind hands

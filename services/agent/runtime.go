@@ -188,9 +188,7 @@ func (r *ProcessRuntime) Create(_ context.Context, k *events.SessionSpec) error 
 	if err := os.MkdirAll(r.root, 0o700); err != nil {
 		return fmt.Errorf("create kernels dir: %w", err)
 	}
-	if r.sandboxed() {
-		r.sb.share(r.root) // before the kernel's directory: a tmpfs goes there
-	}
+	r.sb.share(r.root) // before the kernel's directory: a tmpfs goes there
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create work dir of kernel %s: %w", k.MainKernelID, err)
 	}
@@ -240,11 +238,9 @@ func (r *ProcessRuntime) Exists(_ context.Context, k *events.SessionSpec) (bool,
 	if err != nil {
 		return false, err
 	}
-	if r.sandboxed() {
-		// The kernels' root mounted first (shareRoot): after a reboot it
-		// holds none of the kernels of before, whose files went with it.
-		r.sb.share(r.root)
-	}
+	// The kernels' root mounted first (shareRoot): after a reboot it holds
+	// none of the kernels of before, whose files went with it.
+	r.sb.share(r.root)
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -374,9 +370,7 @@ func (r *ProcessRuntime) Detach() error {
 // Kernels lists the kernels the runtime has: a work directory or a
 // cgroup, sorted.
 func (r *ProcessRuntime) Kernels() ([]string, error) {
-	if r.sandboxed() {
-		r.sb.share(r.root) // as Exists
-	}
+	r.sb.share(r.root) // as Exists
 	found := map[string]bool{}
 	ents, err := os.ReadDir(r.root)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

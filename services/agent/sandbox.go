@@ -111,8 +111,12 @@ type sandbox struct {
 // share makes the kernels' root a shared mount of its own before the
 // first kernel's mount or execution; where it cannot (kernels mounted
 // from before, without it), no helpers are started ahead and each
-// execution sheds the kernels' mounts one by one.
+// execution sheds the kernels' mounts one by one. Without a sandbox it
+// does nothing.
 func (sb *sandbox) share(root string) {
+	if sb == nil || !sb.active {
+		return
+	}
 	sb.shareOnce.Do(func() {
 		if err := shareRoot(root); err != nil {
 			sb.pool.close()
