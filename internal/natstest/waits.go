@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -21,12 +20,7 @@ import (
 func CheckWaitsForNATS(t *testing.T, name string, run func(ctx context.Context, url string, log io.Writer) error,
 	up func(ctx context.Context, ns *server.Server, log string) error) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := FreePorts(t, 1)[0]
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs := &SyncBuffer{}

@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -21,14 +20,8 @@ import (
 // scheduler reads again): no agent is declared lost, every session keeps
 // running. An agent that then really stops is still declared lost.
 func TestNATSRestartIsNotAgentLost(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	opts := natstest.Options(t.TempDir())
-	opts.Port = port
+	opts.Port = natstest.FreePorts(t, 1)[0]
 	ns := natstest.RunServerWithOptions(t, opts)
 	nc := natstest.Connect(t, ns)
 	js, _ := jetstream.New(nc)
@@ -61,7 +54,7 @@ func TestNATSRestartIsNotAgentLost(t *testing.T) {
 		return nil
 	})
 	opts2 := natstest.Options(opts.StoreDir)
-	opts2.Port = port
+	opts2.Port = opts.Port
 	c.ns = natstest.RunServerWithOptions(t, opts2)
 	// The scheduler is back and leads before agent-b is back.
 	natstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
