@@ -337,6 +337,12 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
 		{"mount-flags", `awk '{f[$5] = substr($6, 1, 2)} END {print f["/"], f["/dev/pts"], f["/home/work"], f["/tmp"]}' /proc/self/mountinfo`, "ro rw rw rw\n"},
 		{"pty", `python3 -c 'import os; m, s = os.openpty(); os.write(s, b"x"); print(os.read(m, 1).decode())'`, "x\n"},
 		{"mountinfo", `grep -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` -e k-foreign -e k-elsewhere -e /kernels/ -e .bai-test-state- /proc/self/mountinfo || true`, ""},
+		// /sys/fs/cgroup shows, of each hierarchy the kernel is in, its
+		// own cgroup as the root (a cgroup namespace), read-only: no other
+		// kernel, and its own limit where a container would read it.
+		{"cgroups-others", `find /sys/fs/cgroup | grep -c -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` || true`, "0\n"},
+		{"cgroups-own", `for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do [ -f $f ] && cat $f; done
+grep -v ':/$' /proc/self/cgroup | grep -e memory -e pids -e '^0::' ; mkdir /sys/fs/cgroup/memory/x /sys/fs/cgroup/x 2>/dev/null && echo made`, "1073741824\n"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

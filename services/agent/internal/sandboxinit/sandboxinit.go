@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -312,6 +314,10 @@ func run(s *Spec) error {
 		}
 	}
 	trace.step("hide")
+	if err := cgroupView(host, s.Cgroups); err != nil {
+		return err
+	}
+	trace.step("cgroup-view")
 	// Private temporary directories, each a tmpfs of its own: gone with
 	// the execution, bounded in size, and their pages charged to the
 	// kernel's memory cgroup (the writer's).
@@ -395,6 +401,84 @@ func run(s *Spec) error {
 		}
 		finish(code)
 	}
+}
+
+// cgroupView gives the execution a cgroup namespace rooted at its
+// kernel's cgroups, and mounts each hierarchy the kernel is in (v2's
+// unified one, or v1's memory, pids and cpu: those of its join files,
+// Spec.Cgroups) anew over the host's, read-only: it shows the kernel's own
+// cgroup as its root, as a container sees its cgroups. Listing
+// /sys/fs/cgroup no longer names the agent's other kernels, and the
+// kernel reads its own limits and usage at the usual paths
+// (/sys/fs/cgroup/memory.max, /sys/fs/cgroup/memory/memory.limit_in_bytes),
+// where /proc/self/cgroup now says "/". The calling thread joined the
+// kernel's cgroups (v1: this thread alone) and forks the execution: the
+// namespace is this thread's, and the execution's.
+func cgroupView(host []mount, joined []string) error {
+	var view []mount
+	for _, f := range joined {
+		dir := filepath.Dir(f)
+		m, ok := cgroupMount(host, dir)
+		if !ok {
+			// Through a symbolic link (v1's cpu -> cpu,cpuacct):
+			// mountinfo has the hierarchy's mount at the link's target.
+			real, err := filepath.EvalSymlinks(dir)
+			if err != nil {
+				return fmt.Errorf("cgroup view: %w", err)
+			}
+			if m, ok = cgroupMount(host, real); !ok {
+				return fmt.Errorf("cgroup view: %s is not on a cgroup mount", dir)
+			}
+		}
+		if !slices.ContainsFunc(view, func(v mount) bool { return v.point == m.point }) {
+			view = append(view, m)
+		}
+	}
+	if len(view) == 0 {
+		return nil
+	}
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return fmt.Errorf("cgroup view: new cgroup namespace: %w", err)
+	}
+	for _, m := range view {
+		// A v1 hierarchy is named by its controllers (and name=), as the
+		// host mounted it; v2 has one.
+		var opts []string
+		if m.fstype == "cgroup" {
+			for _, o := range strings.Split(m.super, ",") {
+				if o != "rw" && o != "ro" {
+					opts = append(opts, o)
+				}
+			}
+		}
+		// The host's mount goes first: the kernel refuses a file system
+		// mounted on its own root. Read-only as a mount, not as a file
+		// system: the host's is read-write, and a new mount of it must
+		// say the same.
+		if err := unmount(m.point); err != nil {
+			return fmt.Errorf("cgroup view: %w", err)
+		}
+		const flags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC
+		if err := syscall.Mount("cgroup", m.point, m.fstype, flags, strings.Join(opts, ",")); err != nil {
+			return fmt.Errorf("cgroup view: mount %s: %w", m.point, err)
+		}
+		if err := syscall.Mount("", m.point, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY|flags, ""); err != nil {
+			return fmt.Errorf("cgroup view: %s read-only: %w", m.point, err)
+		}
+	}
+	return nil
+}
+
+// cgroupMount is the cgroup mount that path is on.
+func cgroupMount(host []mount, path string) (mount, bool) {
+	var found mount
+	ok := false
+	for _, m := range host {
+		if (m.fstype == "cgroup" || m.fstype == "cgroup2") && under(path, []string{m.point}) && len(m.point) >= len(found.point) {
+			found, ok = m, true
+		}
+	}
+	return found, ok
 }
 
 // readOnly makes every mount of this namespace read-only but those keep
