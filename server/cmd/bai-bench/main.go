@@ -14,6 +14,7 @@
 //	batch   N real batch sessions (/bin/true, process runtime, sandboxed, a real agent): completed/s
 //	runpath one execution's agent side in parts: bare, unsandboxed, the sandbox's cost, parts of its set-up left out
 //	cli     bai run --rm -c 'print(1)' python against a real all-in-one server.Server, vs bare python3
+//	pings   what the services' NATS keep-alive costs: -agents idle connections, the services' ping vs nats.go's default
 //
 // With -nats-url or -credentials, closed, open and flood drive a bai that
 // runs elsewhere instead (a bai-server, or a NATS cluster with each service
@@ -66,11 +67,12 @@ type options struct {
 	natsURL     string
 	credentials string
 	slots       string
+	pingWindow  time.Duration
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "closed", "closed, open, flood, floor, batch, ps or cli")
+	flag.StringVar(&o.scenario, "scenario", "closed", "closed, open, flood, floor, batch, runpath, ps, cli or pings")
 	flag.IntVar(&o.agents, "agents", 1000, "sim agents")
 	flag.IntVar(&o.agentsConn, "agents-per-conn", 1, "sim agents sharing one NATS connection")
 	flag.IntVar(&o.sessions, "sessions", 20000, "sessions to create")
@@ -93,6 +95,7 @@ func main() {
 	flag.StringVar(&o.natsURL, "nats-url", "", "closed, open, flood: drive a running bai at these NATS URLs (comma-separated; a one-process bai-server or a cluster) instead of one started in this process; the key comes from -credentials or BAI_ACCESS_KEY/BAI_SECRET_KEY")
 	flag.StringVar(&o.credentials, "credentials", "", "closed, open, flood: a bai credentials file (URL, access key, secret key) of a running bai to drive; -nats-url overrides its URL")
 	flag.StringVar(&o.slots, "slots", "", "closed, open, flood: each session's slots, comma-separated (default cpu=1,mem=256m; against a running bai cpu=0.1,mem=64m, and each session is removed once RUNNING)")
+	flag.DurationVar(&o.pingWindow, "ping-window", 10*time.Second, "pings: how long the idle connections are measured, each way")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bai-bench:", err)
@@ -159,6 +162,8 @@ func run(o options) error {
 		err = psScenario(ctx, o, cfg)
 	case "cli":
 		err = cliScenario(ctx, o)
+	case "pings":
+		err = pingsScenario(ctx, o)
 	default:
 		err = fmt.Errorf("unknown scenario %q", o.scenario)
 	}

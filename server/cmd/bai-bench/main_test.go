@@ -53,6 +53,14 @@ func TestScenarios(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("pings", func(t *testing.T) {
+		o := base
+		o.scenario, o.pingWindow = "pings", 50*time.Millisecond
+		o.dir = t.TempDir()
+		if err := run(o); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("unknown", func(t *testing.T) {
 		o := base
 		o.scenario = "nope"
