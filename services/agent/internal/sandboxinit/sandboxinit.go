@@ -19,7 +19,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -148,7 +147,7 @@ func Main() {
 		return
 	}
 	runtime.LockOSThread()
-	if _, err := fcntl(StatusFD, syscall.F_GETFD); err == nil {
+	if _, err := unix.FcntlInt(StatusFD, unix.F_GETFD, 0); err == nil {
 		syscall.CloseOnExec(StatusFD)
 		statusOK = true
 	}
@@ -209,7 +208,7 @@ func run(s *Spec) error {
 		}
 		// Without open_tree (before Linux 5.2, or refused), the kernels'
 		// mounts go below, with the others under Hide.
-		if tree, err = openTree(work); err == nil {
+		if tree, err = unix.OpenTree(work, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH); err == nil {
 			if err := unmount(s.KernelsRoot); err != nil {
 				return err
 			}
@@ -267,7 +266,7 @@ func run(s *Spec) error {
 		return err
 	}
 	if tree >= 0 {
-		err = moveMount(tree, WorkDir)
+		err = unix.MoveMount(tree, "", unix.AT_FDCWD, WorkDir, unix.MOVE_MOUNT_F_EMPTY_PATH)
 		syscall.Close(tree)
 	} else {
 		err = syscall.Mount("/proc/self/fd/"+strconv.Itoa(work), WorkDir, "", syscall.MS_BIND, "")
@@ -680,45 +679,6 @@ func readMounts() ([]mount, error) {
 	return ms, nil
 }
 
-// openTree is open_tree(fd, "", OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC|
-// AT_EMPTY_PATH) (Linux 5.2): a detached copy of the mount fd is on, which
-// outlives the unmount of its original.
-func openTree(fd int) (int, error) {
-	const (
-		sysOpenTree     = 428 // the same number on every architecture
-		openTreeClone   = 1
-		openTreeCloexec = syscall.O_CLOEXEC
-		atEmptyPath     = 0x1000
-	)
-	empty := []byte{0}
-	r, _, e := syscall.Syscall(sysOpenTree, uintptr(fd), uintptr(unsafe.Pointer(&empty[0])), openTreeClone|openTreeCloexec|atEmptyPath)
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}
-
-// moveMount is move_mount(tree, "", AT_FDCWD, to, MOVE_MOUNT_F_EMPTY_PATH)
-// (Linux 5.2): the detached mount tree attached at to.
-func moveMount(tree int, to string) error {
-	const (
-		sysMoveMount        = 429
-		moveMountFEmptyPath = 0x4
-		atFDCWD             = -100
-	)
-	empty := []byte{0}
-	p, err := syscall.BytePtrFromString(to)
-	if err != nil {
-		return err
-	}
-	cwd := atFDCWD
-	_, _, e := syscall.Syscall6(sysMoveMount, uintptr(tree), uintptr(unsafe.Pointer(&empty[0])), uintptr(cwd), uintptr(unsafe.Pointer(p)), moveMountFEmptyPath, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
 // unescape undoes mountinfo's octal escapes (\040 for a space, ...).
 func unescape(s string) string {
 	if !strings.Contains(s, "\\") {
@@ -794,12 +754,4 @@ func under(p string, dirs []string) bool {
 		}
 	}
 	return false
-}
-
-func fcntl(fd, cmd int) (int, error) {
-	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
 }
