@@ -14,11 +14,12 @@ import (
 )
 
 // TestCgroupView: in a mount namespace of its own, cgroupView shows a
-// cgroup2 hierarchy from the kernel's own cgroup down, read-only, whether
-// its join file is named through the hierarchy's mount or through a
-// symbolic link to it (v1's cpu -> cpu,cpuacct): a sibling cgroup or the
-// parent is not listed, /proc/thread-self/cgroup says "/", and the host's
-// hierarchy is untouched.
+// cgroup hierarchy from the kernel's own cgroup down, read-only: a cgroup2
+// one named through its mount or through a symbolic link to it (v1's cpu
+// -> cpu,cpuacct), and a v1 one (a named one, with a release agent, as
+// systemd mounts its own). A sibling cgroup or the parent is not
+// listed, /proc/thread-self/cgroup says "/", and the host's hierarchy is
+// untouched.
 func TestCgroupView(t *testing.T) {
 	if mode := os.Getenv("SANDBOXINIT_TEST_CGROUPVIEW"); mode != "" {
 		cgroupViewChild(t, mode, os.Getenv("SANDBOXINIT_TEST_DIR"), os.Getenv("SANDBOXINIT_TEST_CGROUP"))
@@ -27,36 +28,49 @@ func TestCgroupView(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (a mount namespace, cgroups)")
 	}
-	point, _, err := Cgroup2()
-	if err != nil || point == "" {
-		t.Skipf("no cgroup2 mount here: %v", err)
-	}
-	parent := filepath.Join(point, "bai-test-view-"+strconv.Itoa(os.Getpid()))
-	for _, d := range []string{parent, filepath.Join(parent, "k-mine"), filepath.Join(parent, "k-other")} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Skipf("cannot make a cgroup here: %v", err)
+	child := func(t *testing.T, mode, parent string) {
+		for _, d := range []string{parent, filepath.Join(parent, "k-mine"), filepath.Join(parent, "k-other")} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Skipf("cannot make a cgroup here: %v", err)
+			}
+		}
+		defer func() {
+			for _, d := range []string{filepath.Join(parent, "k-mine"), filepath.Join(parent, "k-other"), parent} {
+				if err := os.Remove(d); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			}
+		}()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupView$", "-test.v")
+		cmd.Env = append(os.Environ(), "SANDBOXINIT_TEST_CGROUPVIEW="+mode, "SANDBOXINIT_TEST_DIR="+t.TempDir(),
+			"SANDBOXINIT_TEST_CGROUP="+parent, "GORACE=atexit_sleep_ms=0")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		// The host's view is as it was.
+		if ents, err := os.ReadDir(parent); err != nil || len(ents) < 2 {
+			t.Errorf("host's %s after: %v, %v", parent, ents, err)
 		}
 	}
-	t.Cleanup(func() {
-		for _, d := range []string{filepath.Join(parent, "k-mine"), filepath.Join(parent, "k-other"), parent} {
-			os.Remove(d)
-		}
-	})
 	for _, mode := range []string{"direct", "symlink"} {
 		t.Run(mode, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupView$", "-test.v")
-			cmd.Env = append(os.Environ(), "SANDBOXINIT_TEST_CGROUPVIEW="+mode, "SANDBOXINIT_TEST_DIR="+t.TempDir(),
-				"SANDBOXINIT_TEST_CGROUP="+parent, "GORACE=atexit_sleep_ms=0")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v\n%s", err, out)
+			point, _, err := Cgroup2()
+			if err != nil || point == "" {
+				t.Skipf("no cgroup2 mount here: %v", err)
 			}
+			child(t, mode, filepath.Join(point, "bai-test-view-"+strconv.Itoa(os.Getpid())))
 		})
 	}
-	// The host's view is as it was.
-	if ents, err := os.ReadDir(parent); err != nil || len(ents) < 2 {
-		t.Errorf("host's %s after: %v, %v", parent, ents, err)
-	}
+	t.Run("v1", func(t *testing.T) {
+		point := t.TempDir()
+		name := "bai-test-view-" + strconv.Itoa(os.Getpid())
+		if err := syscall.Mount("cgroup", point, "cgroup", 0, "none,name="+name+",release_agent=/bin/true"); err != nil {
+			t.Skipf("no cgroup v1 here: %v", err)
+		}
+		defer syscall.Unmount(point, syscall.MNT_DETACH)
+		child(t, "v1", filepath.Join(point, "view"))
+	})
 }
 
 func cgroupViewChild(t *testing.T, mode, dir, parent string) {
@@ -108,8 +122,12 @@ func cgroupViewChild(t *testing.T, mode, dir, parent string) {
 	if b, err := os.ReadFile(filepath.Join(point, "cgroup.procs")); err != nil || !strings.Contains(string(b), strconv.Itoa(os.Getpid())) {
 		t.Errorf("its cgroup.procs: %q, %v (this process %d is in it)", b, err, os.Getpid())
 	}
-	if b, err := os.ReadFile("/proc/thread-self/cgroup"); err != nil || !strings.Contains(string(b), "0::/\n") {
-		t.Errorf("/proc/thread-self/cgroup: %q, %v; want 0::/", b, err)
+	want := "0::/\n"
+	if mode == "v1" {
+		want = ":name=bai-test-view-" + strconv.Itoa(os.Getppid()) + ":/\n"
+	}
+	if b, err := os.ReadFile("/proc/thread-self/cgroup"); err != nil || !strings.Contains(string(b), want) {
+		t.Errorf("/proc/thread-self/cgroup: %q, %v; want %q", b, err, want)
 	}
 	if err := os.WriteFile(filepath.Join(point, "f"), nil, 0o600); err == nil {
 		t.Error("a file made in the view")

@@ -440,12 +440,14 @@ func cgroupView(host []mount, joined []string) error {
 		return fmt.Errorf("cgroup view: new cgroup namespace: %w", err)
 	}
 	for _, m := range view {
-		// A v1 hierarchy is named by its controllers (and name=), as the
-		// host mounted it; v2 has one.
+		// A v1 hierarchy is named by its controllers (and name=), with
+		// the flags the host mounted it with (others only make the kernel
+		// warn), but its release agent: that is the host's, and not for
+		// an execution's mount to name. v2 has one hierarchy.
 		var opts []string
 		if m.fstype == "cgroup" {
 			for _, o := range strings.Split(m.super, ",") {
-				if o != "rw" && o != "ro" {
+				if o != "rw" && o != "ro" && !strings.HasPrefix(o, "release_agent=") {
 					opts = append(opts, o)
 				}
 			}
