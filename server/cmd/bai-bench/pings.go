@@ -42,13 +42,13 @@ func pingsScenario(ctx context.Context, o options) error {
 		{fmt.Sprintf("the services' ping (%v, 2 outstanding)", svcflags.PingInterval),
 			[]nats.Option{nats.PingInterval(svcflags.PingInterval), nats.MaxPingsOutstanding(2)}},
 	} {
-		perSec, err := idleCPU(ctx, ns.ClientURL(), o.agents, o.pingWindow, p.opts)
+		rate, err := idleCPU(ctx, ns.ClientURL(), o.agents, o.pingWindow, p.opts)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("%-45s %7.1f ms CPU a second (%.2f%% of one core), %.1f µs a connection a second\n",
-			p.name, float64(perSec.Microseconds())/1000, float64(perSec)/float64(time.Second)*100,
-			float64(perSec.Nanoseconds())/1000/float64(max(o.agents, 1)))
+			p.name, float64(rate.Microseconds())/1000, float64(rate)/float64(time.Second)*100,
+			float64(rate.Nanoseconds())/1000/float64(max(o.agents, 1)))
 	}
 	return nil
 }
