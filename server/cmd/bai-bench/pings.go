@@ -82,10 +82,8 @@ func idleCPU(ctx context.Context, url string, n int, window time.Duration, opts 
 
 // pause waits d: the idle time is what this scenario measures.
 func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(d):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
