@@ -287,8 +287,9 @@ func helperCmd(exe string, flags uintptr, spec string) *exec.Cmd {
 }
 
 // shareRoot makes the kernels' root a shared mount, recursively (see
-// above): a tmpfs of its own (source kernelsRootSource) mounted there
-// first where it is not a mount point. A root with mounts under it but
+// above): a tmpfs of its own (source sandboxinit.KernelsRootSource, by
+// which unshareRoot knows it for its own and other agents' sandboxes know
+// it to hide) mounted there first where it is not a mount point. A root with mounts under it but
 // none of its own (kernels left by an agent from before the pool) is
 // refused: a mount now would hide their work directories.
 //
@@ -319,7 +320,7 @@ func shareRoot(root string) error {
 				_ = syscall.Rmdir(filepath.Join(root, e.Name()))
 			}
 		}
-		if err := syscall.Mount(kernelsRootSource, root, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC,
+		if err := syscall.Mount(sandboxinit.KernelsRootSource, root, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC,
 			"mode=0700,size=1m"); err != nil {
 			return fmt.Errorf("mount %s: %w", root, err)
 		}
@@ -330,18 +331,13 @@ func shareRoot(root string) error {
 	return nil
 }
 
-// kernelsRootSource is the source of the tmpfs shareRoot mounts at the
-// kernels' root, by which unshareRoot knows it for its own, and the
-// sandboxes of other agents on the host know it for theirs to hide.
-const kernelsRootSource = sandboxinit.KernelsRootSource
-
 // unshareRoot undoes shareRoot's mount (this process's or an earlier
 // one's: its tmpfs, or the bind on itself of a version before it) where
 // nothing is mounted under it any more. A mount of another file system
 // there (an operator's disk for the kernels) stays.
 func unshareRoot(root string) error {
 	mounted, under, source, err := rootMounts(root)
-	if err != nil || !mounted || under || (source != kernelsRootSource && isMountPoint(root)) {
+	if err != nil || !mounted || under || (source != sandboxinit.KernelsRootSource && isMountPoint(root)) {
 		return err
 	}
 	if err := syscall.Unmount(root, 0); err != nil && !errors.Is(err, syscall.EINVAL) {

@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
 )
 
 // sandboxRuntime is a sandboxed runtime, purged at the end (its kernels'
@@ -291,7 +292,7 @@ func TestKernelsRootIsATmpfs(t *testing.T) {
 	if ok, err := r.Exists(t.Context(), gone); err != nil || ok {
 		t.Fatalf("a kernel a reboot left: exists %v (%v), want false", ok, err)
 	}
-	if mounted, under, source, err := rootMounts(root); err != nil || !mounted || under || source != kernelsRootSource {
+	if mounted, under, source, err := rootMounts(root); err != nil || !mounted || under || source != sandboxinit.KernelsRootSource {
 		t.Fatalf("kernels' root: mounted %v, under %v, source %q (%v)", mounted, under, source, err)
 	}
 	k := kernelSpec("live")

@@ -167,6 +167,16 @@ func (r *ProcessRuntime) WorkDir(kernelID string) (string, error) {
 	return filepath.Join(r.root, kernelID), nil
 }
 
+// CgroupJoinFiles are the files a sandbox helper writes to, to join the
+// cgroups of kernel kernelID (none without a sandbox with cgroups): for a
+// helper started by hand, as the bench's runpath scenario does.
+func (r *ProcessRuntime) CgroupJoinFiles(kernelID string) []string {
+	if r.sb == nil || r.sb.cg == nil {
+		return nil
+	}
+	return r.sb.cg.joinFiles(kernelID)
+}
+
 // Prepare checks that the image has an interpreter.
 func (r *ProcessRuntime) Prepare(_ context.Context, k *events.SessionSpec) error {
 	bin, err := r.Interpreter(k.Image)

@@ -94,7 +94,7 @@ func runpathScenario(ctx context.Context, o options) error {
 		Argv: []string{python, "-c", "print(1)"}, WorkDir: wd,
 		Env:  []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/work", "LANG=C.UTF-8", "TMPDIR=/tmp"},
 		Hide: []string{o.dir}, UID: kernelUID(k.MainKernelID), Hostname: "rp", TmpSize: 256 << 20, ShmSize: 64 << 20, NoFile: 1024,
-		Cgroups: kernelCgroupFiles(k.MainKernelID),
+		Cgroups: sb.CgroupJoinFiles(k.MainKernelID),
 	}
 	allNS := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET)
 	byHand := func(spec helperSpec, flags uintptr, env ...string) func() (time.Duration, error) {
@@ -277,27 +277,6 @@ type helperSpec struct {
 	NoFile   uint64   `json:"nofile"`
 	Cgroups  []string `json:"cgroups"`
 	Trace    bool     `json:"trace,omitempty"`
-}
-
-// kernelCgroupFiles are the files that join the sandboxed runtime's
-// cgroups of kernel id, as the agent gives them to the helper (v1's
-// tasks files, v2's cgroup.procs): the kernel's directories found under
-// the hierarchies of /sys/fs/cgroup, below a parent named bai-*.
-func kernelCgroupFiles(id string) []string {
-	var files []string
-	for _, pattern := range []string{"/sys/fs/cgroup/*/*/bai-*/" + id, "/sys/fs/cgroup/*/bai-*/" + id, "/sys/fs/cgroup/bai-*/" + id,
-		"/sys/fs/cgroup/*/*/*/bai-*/" + id} {
-		dirs, _ := filepath.Glob(pattern)
-		for _, d := range dirs {
-			for _, f := range []string{"tasks", "cgroup.procs"} {
-				if _, err := os.Stat(filepath.Join(d, f)); err == nil {
-					files = append(files, filepath.Join(d, f))
-					break
-				}
-			}
-		}
-	}
-	return files
 }
 
 // kernelUID is the agent's uid of a kernel (services/agent kernelUID).
