@@ -3,7 +3,6 @@ package sandboxinit
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -41,13 +40,8 @@ func TestCgroupView(t *testing.T) {
 				}
 			}
 		}()
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupView$", "-test.v")
-		cmd.Env = append(os.Environ(), "SANDBOXINIT_TEST_CGROUPVIEW="+mode, "SANDBOXINIT_TEST_DIR="+t.TempDir(),
-			"SANDBOXINIT_TEST_CGROUP="+parent, "GORACE=atexit_sleep_ms=0")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
+		inMountNS(t, "TestCgroupView", "SANDBOXINIT_TEST_CGROUPVIEW="+mode, "SANDBOXINIT_TEST_DIR="+t.TempDir(),
+			"SANDBOXINIT_TEST_CGROUP="+parent)
 		// The host's view is as it was.
 		if ents, err := os.ReadDir(parent); err != nil || len(ents) < 2 {
 			t.Errorf("host's %s after: %v, %v", parent, ents, err)

@@ -25,14 +25,20 @@ func TestReadOnly(t *testing.T) {
 	}
 	for _, mode := range []string{"setattr", "remount"} {
 		t.Run(mode, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestReadOnly$", "-test.v")
-			cmd.Env = append(os.Environ(), "SANDBOXINIT_TEST_READONLY="+mode, "SANDBOXINIT_TEST_DIR="+t.TempDir(),
-				"GORACE=atexit_sleep_ms=0") // a -race child would wait 1 s at exit
-			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
+			inMountNS(t, "TestReadOnly", "SANDBOXINIT_TEST_READONLY="+mode, "SANDBOXINIT_TEST_DIR="+t.TempDir())
 		})
+	}
+}
+
+// inMountNS runs this test binary's test name again, with env added, in
+// a mount namespace of its own, and fails t where it fails.
+func inMountNS(t *testing.T, name string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.v")
+	cmd.Env = append(append(os.Environ(), env...), "GORACE=atexit_sleep_ms=0") // a -race child would wait 1 s at exit
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }
 
