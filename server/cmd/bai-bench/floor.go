@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,24 +58,36 @@ func printFloor(r floorResult) {
 		r.n, r.elapsed.Round(time.Millisecond), r.rate(), float64(r.cpuPer().Microseconds())/1000)
 }
 
+// startNATS starts an embedded NATS server with opts for the scenario
+// what; stop shuts it down and waits for it.
+func startNATS(what string, opts *natsserver.Options) (ns *natsserver.Server, stop func(), err error) {
+	ns, err = natsserver.NewServer(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	go ns.Start()
+	stop = func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}
+	if !ns.ReadyForConnections(30 * time.Second) {
+		stop()
+		return nil, nil, fmt.Errorf("%s: nats did not start", what)
+	}
+	return ns, stop, nil
+}
+
 // runFloor runs the floor's closed loop on a new embedded server in dir.
 func runFloor(ctx context.Context, dir string, syncAlways bool, agents, sessions, concurrency int) (floorResult, error) {
 	agents = max(agents, 1)
-	ns, err := natsserver.NewServer(&natsserver.Options{
+	ns, stop, err := startNATS("floor", &natsserver.Options{
 		ServerName: "bai-floor", DontListen: true, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: filepath.Join(dir, "jetstream"), SyncAlways: syncAlways,
 	})
 	if err != nil {
 		return floorResult{}, err
 	}
-	go ns.Start()
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		return floorResult{}, errors.New("floor: nats did not start")
-	}
+	defer stop()
 	var conns []*nats.Conn
 	defer func() {
 		for _, nc := range conns {

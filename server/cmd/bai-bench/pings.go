@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -20,19 +19,12 @@ import (
 // and the clients share the process); a real agent pays its one ping a
 // second on its own host, the server all of them.
 func pingsScenario(ctx context.Context, o options) error {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+	ns, stop, err := startNATS("pings", &natsserver.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
 		MaxConn: o.agents + 16})
 	if err != nil {
 		return err
 	}
-	go ns.Start()
-	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		return errors.New("pings: nats did not start")
-	}
+	defer stop()
 	fmt.Printf("pings: %d idle connections over loopback TCP, %v each way\n", o.agents, o.pingWindow)
 	for _, p := range []struct {
 		name string
