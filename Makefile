@@ -34,11 +34,18 @@ run: build
 	$(BIN)/bai-server $(ARGS)
 
 # Every module's tests with the race detector, after lint and a
-# stand-alone build of each module.
+# stand-alone build of each module; then the agent's sandbox tests again
+# with every execution through the sandbox helper (BAI_SANDBOX_HELPER),
+# the way of a machine where the agent cannot start them itself.
 test: lint modules
 	@set -e; for m in $(MODULES); do \
 		echo "== $$m"; (cd $$m && $(GO) test -race -count=1 $(TESTFLAGS) ./...); \
 	done
+	@echo "== services/agent, through the sandbox helper"
+	cd services/agent && BAI_SANDBOX_HELPER=1 $(GO) test -race -count=1 $(TESTFLAGS) -run '$(HELPER_TESTS)' .
+
+# The agent's tests of what a sandboxed execution sees and can do.
+HELPER_TESTS := Sandbox|Kernel|Prestart|Spawn|ExecuteOutput|Batch|GPU|Terminate
 
 lint:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done

@@ -82,7 +82,7 @@ func (h *started) process(spec []byte) (*process, error) {
 			return nil, fmt.Errorf("give the helper its spec: %w", err)
 		}
 	}
-	return &process{cmd: h.cmd, pgid: h.cmd.Process.Pid, stdout: h.stdout, stderr: h.stderr, status: h.status}, nil
+	return &process{proc: h.cmd.Process, pgid: h.cmd.Process.Pid, stdout: h.stdout, stderr: h.stderr, status: h.status}, nil
 }
 
 // helperPool keeps up to size helpers started ahead, all with the same

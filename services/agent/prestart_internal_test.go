@@ -45,7 +45,7 @@ func sandboxRuntimeAt(t *testing.T, root string, opts SandboxOptions) *ProcessRu
 // prestartRuntime is a sandboxed runtime with one helper started ahead.
 func prestartRuntime(t *testing.T) *ProcessRuntime {
 	t.Helper()
-	return sandboxRuntime(t, SandboxOptions{Prestart: 1})
+	return sandboxRuntime(t, SandboxOptions{Prestart: 1, ViaHelper: true})
 }
 
 // waitReady waits for the pool to hold a helper and returns its pid.
@@ -91,7 +91,11 @@ func execOut(tb testing.TB, r *ProcessRuntime, k *events.SessionSpec, run events
 	if err != nil {
 		tb.Fatalf("%+v: wait: %v", run, err)
 	}
-	return code, out.String(), errb.String(), p.(*process).cmd.Process.Pid
+	pid = -1 // spawned: no helper
+	if pp := p.(*process); pp.proc != nil {
+		pid = pp.proc.Pid
+	}
+	return code, out.String(), errb.String(), pid
 }
 
 func kernelSpec(id string) *events.SessionSpec {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/slots"
 	"github.com/bai-sh/bai/services/agent/internal/safefs"
@@ -318,6 +320,7 @@ func (r *ProcessRuntime) Adopt(_ context.Context, k *events.SessionSpec) error {
 func (r *ProcessRuntime) Purge(ctx context.Context) error {
 	if r.sb != nil {
 		r.sb.pool.close()
+		r.sb.server.close()
 	}
 	if _, err := r.Reap(ctx, nil); err != nil {
 		return err
@@ -348,6 +351,7 @@ func (r *ProcessRuntime) Purge(ctx context.Context) error {
 func (r *ProcessRuntime) Detach() error {
 	if r.sb != nil {
 		r.sb.pool.close()
+		r.sb.server.close()
 	}
 	if r.sandboxed() {
 		if err := unshareRoot(r.root); err != nil {
@@ -512,8 +516,9 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 	return p, nil
 }
 
-// sandboxStart starts argv through the sandbox helper, or fallback where
-// argv cannot be executed: a helper started ahead where the pool has one.
+// sandboxStart starts argv in its sandbox, or fallback where argv cannot
+// be executed: by itself where it can (sandboxinit.Spawn), else through
+// the sandbox helper, one started ahead where the pool has one.
 func (r *ProcessRuntime) sandboxStart(k *events.SessionSpec, dir string, argv, fallback, env []string) (*process, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
@@ -543,11 +548,17 @@ func (r *ProcessRuntime) sandboxStart(k *events.SessionSpec, dir string, argv, f
 	if r.sb.bound.Load() {
 		spec.KernelsRoot = r.root
 	}
+	flags := r.sb.cloneFlags(k.Network)
+	if r.sb.spawn {
+		p, err := r.spawnProcess(&spec, flags)
+		if !errors.Is(err, sandboxinit.ErrNoSpawn) {
+			return p, err
+		}
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
-	flags := r.sb.cloneFlags(k.Network)
 	if h := r.sb.pool.take(flags); h != nil {
 		if p, err := h.process(data); err == nil {
 			return p, nil
@@ -640,9 +651,46 @@ func (r *ProcessRuntime) WriteFile(kernelID, rel string, data []byte) error {
 	return root.WriteFile(rel, data, 0o644, own)
 }
 
+// spawnProcess starts an execution without a helper of its own, through
+// the spawn server (sandboxinit.Spawn): its stdin /dev/null, its output
+// on pipes, and its init's report on a third.
+func (r *ProcessRuntime) spawnProcess(spec *initSpec, flags uintptr) (*process, error) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer null.Close()
+	var ours, theirs [3]*os.File // stdout, stderr, status
+	for i := range ours {
+		if ours[i], theirs[i], err = os.Pipe(); err != nil {
+			break
+		}
+	}
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	if err != nil {
+		closeAll(ours[:])
+		closeAll(theirs[:])
+		return nil, err
+	}
+	pidfd, err := r.sb.server.spawn(spec, flags, [4]int{int(null.Fd()), int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd())})
+	closeAll(theirs[:]) // the init has its own
+	if err != nil {
+		closeAll(ours[:])
+		return nil, err
+	}
+	return &process{pidfd: pidfd, stdout: ours[0], stderr: ours[1], status: ours[2]}, nil
+}
+
 // process is one execution of the process runtime.
 type process struct {
-	cmd            *exec.Cmd
+	proc           *os.Process // the helper; nil: spawned
+	pidfd          *os.File    // a spawned execution's init (spawnProcess)
 	pgid           int
 	stdout, stderr *os.File
 
@@ -666,27 +714,41 @@ func (p *process) Stdout() io.Reader { return p.stdout }
 func (p *process) Stderr() io.Reader { return p.stderr }
 
 func (p *process) Wait() (int, error) {
+	if p.pidfd != nil {
+		// A spawned execution's init reports its code, a set-up that
+		// failed included; without a report it was killed (Kill, or the
+		// host), and the namespace's processes with it.
+		code, ok := p.reported()
+		p.mu.Lock()
+		p.exited = true
+		p.pidfd.Close()
+		p.mu.Unlock()
+		if !ok {
+			code = 128 + int(syscall.SIGKILL)
+		}
+		return code, nil
+	}
 	if code, ok := p.reported(); ok {
 		// Nothing of the execution runs any more; the helper is ending.
 		p.mu.Lock()
 		p.exited = true
 		p.mu.Unlock()
-		go p.cmd.Wait() // reaps it, in a few milliseconds
+		go p.proc.Wait() //nolint:errcheck // reaps it, in a few milliseconds
 		return code, nil
 	}
-	err := p.cmd.Wait()
+	state, err := p.proc.Wait()
 	p.mu.Lock()
 	// Whatever the execution left behind goes with it.
 	_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
 	p.exited = true
 	p.mu.Unlock()
-	if p.cmd.ProcessState == nil {
+	if err != nil {
 		return -1, fmt.Errorf("wait: %w", err)
 	}
-	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	ws, ok := state.Sys().(syscall.WaitStatus)
 	switch {
 	case !ok:
-		return p.cmd.ProcessState.ExitCode(), nil
+		return state.ExitCode(), nil
 	case ws.Signaled():
 		return 128 + int(ws.Signal()), nil
 	default:
@@ -717,6 +779,13 @@ func (p *process) Kill() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exited {
+		return nil
+	}
+	if p.pidfd != nil {
+		// The init: the kernel kills its namespace's every process.
+		if err := unix.PidfdSendSignal(int(p.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("kill the init: %w", err)
+		}
 		return nil
 	}
 	if err := syscall.Kill(-p.pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {

@@ -91,15 +91,17 @@ func TestSandboxPlainCommand(t *testing.T) {
 // TestSandboxHidesManyKernels: with many kernels on the agent, an
 // execution's mountinfo names none of the others (nor the kernels' root),
 // with a helper started ahead (which holds a copy of every kernel's
-// mount), with one of its own, and where the kernels were mounted before
+// mount), with one of its own, without a helper (sandboxinit.Spawn, where
+// this machine can), and where the kernels were mounted before
 // the kernels' root was a mount of its own (each mount then goes on its
 // own, Spec.KernelsRoot unset).
 func TestSandboxHidesManyKernels(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		prestart int
-		before   int // kernels mounted before the runtime starts
-	}{{"ahead", 1, 0}, {"own", -1, 0}, {"mounted-before", -1, 20}} {
+		before   int  // kernels mounted before the runtime starts
+		helper   bool // every execution through the helper (else where it can, without)
+	}{{"ahead", 1, 0, true}, {"own", -1, 0, true}, {"spawned", 0, 0, false}, {"mounted-before", -1, 20, false}} {
 		t.Run(c.name, func(t *testing.T) {
 			root := t.TempDir()
 			for i := range c.before {
@@ -111,7 +113,7 @@ func TestSandboxHidesManyKernels(t *testing.T) {
 					t.Skipf("SKIP: cannot mount here: %v", err)
 				}
 			}
-			r := sandboxRuntimeAt(t, root, SandboxOptions{Prestart: c.prestart})
+			r := sandboxRuntimeAt(t, root, SandboxOptions{Prestart: c.prestart, ViaHelper: c.helper})
 			var ks []*events.SessionSpec
 			for i := range 60 {
 				k := kernelSpec(fmt.Sprint("many-", i))

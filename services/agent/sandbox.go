@@ -76,9 +76,16 @@ type SandboxOptions struct {
 	// (slower to start: some milliseconds more per execution).
 	Helper string
 	// Prestart is how many sandbox helpers wait started ahead of the
-	// executions (prestart.go). Default 2; negative: none, each
-	// execution starts its own.
+	// executions (prestart.go), where executions start through the
+	// helper. Default 2; negative: none, each execution starts its own.
 	Prestart int
+	// ViaHelper starts every execution through the helper, as the first
+	// process of its namespaces. Default: where the machine can
+	// (sandboxinit.CanSpawn: amd64 or arm64, Linux 5.12), the agent
+	// starts each execution itself, set up by raw system calls between
+	// its clone and its execve, without a helper (sandboxinit.Spawn); so
+	// does BAI_SANDBOX_HELPER in the agent's environment.
+	ViaHelper bool
 	// CgroupName names the parent of the kernels' cgroups. Default
 	// "bai-" + a hash of the kernels' root directory, so that two agents
 	// never touch each other's kernels.
@@ -101,8 +108,10 @@ type sandbox struct {
 	cgroupMount    string
 	cgroupMountErr error
 	hide           []string
-	active         bool        // namespaces, uid and mounts
-	pool           *helperPool // nil: no helpers started ahead
+	active         bool         // namespaces, uid and mounts
+	pool           *helperPool  // nil: no helpers started ahead
+	spawn          bool         // executions start without a helper where they can (sandboxinit.Spawn)
+	server         *spawnServer // which starts them; nil unless spawn
 
 	shareOnce sync.Once   // the kernels' root made shared (shareRoot), on first use
 	bound     atomic.Bool // it is: an execution sheds every kernel at once (Spec.KernelsRoot)
@@ -193,7 +202,11 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 			sb.exe, sb.active = exe, true
 		}
 	}
-	if sb.active && opts.Prestart >= 0 {
+	sb.spawn = sb.active && !opts.ViaHelper && sandboxinit.CanSpawn()
+	if sb.spawn {
+		sb.server = newSpawnServer(sb.exe)
+	}
+	if sb.active && !sb.spawn && opts.Prestart >= 0 {
 		if opts.Prestart == 0 {
 			opts.Prestart = 2
 		}

@@ -130,3 +130,12 @@ func cgroupViewChild(t *testing.T, mode, dir, parent string) {
 		t.Errorf("a cgroup made in the view: %v, want EROFS", err)
 	}
 }
+
+// cgroupView makes the plan's cgroup view here.
+func cgroupView(host []mount, joined []string) error {
+	b := newBuilder()
+	if err := b.cgroupView(host, joined); err != nil {
+		return err
+	}
+	return b.p.err(b.p.run(0, len(b.p.steps)))
+}

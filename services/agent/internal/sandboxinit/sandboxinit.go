@@ -8,13 +8,10 @@ package sandboxinit
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -146,6 +143,9 @@ func Main() {
 	if !ok {
 		return
 	}
+	if data == ServerMode {
+		serve() // never returns
+	}
 	runtime.LockOSThread()
 	if _, err := unix.FcntlInt(StatusFD, unix.F_GETFD, 0); err == nil {
 		syscall.CloseOnExec(StatusFD)
@@ -173,197 +173,43 @@ func Main() {
 }
 
 func run(s *Spec) error {
-	if len(s.Argv) == 0 {
-		return errors.New("no command")
-	}
 	// This goroutine is locked to its thread (Main): a v1 tasks file moves
 	// this thread, which forks the execution below.
-	for _, f := range s.Cgroups {
-		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-			return fmt.Errorf("join cgroup: %w", err)
-		}
+	b := newBuilder()
+	b.join(s)
+	if err := b.prologue(s); err != nil {
+		return err
 	}
-	trace.step("cgroups")
-	work, err := syscall.Open(s.WorkDir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open work dir: %w", err)
+	if err := b.p.runTraced(0); err != nil {
+		return err
 	}
-	if s.WorkDirDev != 0 {
-		var st syscall.Stat_t
-		if err := syscall.Fstat(work, &st); err != nil {
-			return fmt.Errorf("stat work dir: %w", err)
-		}
-		if st.Dev != s.WorkDirDev {
-			return errors.New("work dir: not the kernel's mount")
-		}
-	}
-	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
-	}
-	trace.step("private")
-	tree := -1 // a detached copy of the work dir's mount
-	if s.KernelsRoot != "" {
-		if !under(s.KernelsRoot, s.Hide) || !under(s.WorkDir, []string{s.KernelsRoot}) {
-			return errors.New("kernels root: not under the hidden directories, or not the work dir's")
-		}
-		// Without open_tree (before Linux 5.2, or refused), the kernels'
-		// mounts go below, with the others under Hide.
-		if tree, err = unix.OpenTree(work, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH); err == nil {
-			if err := unmount(s.KernelsRoot); err != nil {
-				return err
-			}
-		}
-	}
-	trace.step("kernels")
+	tree := b.p.regs[regTree] != noFD
 	host, err := readMounts()
 	if err != nil {
 		return err
 	}
 	trace.step("readmounts")
-	// Host mounts under the directories replaced below would only show in
-	// mountinfo (another agent's kernels' work dirs under /tmp): they go,
-	// but for those that hold a hidden directory (covered below).
-	shadowed := []string{"/home", "/tmp", "/var/tmp", "/dev/shm"}
-	for i := len(host) - 1; i >= 0; i-- {
-		if m := host[i]; under(m.point, shadowed) && !under(m.point, s.Hide) && !holds(m.point, s.Hide) {
-			if err := unmount(m.point); err != nil {
-				return err
-			}
-		}
+	n := len(b.p.steps)
+	b.leave(s, host)
+	if err := b.p.runTraced(n); err != nil {
+		return err
 	}
-	// Another agent's kernels on this host (its state elsewhere than
-	// under this agent's hidden directories): their work dirs would name
-	// them in mountinfo. They are known by their source; its kernels'
-	// root goes first (parents come first), with every kernel under it.
-	for _, m := range host {
-		if (m.source == KernelSource || m.source == KernelsRootSource) && !under(m.point, s.Hide) && !under(m.point, shadowed) {
-			if err := unmount(m.point); err != nil {
-				return err
-			}
-		}
-	}
-	trace.step("unmount-shadowed")
 	// Every other host mount read-only in here: a kernel writes only its
 	// work directory and its private temporary directories below, never
 	// a directory of the host that other kernels share (/var/tmp,
 	// /dev/shm, /var/crash, ...). The mounts under the hidden directories
 	// (every kernel's work directory) go instead, below.
-	if err := readOnly(host, func(m mount) bool {
-		// Ptys are allocated, not written; the others go or are covered.
-		return m.fstype == "devpts" || under(m.point, s.Hide) || under(m.point, shadowed)
-	}); err != nil {
+	if err := readOnly(host, keepWritable(s)); err != nil {
 		return err
 	}
 	trace.step("remount-ro")
-	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
-	}
-	trace.step("proc")
-	if err := syscall.Mount("tmpfs", "/home", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64k,mode=0755"); err != nil {
-		return fmt.Errorf("mount /home: %w", err)
-	}
-	if err := os.Mkdir(WorkDir, 0o755); err != nil {
+	n = len(b.p.steps)
+	if err := b.finish(s, host, tree, int(b.p.regs[regWork]), true); err != nil {
 		return err
 	}
-	if tree >= 0 {
-		err = unix.MoveMount(tree, "", unix.AT_FDCWD, WorkDir, unix.MOVE_MOUNT_F_EMPTY_PATH)
-		syscall.Close(tree)
-	} else {
-		err = syscall.Mount("/proc/self/fd/"+strconv.Itoa(work), WorkDir, "", syscall.MS_BIND, "")
-		if err == nil {
-			// A bind takes the flags of the mount it copies, which
-			// readOnly may have made read-only with the rest.
-			err = unix.MountSetattr(unix.AT_FDCWD, WorkDir, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
-			if err == syscall.ENOSYS {
-				err = nil // the remounts' way: the kernels' mounts were left writable
-			}
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("mount work dir: %w", err)
-	}
-	syscall.Close(work)
-	if err := makeBin(s.Bin); err != nil {
+	if err := b.p.runTraced(n); err != nil {
 		return err
 	}
-	trace.step("home-workdir-bin")
-	// The mounts under the hidden directories (every kernel's work
-	// directory, this one's included: it is at WorkDir now) leave this
-	// namespace, so that /proc/self/mountinfo names no other kernel.
-	for _, p := range subtreeTops(host, s.Hide) {
-		if err := unmount(p); err != nil {
-			return err
-		}
-	}
-	trace.step("unmount-hidden")
-	for _, d := range s.Hide {
-		if _, err := os.Stat(d); err != nil {
-			continue // under a directory hidden already
-		}
-		if err := syscall.Mount("tmpfs", d, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC|syscall.MS_RDONLY, "size=4k,mode=0700"); err != nil {
-			return fmt.Errorf("hide %s: %w", d, err)
-		}
-	}
-	for _, f := range s.HideFiles {
-		if fi, err := os.Lstat(f); err != nil || fi.IsDir() {
-			continue // absent, or under a directory hidden already
-		}
-		if err := syscall.Mount("/dev/null", f, "", syscall.MS_BIND, ""); err != nil {
-			return fmt.Errorf("hide %s: %w", f, err)
-		}
-	}
-	trace.step("hide")
-	if err := cgroupView(host, s.Cgroups); err != nil {
-		return err
-	}
-	trace.step("cgroup-view")
-	// Private temporary directories, each a tmpfs of its own: gone with
-	// the execution, bounded in size, and their pages charged to the
-	// kernel's memory cgroup (the writer's).
-	for _, t := range []struct {
-		dir   string
-		size  int64
-		flags uintptr
-	}{
-		{"/tmp", s.TmpSize, 0},
-		{"/var/tmp", s.TmpSize, 0},
-		{"/dev/shm", s.ShmSize, syscall.MS_NOEXEC},
-	} {
-		if fi, err := os.Lstat(t.dir); err != nil || !fi.IsDir() {
-			continue // absent or a symlink (/var/tmp -> /tmp): read-only above
-		}
-		opts := "mode=1777"
-		if t.size > 0 {
-			opts += ",size=" + strconv.FormatInt(t.size, 10)
-		}
-		if err := syscall.Mount("tmpfs", t.dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|t.flags, opts); err != nil {
-			return fmt.Errorf("mount %s: %w", t.dir, err)
-		}
-	}
-	trace.step("tmpfs")
-	if s.Hostname != "" {
-		if err := syscall.Sethostname([]byte(s.Hostname)); err != nil {
-			return fmt.Errorf("set host name: %w", err)
-		}
-	}
-	rl := []struct {
-		res int
-		v   uint64
-	}{{syscall.RLIMIT_CORE, 0}, {syscall.RLIMIT_NOFILE, s.NoFile}, {syscall.RLIMIT_FSIZE, s.FSize}}
-	for _, r := range rl {
-		if r.v == 0 && r.res != syscall.RLIMIT_CORE {
-			continue
-		}
-		if err := syscall.Setrlimit(r.res, &syscall.Rlimit{Cur: r.v, Max: r.v}); err != nil {
-			return fmt.Errorf("rlimit %d: %w", r.res, err)
-		}
-	}
-	// PR_SET_NO_NEW_PRIVS, on this locked thread, which forks the
-	// execution: no setuid binary gives root back.
-	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, 38, 1, 0, 0, 0, 0); e != 0 {
-		return fmt.Errorf("no_new_privs: %w", e)
-	}
-	trace.step("hostname-rlimits-nnp")
 	uid := uint32(s.UID)
 	attr := &syscall.ProcAttr{
 		Dir:   WorkDir,
@@ -402,74 +248,6 @@ func run(s *Spec) error {
 	}
 }
 
-// cgroupView gives the execution a cgroup namespace rooted at its
-// kernel's cgroups, and mounts each hierarchy the kernel is in (v2's
-// unified one, or v1's memory, pids and cpu: those of its join files,
-// Spec.Cgroups) anew over the host's, read-only: it shows the kernel's own
-// cgroup as its root, as a container sees its cgroups. Listing
-// /sys/fs/cgroup no longer names the agent's other kernels, and the
-// kernel reads its own limits and usage at the usual paths
-// (/sys/fs/cgroup/memory.max, /sys/fs/cgroup/memory/memory.limit_in_bytes),
-// where /proc/self/cgroup now says "/". The calling thread joined the
-// kernel's cgroups (v1: this thread alone) and forks the execution: the
-// namespace is this thread's, and the execution's.
-func cgroupView(host []mount, joined []string) error {
-	var view []mount
-	for _, f := range joined {
-		dir := filepath.Dir(f)
-		m, ok := cgroupMount(host, dir)
-		if !ok {
-			// Through a symbolic link (v1's cpu -> cpu,cpuacct):
-			// mountinfo has the hierarchy's mount at the link's target.
-			real, err := filepath.EvalSymlinks(dir)
-			if err != nil {
-				return fmt.Errorf("cgroup view: %w", err)
-			}
-			if m, ok = cgroupMount(host, real); !ok {
-				return fmt.Errorf("cgroup view: %s is not on a cgroup mount", dir)
-			}
-		}
-		if !slices.ContainsFunc(view, func(v mount) bool { return v.point == m.point }) {
-			view = append(view, m)
-		}
-	}
-	if len(view) == 0 {
-		return nil
-	}
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return fmt.Errorf("cgroup view: new cgroup namespace: %w", err)
-	}
-	for _, m := range view {
-		// A v1 hierarchy is named by its controllers (and name=), with
-		// the flags the host mounted it with (others only make the kernel
-		// warn), but its release agent: that is the host's, and not for
-		// an execution's mount to name. v2 has one hierarchy.
-		var opts []string
-		if m.fstype == "cgroup" {
-			for _, o := range strings.Split(m.super, ",") {
-				if o != "rw" && o != "ro" && !strings.HasPrefix(o, "release_agent=") {
-					opts = append(opts, o)
-				}
-			}
-		}
-		// The host's mount goes first: the kernel refuses a file system
-		// mounted on its own root. Read-only as a mount, not as a file
-		// system: the host's is read-write, and a new mount of it must
-		// say the same.
-		if err := unmount(m.point); err != nil {
-			return fmt.Errorf("cgroup view: %w", err)
-		}
-		const flags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC
-		if err := syscall.Mount("cgroup", m.point, m.fstype, flags, strings.Join(opts, ",")); err != nil {
-			return fmt.Errorf("cgroup view: mount %s: %w", m.point, err)
-		}
-		if err := syscall.Mount("", m.point, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY|flags, ""); err != nil {
-			return fmt.Errorf("cgroup view: %s read-only: %w", m.point, err)
-		}
-	}
-	return nil
-}
-
 // cgroupMount is the cgroup mount that path is on.
 func cgroupMount(host []mount, path string) (mount, bool) {
 	var found mount
@@ -490,21 +268,13 @@ func cgroupMount(host []mount, path string) (mount, bool) {
 // host of 20 mounts or 220 (a host that runs containers), where the
 // remounts took 0.1 ms and about 1 ms (BENCHMARKS.md, "Ninth round").
 func readOnly(host []mount, keep func(mount) bool) error {
-	var err error = syscall.ENOSYS
 	if !remountOnly {
-		err = unix.MountSetattr(unix.AT_FDCWD, "/", unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
-	}
-	if err == nil {
-		for _, m := range host {
-			if m.fstype != "devpts" || !keep(m) {
-				continue // only the writable ones that stay need it back
-			}
-			err := unix.MountSetattr(unix.AT_FDCWD, m.point, 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
-			if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
-				return fmt.Errorf("keep %s writable: %w", m.point, err)
-			}
+		b := newBuilder()
+		b.readOnly(host, keep)
+		failed, errno := b.p.run(0, len(b.p.steps))
+		if failed != 0 {
+			return b.p.err(failed, errno) // nil where none failed
 		}
-		return nil
 	}
 	for _, m := range host {
 		if keep(m) {
@@ -521,32 +291,6 @@ func readOnly(host []mount, keep func(mount) bool) error {
 
 // remountOnly makes readOnly take the remounts' way (tests).
 var remountOnly bool
-
-// makeBin makes BinDir with the links of bin.
-func makeBin(bin map[string]string) error {
-	if len(bin) == 0 {
-		return nil
-	}
-	for _, d := range []string{BinDir[:len(BinDir)-len("/bin")], BinDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return fmt.Errorf("make %s: %w", BinDir, err)
-		}
-	}
-	for name, target := range bin {
-		for i := 0; i < len(name); i++ {
-			if name[i] == '/' || name[i] == 0 {
-				return fmt.Errorf("bad command name %q", name)
-			}
-		}
-		if name == "" || name == "." || name == ".." {
-			return fmt.Errorf("bad command name %q", name)
-		}
-		if err := os.Symlink(target, BinDir+"/"+name); err != nil {
-			return fmt.Errorf("make %s: %w", BinDir, err)
-		}
-	}
-	return nil
-}
 
 // finish ends every process the execution left (the init of a pid
 // namespace kills them all with kill(-1): none can fork past it), reaps
@@ -726,16 +470,6 @@ func subtreeTops(ms []mount, dirs []string) []string {
 		tops = append(tops, m.point)
 	}
 	return tops
-}
-
-// unmount detaches the mount at p from this namespace; one that is gone
-// already (with its parent) is no error.
-func unmount(p string) error {
-	err := syscall.Unmount(p, syscall.MNT_DETACH)
-	if err != nil && err != syscall.ENOENT && err != syscall.EINVAL {
-		return fmt.Errorf("unmount %s: %w", p, err)
-	}
-	return nil
 }
 
 // holds reports whether p is above one of dirs.

@@ -1,0 +1,148 @@
+package sandboxinit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The spawn server. An init that Spawn clones shares the memory of the
+// process that cloned it, and holds it for as long as the execution
+// runs: every mapping of it, a file's lock through its mapping among them
+// (bbolt maps its file). So the agent does not spawn: a small server of
+// its own does (this binary, with Env set to ServerMode), whose memory
+// holds nothing of the agent's. The agent sends it a request on a
+// SOCK_SEQPACKET socket, at ServerFD: a Request as JSON, with the
+// execution's stdin, stdout, stderr and report pipe as SCM_RIGHTS; the
+// server answers a Reply, with a pidfd of the init where it started one.
+// It reaps its inits, and exits at EOF.
+
+// ServerMode as Env's value makes the helper binary the spawn server.
+const ServerMode = "spawn-server"
+
+// ServerFD is the spawn server's socket.
+const ServerFD = 3
+
+// MaxRequest is the largest request the server takes; a larger one's
+// execution goes through the helper.
+const MaxRequest = 1 << 20
+
+// Request is what the agent asks the spawn server for.
+type Request struct {
+	Spec  Spec    `json:"spec"`
+	Flags uintptr `json:"flags"` // the namespaces
+}
+
+// Reply is the server's answer: Err, or a pidfd of the init.
+type Reply struct {
+	PID int    `json:"pid"`
+	Err string `json:"err,omitempty"`
+	// NoSpawn: this request cannot be spawned (ErrNoSpawn); the helper
+	// must start it.
+	NoSpawn bool `json:"no_spawn,omitempty"`
+}
+
+// serve is the spawn server's life.
+func serve() {
+	var (
+		mu     sync.Mutex
+		dones  = map[int]func(){} // the inits running
+		exited = map[int]bool{}   // reaped before their done was known
+		child  = make(chan struct{}, 1)
+	)
+	go func() { // the reaper
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+			switch {
+			case err == unix.ECHILD:
+				<-child
+				continue
+			case err != nil:
+				continue
+			}
+			mu.Lock()
+			if d, ok := dones[pid]; ok {
+				delete(dones, pid)
+				d()
+			} else {
+				exited[pid] = true
+			}
+			mu.Unlock()
+		}
+	}()
+	buf := make([]byte, MaxRequest)
+	oob := make([]byte, unix.CmsgSpace(4*8))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(ServerFD, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			os.Exit(0) // the agent is gone
+		}
+		var fds []int
+		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, cm := range cms {
+				if got, err := unix.ParseUnixRights(&cm); err == nil {
+					fds = append(fds, got...)
+				}
+			}
+		}
+		var rep Reply
+		var pidfd = -1
+		var req Request
+		switch err := json.Unmarshal(buf[:n], &req); {
+		case err != nil:
+			rep.Err = err.Error()
+		case len(fds) != 4:
+			rep.Err = fmt.Sprintf("%d descriptors, want 4", len(fds))
+		default:
+			mu.Lock() // a quick init is reaped after its done is known
+			pid, done, err := Spawn(&req.Spec, req.Flags, [4]int(fds))
+			switch {
+			case errors.Is(err, ErrNoSpawn):
+				rep.NoSpawn = true
+			case err != nil:
+				rep.Err = err.Error()
+			default:
+				if exited[pid] {
+					delete(exited, pid)
+					done()
+				} else {
+					dones[pid] = done
+				}
+				rep.PID = pid
+				if pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+					rep.Err = fmt.Sprintf("pidfd of %d: %v", pid, err)
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+				select {
+				case child <- struct{}{}:
+				default:
+				}
+			}
+			mu.Unlock()
+		}
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		out, _ := json.Marshal(rep)
+		var rights []byte
+		if pidfd >= 0 {
+			rights = unix.UnixRights(pidfd)
+		}
+		err = unix.Sendmsg(ServerFD, out, rights, nil, 0)
+		if pidfd >= 0 {
+			syscall.Close(pidfd)
+		}
+		if err != nil {
+			os.Exit(0)
+		}
+	}
+}

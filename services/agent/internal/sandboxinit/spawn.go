@@ -1,0 +1,240 @@
+package sandboxinit
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spawn starts an execution without the helper binary: the sandbox's
+// init is the agent's own child, cloned into new namespaces (flags) with
+// CLONE_VM onto a stack of its own, and runs only raw system calls: it
+// makes the sandbox's set-up (a plan made here, from the agent's view of
+// the host's mounts), vforks the execution, which executes s.Argv
+// (s.Fallback where Argv cannot be), and then does what the helper does
+// as init: it reaps every process until the execution ends, kills what
+// it left, reports its exit code on stdio[3] (StatusFD) and exits with
+// it. The execution joins the kernel's cgroups and makes the cgroup view
+// itself, before it executes; the init stays out of them. No Go runtime
+// starts. stdio are the execution's standard input,
+// output and error, and the report's pipe. A set-up that fails is
+// reported on the execution's standard error, as the helper reports it,
+// and the init exits with 127 (no report). done must be called once the
+// init was reaped. ErrNoSpawn where this machine or spec cannot
+// (CanSpawn; no Spec.KernelsRoot): the helper then.
+func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid int, done func(), err error) {
+	if !CanSpawn() || s.KernelsRoot == "" {
+		return 0, nil, ErrNoSpawn
+	}
+	host, err := readMounts()
+	if err != nil {
+		return 0, nil, err
+	}
+	// The sandbox's view once the kernels' root went, as the helper
+	// reads it.
+	host = slices.DeleteFunc(host, func(m mount) bool { return under(m.point, []string{s.KernelsRoot}) })
+	b := newBuilder()
+	// The kernel's cgroups are joined by the execution alone, in its
+	// vfork before it executes: the init shares the agent's memory, and
+	// in the kernel's memory cgroup an out-of-memory kill there would
+	// choose it and kill the agent with it (the kernel's OOM killer passes
+	// a vfork child over). Their files are opened here, in the agent's
+	// namespace (a file open for writing on the sandbox's copy of their
+	// mount would keep it from being made read-only), and the init
+	// inherits them; the cgroup view is the execution's namespace, made
+	// once it joined.
+	xb := newBuilder()
+	for i, f := range s.Cgroups {
+		fd, err := syscall.Open(f, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, nil, fmt.Errorf("join cgroup %s: %w", f, err)
+		}
+		defer syscall.Close(fd)
+		if fd < 4 { // not one the init moves stdio onto
+			if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4); err != nil {
+				return 0, nil, fmt.Errorf("join cgroup %s: %w", f, err)
+			}
+			defer syscall.Close(fd)
+		}
+		xb.add(opWriteJoin, 0, "join cgroup "+f, uintptr(2+i), xb.str("0"))
+		b.p.regs = append(b.p.regs, uintptr(fd))
+	}
+	xb.p.regs = b.p.regs
+	if err := xb.cgroupView(host, s.Cgroups); err != nil {
+		return 0, nil, err
+	}
+	if err := b.prologue(s); err != nil {
+		return 0, nil, err
+	}
+	b.leave(s, host)
+	b.readOnly(host, keepWritable(s))
+	if err := b.finish(s, host, true, -1, false); err != nil {
+		return 0, nil, err
+	}
+	x := &launch{flags: flags | syscall.CLONE_VM | uintptr(syscall.SIGCHLD), uid: uintptr(s.UID), exec: xb.p}
+	for _, str := range append(append(slices.Clip(s.Argv), s.Fallback...), s.Env...) {
+		if strings.IndexByte(str, 0) >= 0 {
+			return 0, nil, fmt.Errorf("start %s: %w", s.Argv[0], syscall.EINVAL)
+		}
+	}
+	x.dir = b.str(WorkDir)
+	x.argv0, x.argv = b.str(s.Argv[0]), b.strv(s.Argv)
+	if len(s.Fallback) > 0 {
+		x.fallback0, x.fallback = b.str(s.Fallback[0]), b.strv(s.Fallback)
+	}
+	x.env = b.strv(s.Env)
+	x.startMsg = "start " + s.Argv[0]
+	// A descriptor the init moves to 0-3 must not be one it moves
+	// another onto: each is put above 3 first.
+	for i, fd := range stdio {
+		if fd < 4 {
+			dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4)
+			if err != nil {
+				return 0, nil, fmt.Errorf("stdio: %w", err)
+			}
+			defer syscall.Close(dup)
+			fd = dup
+		}
+		x.stdio[i] = uintptr(fd)
+	}
+	// The init has a copy of the agent's descriptors: it keeps only
+	// those (a lock on the agent's state db, held by an init, would keep
+	// the next agent from opening it after a crash).
+	keep := append(slices.Clone(x.stdio[:]), b.p.regs[2:]...)
+	slices.Sort(keep)
+	from := uintptr(3)
+	for _, fd := range keep {
+		if fd > from {
+			x.closeRanges = append(x.closeRanges, [2]uintptr{from, fd - 1})
+		}
+		from = max(from, fd+1)
+	}
+	x.closeRanges = append(x.closeRanges, [2]uintptr{from, uintptr(^uint32(0))})
+	return spawn(b.p, x)
+}
+
+// ErrNoSpawn says that Spawn cannot start an execution here: its helper
+// must.
+var ErrNoSpawn = errors.New("sandbox: no start without the helper here")
+
+// CanSpawn reports whether Spawn works on this machine: an architecture
+// it has the clone for (amd64, arm64), and the kernel's open_tree (Linux
+// 5.2) and mount_setattr (5.12), which its set-up takes for granted
+// where the helper does without them.
+func CanSpawn() bool {
+	canSpawnOnce()
+	return canSpawn
+}
+
+var (
+	canSpawn     bool
+	canSpawnOnce = sync.OnceFunc(func() {
+		if !vforkSupported || os.Getenv(NoSpawnEnv) != "" {
+			return
+		}
+		// A bad descriptor, where the calls exist.
+		_, _, e1 := syscall.RawSyscall(unix.SYS_OPEN_TREE, noFD, 0, 0)
+		_, _, e2 := syscall.RawSyscall6(unix.SYS_MOUNT_SETATTR, noFD, 0, 0, 0, 0, 0)
+		canSpawn = e1 != syscall.ENOSYS && e2 != syscall.ENOSYS && e1 != syscall.EPERM && e2 != syscall.EPERM
+	})
+)
+
+// NoSpawnEnv, set to anything in the agent's environment, makes every
+// execution start through the helper, as before Spawn.
+const NoSpawnEnv = "BAI_SANDBOX_HELPER"
+
+// launch is what Spawn's child needs beyond its plan.
+type launch struct {
+	exec                *plan        // the execution's own set-up, in its vfork
+	closeRanges         [][2]uintptr // the descriptors the init closes first
+	flags               uintptr
+	stdio               [4]uintptr
+	uid                 uintptr
+	dir                 uintptr
+	argv0, argv, env    uintptr
+	fallback0, fallback uintptr
+	startMsg            string
+	dfl                 [4]uint64 // a sigaction of SIG_DFL; its last word an empty signal set
+	ws                  uint32    // the execution's wait status
+	buf                 [12]byte  // its exit code, in decimal
+}
+
+// strv is ss as a NULL-terminated array of NUL-terminated strings, in
+// memory the plan keeps.
+func (b *builder) strv(ss []string) uintptr {
+	v := make([]uintptr, len(ss)+1)
+	for i, s := range ss {
+		v[i] = b.str(s)
+	}
+	b.p.keepv = append(b.p.keepv, v)
+	return uintptr(unsafe.Pointer(&v[0]))
+}
+
+// errnoText are the errors' texts, for a child that cannot format one.
+var errnoText [256]string
+
+func init() {
+	for i := range errnoText {
+		errnoText[i] = syscall.Errno(i).Error()
+	}
+}
+
+// childFail writes "bai: sandbox: MSG: ERROR" to standard error and
+// exits with exitOnStart: the helper's report of a set-up that failed.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childFail(msg string, e syscall.Errno) {
+	childSay(msg, e)
+	for {
+		syscall.RawSyscall(syscall.SYS_EXIT, exitOnStart, 0, 0)
+	}
+}
+
+// initFail is childFail in the init, once StatusFD is its: it reports
+// exitOnStart there too, so that the agent tells a set-up that failed
+// from an init that was killed.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func initFail(msg string, e syscall.Errno) {
+	childSay(msg, e)
+	const code = "127" // exitOnStart
+	syscall.RawSyscall(syscall.SYS_WRITE, StatusFD, uintptr(unsafe.Pointer(unsafe.StringData(code))), uintptr(len(code)))
+	for {
+		syscall.RawSyscall(syscall.SYS_EXIT, exitOnStart, 0, 0)
+	}
+}
+
+// childSay writes "bai: sandbox: MSG: ERROR" to standard error.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childSay(msg string, e syscall.Errno) {
+	childWrite("bai: sandbox: ")
+	childWrite(msg)
+	if e != syscall.EXDEV {
+		childWrite(": ")
+		if uintptr(e) < uintptr(len(errnoText)) {
+			childWrite(errnoText[e])
+		}
+	}
+	childWrite("\n")
+}
+
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childWrite(s string) {
+	syscall.RawSyscall(syscall.SYS_WRITE, 2, uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(len(s)))
+}

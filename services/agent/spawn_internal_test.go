@@ -1,0 +1,206 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/bai-sh/bai/pkg/events"
+	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
+)
+
+// spawnRuntime is a sandboxed runtime whose executions start without a
+// helper (sandboxinit.Spawn); the test is skipped where they cannot.
+func spawnRuntime(t *testing.T) *ProcessRuntime {
+	t.Helper()
+	if os.Getenv(sandboxinit.NoSpawnEnv) != "" || !sandboxinit.CanSpawn() {
+		t.Skip("SKIP: executions start through the helper here")
+	}
+	r := sandboxRuntime(t, SandboxOptions{})
+	if !r.sb.spawn || r.sb.pool != nil {
+		t.Fatalf("spawn %v, pool %v: want executions started without a helper, and no helpers started ahead", r.sb.spawn, r.sb.pool)
+	}
+	return r
+}
+
+// mountCount is how many mounts this process's namespace has.
+func mountCount(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(data, []byte("\n"))
+}
+
+// TestSpawnedExecution: an execution started without the helper binary
+// is its namespace's second process, under an init it cannot see (the
+// agent's clone, whose command line is the agent's), in its sandbox (its
+// uid, its host name, its work directory, no descriptor but its own);
+// what it leaves running ends with it; a set-up that fails half-way says
+// why on its stderr with exit 127 and leaves the host's mounts as they
+// were; an argument with a NUL byte, or a cgroup that is not there, is
+// refused before anything starts.
+func TestSpawnedExecution(t *testing.T) {
+	r := spawnRuntime(t)
+	k := kernelSpec("spawned")
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	uid := kernelUID(k.MainKernelID)
+	code, out, errs, _ := runOut(t, r, k, `echo $$ $(id -u) $(hostname) $(pwd); cat /proc/1/cmdline || echo hidden`)
+	want := strings.Join([]string{"2", strconv.Itoa(uid), hostname(k.MainKernelID), KernelWorkDir}, " ") + "\nhidden\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, %q %q; want %q", code, out, errs, want)
+	}
+	// The execution has its stdin, stdout and stderr, and no other
+	// descriptor (its init's report pipe least of all): ls's own is 3.
+	if code, out, errs, _ := runOut(t, r, k, "/bin/ls /proc/self/fd"); code != 0 || out != "0\n1\n2\n3\n" {
+		t.Errorf("the execution's descriptors: exit %d, %q %q; want 0 to 3", code, out, errs)
+	}
+	// A child left running ends with the execution: a process of the
+	// kernel's uid that outlives it is found on the host.
+	if code, _, errs, _ := runOut(t, r, k, "sleep 1000 & echo started"); code != 0 {
+		t.Fatalf("background: exit %d %q", code, errs)
+	}
+	if left := processesOf(t, uid); len(left) > 0 {
+		t.Errorf("processes of the kernel's uid after its execution ended: %v", left)
+	}
+
+	// The init holds none of the agent's or the spawn server's files.
+	p, err := r.Exec(t.Context(), k, events.RunSpec{ID: "long", Exec: "echo started; sleep 1000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initPID := initPID(t, p.(*process))
+	if line, err := bufio.NewReader(p.Stdout()).ReadString('\n'); line != "started\n" { // the set-up is done
+		t.Fatalf("long: %q, %v", line, err)
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", initPID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", initPID, e.Name()))
+		if err != nil {
+			target = err.Error()
+		}
+		if !strings.HasPrefix(target, "pipe:") && target != os.DevNull && !strings.HasPrefix(target, "/sys/fs/cgroup/") && !strings.HasPrefix(target, "/home/work") {
+			info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", initPID, e.Name()))
+			t.Errorf("the init holds descriptor %s: %s %s", e.Name(), target, info)
+		}
+	}
+	p.Kill()
+	p.Wait()
+	p.Close()
+
+	dir, err := r.WorkDir(k.MainKernelID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st, parent syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(filepath.Dir(dir), &parent); err != nil {
+		t.Fatal(err)
+	}
+	base := initSpec{
+		Argv: []string{"/bin/true"}, WorkDir: dir, WorkDirDev: st.Dev, UID: uid,
+		Hide: []string{filepath.Dir(r.root)}, KernelsRoot: r.root, Hostname: "h",
+	}
+	before := mountCount(t)
+	var missing string // a cgroup of the kernel's hierarchy that is not there
+	if r.sb.cg != nil {
+		join := r.sb.cg.joinFiles(k.MainKernelID)
+		base.Cgroups = join
+		missing = filepath.Join(filepath.Dir(join[0]), "missing", filepath.Base(join[0]))
+	}
+	for _, c := range []struct {
+		name, want string
+		change     func(*initSpec)
+	}{
+		{"work dir on another device", "bai: sandbox: work dir: not the kernel's mount\n", func(s *initSpec) { s.WorkDirDev = parent.Dev }},
+		{"host name too long", "bai: sandbox: set host name: invalid argument\n", func(s *initSpec) { s.Hostname = strings.Repeat("h", 100) }},
+		{"no such command", "bai: sandbox: start /no/such: no such file or directory\n", func(s *initSpec) { s.Argv = []string{"/no/such"} }},
+	} {
+		spec := base
+		c.change(&spec)
+		p, err := r.spawnProcess(&spec, r.sb.cloneFlags(false))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var errb bytes.Buffer
+		errb.ReadFrom(p.Stderr())
+		if code, err := p.Wait(); code != 127 || err != nil || errb.String() != c.want {
+			t.Errorf("%s: exit %d (%v), stderr %q; want 127 and %q", c.name, code, err, errb.String(), c.want)
+		}
+		p.Close()
+		if n := mountCount(t); n != before {
+			t.Errorf("%s: the host has %d mounts, %d before", c.name, n, before)
+		}
+	}
+	// Refused before anything starts.
+	for name, change := range map[string]func(*initSpec){
+		"an argument with a NUL byte": func(s *initSpec) { s.Argv = []string{"/bin/echo", "a\x00b"} },
+		"a cgroup that is not there": func(s *initSpec) {
+			if missing != "" {
+				s.Cgroups = append([]string{missing}, s.Cgroups[1:]...)
+			} else {
+				s.Cgroups = []string{"/no/such/cgroup.procs"}
+			}
+		},
+	} {
+		spec := base
+		change(&spec)
+		if p, err := r.spawnProcess(&spec, r.sb.cloneFlags(false)); err == nil {
+			p.Close()
+			t.Errorf("%s: started", name)
+		}
+	}
+	if n := mountCount(t); n != before {
+		t.Errorf("the host has %d mounts, %d before", n, before)
+	}
+}
+
+// initPID is the pid of a spawned execution's init.
+func initPID(t *testing.T, p *process) int {
+	t.Helper()
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", p.pidfd.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, _ := strconv.Atoi(strings.TrimSpace(v))
+			return pid
+		}
+	}
+	t.Fatalf("no pid in %q", info)
+	return 0
+}
+
+// processesOf lists the host's processes of uid.
+func processesOf(t *testing.T, uid int) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, e := range ents {
+		var st syscall.Stat_t
+		if e.Name()[0] < '0' || e.Name()[0] > '9' || syscall.Stat("/proc/"+e.Name(), &st) != nil || int(st.Uid) != uid {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		found = append(found, e.Name()+" "+strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return found
+}

@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
+)
+
+// spawnServer is the agent's side of its spawn server (sandboxinit's
+// server.go): a process of the helper binary, started on the first
+// execution, that starts the executions without a helper of their own.
+// Its inits share its memory, not the agent's: they hold none of the
+// agent's files, state db included, after a crash of the agent. One that
+// died is started again on the next request.
+type spawnServer struct {
+	exe string
+
+	mu   sync.Mutex
+	conn int // our end of its socket; -1: none
+	cmd  *exec.Cmd
+	buf  []byte
+	oob  []byte
+}
+
+func newSpawnServer(exe string) *spawnServer {
+	return &spawnServer{exe: exe, conn: -1, buf: make([]byte, 4096), oob: make([]byte, unix.CmsgSpace(4))}
+}
+
+// startLocked starts the server.
+func (s *spawnServer) startLocked() error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("spawn server: %w", err)
+	}
+	// A request of up to MaxRequest bytes is one message.
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*sandboxinit.MaxRequest); err != nil {
+		_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 2*sandboxinit.MaxRequest)
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "spawn-server")
+	cmd := &exec.Cmd{
+		Path:        s.exe,
+		Args:        []string{"bai-spawn-server"},
+		Dir:         "/",
+		Env:         []string{sandboxInitEnv + "=" + sandboxinit.ServerMode, "GOMAXPROCS=2"},
+		ExtraFiles:  []*os.File{theirs}, // sandboxinit.ServerFD
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		syscall.Close(fds[0])
+		return fmt.Errorf("spawn server: %w", err)
+	}
+	go cmd.Wait() //nolint:errcheck // reaps it once it exits, at EOF
+	s.conn, s.cmd = fds[0], cmd
+	return nil
+}
+
+// closeLocked lets the server go: it exits at EOF, and its inits run on.
+func (s *spawnServer) closeLocked() {
+	if s.conn >= 0 {
+		syscall.Close(s.conn)
+		s.conn = -1
+	}
+}
+
+func (s *spawnServer) close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.closeLocked()
+	s.mu.Unlock()
+}
+
+// spawn asks the server to start spec's execution in namespaces flags
+// with stdio (stdin, stdout, stderr, the init's report); it answers a
+// pidfd of the init, or sandboxinit.ErrNoSpawn where the helper must.
+func (s *spawnServer) spawn(spec *initSpec, flags uintptr, stdio [4]int) (*os.File, error) {
+	data, err := json.Marshal(sandboxinit.Request{Spec: *spec, Flags: flags})
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > sandboxinit.MaxRequest {
+		return nil, sandboxinit.ErrNoSpawn
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last error
+	for range 2 { // a server that died is started again, once
+		if s.conn < 0 {
+			if err := s.startLocked(); err != nil {
+				return nil, err
+			}
+		}
+		for last = unix.EINTR; last == unix.EINTR; {
+			last = unix.Sendmsg(s.conn, data, unix.UnixRights(stdio[:]...), nil, 0)
+		}
+		if last == nil {
+			var n, oobn int
+			for last = unix.EINTR; last == unix.EINTR; {
+				n, oobn, _, _, last = unix.Recvmsg(s.conn, s.buf, s.oob, unix.MSG_CMSG_CLOEXEC)
+			}
+			if last == nil && n > 0 {
+				return s.reply(s.buf[:n], s.oob[:oobn])
+			}
+		}
+		s.closeLocked()
+	}
+	return nil, fmt.Errorf("spawn server: %v", last)
+}
+
+// reply is a request's reply: the init's pidfd, or why not.
+func (s *spawnServer) reply(data, oob []byte) (*os.File, error) {
+	var fds []int
+	if cms, err := unix.ParseSocketControlMessage(oob); err == nil {
+		for _, cm := range cms {
+			if got, err := unix.ParseUnixRights(&cm); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	var rep sandboxinit.Reply
+	err := json.Unmarshal(data, &rep)
+	switch {
+	case err != nil:
+	case rep.NoSpawn:
+		err = sandboxinit.ErrNoSpawn
+	case rep.Err != "":
+		err = fmt.Errorf("%s", rep.Err)
+	case len(fds) != 1:
+		err = fmt.Errorf("spawn server: %d descriptors, want a pidfd", len(fds))
+	default:
+		return os.NewFile(uintptr(fds[0]), fmt.Sprintf("pidfd:%d", rep.PID)), nil
+	}
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
+	return nil, err
+}
