@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -58,6 +59,7 @@ func batchScenario(ctx context.Context, o options) error {
 	// scheduled, started, success, terminated.
 	const nSteps = 5
 	stepAt := make([][nSteps]atomic.Int64, n)
+	var firstFailure atomic.Value // the first failure event, as it came
 	mark := func(i, step int) { stepAt[i][step].CompareAndSwap(0, time.Now().UnixNano()) }
 	filter, _ := events.LiveOwnerSessionsFilter(creds.AccessKey)
 	sub, err := cl.Conn().Subscribe(filter, func(m *nats.Msg) {
@@ -82,7 +84,9 @@ func batchScenario(ctx context.Context, o options) error {
 			mark(i, 3)
 			succeeded.Add(1)
 		case events.EventFailure:
-			failed.Add(1)
+			if failed.Add(1) == 1 {
+				firstFailure.Store(string(m.Data))
+			}
 		case events.EventTerminated:
 			mark(i, 4)
 			select {
@@ -112,7 +116,7 @@ func batchScenario(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	start, cpu0, child0 := time.Now(), cpuTime(), childCPUTime()
+	start, cpu0, child0, machine0 := time.Now(), cpuTime(), childCPUTime(), machineCPUTime()
 	for range max(o.concurrency, 1) {
 		wg.Go(func() {
 			for {
@@ -147,7 +151,7 @@ func batchScenario(ctx context.Context, o options) error {
 		})
 	}
 	wg.Wait()
-	elapsed, cpu, child := time.Since(start), cpuTime()-cpu0, childCPUTime()-child0
+	elapsed, cpu, child, machine := time.Since(start), cpuTime()-cpu0, childCPUTime()-child0, machineCPUTime()-machine0
 	stopProf()
 	errOnce.Do(func() {})
 	c := completed.Load()
@@ -171,8 +175,14 @@ func batchScenario(ctx context.Context, o options) error {
 		printLat("  "+name, ds)
 	}
 	if c > 0 {
-		fmt.Printf("cpu: %.2fs user+sys of this process (server, agent, bench), %.3f ms per session; the sandboxes and /bin/true: %.3f ms per session\n",
-			cpu.Seconds(), float64(cpu.Microseconds())/1000/float64(c), float64(child.Microseconds())/1000/float64(c))
+		perSession := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(c) }
+		fmt.Printf("cpu: %.2fs user+sys of this process (server, agent, bench), %.3f ms per session; its waited-for children (sandbox helpers and what they ran): %.3f ms per session\n",
+			cpu.Seconds(), perSession(cpu), perSession(child))
+		fmt.Printf("cpu of the whole machine (every process and the kernel's threads, /proc/stat): %.2fs, %.3f ms per session\n",
+			machine.Seconds(), perSession(machine))
+	}
+	if f, ok := firstFailure.Load().(string); ok {
+		fmt.Printf("first failure: %.500s\n", f)
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average at the end: %s", la)
@@ -186,6 +196,26 @@ func batchScenario(ctx context.Context, o options) error {
 		return fmt.Errorf("%d batch sessions failed", failed.Load())
 	}
 	return nil
+}
+
+// machineCPUTime is the CPU time the whole machine spent busy (neither
+// idle nor waiting for I/O), from /proc/stat.
+func machineCPUTime() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy int64
+	for i := 1; i < len(f) && i <= 8; i++ {
+		if i == 4 || i == 5 {
+			continue // idle, iowait
+		}
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		busy += v
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }
 
 // childCPUTime is the user and system CPU time of this process's waited-for
