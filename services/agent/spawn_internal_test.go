@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -184,6 +186,41 @@ func initPID(t *testing.T, p *process) int {
 	}
 	t.Fatalf("no pid in %q", info)
 	return 0
+}
+
+// TestSpawnChurn: executions of quick kernels started and ended 32 at a
+// time, as a batch makes them, all exit 0. An init that ended and was
+// reaped before the server took a pidfd of it once failed its start
+// ("pidfd of N: no such process"): the clone makes the pidfd now.
+func TestSpawnChurn(t *testing.T) {
+	r := spawnRuntime(t)
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				k := kernelSpec(fmt.Sprint("st", g, "-", i))
+				if err := r.Create(t.Context(), k); err != nil {
+					t.Error(err)
+					return
+				}
+				code, out, errs, _ := execOut(t, r, k, events.RunSpec{ID: "r", Exec: "/bin/true"})
+				if code != 0 {
+					t.Errorf("exit %d %q %q", code, out, errs)
+				}
+				n.Add(1)
+				if err := r.Destroy(t.Context(), k); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n.Load() != 320 {
+		t.Errorf("%d runs of 320", n.Load())
+	}
 }
 
 // processesOf lists the host's processes of uid.

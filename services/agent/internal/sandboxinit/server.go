@@ -104,7 +104,7 @@ func serve() {
 			rep.Err = fmt.Sprintf("%d descriptors, want 4", len(fds))
 		default:
 			mu.Lock() // a quick init is reaped after its done is known
-			pid, done, err := Spawn(&req.Spec, req.Flags, [4]int(fds))
+			pid, fd, done, err := Spawn(&req.Spec, req.Flags, [4]int(fds))
 			switch {
 			case errors.Is(err, ErrNoSpawn):
 				rep.NoSpawn = true
@@ -117,11 +117,7 @@ func serve() {
 				} else {
 					dones[pid] = done
 				}
-				rep.PID = pid
-				if pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
-					rep.Err = fmt.Sprintf("pidfd of %d: %v", pid, err)
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
+				rep.PID, pidfd = pid, fd
 				select {
 				case child <- struct{}{}:
 				default:

@@ -26,16 +26,16 @@ import (
 // starts. stdio are the execution's standard input,
 // output and error, and the report's pipe. A set-up that fails is
 // reported on the execution's standard error, as the helper reports it,
-// and the init exits with 127 (no report). done must be called once the
-// init was reaped. ErrNoSpawn where this machine or spec cannot
+// and the init exits with 127. pidfd is the init's (CLONE_PIDFD), the
+// caller's to close; done must be called once the init was reaped. ErrNoSpawn where this machine or spec cannot
 // (CanSpawn; no Spec.KernelsRoot): the helper then.
-func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid int, done func(), err error) {
+func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), err error) {
 	if !CanSpawn() || s.KernelsRoot == "" {
-		return 0, nil, ErrNoSpawn
+		return 0, -1, nil, ErrNoSpawn
 	}
 	host, err := readMounts()
 	if err != nil {
-		return 0, nil, err
+		return 0, -1, nil, err
 	}
 	// The sandbox's view once the kernels' root went, as the helper
 	// reads it.
@@ -54,12 +54,12 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid int, done func(), err erro
 	for i, f := range s.Cgroups {
 		fd, err := syscall.Open(f, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
 		if err != nil {
-			return 0, nil, fmt.Errorf("join cgroup %s: %w", f, err)
+			return 0, -1, nil, fmt.Errorf("join cgroup %s: %w", f, err)
 		}
 		defer syscall.Close(fd)
 		if fd < 4 { // not one the init moves stdio onto
 			if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4); err != nil {
-				return 0, nil, fmt.Errorf("join cgroup %s: %w", f, err)
+				return 0, -1, nil, fmt.Errorf("join cgroup %s: %w", f, err)
 			}
 			defer syscall.Close(fd)
 		}
@@ -68,20 +68,20 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid int, done func(), err erro
 	}
 	xb.p.regs = b.p.regs
 	if err := xb.cgroupView(host, s.Cgroups); err != nil {
-		return 0, nil, err
+		return 0, -1, nil, err
 	}
 	if err := b.prologue(s); err != nil {
-		return 0, nil, err
+		return 0, -1, nil, err
 	}
 	b.leave(s, host)
 	b.readOnly(host, keepWritable(s))
 	if err := b.finish(s, host, true, -1, false); err != nil {
-		return 0, nil, err
+		return 0, -1, nil, err
 	}
 	x := &launch{flags: flags | syscall.CLONE_VM | uintptr(syscall.SIGCHLD), uid: uintptr(s.UID), exec: xb.p}
 	for _, str := range append(append(slices.Clip(s.Argv), s.Fallback...), s.Env...) {
 		if strings.IndexByte(str, 0) >= 0 {
-			return 0, nil, fmt.Errorf("start %s: %w", s.Argv[0], syscall.EINVAL)
+			return 0, -1, nil, fmt.Errorf("start %s: %w", s.Argv[0], syscall.EINVAL)
 		}
 	}
 	x.dir = b.str(WorkDir)
@@ -97,7 +97,7 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid int, done func(), err erro
 		if fd < 4 {
 			dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4)
 			if err != nil {
-				return 0, nil, fmt.Errorf("stdio: %w", err)
+				return 0, -1, nil, fmt.Errorf("stdio: %w", err)
 			}
 			defer syscall.Close(dup)
 			fd = dup
@@ -164,6 +164,7 @@ type launch struct {
 	dfl                 [4]uint64 // a sigaction of SIG_DFL; its last word an empty signal set
 	ws                  uint32    // the execution's wait status
 	buf                 [12]byte  // its exit code, in decimal
+	pidfd               int32     // the init's, written by its clone
 }
 
 // strv is ss as a NULL-terminated array of NUL-terminated strings, in

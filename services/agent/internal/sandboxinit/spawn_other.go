@@ -6,4 +6,4 @@ import "syscall"
 
 const vforkSupported = false
 
-func spawn(*plan, *launch) (int, func(), error) { return 0, nil, syscall.ENOSYS }
+func spawn(*plan, *launch) (int, int, func(), error) { return 0, -1, nil, syscall.ENOSYS }

@@ -24,9 +24,9 @@ func runtime_AfterFork()
 func rawVfork(flags uintptr) (pid uintptr, errno uintptr)
 
 // rawCloneOn is clone(flags) for flags with CLONE_VM, not CLONE_VFORK:
-// the child calls fn(p, x) on stack, where those three words are
-// (vfork_*.s).
-func rawCloneOn(flags, stack uintptr) (pid uintptr, errno uintptr)
+// the child calls fn(p, x) on stack, where those three words are; with
+// CLONE_PIDFD its pidfd is written at ptid (vfork_*.s).
+func rawCloneOn(flags, stack, ptid uintptr) (pid uintptr, errno uintptr)
 
 // pid1Entry is pid1's entry for the register ABI (a func value's code
 // pointer): called from assembly it would go through a wrapper, which a
@@ -42,12 +42,13 @@ const stackSize = 64 << 10
 
 // spawn clones the sandbox's init, which makes p and starts x: a process
 // of its own in this process's memory, on a stack of its own, that this
-// process does not wait for. done must be called once the init was
-// reaped: its stack goes, and p and x may.
-func spawn(p *plan, x *launch) (pid int, done func(), err error) {
+// process does not wait for, and a pidfd of it (made by the clone: the
+// init may be gone, and reaped, by the time clone returns). done must be
+// called once the init was reaped: its stack goes, and p and x may.
+func spawn(p *plan, x *launch) (pid, pidfd int, done func(), err error) {
 	stack, err := unix.Mmap(-1, 0, stackSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_STACK)
 	if err != nil {
-		return 0, nil, err
+		return 0, -1, nil, err
 	}
 	// The three words at the top, with 64 bytes above them.
 	off := stackSize - 128
@@ -57,13 +58,13 @@ func spawn(p *plan, x *launch) (pid int, done func(), err error) {
 	// The init starts with every signal blocked (runtime_BeforeFork
 	// blocks them on this thread), and keeps them so.
 	runtime_BeforeFork()
-	r, errno := rawCloneOn(x.flags, uintptr(unsafe.Pointer(&stack[off])))
+	r, errno := rawCloneOn(x.flags|unix.CLONE_PIDFD, uintptr(unsafe.Pointer(&stack[off])), uintptr(unsafe.Pointer(&x.pidfd)))
 	runtime_AfterFork()
 	if errno != 0 {
 		unix.Munmap(stack)
-		return 0, nil, syscall.Errno(errno)
+		return 0, -1, nil, syscall.Errno(errno)
 	}
-	return int(r), func() {
+	return int(r), int(x.pidfd), func() {
 		unix.Munmap(stack)
 		runtime.KeepAlive(p)
 		runtime.KeepAlive(x)

@@ -29,16 +29,17 @@ ok:
 	MOVQ	$0, errno+16(FP)
 	RET
 
-// func rawCloneOn(flags, stack uintptr) (pid uintptr, errno uintptr)
+// func rawCloneOn(flags, stack, ptid uintptr) (pid uintptr, errno uintptr)
 //
 // clone(flags) with CLONE_VM and without CLONE_VFORK: the child starts
 // on stack, where its caller put three words, p, x and fn, and calls fn(p,
 // x) as Go's register ABI does (fn: an ABIInternal entry, nosplit and
-// norace, which never returns); the parent returns at once.
-TEXT ·rawCloneOn(SB),NOSPLIT|NOFRAME,$0-32
+// norace, which never returns); the parent returns at once. With
+// CLONE_PIDFD the kernel writes the child's pidfd at ptid.
+TEXT ·rawCloneOn(SB),NOSPLIT|NOFRAME,$0-40
 	MOVQ	flags+0(FP), DI
 	MOVQ	stack+8(FP), SI
-	MOVQ	$0, DX
+	MOVQ	ptid+16(FP), DX
 	MOVQ	$0, R10
 	MOVQ	$0, R8
 	MOVQ	$0, R9
@@ -48,13 +49,13 @@ TEXT ·rawCloneOn(SB),NOSPLIT|NOFRAME,$0-32
 	JEQ	child
 	CMPQ	AX, $0xfffffffffffff001
 	JLS	ok
-	MOVQ	$0, pid+16(FP)
+	MOVQ	$0, pid+24(FP)
 	NEGQ	AX
-	MOVQ	AX, errno+24(FP)
+	MOVQ	AX, errno+32(FP)
 	RET
 ok:
-	MOVQ	AX, pid+16(FP)
-	MOVQ	$0, errno+24(FP)
+	MOVQ	AX, pid+24(FP)
+	MOVQ	$0, errno+32(FP)
 	RET
 child:
 	// The two words above the return address are fn's spill slots.

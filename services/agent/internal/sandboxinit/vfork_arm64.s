@@ -27,16 +27,17 @@ ok:
 	MOVD	ZR, errno+16(FP)
 	RET
 
-// func rawCloneOn(flags, stack uintptr) (pid uintptr, errno uintptr)
+// func rawCloneOn(flags, stack, ptid uintptr) (pid uintptr, errno uintptr)
 //
 // clone(flags) with CLONE_VM and without CLONE_VFORK: the child starts
 // on stack, where its caller put three words, p, x and fn, and calls fn(p,
 // x) as Go's register ABI does (fn: an ABIInternal entry, nosplit and
-// norace, which never returns); the parent returns at once.
-TEXT ·rawCloneOn(SB),NOSPLIT|NOFRAME,$0-32
+// norace, which never returns); the parent returns at once. With
+// CLONE_PIDFD the kernel writes the child's pidfd at ptid.
+TEXT ·rawCloneOn(SB),NOSPLIT|NOFRAME,$0-40
 	MOVD	flags+0(FP), R0
 	MOVD	stack+8(FP), R1
-	MOVD	$0, R2
+	MOVD	ptid+16(FP), R2
 	MOVD	$0, R3
 	MOVD	$0, R4
 	MOVD	$220, R8 // SYS_clone
@@ -46,13 +47,13 @@ TEXT ·rawCloneOn(SB),NOSPLIT|NOFRAME,$0-32
 	CMN	$4095, R0
 	BCC	ok
 	MOVD	$0, R1
-	MOVD	R1, pid+16(FP)
+	MOVD	R1, pid+24(FP)
 	NEG	R0, R0
-	MOVD	R0, errno+24(FP)
+	MOVD	R0, errno+32(FP)
 	RET
 ok:
-	MOVD	R0, pid+16(FP)
-	MOVD	ZR, errno+24(FP)
+	MOVD	R0, pid+24(FP)
+	MOVD	ZR, errno+32(FP)
 	RET
 child:
 	MOVD	0(RSP), R0
