@@ -43,6 +43,9 @@ func (s *spawnServer) startLocked() error {
 	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*sandboxinit.MaxRequest); err != nil {
 		_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 2*sandboxinit.MaxRequest)
 	}
+	// A server that does not answer in 10 s is taken for dead (a spawn
+	// takes about a millisecond): a new one is started.
+	_ = unix.SetsockoptTimeval(fds[0], unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
 	theirs := os.NewFile(uintptr(fds[1]), "spawn-server")
 	cmd := &exec.Cmd{
 		Path:        s.exe,

@@ -13,21 +13,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Spawn starts an execution without the helper binary: the sandbox's
-// init is the agent's own child, cloned into new namespaces (flags) with
-// CLONE_VM onto a stack of its own, and runs only raw system calls: it
-// makes the sandbox's set-up (a plan made here, from the agent's view of
-// the host's mounts), vforks the execution, which executes s.Argv
-// (s.Fallback where Argv cannot be), and then does what the helper does
-// as init: it reaps every process until the execution ends, kills what
-// it left, reports its exit code on stdio[3] (StatusFD) and exits with
-// it. The execution joins the kernel's cgroups and makes the cgroup view
-// itself, before it executes; the init stays out of them. No Go runtime
-// starts. stdio are the execution's standard input,
-// output and error, and the report's pipe. A set-up that fails is
-// reported on the execution's standard error, as the helper reports it,
-// and the init exits with 127. pidfd is the init's (CLONE_PIDFD), the
-// caller's to close; done must be called once the init was reaped. ErrNoSpawn where this machine or spec cannot
+// Spawn starts an execution without a helper process of its own (the
+// spawn server calls it: server.go). The sandbox's init is the caller's
+// child, cloned into new namespaces (flags) with CLONE_VM onto a stack
+// of its own, and runs only raw system calls: it makes the sandbox's
+// set-up (a plan made here, from the caller's view of the host's
+// mounts), vforks the execution, which joins the kernel's cgroups, makes
+// the cgroup view and executes s.Argv (s.Fallback where Argv cannot be
+// executed), and then does what the helper does as init: it reaps every
+// process until the execution ends, kills what it left, reports the exit
+// code on stdio[3] (StatusFD) and exits with it. No Go runtime starts.
+// stdio are the execution's standard input, output and error, and the
+// report's pipe. A set-up that fails is reported on the execution's
+// standard error, as the helper reports it, with exit code 127. pidfd is
+// the init's (CLONE_PIDFD), the caller's to close; done must be called
+// once the init was reaped. ErrNoSpawn where this machine or spec cannot
 // (CanSpawn; no Spec.KernelsRoot): the helper then.
 func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), err error) {
 	if !CanSpawn() || s.KernelsRoot == "" {
@@ -42,12 +42,12 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	host = slices.DeleteFunc(host, func(m mount) bool { return under(m.point, []string{s.KernelsRoot}) })
 	b := newBuilder()
 	// The kernel's cgroups are joined by the execution alone, in its
-	// vfork before it executes: the init shares the agent's memory, and
+	// vfork before it executes: the init shares the caller's memory, and
 	// in the kernel's memory cgroup an out-of-memory kill there would
-	// choose it and kill the agent with it (the kernel's OOM killer passes
-	// a vfork child over). Their files are opened here, in the agent's
-	// namespace (a file open for writing on the sandbox's copy of their
-	// mount would keep it from being made read-only), and the init
+	// choose it and kill the caller with it (the kernel's OOM killer
+	// passes a vfork child over). Their files are opened here, in the
+	// caller's namespace (a file open for writing on the sandbox's copy of
+	// their mount would keep it from being made read-only), and the init
 	// inherits them; the cgroup view is the execution's namespace, made
 	// once it joined.
 	xb := newBuilder()
@@ -104,9 +104,9 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 		}
 		x.stdio[i] = uintptr(fd)
 	}
-	// The init has a copy of the agent's descriptors: it keeps only
-	// those (a lock on the agent's state db, held by an init, would keep
-	// the next agent from opening it after a crash).
+	// The init has a copy of the caller's descriptors: it keeps only
+	// these, so that it holds nothing of the caller's for as long as the
+	// execution runs.
 	keep := append(slices.Clone(x.stdio[:]), b.p.regs[2:]...)
 	slices.Sort(keep)
 	from := uintptr(3)

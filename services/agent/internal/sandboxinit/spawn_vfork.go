@@ -75,9 +75,9 @@ func spawn(p *plan, x *launch) (pid, pidfd int, done func(), err error) {
 // makes the set-up, starts the execution and reaps every process of the
 // namespace until the execution ends, then kills what it left, reports
 // its exit code on sandboxinit.StatusFD and exits with it. It shares the
-// agent's memory (the plan's, which the agent keeps until it reaped the
+// spawn server's memory (the plan's, which the server keeps until it reaped the
 // init) but not its signal handlers: those it first resets, so that no
-// handler of the agent's runtime ever runs here.
+// handler of the server's runtime ever runs here.
 //
 //go:nosplit
 //go:norace
@@ -96,7 +96,7 @@ func pid1(p *plan, x *launch) {
 	syscall.RawSyscall(syscall.SYS_SETPGID, 0, 0, 0)
 	for i = 0; i < uintptr(len(x.closeRanges)); i++ {
 		if _, _, e = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, x.closeRanges[i][0], x.closeRanges[i][1], 0); e != 0 {
-			childFail("close the agent's files", e)
+			childFail("close the server's files", e)
 		}
 	}
 	for i = 0; i < 4; i++ {
@@ -141,7 +141,7 @@ func pid1(p *plan, x *launch) {
 	}
 	// The code, in decimal, before the exit: the exit of the namespace's
 	// last process tears its mounts down, which waits for an RCU grace
-	// period before the agent can reap it (see finish).
+	// period before the init can be reaped (see finish).
 	i = uintptr(len(x.buf))
 	r = code
 	for {
