@@ -81,7 +81,7 @@ type SandboxOptions struct {
 	Prestart int
 	// ViaHelper starts every execution through the helper, as the first
 	// process of its namespaces. Default: where the machine can
-	// (sandboxinit.CanSpawn: amd64 or arm64, Linux 5.12), the agent
+	// (sandboxinit.CanSpawn: amd64, Linux 5.12), the agent
 	// starts each execution itself, set up by raw system calls between
 	// its clone and its execve, without a helper (sandboxinit.Spawn); so
 	// does BAI_SANDBOX_HELPER in the agent's environment.

@@ -41,7 +41,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	shmSize := fs.Int64("kernel-shm-size", 0, "size limit of a kernel's private /dev/shm in bytes (default 64 MiB)")
 	keepCgroupMount := fs.Bool("keep-cgroup-mount", false, "leave the host's cgroup2 mount as it is (default: the agent turns its favordynmods option on, so that an execution into an idle agent does not wait an RCU grace period to join its cgroups)")
 	prestart := fs.Int("sandbox-prestart", 0, "with -sandbox-helper: sandbox helpers kept started ahead of executions (default 2; -1: none, each execution starts its own)")
-	viaHelper := fs.Bool("sandbox-helper", false, "start every execution through the sandbox helper binary, as the first process of its namespaces (default: where the machine can, amd64 or arm64 with Linux 5.12, through the agent's spawn server, without a helper process per execution)")
+	viaHelper := fs.Bool("sandbox-helper", false, "start every execution through the sandbox helper binary, as the first process of its namespaces (default: where the machine can, amd64 with Linux 5.12, through the agent's spawn server, without a helper process per execution)")
 	rtName := fs.String("runtime", "process", "kernel runtime: process, docker (the local Docker Engine, DOCKER_HOST), or sim (kernels that run nothing: benchmarks of the control plane)")
 	shares := fs.Float64("cuda-shares-per-device", 1, "cuda.shares one GPU is worth")
 	if err := fs.Parse(args); err != nil {

@@ -125,7 +125,7 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 var ErrNoSpawn = errors.New("sandbox: no start without the helper here")
 
 // CanSpawn reports whether Spawn works on this machine: an architecture
-// it has the clone for (amd64, arm64), and the kernel's open_tree (Linux
+// it has the clone for (amd64; arm64's is not written yet), and the kernel's open_tree (Linux
 // 5.2) and mount_setattr (5.12), which its set-up takes for granted
 // where the helper does without them.
 func CanSpawn() bool {

@@ -1,5 +1,3 @@
-//go:build amd64 || arm64
-
 package sandboxinit
 
 import (
@@ -20,12 +18,12 @@ func runtime_BeforeFork()
 func runtime_AfterFork()
 
 // rawVfork is clone(flags), for flags with CLONE_VM|CLONE_VFORK
-// (vfork_*.s).
+// (spawn_amd64.s).
 func rawVfork(flags uintptr) (pid uintptr, errno uintptr)
 
 // rawCloneOn is clone(flags) for flags with CLONE_VM, not CLONE_VFORK:
 // the child calls fn(p, x) on stack, where those three words are; with
-// CLONE_PIDFD its pidfd is written at ptid (vfork_*.s).
+// CLONE_PIDFD its pidfd is written at ptid (spawn_amd64.s).
 func rawCloneOn(flags, stack, ptid uintptr) (pid uintptr, errno uintptr)
 
 // pid1Entry is pid1's entry for the register ABI (a func value's code
