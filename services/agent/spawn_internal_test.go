@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,7 +49,8 @@ func mountCount(t *testing.T) int {
 // what it leaves running ends with it; a set-up that fails half-way says
 // why on its stderr with exit 127 and leaves the host's mounts as they
 // were; an argument with a NUL byte, or a cgroup that is not there, is
-// refused before anything starts.
+// refused before anything starts. A spawn server killed loses no
+// execution: those it started run on, and the next gets a new server.
 func TestSpawnedExecution(t *testing.T) {
 	r := spawnRuntime(t)
 	k := kernelSpec("spawned")
@@ -101,6 +103,38 @@ func TestSpawnedExecution(t *testing.T) {
 	p.Kill()
 	p.Wait()
 	p.Close()
+
+	// The spawn server killed: the execution it started runs on and
+	// reports its code; the next execution gets a new server.
+	p, err = r.Exec(t.Context(), k, events.RunSpec{ID: "through", Exec: "echo started; sleep 0.3; echo done"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out2 := bufio.NewReader(p.Stdout())
+	if line, err := out2.ReadString('\n'); line != "started\n" {
+		t.Fatalf("through: %q, %v", line, err)
+	}
+	r.sb.server.mu.Lock()
+	server := r.sb.server.cmd.Process
+	r.sb.server.mu.Unlock()
+	if err := server.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, _ := io.ReadAll(out2); string(rest) != "done\n" {
+		t.Errorf("after the server's kill: %q, want done", rest)
+	}
+	if code, err := p.Wait(); code != 0 || err != nil {
+		t.Errorf("after the server's kill: exit %d (%v)", code, err)
+	}
+	p.Close()
+	if code, out, errs, _ := runOut(t, r, k, "/bin/echo again"); code != 0 || out != "again\n" {
+		t.Errorf("the next execution: exit %d, %q %q", code, out, errs)
+	}
+	r.sb.server.mu.Lock()
+	if r.sb.server.cmd.Process.Pid == server.Pid {
+		t.Error("the same server after its kill")
+	}
+	r.sb.server.mu.Unlock()
 
 	dir, err := r.WorkDir(k.MainKernelID)
 	if err != nil {

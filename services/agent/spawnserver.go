@@ -104,7 +104,7 @@ func (s *spawnServer) spawn(spec *initSpec, flags uintptr, stdio [4]int) (*os.Fi
 			}
 		}
 		for last = unix.EINTR; last == unix.EINTR; {
-			last = unix.Sendmsg(s.conn, data, unix.UnixRights(stdio[:]...), nil, 0)
+			last = unix.Sendmsg(s.conn, data, unix.UnixRights(stdio[:]...), nil, unix.MSG_NOSIGNAL)
 		}
 		if last == nil {
 			var n, oobn int
