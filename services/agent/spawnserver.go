@@ -122,14 +122,7 @@ func (s *spawnServer) spawn(spec *initSpec, flags uintptr, stdio [4]int) (*os.Fi
 
 // reply is a request's reply: the init's pidfd, or why not.
 func (s *spawnServer) reply(data, oob []byte) (*os.File, error) {
-	var fds []int
-	if cms, err := unix.ParseSocketControlMessage(oob); err == nil {
-		for _, cm := range cms {
-			if got, err := unix.ParseUnixRights(&cm); err == nil {
-				fds = append(fds, got...)
-			}
-		}
-	}
+	fds := sandboxinit.ReceivedFDs(oob)
 	var rep sandboxinit.Reply
 	err := json.Unmarshal(data, &rep)
 	switch {

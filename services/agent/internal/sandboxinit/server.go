@@ -50,10 +50,9 @@ type Reply struct {
 // serve is the spawn server's life.
 func serve() {
 	var (
-		mu     sync.Mutex
-		dones  = map[int]func(){} // the inits running
-		exited = map[int]bool{}   // reaped before their done was known
-		child  = make(chan struct{}, 1)
+		mu    sync.Mutex
+		dones = map[int]func(){} // the inits running
+		child = make(chan struct{}, 1)
 	)
 	go func() { // the reaper
 		for {
@@ -66,12 +65,12 @@ func serve() {
 			case err != nil:
 				continue
 			}
+			// An init reaped at once waits here for its done: mu is held
+			// from its clone to then.
 			mu.Lock()
 			if d, ok := dones[pid]; ok {
 				delete(dones, pid)
 				d()
-			} else {
-				exited[pid] = true
 			}
 			mu.Unlock()
 		}
@@ -86,14 +85,7 @@ func serve() {
 		if err != nil || n == 0 {
 			os.Exit(0) // the agent is gone
 		}
-		var fds []int
-		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-			for _, cm := range cms {
-				if got, err := unix.ParseUnixRights(&cm); err == nil {
-					fds = append(fds, got...)
-				}
-			}
-		}
+		fds := ReceivedFDs(oob[:oobn])
 		var rep Reply
 		var pidfd = -1
 		var req Request
@@ -103,7 +95,7 @@ func serve() {
 		case len(fds) != 4:
 			rep.Err = fmt.Sprintf("%d descriptors, want 4", len(fds))
 		default:
-			mu.Lock() // a quick init is reaped after its done is known
+			mu.Lock() // until its done is known: the reaper waits for it
 			pid, fd, done, err := Spawn(&req.Spec, req.Flags, [4]int(fds))
 			switch {
 			case errors.Is(err, ErrNoSpawn):
@@ -111,12 +103,7 @@ func serve() {
 			case err != nil:
 				rep.Err = err.Error()
 			default:
-				if exited[pid] {
-					delete(exited, pid)
-					done()
-				} else {
-					dones[pid] = done
-				}
+				dones[pid] = done
 				rep.PID, pidfd = pid, fd
 				select {
 				case child <- struct{}{}:
@@ -141,4 +128,17 @@ func serve() {
 			os.Exit(0)
 		}
 	}
+}
+
+// ReceivedFDs are the descriptors of a message's SCM_RIGHTS, oob.
+func ReceivedFDs(oob []byte) []int {
+	var fds []int
+	if cms, err := unix.ParseSocketControlMessage(oob); err == nil {
+		for _, cm := range cms {
+			if got, err := unix.ParseUnixRights(&cm); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	return fds
 }
