@@ -37,8 +37,7 @@ const (
 type op uintptr
 
 const (
-	opJoin       op = iota + 1 // write "0" to a[0] (a cgroup's tasks or procs file); a[1] is "0"
-	opWriteJoin                // write "0" (a[1]) to register a[0]
+	opWriteJoin  op = iota + 1 // write "0" (a[1]) to register a[0]: a cgroup's tasks or procs file
 	opOpenDir                  // open the directory a[0] into register a[1]
 	opCheckDev                 // the file of register a[0] is on device a[1]:a[2]; a[3] is ""
 	opMount                    // mount(a[0], a[1], a[2], a[3], a[4])
@@ -114,13 +113,42 @@ func (b *builder) unmount(target string) {
 	b.add(opUnmount, okGone, "unmount "+target, b.str(target))
 }
 
-// join joins the kernel's cgroups (Spec.Cgroups): the calling process,
-// or where the file is a v1 tasks file its calling thread.
-func (b *builder) join(s *Spec) {
+// join opens the kernel's cgroup files (Spec.Cgroups) to write to, each
+// a register of the plan, and adds the steps that join them: "0" written
+// to each by the process (a v1 tasks file: the thread) that makes them.
+// Where closed, the steps close them next: the helper's files are on its
+// own namespace's mounts, which a file open for writing would keep from
+// being made read-only. Else they are the caller's to close (Spawn: the
+// init has copies). Each is above 3: Spawn's init moves stdio onto 0-3.
+func (b *builder) join(files []string, closed bool) ([]int, error) {
 	b.trace = "cgroups"
-	for _, f := range s.Cgroups {
-		b.add(opJoin, 0, "join cgroup "+f, b.str(f), b.str("0"))
+	var fds []int
+	for _, f := range files {
+		fd, err := syscall.Open(f, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+		if err == nil && fd < 4 {
+			low := fd
+			fd, err = above3(low)
+			syscall.Close(low)
+		}
+		if err != nil {
+			for _, fd := range fds {
+				syscall.Close(fd)
+			}
+			return nil, fmt.Errorf("join cgroup %s: %w", f, err)
+		}
+		fds = append(fds, fd)
+		b.p.regs = append(b.p.regs, uintptr(fd))
+		b.add(opWriteJoin, 0, "join cgroup "+f, uintptr(len(b.p.regs)-1), b.str("0"))
+		if closed {
+			b.add(opClose, 0, "join cgroup "+f, uintptr(len(b.p.regs)-1))
+		}
 	}
+	return fds, nil
+}
+
+// above3 is a new descriptor of fd's file, above 3, closed on exec.
+func above3(fd int) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4)
 }
 
 // prologue is the set-up up to the host's mounts: the work directory opened (and checked to be on Spec.WorkDirDev where
@@ -382,12 +410,6 @@ func (p *plan) run(from, to int) (failed int, errno syscall.Errno) {
 	for i = from; i < to; i++ {
 		s = &p.steps[i]
 		switch s.op {
-		case opJoin:
-			r, _, e = syscall.RawSyscall6(syscall.SYS_OPENAT, atFDCWD, s.a[0], syscall.O_WRONLY|syscall.O_CLOEXEC, 0, 0, 0)
-			if e == 0 {
-				_, _, e = syscall.RawSyscall(syscall.SYS_WRITE, r, s.a[1], 1)
-				syscall.RawSyscall(syscall.SYS_CLOSE, r, 0, 0)
-			}
 		case opWriteJoin:
 			_, _, e = syscall.RawSyscall(syscall.SYS_WRITE, p.regs[s.a[0]], s.a[1], 1)
 		case opOpenDir:

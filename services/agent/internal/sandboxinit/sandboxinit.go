@@ -176,7 +176,9 @@ func run(s *Spec) error {
 	// This goroutine is locked to its thread (Main): a v1 tasks file moves
 	// this thread, which forks the execution below.
 	b := newBuilder()
-	b.join(s)
+	if _, err := b.join(s.Cgroups, true); err != nil {
+		return err
+	}
 	if err := b.prologue(s); err != nil {
 		return err
 	}

@@ -42,8 +42,8 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	host = slices.DeleteFunc(host, func(m mount) bool { return under(m.point, []string{s.KernelsRoot}) })
 	b := newBuilder()
 	// The kernel's cgroups are joined by the execution alone, in its
-	// vfork before it executes: the init shares the caller's memory, and
-	// in the kernel's memory cgroup an out-of-memory kill there would
+	// vfork before it executes (xb): the init shares the caller's memory,
+	// and in the kernel's memory cgroup an out-of-memory kill there would
 	// choose it and kill the caller with it (the kernel's OOM killer
 	// passes a vfork child over). Their files are opened here, in the
 	// caller's namespace (a file open for writing on the sandbox's copy of
@@ -51,22 +51,13 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	// inherits them; the cgroup view is the execution's namespace, made
 	// once it joined.
 	xb := newBuilder()
-	for i, f := range s.Cgroups {
-		fd, err := syscall.Open(f, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return 0, -1, nil, fmt.Errorf("join cgroup %s: %w", f, err)
-		}
-		defer syscall.Close(fd)
-		if fd < 4 { // not one the init moves stdio onto
-			if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4); err != nil {
-				return 0, -1, nil, fmt.Errorf("join cgroup %s: %w", f, err)
-			}
-			defer syscall.Close(fd)
-		}
-		xb.add(opWriteJoin, 0, "join cgroup "+f, uintptr(2+i), xb.str("0"))
-		b.p.regs = append(b.p.regs, uintptr(fd))
+	joins, err := xb.join(s.Cgroups, false)
+	if err != nil {
+		return 0, -1, nil, err
 	}
-	xb.p.regs = b.p.regs
+	for _, fd := range joins {
+		defer syscall.Close(fd)
+	}
 	if err := xb.cgroupView(host, s.Cgroups); err != nil {
 		return 0, -1, nil, err
 	}
@@ -95,7 +86,7 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	// another onto: each is put above 3 first.
 	for i, fd := range stdio {
 		if fd < 4 {
-			dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4)
+			dup, err := above3(fd)
 			if err != nil {
 				return 0, -1, nil, fmt.Errorf("stdio: %w", err)
 			}
@@ -107,7 +98,10 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	// The init has a copy of the caller's descriptors: it keeps only
 	// these, so that it holds nothing of the caller's for as long as the
 	// execution runs.
-	keep := append(slices.Clone(x.stdio[:]), b.p.regs[2:]...)
+	keep := slices.Clone(x.stdio[:])
+	for _, fd := range joins {
+		keep = append(keep, uintptr(fd))
+	}
 	slices.Sort(keep)
 	from := uintptr(3)
 	for _, fd := range keep {
