@@ -236,11 +236,6 @@ func startPiped(cmd *exec.Cmd, status, spec bool) (*started, error) {
 		ours, theirs = append(ours, our), append(theirs, their)
 		return our, their, nil
 	}
-	closeAll := func(fs []*os.File) {
-		for _, f := range fs {
-			f.Close()
-		}
-	}
 	h := &started{cmd: cmd, at: time.Now()}
 	var outW, errW, statusW, specR *os.File
 	var errs [4]error
@@ -255,16 +250,16 @@ func startPiped(cmd *exec.Cmd, status, spec bool) (*started, error) {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, specR) // SpecFD
 	}
 	if err := errors.Join(errs[:]...); err != nil {
-		closeAll(ours)
-		closeAll(theirs)
+		closeFiles(ours)
+		closeFiles(theirs)
 		return nil, fmt.Errorf("pipes: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	err := cmd.Start()
 	// The child holds its ends now; ours must go so EOF can come.
-	closeAll(theirs)
+	closeFiles(theirs)
 	if err != nil {
-		closeAll(ours)
+		closeFiles(ours)
 		return nil, err
 	}
 	return h, nil
@@ -370,4 +365,13 @@ func rootMounts(root string) (mounted, under bool, source string, err error) {
 		under = under || strings.HasPrefix(p.Point, abs+"/")
 	}
 	return mounted, under, source, nil
+}
+
+// closeFiles closes every file of fs that is not nil.
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }

@@ -517,8 +517,9 @@ func (r *ProcessRuntime) Exec(_ context.Context, k *events.SessionSpec, run even
 }
 
 // sandboxStart starts argv in its sandbox, or fallback where argv cannot
-// be executed: by itself where it can (sandboxinit.Spawn), else through
-// the sandbox helper, one started ahead where the pool has one.
+// be executed: through the spawn server where there is one and it can
+// (sandboxinit.Spawn), else through the sandbox helper, one started
+// ahead where the pool has one.
 func (r *ProcessRuntime) sandboxStart(k *events.SessionSpec, dir string, argv, fallback, env []string) (*process, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
@@ -549,7 +550,7 @@ func (r *ProcessRuntime) sandboxStart(k *events.SessionSpec, dir string, argv, f
 		spec.KernelsRoot = r.root
 	}
 	flags := r.sb.cloneFlags(k.Network)
-	if r.sb.spawn {
+	if r.sb.server != nil {
 		p, err := r.spawnProcess(&spec, flags)
 		if !errors.Is(err, sandboxinit.ErrNoSpawn) {
 			return p, err
@@ -666,22 +667,15 @@ func (r *ProcessRuntime) spawnProcess(spec *initSpec, flags uintptr) (*process, 
 			break
 		}
 	}
-	closeAll := func(fs []*os.File) {
-		for _, f := range fs {
-			if f != nil {
-				f.Close()
-			}
-		}
-	}
 	if err != nil {
-		closeAll(ours[:])
-		closeAll(theirs[:])
+		closeFiles(ours[:])
+		closeFiles(theirs[:])
 		return nil, err
 	}
 	pidfd, err := r.sb.server.spawn(spec, flags, [4]int{int(null.Fd()), int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd())})
-	closeAll(theirs[:]) // the init has its own
+	closeFiles(theirs[:]) // the init has its own
 	if err != nil {
-		closeAll(ours[:])
+		closeFiles(ours[:])
 		return nil, err
 	}
 	return &process{pidfd: pidfd, stdout: ours[0], stderr: ours[1], status: ours[2]}, nil

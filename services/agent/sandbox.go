@@ -80,11 +80,11 @@ type SandboxOptions struct {
 	// helper. Default 2; negative: none, each execution starts its own.
 	Prestart int
 	// ViaHelper starts every execution through the helper, as the first
-	// process of its namespaces. Default: where the machine can
-	// (sandboxinit.CanSpawn: amd64, Linux 5.12), the agent
-	// starts each execution itself, set up by raw system calls between
-	// its clone and its execve, without a helper (sandboxinit.Spawn); so
-	// does BAI_SANDBOX_HELPER in the agent's environment.
+	// process of its namespaces, as does BAI_SANDBOX_HELPER in the
+	// agent's environment. Default: where the machine can
+	// (sandboxinit.CanSpawn: amd64, Linux 5.12), the agent's spawn server
+	// starts each execution, its set-up made by raw system calls in a
+	// cloned init, with no helper process of its own (sandboxinit.Spawn).
 	ViaHelper bool
 	// CgroupName names the parent of the kernels' cgroups. Default
 	// "bai-" + a hash of the kernels' root directory, so that two agents
@@ -110,8 +110,7 @@ type sandbox struct {
 	hide           []string
 	active         bool         // namespaces, uid and mounts
 	pool           *helperPool  // nil: no helpers started ahead
-	spawn          bool         // executions start without a helper where they can (sandboxinit.Spawn)
-	server         *spawnServer // which starts them; nil unless spawn
+	server         *spawnServer // starts executions without a helper of their own; nil: the helper does
 
 	shareOnce sync.Once   // the kernels' root made shared (shareRoot), on first use
 	bound     atomic.Bool // it is: an execution sheds every kernel at once (Spec.KernelsRoot)
@@ -202,11 +201,10 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 			sb.exe, sb.active = exe, true
 		}
 	}
-	sb.spawn = sb.active && !opts.ViaHelper && sandboxinit.CanSpawn()
-	if sb.spawn {
+	if sb.active && !opts.ViaHelper && sandboxinit.CanSpawn() {
 		sb.server = newSpawnServer(sb.exe)
 	}
-	if sb.active && !sb.spawn && opts.Prestart >= 0 {
+	if sb.active && sb.server == nil && opts.Prestart >= 0 {
 		if opts.Prestart == 0 {
 			opts.Prestart = 2
 		}

@@ -26,8 +26,8 @@ func spawnRuntime(t *testing.T) *ProcessRuntime {
 		t.Skip("SKIP: executions start through the helper here")
 	}
 	r := sandboxRuntime(t, SandboxOptions{})
-	if !r.sb.spawn || r.sb.pool != nil {
-		t.Fatalf("spawn %v, pool %v: want executions started without a helper, and no helpers started ahead", r.sb.spawn, r.sb.pool)
+	if r.sb.server == nil || r.sb.pool != nil {
+		t.Fatalf("spawn server %v, pool %v: want executions started without a helper, and no helpers started ahead", r.sb.server, r.sb.pool)
 	}
 	return r
 }
