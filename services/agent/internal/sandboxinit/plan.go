@@ -15,10 +15,10 @@ import (
 
 // A plan is an execution's sandbox set-up as a list of system calls,
 // decided ahead in Go (what to unmount, hide, mount and limit) and made by
-// runSteps, which does nothing but raw system calls on memory the plan
+// plan.run, which does nothing but raw system calls on memory the plan
 // holds: no allocation, no stack growth, no runtime. So the same plan runs
-// in the helper, step by step, and in a child between its clone and its
-// execve, where the agent starts an execution without a helper (Spawn).
+// in the helper, and in the init the spawn server clones (Spawn), which
+// has no runtime of its own.
 type plan struct {
 	steps []step
 	regs  []uintptr    // file descriptors the steps open: regWork, regTree, then Spawn's joins
@@ -151,10 +151,11 @@ func above3(fd int) (int, error) {
 	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4)
 }
 
-// prologue is the set-up up to the host's mounts: the work directory opened (and checked to be on Spec.WorkDirDev where
-// that is not 0), every mount made private and, with Spec.KernelsRoot,
-// the work directory's mount copied (regTree; noFD where open_tree
-// failed) and the kernels' root with every kernel under it let go.
+// prologue is the set-up up to the host's mounts: the work directory
+// opened (and checked to be on Spec.WorkDirDev where that is not 0),
+// every mount made private and, with Spec.KernelsRoot, the work
+// directory's mount copied (regTree; noFD where open_tree failed) and the
+// kernels' root with every kernel under it let go.
 func (b *builder) prologue(s *Spec) error {
 	if len(s.Argv) == 0 {
 		return errors.New("no command")
@@ -211,8 +212,9 @@ func keepWritable(s *Spec) func(mount) bool {
 	}
 }
 
-// readOnly is readOnly's one mount_setattr(2) over the whole tree,
-// and the mounts keep says to leave writable made writable again.
+// readOnly is the function readOnly's one mount_setattr(2) over the
+// whole tree, and the mounts keep says to leave writable made writable
+// again.
 func (b *builder) readOnly(host []mount, keep func(mount) bool) {
 	b.trace = "remount-ro"
 	b.add(opSetattr, 0, "make mounts read-only", b.str("/"), unix.AT_RECURSIVE, unix.MOUNT_ATTR_RDONLY, 0)
@@ -226,13 +228,13 @@ func (b *builder) readOnly(host []mount, keep func(mount) bool) {
 // finish is the rest of the set-up, once the host's mounts are
 // read-only: /proc, /home with the work directory (its mount's copy where
 // tree, else bound through workFD), the links of Spec.Bin, every mount
-// under the hidden directories let go and those hidden, the cgroup view,
-// the cgroup view where view, the private temporary directories, the
-// host name and the limits.
+// under the hidden directories let go and those hidden, the cgroup view
+// where view, the private temporary directories, the host name and the
+// limits.
 func (b *builder) finish(s *Spec, host []mount, tree bool, workFD int, view bool) error {
 	// The namespace's init is root's, and hidden: no process of another
-	// uid shows in /proc (where the init is the agent's clone, Spawn, its
-	// command line would be the agent's).
+	// uid shows in /proc (where the init is the spawn server's clone,
+	// Spawn, its command line would be the server's).
 	b.trace = "proc"
 	b.mount("mount /proc", "proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "hidepid=2")
 	b.trace = "home-workdir-bin"
