@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,6 +75,60 @@ func BenchmarkSandboxedKernel(b *testing.B) {
 	}
 	b.ReportMetric(float64(create.Microseconds())/float64(b.N), "create-µs/op")
 	b.ReportMetric(float64(destroy.Microseconds())/float64(b.N), "destroy-µs/op")
+}
+
+// BenchmarkBatchKernel is a batch session's kernel on the agent's side:
+// create (work dir tmpfs, cgroups), run /bin/true, destroy. Through the
+// spawn server where the host has one. cpu-µs/op is this process's CPU
+// alone (the agent's part; the spawn server, its inits and /bin/true are
+// other processes): the figure the agent's system calls move.
+func BenchmarkBatchKernel(b *testing.B) {
+	helper := buildHelper(b)
+	ctx := context.Background()
+	r := agent.NewProcessRuntime(b.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
+	if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
+		b.Logf("not sandboxed here: %v", notes)
+	}
+	b.Cleanup(func() {
+		if err := r.Purge(ctx); err != nil {
+			b.Errorf("purge: %v", err)
+		}
+	})
+	k := &events.SessionSpec{ID: "bench", Image: testImage, MainKernelID: "k-batch",
+		Slots: map[string]string{"cpu": "1", "mem": "256m"}}
+	cpu0 := selfCPU()
+	for b.Loop() {
+		if err := r.Create(ctx, k); err != nil {
+			b.Fatal(err)
+		}
+		p, err := r.Exec(ctx, k, events.RunSpec{ID: "r", Exec: "/bin/true"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, p.Stdout())
+		io.Copy(io.Discard, p.Stderr())
+		code, err := p.Wait()
+		if rp, ok := p.(interface{ Reason() string }); ok && code != 0 {
+			b.Logf("reason: %s", rp.Reason())
+		}
+		p.Close()
+		if err != nil || code != 0 {
+			b.Fatalf("exit %d, %v", code, err)
+		}
+		if err := r.Destroy(ctx, k); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64((selfCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+}
+
+// selfCPU is this process's user and system CPU so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func benchExec(b *testing.B, helper string) {

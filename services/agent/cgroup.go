@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,6 +24,12 @@ type cgroups struct {
 	// (v2: the single key "").
 	parents map[string]string
 	enable  string // v2: the parent's cgroup.subtree_control
+
+	parentsMade atomic.Bool // by makeParents
+	// What kernels' cgroups have, found in the first one (probe): the
+	// swap limit's file, and in v2 cpu.max.
+	probeOnce         sync.Once
+	swapFile, cpuFile bool
 }
 
 // limits are a kernel's cgroup limits; zero is no limit.
@@ -132,33 +140,50 @@ func (c *cgroups) dir(ctl, id string) string {
 	return filepath.Join(p, id)
 }
 
-// create makes the kernel's cgroups with their limits; it returns the
-// cgroup.procs files a process joins. Doing it again is harmless.
-func (c *cgroups) create(id string, l limits) ([]string, error) {
-	// The parents are made with the first kernel.
-	for _, p := range c.parents {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			return nil, fmt.Errorf("create cgroup parent: %w", err)
-		}
-		if c.v2 {
-			if err := os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte(c.enable), 0); err != nil {
-				return nil, fmt.Errorf("cgroup v2 enable controllers: %w", err)
-			}
+// create makes the kernel's cgroups with their limits. Doing it again is
+// harmless. It is on every kernel's start, so it makes no more system calls
+// than it must: the parents are made with the first kernel (and again if
+// one was removed since), the files a kernel may lack are looked for once,
+// and each limit is written in three calls (writeSmall).
+func (c *cgroups) create(id string, l limits) error {
+	if !c.parentsMade.Load() {
+		if err := c.makeParents(); err != nil {
+			return err
 		}
 	}
-	var procs []string
 	for _, d := range c.dirs(id) {
-		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("create cgroup: %w", err)
+		err := syscall.Mkdir(d, 0o755)
+		if errors.Is(err, syscall.ENOENT) {
+			if err := c.makeParents(); err != nil {
+				return err
+			}
+			err = syscall.Mkdir(d, 0o755)
 		}
-		procs = append(procs, filepath.Join(d, "cgroup.procs"))
+		if err != nil && !errors.Is(err, syscall.EEXIST) {
+			return fmt.Errorf("create cgroup: %w", &os.PathError{Op: "mkdir", Path: d, Err: err})
+		}
 	}
+	c.probeOnce.Do(func() { c.probe(id) })
+	err := c.setLimits(id, l)
+	if c.v2 && errors.Is(err, os.ErrNotExist) {
+		// A controller was taken off the parents' subtree_control since
+		// the first kernel (by hand, or a service manager): on again.
+		if err := c.makeParents(); err != nil {
+			return err
+		}
+		err = c.setLimits(id, l)
+	}
+	return err
+}
+
+// setLimits writes kernel id's limits to its cgroups.
+func (c *cgroups) setLimits(id string, l limits) error {
 	set := func(ctl, file, v string) error {
 		d := c.dir(ctl, id)
 		if d == "" {
 			return nil
 		}
-		if err := os.WriteFile(filepath.Join(d, file), []byte(v), 0); err != nil {
+		if err := writeSmall(filepath.Join(d, file), v); err != nil {
 			return fmt.Errorf("cgroup %s: %w", file, err)
 		}
 		return nil
@@ -167,23 +192,21 @@ func (c *cgroups) create(id string, l limits) ([]string, error) {
 	if c.v2 {
 		if l.mem > 0 {
 			errs = append(errs, set("", "memory.max", strconv.FormatInt(l.mem, 10)))
-			if _, err := os.Stat(filepath.Join(c.dir("", id), "memory.swap.max")); err == nil {
+			if c.swapFile {
 				errs = append(errs, set("", "memory.swap.max", "0"))
 			}
 		}
 		if l.pids > 0 {
 			errs = append(errs, set("", "pids.max", strconv.FormatInt(l.pids, 10)))
 		}
-		if l.cpu > 0 {
-			if _, err := os.Stat(filepath.Join(c.dir("", id), "cpu.max")); err == nil {
-				errs = append(errs, set("", "cpu.max", fmt.Sprintf("%d 100000", max(l.cpu/10, 1000))))
-			}
+		if l.cpu > 0 && c.cpuFile {
+			errs = append(errs, set("", "cpu.max", strconv.FormatInt(max(l.cpu/10, 1000), 10)+" 100000"))
 		}
-		return procs, errors.Join(errs...)
+		return errors.Join(errs...)
 	}
 	if l.mem > 0 {
 		errs = append(errs, set("memory", "memory.limit_in_bytes", strconv.FormatInt(l.mem, 10)))
-		if _, err := os.Stat(filepath.Join(c.dir("memory", id), "memory.memsw.limit_in_bytes")); err == nil {
+		if c.swapFile {
 			errs = append(errs, set("memory", "memory.memsw.limit_in_bytes", strconv.FormatInt(l.mem, 10)))
 		}
 	}
@@ -191,11 +214,44 @@ func (c *cgroups) create(id string, l limits) ([]string, error) {
 		errs = append(errs, set("pids", "pids.max", strconv.FormatInt(l.pids, 10)))
 	}
 	if l.cpu > 0 {
-		// cpu.cfs_quota_us per 100ms period: cpu × 100000µs.
-		errs = append(errs, set("cpu", "cpu.cfs_period_us", "100000"),
-			set("cpu", "cpu.cfs_quota_us", strconv.FormatInt(max(l.cpu/10, 1000), 10)))
+		// cpu.cfs_quota_us per period: cpu × 100000µs. A new cgroup's
+		// cpu.cfs_period_us is the kernel's default, 100000 (100 ms),
+		// whatever its parent's.
+		errs = append(errs, set("cpu", "cpu.cfs_quota_us", strconv.FormatInt(max(l.cpu/10, 1000), 10)))
 	}
-	return procs, errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// makeParents makes the parents of the kernels' cgroups, and in v2 enables
+// the controllers in theirs.
+func (c *cgroups) makeParents() error {
+	for _, p := range c.parents {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return fmt.Errorf("create cgroup parent: %w", err)
+		}
+		if c.v2 {
+			if err := writeSmall(filepath.Join(p, "cgroup.subtree_control"), c.enable); err != nil {
+				return fmt.Errorf("cgroup v2 enable controllers: %w", err)
+			}
+		}
+	}
+	c.parentsMade.Store(true)
+	return nil
+}
+
+// probe looks in kernel id's cgroups, just made, for the files a kernel
+// (and so every kernel) may lack: the swap limit (swap accounting off) and,
+// in v2, the cpu controller's.
+func (c *cgroups) probe(id string) {
+	exists := func(ctl, file string) bool {
+		_, err := os.Stat(filepath.Join(c.dir(ctl, id), file))
+		return err == nil
+	}
+	if c.v2 {
+		c.swapFile, c.cpuFile = exists("", "memory.swap.max"), exists("", "cpu.max")
+		return
+	}
+	c.swapFile = exists("memory", "memory.memsw.limit_in_bytes")
 }
 
 // joinFiles are the files a sandbox helper writes "0" to, to join the
@@ -220,7 +276,7 @@ func (c *cgroups) joinFiles(id string) []string {
 // pids lists the processes in the kernel's cgroup.
 func (c *cgroups) pids(id string) ([]int, error) {
 	d := c.dir("pids", id)
-	data, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+	data, err := readSmall(filepath.Join(d, "cgroup.procs"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -241,7 +297,7 @@ func (c *cgroups) pids(id string) ([]int, error) {
 func (c *cgroups) kill(id string) error {
 	if c.v2 {
 		// cgroup.kill (Linux 5.14) kills atomically.
-		_ = os.WriteFile(filepath.Join(c.dir("", id), "cgroup.kill"), []byte("1"), 0)
+		_ = writeSmall(filepath.Join(c.dir("", id), "cgroup.kill"), "1")
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	// A process that just ended (a sandbox helper, tearing its namespaces
@@ -329,7 +385,7 @@ func (c *cgroups) counters(id string) (oomKills, pidsMax int64) {
 
 // keyed reads the value of key in a flat-keyed cgroup file; 0 if absent.
 func keyed(file, key string) int64 {
-	data, err := os.ReadFile(file)
+	data, err := readSmall(file)
 	if err != nil {
 		return 0
 	}

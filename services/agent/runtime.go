@@ -228,7 +228,7 @@ func (r *ProcessRuntime) Create(_ context.Context, k *events.SessionSpec) error 
 		if err != nil {
 			return err
 		}
-		if _, err := r.sb.cg.create(k.MainKernelID, l); err != nil {
+		if err := r.sb.cg.create(k.MainKernelID, l); err != nil {
 			return fmt.Errorf("cgroup of kernel %s: %w", k.MainKernelID, err)
 		}
 	}
@@ -656,29 +656,50 @@ func (r *ProcessRuntime) WriteFile(kernelID, rel string, data []byte) error {
 // the spawn server (sandboxinit.Spawn): its stdin /dev/null, its output
 // on pipes, and its init's report on a third.
 func (r *ProcessRuntime) spawnProcess(spec *initSpec, flags uintptr) (*process, error) {
-	null, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, err
+	var ours [3]*os.File // stdout, stderr, status: read here
+	theirs := [3]int{-1, -1, -1}
+	closeTheirs := func() {
+		for _, fd := range theirs {
+			if fd >= 0 {
+				syscall.Close(fd)
+			}
+		}
 	}
-	defer null.Close()
-	var ours, theirs [3]*os.File // stdout, stderr, status
+	var err error
 	for i := range ours {
-		if ours[i], theirs[i], err = os.Pipe(); err != nil {
+		if ours[i], theirs[i], err = spawnPipe(); err != nil {
 			break
 		}
 	}
 	if err != nil {
 		closeFiles(ours[:])
-		closeFiles(theirs[:])
+		closeTheirs()
 		return nil, err
 	}
-	pidfd, err := r.sb.server.spawn(spec, flags, [4]int{int(null.Fd()), int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd())})
-	closeFiles(theirs[:]) // the init has its own
+	pidfd, err := r.sb.server.spawn(spec, flags, theirs)
+	closeTheirs() // the init has its own
 	if err != nil {
 		closeFiles(ours[:])
 		return nil, err
 	}
 	return &process{pidfd: pidfd, stdout: ours[0], stderr: ours[1], status: ours[2]}, nil
+}
+
+// spawnPipe is a pipe whose read end is read here through the runtime's
+// poller and whose write end, blocking, goes to a spawned execution. It
+// makes five system calls where os.Pipe and then Fd make eleven.
+func spawnPipe() (*os.File, int, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, -1, os.NewSyscallError("pipe2", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, -1, os.NewSyscallError("fcntl", err)
+	}
+	// Non-blocking, it is taken into the poller.
+	return os.NewFile(uintptr(p[0]), "|0"), p[1], nil
 }
 
 // process is one execution of the process runtime.

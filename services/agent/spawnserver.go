@@ -24,13 +24,14 @@ type spawnServer struct {
 
 	mu   sync.Mutex
 	conn int // our end of its socket; -1: none
+	null int // /dev/null, every execution's stdin; -1: not open yet
 	cmd  *exec.Cmd
 	buf  []byte
 	oob  []byte
 }
 
 func newSpawnServer(exe string) *spawnServer {
-	return &spawnServer{exe: exe, conn: -1, buf: make([]byte, 4096), oob: make([]byte, unix.CmsgSpace(4))}
+	return &spawnServer{exe: exe, conn: -1, null: -1, buf: make([]byte, 4096), oob: make([]byte, unix.CmsgSpace(4))}
 }
 
 // startLocked starts the server.
@@ -80,13 +81,18 @@ func (s *spawnServer) close() {
 	}
 	s.mu.Lock()
 	s.closeLocked()
+	if s.null >= 0 {
+		syscall.Close(s.null)
+		s.null = -1
+	}
 	s.mu.Unlock()
 }
 
 // spawn asks the server to start spec's execution in namespaces flags
-// with stdio (stdin, stdout, stderr, the init's report); it answers a
-// pidfd of the init, or sandboxinit.ErrNoSpawn where the helper must.
-func (s *spawnServer) spawn(spec *initSpec, flags uintptr, stdio [4]int) (*os.File, error) {
+// with out (stdout, stderr, the init's report) and /dev/null for stdin; it
+// answers a pidfd of the init, or sandboxinit.ErrNoSpawn where the helper
+// must.
+func (s *spawnServer) spawn(spec *initSpec, flags uintptr, out [3]int) (*os.File, error) {
 	data, err := json.Marshal(sandboxinit.Request{Spec: *spec, Flags: flags})
 	if err != nil {
 		return nil, err
@@ -96,6 +102,14 @@ func (s *spawnServer) spawn(spec *initSpec, flags uintptr, stdio [4]int) (*os.Fi
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.null < 0 {
+		// One for all: reading /dev/null is the same whoever shares it.
+		if s.null, err = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			s.null = -1
+			return nil, fmt.Errorf("spawn server: %w", err)
+		}
+	}
+	stdio := [4]int{s.null, out[0], out[1], out[2]}
 	var last error
 	for range 2 { // a server that died is started again, once
 		if s.conn < 0 {
