@@ -343,6 +343,14 @@ for d in ["/tmp", "/var/tmp", "/dev/shm"]:
 		{"cgroups-others", `find /sys/fs/cgroup | grep -c -e ` + one.MainKernelID + ` -e ` + two.MainKernelID + ` || true`, "0\n"},
 		{"cgroups-own", `for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do [ -f $f ] && cat $f; done
 grep -v ':/$' /proc/self/cgroup | grep -e memory -e pids -e '^0::' ; mkdir /sys/fs/cgroup/memory/x /sys/fs/cgroup/x 2>/dev/null && echo made`, "1073741824\n"},
+		// Of the host's cgroup hierarchies, only the kernel's are mounted:
+		// v1's memory, pids and cpu, or v2's unified one where the kernel
+		// is in v2. Not blkio, devices, name=systemd, a hybrid's empty
+		// unified one: the host's tree, its services' names.
+		{"cgroups-host", `awk '{split($0, h, " - "); split(h[2], t, " ")}
+t[1] == "cgroup" {v1++; if (("," t[3] ",") !~ /,(memory|pids|cpu),/) print "host hierarchy", $5}
+t[1] == "cgroup2" {v2[$5] = 1}
+END {if (v1) for (p in v2) print "host hierarchy", p}' /proc/self/mountinfo`, ""},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -391,6 +391,15 @@ func (b *builder) cgroupView(host []mount, joined []string) error {
 		b.mount("cgroup view: mount "+m.point, "cgroup", m.point, m.fstype, flags, strings.Join(opts, ","))
 		b.mount("cgroup view: "+m.point+" read-only", "", m.point, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY|flags, "")
 	}
+	// The hierarchies the kernel is not in (v1's blkio, devices, freezer,
+	// name=systemd, a hybrid host's unified one without controllers) would
+	// show the host's cgroup tree: its services' and containers' names.
+	// They leave the namespace; their directories stay, empty.
+	for _, m := range host {
+		if (m.fstype == "cgroup" || m.fstype == "cgroup2") && !slices.ContainsFunc(view, func(v mount) bool { return v.point == m.point }) {
+			b.add(opUnmount, okGone, "cgroup view: unmount the host's "+m.point, b.str(m.point))
+		}
+	}
 	return nil
 }
 
