@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,7 +95,7 @@ func BenchmarkBatchKernel(b *testing.B) {
 	})
 	k := &events.SessionSpec{ID: "bench", Image: testImage, MainKernelID: "k-batch",
 		Slots: map[string]string{"cpu": "1", "mem": "256m"}}
-	cpu0 := selfCPU()
+	cpu0 := agent.SelfCPU()
 	for b.Loop() {
 		if err := r.Create(ctx, k); err != nil {
 			b.Fatal(err)
@@ -119,16 +118,7 @@ func BenchmarkBatchKernel(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64((selfCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
-}
-
-// selfCPU is this process's user and system CPU so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64((agent.SelfCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 }
 
 func benchExec(b *testing.B, helper string) {
