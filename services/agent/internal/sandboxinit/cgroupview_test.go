@@ -58,14 +58,20 @@ func TestCgroupView(t *testing.T) {
 	}
 	t.Run("v1", func(t *testing.T) {
 		point := t.TempDir()
-		name := "bai-test-view-" + strconv.Itoa(os.Getpid())
-		if err := syscall.Mount("cgroup", point, "cgroup", 0, "none,name="+name+",release_agent=/bin/true"); err != nil {
+		// One name for every run: a v1 hierarchy unmounted while a cgroup
+		// just removed in it is not yet released stays, unmounted, until
+		// the host stops; by its name the next run mounts it again
+		// rather than making one more.
+		if err := syscall.Mount("cgroup", point, "cgroup", 0, "none,name="+viewHierarchy+",release_agent=/bin/true"); err != nil {
 			t.Skipf("no cgroup v1 here: %v", err)
 		}
 		defer syscall.Unmount(point, syscall.MNT_DETACH)
-		child(t, "v1", filepath.Join(point, "view"))
+		child(t, "v1", filepath.Join(point, "bai-test-view-"+strconv.Itoa(os.Getpid())))
 	})
 }
+
+// viewHierarchy names TestCgroupView's v1 hierarchy.
+const viewHierarchy = "bai-test-view"
 
 func cgroupViewChild(t *testing.T, mode, dir, parent string) {
 	// As the helper: this thread joins the kernel's cgroup (v2 moves the
@@ -118,7 +124,7 @@ func cgroupViewChild(t *testing.T, mode, dir, parent string) {
 	}
 	want := "0::/\n"
 	if mode == "v1" {
-		want = ":name=bai-test-view-" + strconv.Itoa(os.Getppid()) + ":/\n"
+		want = ":name=" + viewHierarchy + ":/\n"
 	}
 	if b, err := os.ReadFile("/proc/thread-self/cgroup"); err != nil || !strings.Contains(string(b), want) {
 		t.Errorf("/proc/thread-self/cgroup: %q, %v; want %q", b, err, want)
