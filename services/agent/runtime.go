@@ -676,13 +676,41 @@ func (r *ProcessRuntime) spawnProcess(spec *initSpec, flags uintptr) (*process, 
 		closeTheirs()
 		return nil, err
 	}
-	pidfd, err := r.sb.server.spawn(spec, flags, theirs)
+	tree, err := workTree(spec)
+	if err != nil {
+		closeFiles(ours[:])
+		closeTheirs()
+		return nil, err
+	}
+	pidfd, err := r.sb.server.spawn(spec, flags, theirs, tree)
 	closeTheirs() // the init has its own
+	syscall.Close(tree)
 	if err != nil {
 		closeFiles(ours[:])
 		return nil, err
 	}
 	return &process{pidfd: pidfd, stdout: ours[0], stderr: ours[1], status: ours[2]}, nil
+}
+
+// workTree is a detached copy of the mount of spec's work directory
+// (open_tree), for the spawn server, whose namespace has none of the
+// kernels' mounts; checked to be the kernel's mount (Spec.WorkDirDev),
+// not the directory under it. Where open_tree is refused, the helper
+// starts the execution (sandboxinit.ErrNoSpawn).
+func workTree(spec *initSpec) (int, error) {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, spec.WorkDir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) {
+			return -1, sandboxinit.ErrNoSpawn
+		}
+		return -1, fmt.Errorf("work dir: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(tree, &st); err != nil || (spec.WorkDirDev != 0 && st.Dev != spec.WorkDirDev) {
+		syscall.Close(tree)
+		return -1, errors.New("work dir: not the kernel's mount")
+	}
+	return tree, nil
 }
 
 // spawnPipe is a pipe whose read end is read here through the runtime's

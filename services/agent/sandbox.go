@@ -202,7 +202,7 @@ func newSandbox(root string, opts SandboxOptions) *sandbox {
 		}
 	}
 	if sb.active && !opts.ViaHelper && sandboxinit.CanSpawn() {
-		sb.server = newSpawnServer(sb.exe)
+		sb.server = newSpawnServer(sb.exe, root)
 	}
 	if sb.active && sb.server == nil && opts.Prestart >= 0 {
 		if opts.Prestart == 0 {

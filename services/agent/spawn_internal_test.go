@@ -134,7 +134,28 @@ func TestSpawnedExecution(t *testing.T) {
 	if r.sb.server.cmd.Process.Pid == server.Pid {
 		t.Error("the same server after its kill")
 	}
+	serverPid := r.sb.server.cmd.Process.Pid
 	r.sb.server.mu.Unlock()
+
+	// The server serves in a namespace of its own, without the kernels'
+	// mounts; the host keeps them.
+	work, err := r.WorkDir(k.MainKernelID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host, _ := os.ReadFile("/proc/self/mountinfo"); !bytes.Contains(host, []byte(" "+work+" ")) {
+		t.Errorf("the host's mountinfo lost the kernel's work dir %s", work)
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/mountinfo", serverPid))
+	without := 0
+	for _, f := range tasks {
+		if data, err := os.ReadFile(f); err == nil && !bytes.Contains(data, []byte(" "+r.root)) {
+			without++
+		}
+	}
+	if without != 1 {
+		t.Errorf("%d of the server's %d threads have a namespace without the kernels' root %s, want 1", without, len(tasks), r.root)
+	}
 
 	dir, err := r.WorkDir(k.MainKernelID)
 	if err != nil {
@@ -162,7 +183,6 @@ func TestSpawnedExecution(t *testing.T) {
 		name, want string
 		change     func(*initSpec)
 	}{
-		{"work dir on another device", "bai: sandbox: work dir: not the kernel's mount\n", func(s *initSpec) { s.WorkDirDev = parent.Dev }},
 		{"host name too long", "bai: sandbox: set host name: invalid argument\n", func(s *initSpec) { s.Hostname = strings.Repeat("h", 100) }},
 		{"no such command", "bai: sandbox: start /no/such: no such file or directory\n", func(s *initSpec) { s.Argv = []string{"/no/such"} }},
 	} {
@@ -184,6 +204,8 @@ func TestSpawnedExecution(t *testing.T) {
 	}
 	// Refused before anything starts.
 	for name, change := range map[string]func(*initSpec){
+		// Its mount copied for the spawn server: not the kernel's.
+		"work dir on another device":  func(s *initSpec) { s.WorkDirDev = parent.Dev },
 		"an argument with a NUL byte": func(s *initSpec) { s.Argv = []string{"/bin/echo", "a\x00b"} },
 		"a cgroup that is not there": func(s *initSpec) {
 			if missing != "" {

@@ -20,7 +20,8 @@ import (
 // agent's files, state db included, after a crash of the agent. One that
 // died is started again on the next request.
 type spawnServer struct {
-	exe string
+	exe  string
+	root string // the kernels' root, kept out of its mount namespace
 
 	mu   sync.Mutex
 	conn int // our end of its socket; -1: none
@@ -30,8 +31,8 @@ type spawnServer struct {
 	oob  []byte
 }
 
-func newSpawnServer(exe string) *spawnServer {
-	return &spawnServer{exe: exe, conn: -1, null: -1, buf: make([]byte, 4096), oob: make([]byte, unix.CmsgSpace(4))}
+func newSpawnServer(exe, root string) *spawnServer {
+	return &spawnServer{exe: exe, root: root, conn: -1, null: -1, buf: make([]byte, 4096), oob: make([]byte, unix.CmsgSpace(4))}
 }
 
 // startLocked starts the server.
@@ -52,7 +53,7 @@ func (s *spawnServer) startLocked() error {
 		Path:        s.exe,
 		Args:        []string{"bai-spawn-server"},
 		Dir:         "/",
-		Env:         []string{sandboxInitEnv + "=" + sandboxinit.ServerMode, "GOMAXPROCS=2"},
+		Env:         []string{sandboxInitEnv + "=" + sandboxinit.ServerMode, sandboxinit.KernelsRootEnv + "=" + s.root, "GOMAXPROCS=2"},
 		ExtraFiles:  []*os.File{theirs}, // sandboxinit.ServerFD
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
@@ -89,10 +90,11 @@ func (s *spawnServer) close() {
 }
 
 // spawn asks the server to start spec's execution in namespaces flags
-// with out (stdout, stderr, the init's report) and /dev/null for stdin; it
-// answers a pidfd of the init, or sandboxinit.ErrNoSpawn where the helper
-// must.
-func (s *spawnServer) spawn(spec *initSpec, flags uintptr, out [3]int) (*os.File, error) {
+// with out (stdout, stderr, the init's report) and /dev/null for stdin,
+// and its work directory's mount as tree (a detached copy: the server's
+// namespace has none of the kernels' mounts); it answers a pidfd of the
+// init, or sandboxinit.ErrNoSpawn where the helper must.
+func (s *spawnServer) spawn(spec *initSpec, flags uintptr, out [3]int, tree int) (*os.File, error) {
 	data, err := json.Marshal(sandboxinit.Request{Spec: *spec, Flags: flags})
 	if err != nil {
 		return nil, err
@@ -109,7 +111,7 @@ func (s *spawnServer) spawn(spec *initSpec, flags uintptr, out [3]int) (*os.File
 			return nil, fmt.Errorf("spawn server: %w", err)
 		}
 	}
-	stdio := [4]int{s.null, out[0], out[1], out[2]}
+	stdio := [5]int{s.null, out[0], out[1], out[2], tree}
 	var last error
 	for range 2 { // a server that died is started again, once
 		if s.conn < 0 {

@@ -78,8 +78,9 @@ type step struct {
 
 // builder makes a plan.
 type builder struct {
-	p     *plan
-	trace string // the name of the steps added now
+	p      *plan
+	trace  string // the name of the steps added now
+	opened bool   // regWork is opened by a step (prologue), and closed by finish
 }
 
 func newBuilder() *builder { return &builder{p: &plan{regs: []uintptr{noFD, noFD}}} }
@@ -161,6 +162,7 @@ func (b *builder) prologue(s *Spec) error {
 		return errors.New("no command")
 	}
 	b.trace = "private"
+	b.opened = true
 	b.add(opOpenDir, 0, "open work dir", b.str(s.WorkDir), regWork)
 	if s.WorkDirDev != 0 {
 		b.add(opCheckDev, 0, "work dir: not the kernel's mount", regWork,
@@ -175,6 +177,26 @@ func (b *builder) prologue(s *Spec) error {
 		b.add(opOpenTree, 0, "copy the work dir's mount", regWork, regTree, b.str(""))
 		b.unmount(s.KernelsRoot)
 	}
+	return nil
+}
+
+// prologueTree is prologue where the work directory's mount comes
+// copied already, as tree (a detached mount, open_tree): the spawn
+// server's namespace has no kernel's mount to copy it from (serve).
+// Every mount is made private, and the kernels' root, where it is
+// mounted, goes.
+func (b *builder) prologueTree(s *Spec, tree int) error {
+	if len(s.Argv) == 0 {
+		return errors.New("no command")
+	}
+	if !under(s.KernelsRoot, s.Hide) || !under(s.WorkDir, []string{s.KernelsRoot}) {
+		return errors.New("kernels root: not under the hidden directories, or not the work dir's")
+	}
+	b.p.regs[regTree] = uintptr(tree)
+	b.trace = "private"
+	b.add(opMount, 0, "make mounts private", b.str(""), b.str("/"), b.str(""), syscall.MS_REC|syscall.MS_PRIVATE, 0)
+	b.trace = "kernels"
+	b.unmount(s.KernelsRoot)
 	return nil
 }
 
@@ -250,7 +272,9 @@ func (b *builder) finish(s *Spec, host []mount, tree bool, workFD int, view bool
 		// the remounts' way left the kernels' mounts writable.
 		b.add(opSetattr, okNoSys, "mount work dir", b.str(WorkDir), 0, 0, unix.MOUNT_ATTR_RDONLY)
 	}
-	b.add(opClose, 0, "close", regWork)
+	if b.opened {
+		b.add(opClose, 0, "close", regWork)
+	}
 	if err := b.bin(s.Bin); err != nil {
 		return err
 	}

@@ -376,7 +376,9 @@ func MountPoints() ([]MountPoint, error) {
 
 // readMounts lists this namespace's mounts, parents before children.
 func readMounts() ([]mount, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	// The thread's: the spawn server's serving thread has a namespace of
+	// its own (isolate).
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mounts: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -28,6 +30,14 @@ const ServerMode = "spawn-server"
 // ServerFD is the spawn server's socket.
 const ServerFD = 3
 
+// KernelsRootEnv names, in the spawn server's environment, the agent's
+// kernels' root: the server keeps it out of its mount namespace (serve).
+const KernelsRootEnv = "_BAI_SPAWN_KERNELS_ROOT"
+
+// isolated is the kernels' root the spawn server's namespace was made
+// without (serve); "" in any other process.
+var isolated string
+
 // MaxRequest is the largest request the server takes; a larger one's
 // execution goes through the helper.
 const MaxRequest = 1 << 20
@@ -47,8 +57,11 @@ type Reply struct {
 	NoSpawn bool `json:"no_spawn,omitempty"`
 }
 
-// serve is the spawn server's life.
+// serve is the spawn server's life. It serves on one thread, which has a
+// mount namespace of its own (isolate), and its inits are cloned from it.
 func serve() {
+	runtime.LockOSThread() // for good: the thread's namespace is the inits'
+	isolate(os.Getenv(KernelsRootEnv))
 	var (
 		mu    sync.Mutex
 		dones = map[int]func(){} // the inits running
@@ -92,11 +105,15 @@ func serve() {
 		switch err := json.Unmarshal(buf[:n], &req); {
 		case err != nil:
 			rep.Err = err.Error()
-		case len(fds) != 4:
-			rep.Err = fmt.Sprintf("%d descriptors, want 4", len(fds))
+		case len(fds) == 4:
+			// An agent of before the work directory's copy came with the
+			// request: its helper starts it.
+			rep.NoSpawn = true
+		case len(fds) != 5:
+			rep.Err = fmt.Sprintf("%d descriptors, want 5", len(fds))
 		default:
 			mu.Lock() // until its done is known: the reaper waits for it
-			pid, fd, done, err := Spawn(&req.Spec, req.Flags, [4]int(fds))
+			pid, fd, done, err := Spawn(&req.Spec, req.Flags, [4]int(fds[:4]), fds[4])
 			switch {
 			case errors.Is(err, ErrNoSpawn):
 				rep.NoSpawn = true
@@ -128,6 +145,31 @@ func serve() {
 			os.Exit(0)
 		}
 	}
+}
+
+// isolate gives the calling thread a mount namespace of its own, a slave
+// of the host's (it sees what the host mounts and unmounts, and the host
+// nothing of it), without the kernels' root: an agent's every kernel has
+// its work directory mounted there, and a namespace holding them all
+// would make every execution's set-up read them in mountinfo, copy them
+// into its namespace (CLONE_NEWNS) and unmount them again, at a cost
+// that grows with the kernels on the host (BENCHMARKS.md, "Twelfth
+// round"). A kernel's work directory comes with its request instead, as a
+// detached mount. Where it cannot, the server runs in the host's
+// namespace as before: Spawn leaves the kernels out of the set-up all the
+// same.
+func isolate(root string) {
+	if root == "" || !filepath.IsAbs(root) {
+		return
+	}
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return
+	}
+	isolated = root
+	_ = unix.Unmount(root, unix.MNT_DETACH) // EINVAL: not a mount of its own
 }
 
 // ReceivedFDs are the descriptors of a message's SCM_RIGHTS, oob.

@@ -24,12 +24,14 @@ import (
 // process until the execution ends, kills what it left, reports the exit
 // code on stdio[3] (StatusFD) and exits with it. No Go runtime starts.
 // stdio are the execution's standard input, output and error, and the
-// report's pipe. A set-up that fails is reported on the execution's
+// report's pipe; tree, where not -1, is a detached copy of the work
+// directory's mount (open_tree), which the init attaches at WorkDir
+// rather than copying Spec.WorkDir's mount from the caller's namespace. A set-up that fails is reported on the execution's
 // standard error, as the helper reports it, with exit code 127. pidfd is
 // the init's (CLONE_PIDFD), the caller's to close; done must be called
 // once the init was reaped. ErrNoSpawn where this machine or spec cannot
 // (CanSpawn; no Spec.KernelsRoot): the helper then.
-func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), err error) {
+func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done func(), err error) {
 	if !CanSpawn() || s.KernelsRoot == "" {
 		return 0, -1, nil, ErrNoSpawn
 	}
@@ -39,7 +41,13 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	}
 	// The sandbox's view once the kernels' root went, as the helper
 	// reads it.
+	n := len(host)
 	host = slices.DeleteFunc(host, func(m mount) bool { return under(m.point, []string{s.KernelsRoot}) })
+	if len(host) < n && s.KernelsRoot == isolated {
+		// The kernels' root came back into the server's namespace (it
+		// was mounted again on the host): it goes again.
+		_ = unix.Unmount(isolated, unix.MNT_DETACH)
+	}
 	b := newBuilder()
 	// The kernel's cgroups are joined by the execution alone, in its
 	// vfork before it executes (xb): the init shares the caller's memory,
@@ -61,7 +69,19 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	if err := xb.cgroupView(host, s.Cgroups); err != nil {
 		return 0, -1, nil, err
 	}
-	if err := b.prologue(s); err != nil {
+	if tree >= 0 {
+		if tree < 4 {
+			dup, err := above3(tree)
+			if err != nil {
+				return 0, -1, nil, fmt.Errorf("work dir: %w", err)
+			}
+			defer syscall.Close(dup)
+			tree = dup
+		}
+		if err := b.prologueTree(s, tree); err != nil {
+			return 0, -1, nil, err
+		}
+	} else if err := b.prologue(s); err != nil {
 		return 0, -1, nil, err
 	}
 	b.leave(s, host)
@@ -101,6 +121,9 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int) (pid, pidfd int, done func(), e
 	keep := slices.Clone(x.stdio[:])
 	for _, fd := range joins {
 		keep = append(keep, uintptr(fd))
+	}
+	if tree >= 0 {
+		keep = append(keep, uintptr(tree))
 	}
 	slices.Sort(keep)
 	from := uintptr(3)
