@@ -2,8 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +123,76 @@ func BenchmarkBatchKernel(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64((agent.SelfCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+}
+
+// BenchmarkExecAmongKernels is an execution of /bin/true in a kernel of
+// an agent with 0 or 1,000 other kernels (each with its work directory's
+// mount and cgroups). machine-µs/op is the whole machine's CPU (/proc/stat:
+// the spawn server and its inits are other processes), on a machine
+// otherwise idle. The spawn server's namespace has none of the kernels'
+// mounts: the two should cost the same (BENCHMARKS.md, "Twelfth round":
+// 5.9 and 11.9 ms before, 5.0 and 5.0 after).
+func BenchmarkExecAmongKernels(b *testing.B) {
+	helper := buildHelper(b)
+	for _, others := range []int{0, 1000} {
+		b.Run(fmt.Sprint(others), func(b *testing.B) {
+			ctx := context.Background()
+			r := agent.NewProcessRuntime(b.TempDir(), nil)
+			if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
+				b.Logf("not sandboxed here: %v", notes)
+			}
+			b.Cleanup(func() {
+				if err := r.Purge(ctx); err != nil {
+					b.Errorf("purge: %v", err)
+				}
+			})
+			slots := map[string]string{"cpu": "1", "mem": "256m"}
+			for i := range others {
+				o := &events.SessionSpec{ID: "other", Image: testImage, MainKernelID: fmt.Sprint("k-other-", i), Slots: slots}
+				if err := r.Create(ctx, o); err != nil {
+					b.Fatal(err)
+				}
+			}
+			k := &events.SessionSpec{ID: "bench", Image: testImage, MainKernelID: "k-bench", Slots: slots}
+			if err := r.Create(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+			cpu0 := machineCPU(b)
+			for b.Loop() {
+				p, err := r.Exec(ctx, k, events.RunSpec{ID: "r", Exec: "/bin/true"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, p.Stdout())
+				io.Copy(io.Discard, p.Stderr())
+				code, err := p.Wait()
+				p.Close()
+				if err != nil || code != 0 {
+					b.Fatalf("exit %d, %v", code, err)
+				}
+			}
+			b.ReportMetric(float64((machineCPU(b)-cpu0).Microseconds())/float64(b.N), "machine-µs/op")
+		})
+	}
+}
+
+// machineCPU is the CPU every processor spent so far, but idle and
+// waiting for I/O (/proc/stat's first line, in USER_HZ ticks of 10 ms).
+func machineCPU(tb testing.TB) time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	var ticks int64
+	for i, f := range strings.Fields(line)[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(f, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 func benchExec(b *testing.B, helper string) {
