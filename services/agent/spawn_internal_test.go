@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
@@ -296,4 +297,72 @@ func processesOf(t *testing.T, uid int) []string {
 		found = append(found, e.Name()+" "+strings.ReplaceAll(string(cmd), "\x00", " "))
 	}
 	return found
+}
+
+// TestSpawnServerFollowsHostMounts: the spawn server's namespace is a
+// slave of the host's: a file system the operator mounts on the host
+// after the server started shows, read-only, in the next execution, and
+// is gone from it (and from the server: nothing holds it) once unmounted
+// on the host.
+func TestSpawnServerFollowsHostMounts(t *testing.T) {
+	r := spawnRuntime(t)
+	k := kernelSpec("follows")
+	if err := r.Create(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+	// The server is started by the first execution.
+	if code, _, errs, _ := runOut(t, r, k, "true"); code != 0 {
+		t.Fatalf("first: exit %d %q", code, errs)
+	}
+	// Not under /tmp: the sandbox has a /tmp of its own.
+	dir, err := os.MkdirTemp("/run", "bai-test-follows-")
+	if err != nil {
+		t.Skipf("no /run here: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("dataset\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	read := "cat " + dir + "/data; touch " + dir + "/x 2>/dev/null && echo wrote; true"
+	if code, out, errs, _ := runOut(t, r, k, read); code != 0 || out != "dataset\n" {
+		t.Errorf("mounted on the host: exit %d, %q %q; want the file, read-only", code, out, errs)
+	}
+	if err := syscall.Unmount(dir, 0); err != nil {
+		t.Fatalf("unmount on the host: %v (busy: the server's namespace holds it)", err)
+	}
+	mounted = false
+	// The idle server lets it go too, without a request.
+	r.sb.server.mu.Lock()
+	pid := r.sb.server.cmd.Process.Pid
+	r.sb.server.mu.Unlock()
+	holding := func() (held []string) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/mountinfo", pid))
+		for _, f := range tasks {
+			if data, err := os.ReadFile(f); err == nil && bytes.Contains(data, []byte(" "+dir+" ")) {
+				held = append(held, f)
+			}
+		}
+		return held
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(holding()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held := holding(); len(held) > 0 {
+		t.Errorf("the idle server still has %s: %v", dir, held)
+	}
+	if code, out, errs, _ := runOut(t, r, k, "ls -A "+dir); code != 0 || out != "" {
+		t.Errorf("unmounted on the host: exit %d, %q %q; want an empty directory", code, out, errs)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -34,10 +33,6 @@ const ServerFD = 3
 // kernels' root: the server keeps it out of its mount namespace (serve).
 const KernelsRootEnv = "_BAI_SPAWN_KERNELS_ROOT"
 
-// isolated is the kernels' root the spawn server's namespace was made
-// without (serve); "" in any other process.
-var isolated string
-
 // MaxRequest is the largest request the server takes; a larger one's
 // execution goes through the helper.
 const MaxRequest = 1 << 20
@@ -58,10 +53,11 @@ type Reply struct {
 }
 
 // serve is the spawn server's life. It serves on one thread, which has a
-// mount namespace of its own (isolate), and its inits are cloned from it.
+// mount namespace of its own (serverNS), and its inits are cloned from
+// it.
 func serve() {
 	runtime.LockOSThread() // for good: the thread's namespace is the inits'
-	isolate(os.Getenv(KernelsRootEnv))
+	ns := isolate(os.Getenv(KernelsRootEnv))
 	var (
 		mu    sync.Mutex
 		dones = map[int]func(){} // the inits running
@@ -91,6 +87,19 @@ func serve() {
 	buf := make([]byte, MaxRequest)
 	oob := make([]byte, unix.CmsgSpace(4*8))
 	for {
+		if ns != nil {
+			// A request, or a change of the host's mounts.
+			fds := []unix.PollFd{{Fd: ServerFD, Events: unix.POLLIN}, {Fd: int32(ns.hostInfo), Events: unix.POLLPRI}}
+			if _, err := unix.Poll(fds, -1); err != nil {
+				continue // EINTR
+			}
+			if fds[1].Revents&(unix.POLLPRI|unix.POLLERR) != 0 && ns.outside() {
+				ns.renew()
+			}
+			if fds[0].Revents == 0 {
+				continue
+			}
+		}
 		n, oobn, _, _, err := unix.Recvmsg(ServerFD, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
 			continue
@@ -145,31 +154,6 @@ func serve() {
 			os.Exit(0)
 		}
 	}
-}
-
-// isolate gives the calling thread a mount namespace of its own, a slave
-// of the host's (it sees what the host mounts and unmounts, and the host
-// nothing of it), without the kernels' root: an agent's every kernel has
-// its work directory mounted there, and a namespace holding them all
-// would make every execution's set-up read them in mountinfo, copy them
-// into its namespace (CLONE_NEWNS) and unmount them again, at a cost
-// that grows with the kernels on the host (BENCHMARKS.md, "Twelfth
-// round"). A kernel's work directory comes with its request instead, as a
-// detached mount. Where it cannot, the server runs in the host's
-// namespace as before: Spawn leaves the kernels out of the set-up all the
-// same.
-func isolate(root string) {
-	if root == "" || !filepath.IsAbs(root) {
-		return
-	}
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
-		return
-	}
-	isolated = root
-	_ = unix.Unmount(root, unix.MNT_DETACH) // EINVAL: not a mount of its own
 }
 
 // ReceivedFDs are the descriptors of a message's SCM_RIGHTS, oob.

@@ -43,10 +43,10 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done
 	// reads it.
 	n := len(host)
 	host = slices.DeleteFunc(host, func(m mount) bool { return under(m.point, []string{s.KernelsRoot}) })
-	if len(host) < n && s.KernelsRoot == isolated {
+	if len(host) < n {
 		// The kernels' root came back into the server's namespace (it
 		// was mounted again on the host): it goes again.
-		_ = unix.Unmount(isolated, unix.MNT_DETACH)
+		dropKernelsRoot(s.KernelsRoot)
 	}
 	b := newBuilder()
 	// The kernel's cgroups are joined by the execution alone, in its
