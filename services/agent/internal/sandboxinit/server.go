@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,11 @@ const ServerMode = "spawn-server"
 
 // ServerFD is the spawn server's socket.
 const ServerFD = 3
+
+// MountsRecheck is how often at most the spawn server looks at the host's
+// mounts once they changed (serverNS): a file system mounted or unmounted
+// on the host shows in the executions started that long after, at most.
+const MountsRecheck = 100 * time.Millisecond
 
 // KernelsRootEnv names, in the spawn server's environment, the agent's
 // kernels' root: the server keeps it out of its mount namespace (serve).
@@ -86,15 +92,30 @@ func serve() {
 	}()
 	buf := make([]byte, MaxRequest)
 	oob := make([]byte, unix.CmsgSpace(4*8))
+	var (
+		changed bool      // the host's mounts changed since the last look
+		looked  time.Time // the last look
+	)
 	for {
 		if ns != nil {
-			// A request, or a change of the host's mounts.
+			// A request, or a change of the host's mounts. Every kernel's
+			// mount and unmount is one, and a look reads the host's whole
+			// mountinfo: at most one look each MountsRecheck.
+			timeout := -1
+			if changed {
+				wait := max(0, time.Until(looked.Add(MountsRecheck)))
+				timeout = int((wait + time.Millisecond - 1) / time.Millisecond) // up, not to a busy 0
+			}
 			fds := []unix.PollFd{{Fd: ServerFD, Events: unix.POLLIN}, {Fd: int32(ns.hostInfo), Events: unix.POLLPRI}}
-			if _, err := unix.Poll(fds, -1); err != nil {
+			if _, err := unix.Poll(fds, timeout); err != nil {
 				continue // EINTR
 			}
-			if fds[1].Revents&(unix.POLLPRI|unix.POLLERR) != 0 && ns.outside() {
-				ns.renew()
+			changed = changed || fds[1].Revents&(unix.POLLPRI|unix.POLLERR) != 0
+			if changed && time.Since(looked) >= MountsRecheck {
+				changed, looked = false, time.Now()
+				if ns.outside() {
+					ns.renew()
+				}
 			}
 			if fds[0].Revents == 0 {
 				continue

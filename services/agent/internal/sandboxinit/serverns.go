@@ -22,11 +22,11 @@ import (
 // the host's mount table (a mountinfo file opened in the host's
 // namespace polls POLLPRI at each change), and where a change is not
 // under the kernels' root (an operator mounted or unmounted a file
-// system) it makes its namespace again from the host's before the next
-// execution, or at once while idle, so that it neither misses a mount
-// nor holds one the host let go. The kernels' own mounts, which come and
-// go with every kernel, cost a read of the host's mountinfo and nothing
-// more.
+// system) it makes its namespace again from the host's, so that it
+// neither misses a mount nor holds one the host let go. The kernels' own
+// mounts come and go with every kernel: a look at the host's mountinfo
+// (all of it) is taken at most once each MountsRecheck (100 ms), idle or not,
+// and one that finds only the kernels' mounts changed costs nothing more.
 type serverNS struct {
 	root     string // the kernels' root, kept out
 	host     int    // the host's mount namespace (setns)
