@@ -41,15 +41,7 @@ func BenchmarkSandboxedExec(b *testing.B) {
 func BenchmarkSandboxedKernel(b *testing.B) {
 	helper := buildHelper(b)
 	ctx := context.Background()
-	r := agent.NewProcessRuntime(b.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
-	if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
-		b.Logf("not sandboxed here: %v", notes)
-	}
-	b.Cleanup(func() {
-		if err := r.Purge(ctx); err != nil {
-			b.Errorf("purge: %v", err)
-		}
-	})
+	r := benchRuntime(b, helper)
 	k := &events.SessionSpec{ID: "bench", Image: testImage, MainKernelID: "k-bench",
 		Slots: map[string]string{"cpu": "1", "mem": "1g"}}
 	var create, destroy time.Duration
@@ -88,15 +80,7 @@ func BenchmarkSandboxedKernel(b *testing.B) {
 func BenchmarkBatchKernel(b *testing.B) {
 	helper := buildHelper(b)
 	ctx := context.Background()
-	r := agent.NewProcessRuntime(b.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
-	if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
-		b.Logf("not sandboxed here: %v", notes)
-	}
-	b.Cleanup(func() {
-		if err := r.Purge(ctx); err != nil {
-			b.Errorf("purge: %v", err)
-		}
-	})
+	r := benchRuntime(b, helper)
 	k := &events.SessionSpec{ID: "bench", Image: testImage, MainKernelID: "k-batch",
 		Slots: map[string]string{"cpu": "1", "mem": "256m"}}
 	cpu0 := agent.SelfCPU()
@@ -137,15 +121,7 @@ func BenchmarkExecAmongKernels(b *testing.B) {
 	for _, others := range []int{0, 1000} {
 		b.Run(fmt.Sprint(others), func(b *testing.B) {
 			ctx := context.Background()
-			r := agent.NewProcessRuntime(b.TempDir(), nil)
-			if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); len(notes) > 0 {
-				b.Logf("not sandboxed here: %v", notes)
-			}
-			b.Cleanup(func() {
-				if err := r.Purge(ctx); err != nil {
-					b.Errorf("purge: %v", err)
-				}
-			})
+			r := benchRuntime(b, helper)
 			slots := map[string]string{"cpu": "1", "mem": "256m"}
 			for i := range others {
 				o := &events.SessionSpec{ID: "other", Image: testImage, MainKernelID: fmt.Sprint("k-other-", i), Slots: slots}
@@ -195,18 +171,24 @@ func machineCPU(tb testing.TB) time.Duration {
 	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
-func benchExec(b *testing.B, helper string) {
-	ctx := context.Background()
+// benchRuntime is a sandboxed process runtime with the python image and
+// helper, purged at the end; where the host cannot sandbox, it says so.
+func benchRuntime(b *testing.B, helper string) *agent.ProcessRuntime {
 	r := agent.NewProcessRuntime(b.TempDir(), map[string]string{"python:": "/usr/bin/python3"})
-	notes := r.Sandbox(agent.SandboxOptions{Helper: helper})
-	if !r.Sandboxed() || len(notes) > 0 {
+	if notes := r.Sandbox(agent.SandboxOptions{Helper: helper}); !r.Sandboxed() || len(notes) > 0 {
 		b.Logf("not sandboxed here: %v", notes)
 	}
 	b.Cleanup(func() {
-		if err := r.Purge(ctx); err != nil {
+		if err := r.Purge(context.Background()); err != nil {
 			b.Errorf("purge: %v", err)
 		}
 	})
+	return r
+}
+
+func benchExec(b *testing.B, helper string) {
+	ctx := context.Background()
+	r := benchRuntime(b, helper)
 	k := &events.SessionSpec{ID: "bench", Image: testImage, MainKernelID: "k-bench",
 		Slots: map[string]string{"cpu": "1", "mem": "1g"}}
 	if err := r.Prepare(ctx, k); err != nil {

@@ -69,14 +69,27 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done
 	if err := xb.cgroupView(host, s.Cgroups); err != nil {
 		return 0, -1, nil, err
 	}
+	// A descriptor the init moves to 0-3 must not be one it moves
+	// another onto, nor one it keeps: each is put above 3 first.
+	var dups []int
+	defer func() {
+		for _, fd := range dups {
+			syscall.Close(fd)
+		}
+	}()
+	lift := func(fd int) (int, error) {
+		if fd >= 4 {
+			return fd, nil
+		}
+		dup, err := above3(fd)
+		if err == nil {
+			dups = append(dups, dup)
+		}
+		return dup, err
+	}
 	if tree >= 0 {
-		if tree < 4 {
-			dup, err := above3(tree)
-			if err != nil {
-				return 0, -1, nil, fmt.Errorf("work dir: %w", err)
-			}
-			defer syscall.Close(dup)
-			tree = dup
+		if tree, err = lift(tree); err != nil {
+			return 0, -1, nil, fmt.Errorf("work dir: %w", err)
 		}
 		if err := b.prologueTree(s, tree); err != nil {
 			return 0, -1, nil, err
@@ -102,16 +115,9 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done
 	}
 	x.env = b.strv(s.Env)
 	x.startMsg = "start " + s.Argv[0]
-	// A descriptor the init moves to 0-3 must not be one it moves
-	// another onto: each is put above 3 first.
 	for i, fd := range stdio {
-		if fd < 4 {
-			dup, err := above3(fd)
-			if err != nil {
-				return 0, -1, nil, fmt.Errorf("stdio: %w", err)
-			}
-			defer syscall.Close(dup)
-			fd = dup
+		if fd, err = lift(fd); err != nil {
+			return 0, -1, nil, fmt.Errorf("stdio: %w", err)
 		}
 		x.stdio[i] = uintptr(fd)
 	}
