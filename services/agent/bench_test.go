@@ -88,20 +88,7 @@ func BenchmarkBatchKernel(b *testing.B) {
 		if err := r.Create(ctx, k); err != nil {
 			b.Fatal(err)
 		}
-		p, err := r.Exec(ctx, k, events.RunSpec{ID: "r", Exec: "/bin/true"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, p.Stdout())
-		io.Copy(io.Discard, p.Stderr())
-		code, err := p.Wait()
-		if rp, ok := p.(interface{ Reason() string }); ok && code != 0 {
-			b.Logf("reason: %s", rp.Reason())
-		}
-		p.Close()
-		if err != nil || code != 0 {
-			b.Fatalf("exit %d, %v", code, err)
-		}
+		runTrue(b, r, k)
 		if err := r.Destroy(ctx, k); err != nil {
 			b.Fatal(err)
 		}
@@ -135,17 +122,7 @@ func BenchmarkExecAmongKernels(b *testing.B) {
 			}
 			cpu0 := machineCPU(b)
 			for b.Loop() {
-				p, err := r.Exec(ctx, k, events.RunSpec{ID: "r", Exec: "/bin/true"})
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, p.Stdout())
-				io.Copy(io.Discard, p.Stderr())
-				code, err := p.Wait()
-				p.Close()
-				if err != nil || code != 0 {
-					b.Fatalf("exit %d, %v", code, err)
-				}
+				runTrue(b, r, k)
 			}
 			b.ReportMetric(float64((machineCPU(b)-cpu0).Microseconds())/float64(b.N), "machine-µs/op")
 		})
@@ -169,6 +146,21 @@ func machineCPU(tb testing.TB) time.Duration {
 		ticks += n
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// runTrue runs /bin/true in kernel k, and fails b unless it exits 0.
+func runTrue(b *testing.B, r *agent.ProcessRuntime, k *events.SessionSpec) {
+	p, err := r.Exec(context.Background(), k, events.RunSpec{ID: "r", Exec: "/bin/true"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, p.Stdout())
+	io.Copy(io.Discard, p.Stderr())
+	code, err := p.Wait()
+	p.Close()
+	if err != nil || code != 0 {
+		b.Fatalf("exit %d, %v", code, err)
+	}
 }
 
 // benchRuntime is a sandboxed process runtime with the python image and
