@@ -25,8 +25,9 @@ import (
 // system) it makes its namespace again from the host's, so that it
 // neither misses a mount nor holds one the host let go. The kernels' own
 // mounts come and go with every kernel: a look at the host's mountinfo
-// (all of it) is taken at most once each MountsRecheck (100 ms), idle or not,
-// and one that finds only the kernels' mounts changed costs nothing more.
+// (all of it) is taken at most once each MountsRecheck (100 ms), idle or
+// not, and one that finds only the kernels' mounts changed costs nothing
+// more.
 type serverNS struct {
 	root     string // the kernels' root, kept out
 	host     int    // the host's mount namespace (setns)
@@ -89,9 +90,8 @@ func isolate(root string) *serverNS {
 	return ns
 }
 
-// make makes the thread's namespace anew from the host's: a copy, a
-// slave of it, without root.
-// The thread is in the host's namespace when make is called.
+// make makes the thread's namespace anew from the host's, which the
+// thread is in: a copy, a slave of it, without root.
 func (ns *serverNS) make() error {
 	isolated = ""
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {

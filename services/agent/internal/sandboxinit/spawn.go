@@ -26,8 +26,9 @@ import (
 // stdio are the execution's standard input, output and error, and the
 // report's pipe; tree, where not -1, is a detached copy of the work
 // directory's mount (open_tree), which the init attaches at WorkDir
-// rather than copying Spec.WorkDir's mount from the caller's namespace. A set-up that fails is reported on the execution's
-// standard error, as the helper reports it, with exit code 127. pidfd is
+// rather than copying Spec.WorkDir's mount from the caller's namespace.
+// A set-up that fails is reported on the execution's standard error, as
+// the helper reports it, with exit code 127. pidfd is
 // the init's (CLONE_PIDFD), the caller's to close; done must be called
 // once the init was reaped. ErrNoSpawn where this machine or spec cannot
 // (CanSpawn; no Spec.KernelsRoot): the helper then.
