@@ -152,51 +152,39 @@ func above3(fd int) (int, error) {
 	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 4)
 }
 
-// prologue is the set-up up to the host's mounts: the work directory
-// opened (and checked to be on Spec.WorkDirDev where that is not 0),
-// every mount made private and, with Spec.KernelsRoot, the work
-// directory's mount copied (regTree; noFD where open_tree failed) and the
-// kernels' root with every kernel under it let go.
-func (b *builder) prologue(s *Spec) error {
+// prologue is the set-up up to the host's mounts: every mount made
+// private and, with Spec.KernelsRoot, the kernels' root with every kernel
+// under it let go, its work directory's mount copied first (regTree;
+// noFD where open_tree failed). Where tree is not -1, that copy came made
+// already (a detached mount: the spawn server's namespace has no kernel's
+// mount to copy it from, serverNS); else the work directory is opened
+// here (and checked to be on Spec.WorkDirDev where that is not 0).
+func (b *builder) prologue(s *Spec, tree int) error {
 	if len(s.Argv) == 0 {
 		return errors.New("no command")
 	}
+	if s.KernelsRoot != "" && (!under(s.KernelsRoot, s.Hide) || !under(s.WorkDir, []string{s.KernelsRoot})) {
+		return errors.New("kernels root: not under the hidden directories, or not the work dir's")
+	}
 	b.trace = "private"
-	b.opened = true
-	b.add(opOpenDir, 0, "open work dir", b.str(s.WorkDir), regWork)
-	if s.WorkDirDev != 0 {
-		b.add(opCheckDev, 0, "work dir: not the kernel's mount", regWork,
-			uintptr(unix.Major(s.WorkDirDev)), uintptr(unix.Minor(s.WorkDirDev)), b.str(""))
+	if tree >= 0 {
+		b.p.regs[regTree] = uintptr(tree)
+	} else {
+		b.opened = true
+		b.add(opOpenDir, 0, "open work dir", b.str(s.WorkDir), regWork)
+		if s.WorkDirDev != 0 {
+			b.add(opCheckDev, 0, "work dir: not the kernel's mount", regWork,
+				uintptr(unix.Major(s.WorkDirDev)), uintptr(unix.Minor(s.WorkDirDev)), b.str(""))
+		}
 	}
 	b.add(opMount, 0, "make mounts private", b.str(""), b.str("/"), b.str(""), syscall.MS_REC|syscall.MS_PRIVATE, 0)
 	if s.KernelsRoot != "" {
-		if !under(s.KernelsRoot, s.Hide) || !under(s.WorkDir, []string{s.KernelsRoot}) {
-			return errors.New("kernels root: not under the hidden directories, or not the work dir's")
-		}
 		b.trace = "kernels"
-		b.add(opOpenTree, 0, "copy the work dir's mount", regWork, regTree, b.str(""))
+		if tree < 0 {
+			b.add(opOpenTree, 0, "copy the work dir's mount", regWork, regTree, b.str(""))
+		}
 		b.unmount(s.KernelsRoot)
 	}
-	return nil
-}
-
-// prologueTree is prologue where the work directory's mount comes
-// copied already, as tree (a detached mount, open_tree): the spawn
-// server's namespace has no kernel's mount to copy it from (serve).
-// Every mount is made private, and the kernels' root, where it is
-// mounted, goes.
-func (b *builder) prologueTree(s *Spec, tree int) error {
-	if len(s.Argv) == 0 {
-		return errors.New("no command")
-	}
-	if !under(s.KernelsRoot, s.Hide) || !under(s.WorkDir, []string{s.KernelsRoot}) {
-		return errors.New("kernels root: not under the hidden directories, or not the work dir's")
-	}
-	b.p.regs[regTree] = uintptr(tree)
-	b.trace = "private"
-	b.add(opMount, 0, "make mounts private", b.str(""), b.str("/"), b.str(""), syscall.MS_REC|syscall.MS_PRIVATE, 0)
-	b.trace = "kernels"
-	b.unmount(s.KernelsRoot)
 	return nil
 }
 

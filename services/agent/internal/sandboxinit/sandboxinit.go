@@ -179,7 +179,7 @@ func run(s *Spec) error {
 	if _, err := b.join(s.Cgroups, true); err != nil {
 		return err
 	}
-	if err := b.prologue(s); err != nil {
+	if err := b.prologue(s, -1); err != nil {
 		return err
 	}
 	if err := b.p.runTraced(0); err != nil {
@@ -273,9 +273,10 @@ func readOnly(host []mount, keep func(mount) bool) error {
 	if !remountOnly {
 		b := newBuilder()
 		b.readOnly(host, keep)
-		failed, errno := b.p.run(0, len(b.p.steps))
-		if failed != 0 {
-			return b.p.err(failed, errno) // nil where none failed
+		// Its first step is the mount_setattr over the tree: where that
+		// one fails (no such call, or refused), the remounts below.
+		if failed, errno := b.p.run(0, len(b.p.steps)); failed != 0 {
+			return b.p.err(failed, errno) // nil where none failed (-1)
 		}
 	}
 	for _, m := range host {

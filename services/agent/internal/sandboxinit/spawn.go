@@ -28,9 +28,9 @@ import (
 // directory's mount (open_tree), which the init attaches at WorkDir
 // rather than copying Spec.WorkDir's mount from the caller's namespace.
 // A set-up that fails is reported on the execution's standard error, as
-// the helper reports it, with exit code 127. pidfd is
-// the init's (CLONE_PIDFD), the caller's to close; done must be called
-// once the init was reaped. ErrNoSpawn where this machine or spec cannot
+// the helper reports it, with exit code 127. pidfd is the init's
+// (CLONE_PIDFD), the caller's to close; done must be called once the
+// init was reaped. ErrNoSpawn where this machine or spec cannot
 // (CanSpawn; no Spec.KernelsRoot): the helper then.
 func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done func(), err error) {
 	if !CanSpawn() || s.KernelsRoot == "" {
@@ -92,10 +92,8 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done
 		if tree, err = lift(tree); err != nil {
 			return 0, -1, nil, fmt.Errorf("work dir: %w", err)
 		}
-		if err := b.prologueTree(s, tree); err != nil {
-			return 0, -1, nil, err
-		}
-	} else if err := b.prologue(s); err != nil {
+	}
+	if err := b.prologue(s, tree); err != nil {
 		return 0, -1, nil, err
 	}
 	b.leave(s, host)
@@ -149,9 +147,9 @@ func Spawn(s *Spec, flags uintptr, stdio [4]int, tree int) (pid, pidfd int, done
 var ErrNoSpawn = errors.New("sandbox: no start without the helper here")
 
 // CanSpawn reports whether Spawn works on this machine: an architecture
-// it has the clone for (amd64; arm64's is not written yet), and the kernel's open_tree (Linux
-// 5.2) and mount_setattr (5.12), which its set-up takes for granted
-// where the helper does without them.
+// it has the clone for (amd64; arm64's is not written yet), and the
+// kernel's open_tree (Linux 5.2) and mount_setattr (5.12), which its
+// set-up takes for granted where the helper does without them.
 func CanSpawn() bool {
 	canSpawnOnce()
 	return canSpawn

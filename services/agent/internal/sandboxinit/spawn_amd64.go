@@ -73,9 +73,9 @@ func spawn(p *plan, x *launch) (pid, pidfd int, done func(), err error) {
 // makes the set-up, starts the execution and reaps every process of the
 // namespace until the execution ends, then kills what it left, reports
 // its exit code on sandboxinit.StatusFD and exits with it. It shares the
-// spawn server's memory (the plan's, which the server keeps until it reaped the
-// init) but not its signal handlers: those it first resets, so that no
-// handler of the server's runtime ever runs here.
+// spawn server's memory (the plan's, which the server keeps until it
+// reaped the init) but not its signal handlers: those it first resets, so
+// that no handler of the server's runtime ever runs here.
 //
 //go:nosplit
 //go:norace
@@ -160,8 +160,9 @@ func pid1(p *plan, x *launch) {
 
 // startExecution is the execution's vfork and its life until it executes
 // Argv: in the kernel's cgroups (and their view, x.exec), as the
-// kernel's uid in the work directory, with its signals unblocked. The init waits meanwhile, and returns from this frame at
-// once, which the child never does.
+// kernel's uid in the work directory, with its signals unblocked. The
+// init waits meanwhile, and returns from this frame at once, which the
+// child never does.
 //
 //go:noinline
 //go:nosplit
