@@ -656,35 +656,27 @@ func (r *ProcessRuntime) WriteFile(kernelID, rel string, data []byte) error {
 // the spawn server (sandboxinit.Spawn): its stdin /dev/null, its output
 // on pipes, and its init's report on a third.
 func (r *ProcessRuntime) spawnProcess(spec *initSpec, flags uintptr) (*process, error) {
-	var ours [3]*os.File // stdout, stderr, status: read here
+	tree, err := workTree(spec) // first: where it cannot be made, the helper starts it
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(tree) // the init has its own
+	var ours [3]*os.File      // stdout, stderr, status: read here
 	theirs := [3]int{-1, -1, -1}
-	closeTheirs := func() {
+	defer func() {
 		for _, fd := range theirs {
 			if fd >= 0 {
 				syscall.Close(fd)
 			}
 		}
-	}
-	var err error
+	}()
 	for i := range ours {
 		if ours[i], theirs[i], err = spawnPipe(); err != nil {
-			break
+			closeFiles(ours[:])
+			return nil, err
 		}
 	}
-	if err != nil {
-		closeFiles(ours[:])
-		closeTheirs()
-		return nil, err
-	}
-	tree, err := workTree(spec)
-	if err != nil {
-		closeFiles(ours[:])
-		closeTheirs()
-		return nil, err
-	}
 	pidfd, err := r.sb.server.spawn(spec, flags, theirs, tree)
-	closeTheirs() // the init has its own
-	syscall.Close(tree)
 	if err != nil {
 		closeFiles(ours[:])
 		return nil, err

@@ -147,15 +147,15 @@ func TestSpawnedExecution(t *testing.T) {
 	if host, _ := os.ReadFile("/proc/self/mountinfo"); !bytes.Contains(host, []byte(" "+work+" ")) {
 		t.Errorf("the host's mountinfo lost the kernel's work dir %s", work)
 	}
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/mountinfo", serverPid))
+	threads := serverThreads(serverPid)
 	without := 0
-	for _, f := range tasks {
-		if data, err := os.ReadFile(f); err == nil && !bytes.Contains(data, []byte(" "+r.root)) {
+	for _, mounts := range threads {
+		if !bytes.Contains(mounts, []byte(" "+r.root)) {
 			without++
 		}
 	}
 	if without != 1 {
-		t.Errorf("%d of the server's %d threads have a namespace without the kernels' root %s, want 1", without, len(tasks), r.root)
+		t.Errorf("%d of the server's %d threads have a namespace without the kernels' root %s, want 1", without, len(threads), r.root)
 	}
 
 	dir, err := r.WorkDir(k.MainKernelID)
@@ -299,11 +299,25 @@ func processesOf(t *testing.T, uid int) []string {
 	return found
 }
 
-// TestSpawnServerFollowsHostMounts: the spawn server's namespace is a
-// slave of the host's: a file system the operator mounts on the host
-// after the server started shows, read-only, in the next execution, and
-// is gone from it (and from the server: nothing holds it) once unmounted
-// on the host.
+// serverThreads are the mountinfo of each thread of process pid, by its
+// /proc/PID/task/TID directory.
+func serverThreads(pid int) map[string][]byte {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	threads := map[string][]byte{}
+	for _, task := range tasks {
+		if data, err := os.ReadFile(filepath.Join(task, "mountinfo")); err == nil {
+			threads[task] = data
+		}
+	}
+	return threads
+}
+
+// TestSpawnServerFollowsHostMounts: the spawn server's namespace follows
+// the host's, where the host's mounts are private too: a file system the
+// operator mounts on the host after the server started shows, read-only,
+// in executions (within sandboxinit.MountsRecheck), and is gone from them
+// and from the idle server (nothing holds it) once unmounted on the host;
+// kernels that come and go do not make the namespace again.
 func TestSpawnServerFollowsHostMounts(t *testing.T) {
 	r := spawnRuntime(t)
 	k := kernelSpec("follows")
@@ -353,10 +367,9 @@ func TestSpawnServerFollowsHostMounts(t *testing.T) {
 	pid := r.sb.server.cmd.Process.Pid
 	r.sb.server.mu.Unlock()
 	holding := func() (held []string) {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/mountinfo", pid))
-		for _, f := range tasks {
-			if data, err := os.ReadFile(f); err == nil && bytes.Contains(data, []byte(" "+dir+" ")) {
-				held = append(held, f)
+		for task, mounts := range serverThreads(pid) {
+			if bytes.Contains(mounts, []byte(" "+dir+" ")) {
+				held = append(held, task)
 			}
 		}
 		return held
@@ -372,19 +385,14 @@ func TestSpawnServerFollowsHostMounts(t *testing.T) {
 	}
 	// The kernels' own mounts and unmounts do not make the namespace
 	// again: the server's thread stays in the one it has.
-	ino := func() uint64 {
-		t.Helper()
-		var tid uint64
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/mountinfo", pid))
-		for _, f := range tasks {
-			if data, err := os.ReadFile(f); err == nil && !bytes.Contains(data, []byte(" "+r.root)) {
-				var st syscall.Stat_t
-				if err := syscall.Stat(filepath.Join(filepath.Dir(f), "ns", "mnt"), &st); err == nil {
-					tid = st.Ino
-				}
+	ino := func() uint64 { // of the serving thread's namespace
+		for task, mounts := range serverThreads(pid) {
+			var st syscall.Stat_t
+			if !bytes.Contains(mounts, []byte(" "+r.root)) && syscall.Stat(filepath.Join(task, "ns", "mnt"), &st) == nil {
+				return st.Ino
 			}
 		}
-		return tid
+		return 0
 	}
 	before := ino()
 	for i := range 5 {
