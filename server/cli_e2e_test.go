@@ -496,3 +496,77 @@ func TestCLIOwnerAndAccessKey(t *testing.T) {
 		t.Fatalf("run -q: %d %q %q", code, out, errOut)
 	}
 }
+
+// TestCLITiming: $BAI_TIMING makes bai print where a run's time went,
+// one line on stderr, its steps in order; a bad value is a usage error
+// that makes no session.
+func TestCLITiming(t *testing.T) {
+	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
+	steps := func(t *testing.T, stderr string) ([]string, []float64) {
+		t.Helper()
+		var line string
+		for l := range strings.Lines(stderr) {
+			if strings.HasPrefix(l, "bai-timing:") {
+				if line != "" {
+					t.Fatalf("two timing lines in %q", stderr)
+				}
+				line = l
+			}
+		}
+		if line == "" {
+			t.Fatalf("no timing line in %q", stderr)
+		}
+		var names []string
+		var ms []float64
+		for _, f := range strings.Fields(strings.TrimPrefix(line, "bai-timing:")) {
+			name, v, ok := strings.Cut(f, "=")
+			var x float64
+			if _, err := fmt.Sscanf(v, "%g", &x); !ok || err != nil {
+				t.Fatalf("bad entry %q in %q", f, line)
+			}
+			if len(ms) > 0 && x < ms[len(ms)-1] {
+				t.Fatalf("%s=%v before the step ahead of it: %q", name, x, line)
+			}
+			names, ms = append(names, name), append(ms, x)
+		}
+		return names, ms
+	}
+	code, out, errOut := r.baiEnv(t, cli.Env{Timing: "1"}, "run", "--rm", "-c", "print(1)", "python")
+	if code != 0 || out != "1\n" {
+		t.Fatalf("run --rm: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	names, ms := steps(t, errOut)
+	if want := "main connected accepted first-output exit removed end"; strings.Join(names, " ") != want {
+		t.Fatalf("run --rm steps %v, want %s", names, want)
+	}
+	if ms[0] > 1000 {
+		t.Fatalf("with BAI_TIMING=1, main is at %v ms", ms[0])
+	}
+
+	// An exec into a live session; the start given in Unix nanoseconds
+	// counts from then.
+	r.ok(t, "run", "--name", "live", "-c", "print(0)", "python")
+	start := time.Now().Add(-50 * time.Millisecond)
+	code, out, errOut = r.baiEnv(t, cli.Env{Timing: fmt.Sprint(start.UnixNano())}, "run", "--name", "live", "-c", "print(2)", "python")
+	if code != 0 || out != "2\n" {
+		t.Fatalf("exec: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	names, ms = steps(t, errOut)
+	if want := "main connected accepted first-output exit end"; strings.Join(names, " ") != want {
+		t.Fatalf("exec steps %v, want %s", names, want)
+	}
+	if ms[0] < 50 {
+		t.Fatalf("main at %v ms of a start 50 ms before", ms[0])
+	}
+
+	before := len(r.list(t))
+	for _, bad := range []string{"soon", "0", "-5", fmt.Sprint(time.Now().Add(time.Hour).UnixNano()), fmt.Sprint(time.Now().Add(-2 * time.Hour).UnixNano())} {
+		code, out, errOut := r.baiEnv(t, cli.Env{Timing: bad}, "run", "--name", "bad-timing", "-c", "print(3)", "python")
+		if code != cli.ExitUsage || out != "" || !strings.Contains(errOut, "BAI_TIMING") || strings.Contains(errOut, "bai-timing:") {
+			t.Errorf("BAI_TIMING=%q: exit %d, stdout %q, stderr %q", bad, code, out, errOut)
+		}
+	}
+	if n := len(r.list(t)); n != before {
+		t.Fatalf("%d sessions after the refused runs, %d before", n, before)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -188,14 +190,31 @@ func cliScenario(ctx context.Context, o options) error {
 	}
 	defer stop()
 	env := append(os.Environ(), "XDG_DATA_HOME="+o.dir)
+	// Each bai run prints its steps (BAI_TIMING, from its exec on):
+	// steps[command] collects each step's time, from the step before.
+	steps := map[string]*cliSteps{}
 	timeOne := func(argv ...string) (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		cmd.Env = env
 		t0 := time.Now()
-		out, err := cmd.CombinedOutput()
+		if argv[0] == bai {
+			cmd.Env = append(slices.Clip(env), "BAI_TIMING="+strconv.FormatInt(t0.UnixNano(), 10))
+		}
+		err := cmd.Run()
 		d := time.Since(t0)
-		if err != nil || strings.TrimSpace(string(out)) != "1" {
-			return 0, fmt.Errorf("%s: %v: %q", strings.Join(argv, " "), err, out)
+		if err != nil || strings.TrimSpace(stdout.String()) != "1" {
+			return 0, fmt.Errorf("%s: %v: %q %q", strings.Join(argv, " "), err, stdout.String(), stderr.String())
+		}
+		if argv[0] == bai {
+			name := strings.Join(argv[1:3], " ")
+			if steps[name] == nil {
+				steps[name] = &cliSteps{}
+			}
+			if err := steps[name].add(stderr.String()); err != nil {
+				return 0, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+			}
 		}
 		return d, nil
 	}
@@ -234,6 +253,8 @@ func cliScenario(ctx context.Context, o options) error {
 		}
 		if i >= 2 { // two warm-up runs each
 			py, bi, live, help = append(py, dp), append(bi, db), append(live, dl), append(help, dh)
+		} else {
+			clear(steps)
 		}
 	}
 	fmt.Printf("%d runs each, alternating, after 2 warm-up runs each:\n", o.cliRuns)
@@ -243,6 +264,18 @@ func cliScenario(ctx context.Context, o options) error {
 	printLat("bai --help (client start)", help)
 	fmt.Printf("median overhead of bai run --rm over bare python3: %v\n", rnd(median(bi)-median(py)))
 	fmt.Printf("median overhead of an exec into a live session over bare python3: %v\n", rnd(median(live)-median(py)))
+	for _, c := range []struct{ name, title string }{{"run --rm", "bai run --rm"}, {"run --name", "bai run --name live (exec)"}} {
+		if st := steps[c.name]; st != nil {
+			fmt.Printf("%s, step by step (BAI_TIMING; each from the step before, the first from the exec of bai):\n", c.title)
+			for _, n := range st.order {
+				title := cliStepTitle[n]
+				if title == "" {
+					title = n
+				}
+				printLat("  "+n+": "+title, st.took[n])
+			}
+		}
+	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average at the end: %s", la)
 	}
@@ -299,4 +332,51 @@ func terminateAndWait(ctx context.Context, cl *client.Client, w *client.Watcher,
 			return nil
 		}
 	}
+}
+
+// cliSteps are the steps of one command's runs, from their BAI_TIMING
+// lines: each step's time from the one before it.
+type cliSteps struct {
+	order []string
+	took  map[string][]time.Duration
+}
+
+// cliStepTitle says what each step of bai's timing line covers.
+var cliStepTitle = map[string]string{
+	"main":         "start: exec to main (Go runtime, package init)",
+	"connected":    "flags, credentials, connect, authentication",
+	"accepted":     "create or look-up and execute answered",
+	"first-output": "to the first output (place, start, sandbox, interpreter)",
+	"exit":         "to the exit code",
+	"removed":      "--rm: terminate answered, TERMINATING seen",
+	"end":          "to the end of bai's main",
+}
+
+func (s *cliSteps) add(stderr string) error {
+	var line string
+	for l := range strings.Lines(stderr) {
+		if strings.HasPrefix(l, "bai-timing:") {
+			line = l
+		}
+	}
+	if line == "" {
+		return fmt.Errorf("no bai-timing line on stderr: %q", stderr)
+	}
+	if s.took == nil {
+		s.took = map[string][]time.Duration{}
+	}
+	prev := 0.0
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "bai-timing:")) {
+		name, v, _ := strings.Cut(f, "=")
+		ms, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("bad bai-timing entry %q", f)
+		}
+		if _, ok := s.took[name]; !ok {
+			s.order = append(s.order, name)
+		}
+		s.took[name] = append(s.took[name], time.Duration((ms-prev)*float64(time.Millisecond)))
+		prev = ms
+	}
+	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -71,6 +72,9 @@ type Env struct {
 	// Terminal makes stdout and stderr count as a terminal (for tests);
 	// otherwise they do when they are one.
 	Terminal bool
+	// Timing prints where the command's time went, one line on stderr
+	// at its end ($BAI_TIMING: see EnvTiming); "" prints nothing.
+	Timing string
 }
 
 // OSEnv reads Env from the process environment; DataDir is
@@ -84,6 +88,7 @@ func OSEnv() Env {
 		Config:    os.Getenv(EnvConfig),
 		Stdin:     os.Stdin,
 		Pager:     osPager(),
+		Timing:    os.Getenv(EnvTiming),
 	}
 }
 
@@ -113,7 +118,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // command as Ctrl-C does. It returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) int {
 	r := &runner{env: env, stdout: stdout, stderr: stderr}
-	err := r.app().RunContext(ctx, args)
+	var err error
+	if r.timing, err = newTiming(env.Timing, time.Now()); err == nil {
+		r.timing.mark("main")
+		err = r.app().RunContext(ctx, args)
+		r.timing.mark("end")
+		r.timing.print(stderr)
+	}
 	if err == nil {
 		return ExitOK
 	}
@@ -200,6 +211,7 @@ type runner struct {
 	env    Env
 	stdout io.Writer
 	stderr io.Writer
+	timing *timing // nil: not asked for (Env.Timing)
 }
 
 // terminal reports whether w shows on a terminal.
@@ -377,7 +389,11 @@ func (r *runner) connect(c *cli.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.Connect(c.Context, opts)
+	cl, err := client.Connect(c.Context, opts)
+	if err == nil {
+		r.timing.mark("connected")
+	}
+	return cl, err
 }
 
 func (r *runner) app() *cli.App {

@@ -225,6 +225,11 @@ func (r *runner) chunk(st *runState, ch *client.Chunk) {
 	if ch.RunID != st.runID || st.exited {
 		return
 	}
+	if ch.Stream == events.StreamExit {
+		r.timing.mark("exit")
+	} else {
+		r.timing.mark("first-output")
+	}
 	switch {
 	case st.json && ch.Stream == events.StreamStdout:
 		st.stdout.Write(ch.Data)
@@ -440,6 +445,7 @@ func (r *runner) run(c *cli.Context) error {
 			if _, err := cl.Execute(ctx, events.ExecuteRequest{SessionID: st.sid, Image: req.Image, Run: run}); err != nil {
 				return err
 			}
+			r.timing.mark("accepted")
 		}
 	} else {
 		req.SessionID = st.sid
@@ -449,6 +455,7 @@ func (r *runner) run(c *cli.Context) error {
 		if _, err := cl.Create(ctx, req); err != nil {
 			return err
 		}
+		r.timing.mark("accepted")
 		if st.prog != nil {
 			if info, err := cl.Get(ctx, st.sid); err == nil && info.Status == events.StatusPending {
 				st.prog.queued(info.QueuePosition)
@@ -463,6 +470,7 @@ func (r *runner) run(c *cli.Context) error {
 	}
 	if c.Bool("rm") && !st.final && !startup {
 		r.remove(ctx, cl, w, st)
+		r.timing.mark("removed")
 	}
 	if st.json {
 		if err := r.printJSON(runResult{SessionID: st.sid, RunID: st.runID, ExitCode: st.exitCode,
