@@ -504,30 +504,17 @@ func TestCLITiming(t *testing.T) {
 	r := startServerWith(t, Config{AgentCapacity: map[string]string{"cpu": "4", "mem": "4g"}, IdleTimeout: -1})
 	steps := func(t *testing.T, stderr string) ([]string, []float64) {
 		t.Helper()
-		var line string
-		for l := range strings.Lines(stderr) {
-			if strings.HasPrefix(l, "bai-timing:") {
-				if line != "" {
-					t.Fatalf("two timing lines in %q", stderr)
-				}
-				line = l
-			}
-		}
-		if line == "" {
-			t.Fatalf("no timing line in %q", stderr)
+		st, err := cli.ParseTiming(stderr)
+		if err != nil {
+			t.Fatal(err)
 		}
 		var names []string
 		var ms []float64
-		for _, f := range strings.Fields(strings.TrimPrefix(line, "bai-timing:")) {
-			name, v, ok := strings.Cut(f, "=")
-			var x float64
-			if _, err := fmt.Sscanf(v, "%g", &x); !ok || err != nil {
-				t.Fatalf("bad entry %q in %q", f, line)
+		for _, s := range st {
+			if len(ms) > 0 && s.MS < ms[len(ms)-1] {
+				t.Fatalf("%s=%v before the step ahead of it: %q", s.Name, s.MS, stderr)
 			}
-			if len(ms) > 0 && x < ms[len(ms)-1] {
-				t.Fatalf("%s=%v before the step ahead of it: %q", name, x, line)
-			}
-			names, ms = append(names, name), append(ms, x)
+			names, ms = append(names, s.Name), append(ms, s.MS)
 		}
 		return names, ms
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/pkg/events/streams"
 	"github.com/bai-sh/bai/server"
+	"github.com/bai-sh/bai/tools/bai/cli"
 	"github.com/bai-sh/bai/tools/bai/client"
 )
 
@@ -353,30 +354,20 @@ var cliStepTitle = map[string]string{
 }
 
 func (s *cliSteps) add(stderr string) error {
-	var line string
-	for l := range strings.Lines(stderr) {
-		if strings.HasPrefix(l, "bai-timing:") {
-			line = l
-		}
-	}
-	if line == "" {
-		return fmt.Errorf("no bai-timing line on stderr: %q", stderr)
+	steps, err := cli.ParseTiming(stderr)
+	if err != nil {
+		return err
 	}
 	if s.took == nil {
 		s.took = map[string][]time.Duration{}
 	}
 	prev := 0.0
-	for _, f := range strings.Fields(strings.TrimPrefix(line, "bai-timing:")) {
-		name, v, _ := strings.Cut(f, "=")
-		ms, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return fmt.Errorf("bad bai-timing entry %q", f)
+	for _, st := range steps {
+		if _, ok := s.took[st.Name]; !ok {
+			s.order = append(s.order, st.Name)
 		}
-		if _, ok := s.took[name]; !ok {
-			s.order = append(s.order, name)
-		}
-		s.took[name] = append(s.took[name], time.Duration((ms-prev)*float64(time.Millisecond)))
-		prev = ms
+		s.took[st.Name] = append(s.took[st.Name], time.Duration((st.MS-prev)*float64(time.Millisecond)))
+		prev = st.MS
 	}
 	return nil
 }

@@ -61,13 +61,51 @@ func (t *timing) mark(name string) {
 	t.marks = append(t.marks, timingMark{name, time.Now()})
 }
 
+// TimingStep is one entry of a timing line: a step and its time, in
+// milliseconds since the start.
+type TimingStep struct {
+	Name string
+	MS   float64
+}
+
+// ParseTiming reads the timing line bai printed on stderr (all of it,
+// other lines included): its steps in the order taken. An error where
+// stderr has no such line, more than one, or a bad entry.
+func ParseTiming(stderr string) ([]TimingStep, error) {
+	var line string
+	for l := range strings.Lines(stderr) {
+		if rest, ok := strings.CutPrefix(l, timingPrefix); ok {
+			if line != "" {
+				return nil, fmt.Errorf("two timing lines in %q", stderr)
+			}
+			line = rest
+		}
+	}
+	if line == "" {
+		return nil, fmt.Errorf("no timing line (%s) in %q", timingPrefix, stderr)
+	}
+	var steps []TimingStep
+	for _, f := range strings.Fields(line) {
+		name, v, ok := strings.Cut(f, "=")
+		ms, err := strconv.ParseFloat(v, 64)
+		if !ok || name == "" || err != nil {
+			return nil, fmt.Errorf("bad entry %q in timing line %q", f, line)
+		}
+		steps = append(steps, TimingStep{name, ms})
+	}
+	return steps, nil
+}
+
+// timingPrefix starts the timing line.
+const timingPrefix = "bai-timing:"
+
 // print writes the timing line.
 func (t *timing) print(w io.Writer) {
 	if t == nil {
 		return
 	}
 	var b strings.Builder
-	b.WriteString("bai-timing:")
+	b.WriteString(timingPrefix)
 	for _, m := range t.marks {
 		fmt.Fprintf(&b, " %s=%.2f", m.name, float64(m.at.Sub(t.t0))/float64(time.Millisecond))
 	}

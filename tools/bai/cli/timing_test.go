@@ -28,9 +28,14 @@ func TestTiming(t *testing.T) {
 	tm.mark("main") // the first counts
 	var b strings.Builder
 	tm.print(&b)
-	var main, conn float64
-	if _, err := fmt.Sscanf(b.String(), "bai-timing: main=%g connected=%g\n", &main, &conn); err != nil || main < 1.5 || conn < main {
-		t.Fatalf("line %q: %v", b.String(), err)
+	steps, err := ParseTiming("warning: something\n" + b.String())
+	if err != nil || len(steps) != 2 || steps[0].Name != "main" || steps[1].Name != "connected" || steps[0].MS < 1.5 || steps[1].MS < steps[0].MS {
+		t.Fatalf("line %q: %+v %v", b.String(), steps, err)
+	}
+	for _, bad := range []string{"", "bai: failed\n", b.String() + b.String(), "bai-timing: main\n", "bai-timing: main=x\n", "bai-timing: =1\n"} {
+		if _, err := ParseTiming(bad); err == nil {
+			t.Errorf("ParseTiming(%q): no error", bad)
+		}
 	}
 	var none *timing
 	none.mark("main")
