@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bai-sh/bai/internal/natstest"
 	"github.com/bai-sh/bai/pkg/events"
 	"github.com/bai-sh/bai/services/agent/internal/sandboxinit"
 )
@@ -374,12 +375,12 @@ func TestSpawnServerFollowsHostMounts(t *testing.T) {
 		}
 		return held
 	}
-	for deadline := time.Now().Add(5 * time.Second); len(holding()) > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if held := holding(); len(held) > 0 {
-		t.Errorf("the idle server still has %s: %v", dir, held)
-	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if held := holding(); len(held) > 0 {
+			return fmt.Errorf("the idle server still has %s: %v", dir, held)
+		}
+		return nil
+	})
 	if code, out, errs, _ := runOut(t, r, k, "ls -A "+dir); code != 0 || out != "" {
 		t.Errorf("unmounted on the host: exit %d, %q %q; want an empty directory", code, out, errs)
 	}
