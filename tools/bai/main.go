@@ -7,6 +7,9 @@ import (
 	"os"
 
 	"github.com/bai-sh/bai/tools/bai/cli"
+	// The heap on a huge page from the start: page faults are most of a
+	// short command's start on some virtual machines.
+	_ "github.com/bai-sh/bai/tools/bai/internal/hugeheap"
 )
 
 func main() {

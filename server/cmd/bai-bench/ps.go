@@ -194,14 +194,17 @@ func cliScenario(ctx context.Context, o options) error {
 	// Each bai run prints its steps (BAI_TIMING, from its exec on):
 	// steps[command] collects each step's time, from the step before.
 	steps := map[string]*cliSteps{}
-	timeOne := func(argv ...string) (time.Duration, error) {
+	// hugeOff is bai's switch for its heap on a huge page (package
+	// tools/bai/internal/hugeheap): the same binary, with and without.
+	hugeOff := []string{"BAI_HUGEPAGE=0"}
+	timeOne := func(extra []string, argv ...string) (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 		var stdout, stderr strings.Builder
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		cmd.Env = env
+		cmd.Env = append(slices.Clip(env), extra...)
 		t0 := time.Now()
 		if argv[0] == bai {
-			cmd.Env = append(slices.Clip(env), "BAI_TIMING="+strconv.FormatInt(t0.UnixNano(), 10))
+			cmd.Env = append(cmd.Env, "BAI_TIMING="+strconv.FormatInt(t0.UnixNano(), 10))
 		}
 		err := cmd.Run()
 		d := time.Since(t0)
@@ -209,7 +212,7 @@ func cliScenario(ctx context.Context, o options) error {
 			return 0, fmt.Errorf("%s: %v: %q %q", strings.Join(argv, " "), err, stdout.String(), stderr.String())
 		}
 		if argv[0] == bai {
-			name := strings.Join(argv[1:3], " ")
+			name := strings.Join(append(slices.Clip(argv[1:3]), extra...), " ")
 			if steps[name] == nil {
 				steps[name] = &cliSteps{}
 			}
@@ -221,39 +224,40 @@ func cliScenario(ctx context.Context, o options) error {
 	}
 	// The live session of the exec figure: made by the first run, reused
 	// by the others (bai run --name finds it).
-	if _, err := timeOne(bai, "run", "--name", "live", "-c", "print(1)", "python"); err != nil {
+	if _, err := timeOne(nil, bai, "run", "--name", "live", "-c", "print(1)", "python"); err != nil {
 		return err
 	}
 	// Ended before the server stops: the kernel's work directory is a
 	// mount under the data directory, which a stopping agent leaves.
 	defer endAndWait(ctx, srv, "live")
-	helpOne := func() (time.Duration, error) {
+	helpOne := func(extra []string) (time.Duration, error) {
 		cmd := exec.CommandContext(ctx, bai, "--help")
-		cmd.Env = env
+		cmd.Env = append(slices.Clip(env), extra...)
 		t0 := time.Now()
 		err := cmd.Run()
 		return time.Since(t0), err
 	}
-	var py, bi, live, help []time.Duration
+	var py, bi, biOff, live, help, helpOff []time.Duration
 	for i := range o.cliRuns + 2 {
-		dp, err := timeOne(python, "-c", "print(1)")
-		if err != nil {
-			return err
-		}
-		db, err := timeOne(bai, "run", "--rm", "-c", "print(1)", "python")
-		if err != nil {
-			return err
-		}
-		dl, err := timeOne(bai, "run", "--name", "live", "-c", "print(1)", "python")
-		if err != nil {
-			return err
-		}
-		dh, err := helpOne()
-		if err != nil {
-			return err
+		var d [6]time.Duration
+		var err error
+		for j, f := range []func() (time.Duration, error){
+			func() (time.Duration, error) { return timeOne(nil, python, "-c", "print(1)") },
+			func() (time.Duration, error) { return timeOne(nil, bai, "run", "--rm", "-c", "print(1)", "python") },
+			func() (time.Duration, error) {
+				return timeOne(nil, bai, "run", "--name", "live", "-c", "print(1)", "python")
+			},
+			func() (time.Duration, error) { return helpOne(nil) },
+			func() (time.Duration, error) { return timeOne(hugeOff, bai, "run", "--rm", "-c", "print(1)", "python") },
+			func() (time.Duration, error) { return helpOne(hugeOff) },
+		} {
+			if d[j], err = f(); err != nil {
+				return err
+			}
 		}
 		if i >= 2 { // two warm-up runs each
-			py, bi, live, help = append(py, dp), append(bi, db), append(live, dl), append(help, dh)
+			py, bi, live, help = append(py, d[0]), append(bi, d[1]), append(live, d[2]), append(help, d[3])
+			biOff, helpOff = append(biOff, d[4]), append(helpOff, d[5])
 		} else {
 			clear(steps)
 		}
@@ -263,9 +267,17 @@ func cliScenario(ctx context.Context, o options) error {
 	printLat("bai run --rm (process)", bi)
 	printLat("bai run --name live (exec)", live)
 	printLat("bai --help (client start)", help)
+	printLat("bai run --rm, BAI_HUGEPAGE=0", biOff)
+	printLat("bai --help, BAI_HUGEPAGE=0", helpOff)
 	fmt.Printf("median overhead of bai run --rm over bare python3: %v\n", rnd(median(bi)-median(py)))
 	fmt.Printf("median overhead of an exec into a live session over bare python3: %v\n", rnd(median(live)-median(py)))
-	for _, c := range []struct{ name, title string }{{"run --rm", "bai run --rm"}, {"run --name", "bai run --name live (exec)"}} {
+	fmt.Printf("heap on a huge page, on/off (medians): bai --help %.2f, bai run --rm %.2f\n",
+		float64(median(help))/float64(median(helpOff)), float64(median(bi))/float64(median(biOff)))
+	for _, c := range []struct{ name, title string }{
+		{"run --rm", "bai run --rm"},
+		{"run --name", "bai run --name live (exec)"},
+		{"run --rm BAI_HUGEPAGE=0", "bai run --rm, BAI_HUGEPAGE=0"},
+	} {
 		if st := steps[c.name]; st != nil {
 			fmt.Printf("%s, step by step (BAI_TIMING; each from the step before, the first from the exec of bai):\n", c.title)
 			for _, n := range st.order {
